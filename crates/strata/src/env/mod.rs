@@ -1,0 +1,158 @@
+//! The file layer: the one seam through which every byte Strata reads or
+//! writes passes.
+//!
+//! Role: [`FileSystem`] and [`File`] describe exactly the operations the
+//! engine needs (positional reads and writes, `fdatasync`, directory sync,
+//! atomic rename, listing, locking). Three implementations exist:
+//!
+//! - [`RealFileSystem`] (`real.rs`): the operating system, through `std::fs`.
+//!   It is the only module in the crate allowed to touch `std::fs`.
+//! - [`MemFileSystem`] (`mem.rs`): an in-memory file system for fast tests.
+//!   It also tracks which bytes and directory entries are durable, so it can
+//!   forget the rest on a simulated crash.
+//! - [`FaultFileSystem`] (`fault.rs`): wraps a [`MemFileSystem`] and injects
+//!   faults: failing the nth sync (after which the unsynced pages of that file
+//!   are gone, as on Linux), `ENOSPC`, short writes, and simulated power loss
+//!   that drops, truncates or garbles unsynced data and reverts unsynced
+//!   directory operations.
+//!
+//! Thread-safety: every type here is `Send + Sync`; a [`File`] may be shared
+//! between a writer thread and reader threads through `Arc<dyn File>`.
+//!
+//! Invariants:
+//! - Writes are positional (`pwrite`); files keep no cursor, so concurrent
+//!   readers never disturb the writer.
+//! - A successful `sync_data` makes every byte written to that file before
+//!   the call durable; a successful `sync_dir` makes every directory entry
+//!   change (create, rename, remove) in that directory durable. Nothing else
+//!   makes anything durable.
+
+mod fault;
+mod mem;
+mod real;
+
+use std::fmt::Debug;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub use fault::{CrashMode, FaultFileSystem, FaultPlan};
+pub use mem::MemFileSystem;
+pub use real::RealFileSystem;
+
+/// How [`FileSystem::open`] opens a file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OpenMode {
+    /// Open an existing file for reading only.
+    Read,
+    /// Open an existing file for reading and writing.
+    ReadWrite,
+    /// Create a new, empty file for reading and writing; fail with
+    /// `AlreadyExists` if the name is taken.
+    CreateNew,
+}
+
+/// An open file. Reads and writes are positional; the file has no cursor.
+pub trait File: Send + Sync + Debug {
+    /// Reads up to `buf.len()` bytes at `offset`; returns how many were read
+    /// (0 at or past the end of the file).
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize>;
+
+    /// Writes up to `buf.len()` bytes at `offset`, extending the file if
+    /// needed; returns how many were written (which may be fewer: a short
+    /// write). Writing past the end leaves a zero-filled hole.
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<usize>;
+
+    /// Makes every byte written so far durable (`fdatasync`).
+    ///
+    /// # Errors
+    /// On failure the unsynced data may already be lost (as on Linux, where
+    /// the kernel drops the dirty pages): callers must not retry and assume
+    /// success.
+    fn sync_data(&self) -> io::Result<()>;
+
+    /// The file's current length in bytes.
+    fn len(&self) -> io::Result<u64>;
+
+    /// Truncates or extends (with zeros) the file to `len` bytes.
+    fn set_len(&self, len: u64) -> io::Result<()>;
+
+    /// Writes all of `buf` at `offset`, looping over short writes.
+    ///
+    /// # Errors
+    /// The first error from [`File::write_at`], or `WriteZero` if it wrote
+    /// nothing.
+    fn write_all_at(&self, mut buf: &[u8], mut offset: u64) -> io::Result<()> {
+        while !buf.is_empty() {
+            let written = self.write_at(buf, offset)?;
+            if written == 0 {
+                return Err(io::Error::new(io::ErrorKind::WriteZero, "write_at wrote 0 bytes"));
+            }
+            buf = buf.get(written..).unwrap_or_default();
+            offset += written as u64;
+        }
+        Ok(())
+    }
+
+    /// Fills `buf` from `offset`, looping over short reads.
+    ///
+    /// # Errors
+    /// `UnexpectedEof` if the file ends first.
+    fn read_exact_at(&self, mut buf: &mut [u8], mut offset: u64) -> io::Result<()> {
+        while !buf.is_empty() {
+            let read = self.read_at(buf, offset)?;
+            if read == 0 {
+                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "file ended early"));
+            }
+            buf = std::mem::take(&mut buf).get_mut(read..).unwrap_or_default();
+            offset += read as u64;
+        }
+        Ok(())
+    }
+}
+
+/// An exclusive, advisory lock on a data directory, released on drop.
+pub trait DirLock: Send + Sync + Debug {}
+
+/// The operations Strata performs on a file system.
+///
+/// Paths are used as given (absolute or relative to the process's working
+/// directory for [`RealFileSystem`]; plain keys for the in-memory ones).
+pub trait FileSystem: Send + Sync + Debug + 'static {
+    /// Opens `path` in `mode`.
+    ///
+    /// # Errors
+    /// `NotFound` for a missing file in `Read`/`ReadWrite` mode,
+    /// `AlreadyExists` for an existing one in `CreateNew` mode, or any I/O
+    /// error (including injected ones).
+    fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn File>>;
+
+    /// Creates `path` and any missing parents. Succeeds if it exists.
+    fn create_dir_all(&self, path: &Path) -> io::Result<()>;
+
+    /// The names (not full paths) of the entries of directory `path`, sorted.
+    fn list_dir(&self, path: &Path) -> io::Result<Vec<String>>;
+
+    /// Atomically renames `from` to `to`, replacing `to` if it exists.
+    /// Durable only after [`FileSystem::sync_dir`] of the parent(s).
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+
+    /// Removes the file at `path`. Durable only after `sync_dir`.
+    fn remove_file(&self, path: &Path) -> io::Result<()>;
+
+    /// Makes the directory's entries durable (fsync of the directory).
+    fn sync_dir(&self, path: &Path) -> io::Result<()>;
+
+    /// Whether a file or directory exists at `path`.
+    fn exists(&self, path: &Path) -> io::Result<bool>;
+
+    /// Takes an exclusive lock on `path` (creating the file if needed),
+    /// failing with `WouldBlock` if another holder has it.
+    fn lock(&self, path: &Path) -> io::Result<Box<dyn DirLock>>;
+}
+
+/// Joins a directory and a file name; a small helper so call sites read
+/// alike for every implementation.
+pub(crate) fn join(dir: &Path, name: &str) -> PathBuf {
+    dir.join(name)
+}

@@ -1,0 +1,1 @@
+//! Shared helpers for Strata's integration tests and benches.
