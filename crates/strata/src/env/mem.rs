@@ -801,3 +801,479 @@ fn error(kind: io::ErrorKind, path: &Path, message: &str) -> io::Error {
 fn not_found(path: &Path, message: &str) -> io::Error {
     error(io::ErrorKind::NotFound, path, message)
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const MODES: [CrashMode; 4] = [
+        CrashMode::DropUnsynced,
+        CrashMode::KeepPrefix,
+        CrashMode::GarbleSectors,
+        CrashMode::Random,
+    ];
+
+    fn new_fs() -> MemFileSystem {
+        let fs = MemFileSystem::new();
+        fs.create_dir_all(Path::new("/db")).unwrap();
+        fs
+    }
+
+    fn path(name: &str) -> PathBuf {
+        Path::new("/db").join(name)
+    }
+
+    /// Creates `name` with `content`, syncing the data and the directory.
+    fn durable_file(fs: &MemFileSystem, name: &str, content: &[u8]) -> Arc<dyn File> {
+        let file = fs.open(&path(name), OpenMode::CreateNew).unwrap();
+        file.write_all_at(content, 0).unwrap();
+        file.sync_data().unwrap();
+        fs.sync_dir(Path::new("/db")).unwrap();
+        file
+    }
+
+    fn pattern(len: usize, salt: u8) -> Vec<u8> {
+        (0..len)
+            .map(|i| (i as u8).wrapping_mul(31).wrapping_add(salt))
+            .collect()
+    }
+
+    #[test]
+    fn synced_data_survives_every_crash_mode() {
+        for mode in MODES {
+            for seed in 0..20 {
+                let fs = new_fs();
+                let content = pattern(3000, 1);
+                durable_file(&fs, "synced", &content);
+                let other = durable_file(&fs, "other", b"x");
+                other.write_all_at(&pattern(1500, 2), 0).unwrap();
+                fs.open(&path("unsynced"), OpenMode::CreateNew).unwrap();
+                fs.crash(mode, seed);
+                assert_eq!(
+                    fs.read_file(&path("synced")).unwrap(),
+                    content,
+                    "{mode:?} {seed}"
+                );
+                assert_eq!(fs.unsynced_bytes(), 0);
+            }
+        }
+    }
+
+    #[test]
+    fn unsynced_write_is_lost_on_drop_unsynced_crash() {
+        let fs = new_fs();
+        let file = durable_file(&fs, "a", b"abc");
+        file.write_all_at(b"def", 3).unwrap();
+        file.set_len(1).unwrap();
+        file.set_len(4).unwrap();
+        assert_eq!(fs.read_file(&path("a")).unwrap(), b"a\0\0\0");
+        assert_eq!(fs.unsynced_bytes(), 3);
+        assert_eq!(fs.durable_len(&path("a")).unwrap(), 3);
+        fs.crash(CrashMode::DropUnsynced, 0);
+        assert_eq!(fs.read_file(&path("a")).unwrap(), b"abc");
+        assert_eq!(fs.unsynced_bytes(), 0);
+    }
+
+    #[test]
+    fn sync_makes_live_content_durable() {
+        let fs = new_fs();
+        let file = durable_file(&fs, "a", b"abc");
+        file.write_all_at(b"defgh", 3).unwrap();
+        file.set_len(6).unwrap();
+        file.sync_data().unwrap();
+        assert_eq!(fs.durable_len(&path("a")).unwrap(), 6);
+        fs.crash(CrashMode::DropUnsynced, 0);
+        assert_eq!(fs.read_file(&path("a")).unwrap(), b"abcdef");
+    }
+
+    /// Every content that durable + ops[..k] + a torn prefix of ops[k] can give.
+    fn prefix_outcomes(durable: &[u8], ops: &[(usize, Vec<u8>)]) -> Vec<Vec<u8>> {
+        let mut outcomes = Vec::new();
+        let mut content = durable.to_vec();
+        for (offset, bytes) in ops {
+            for torn in 0..bytes.len() {
+                let mut torn_content = content.clone();
+                write_into(&mut torn_content, *offset, &bytes[..torn]);
+                outcomes.push(torn_content);
+            }
+            write_into(&mut content, *offset, bytes);
+        }
+        outcomes.push(content);
+        outcomes
+    }
+
+    fn writes() -> impl Strategy<Value = Vec<(usize, Vec<u8>)>> {
+        prop::collection::vec(
+            (0usize..64, prop::collection::vec(any::<u8>(), 1..12)),
+            0..6,
+        )
+    }
+
+    proptest! {
+        #[test]
+        fn keep_prefix_survivors_are_durable_plus_a_prefix_of_unsynced_writes(
+            synced in writes(),
+            unsynced in writes(),
+            seed in any::<u64>(),
+        ) {
+            let fs = new_fs();
+            let file = durable_file(&fs, "a", b"");
+            for (offset, bytes) in &synced {
+                file.write_all_at(bytes, *offset as u64).unwrap();
+            }
+            file.sync_data().unwrap();
+            let durable = fs.read_file(&path("a")).unwrap();
+            for (offset, bytes) in &unsynced {
+                file.write_all_at(bytes, *offset as u64).unwrap();
+            }
+            fs.crash(CrashMode::KeepPrefix, seed);
+            let survived = fs.read_file(&path("a")).unwrap();
+            prop_assert!(prefix_outcomes(&durable, &unsynced).contains(&survived));
+        }
+
+        #[test]
+        fn crash_is_deterministic_for_a_seed(unsynced in writes(), seed in any::<u64>()) {
+            let run = || {
+                let fs = new_fs();
+                let file = durable_file(&fs, "a", &pattern(700, 3));
+                for (offset, bytes) in &unsynced {
+                    file.write_all_at(bytes, *offset as u64 * 20).unwrap();
+                }
+                fs.open(&path("b"), OpenMode::CreateNew).unwrap();
+                fs.crash(CrashMode::Random, seed);
+                (fs.read_file(&path("a")).unwrap(), fs.list_dir(Path::new("/db")).unwrap())
+            };
+            prop_assert_eq!(run(), run());
+        }
+    }
+
+    #[test]
+    fn garble_sectors_never_touches_synced_and_unmodified_sectors() {
+        let original = pattern(4 * SECTOR_BYTES, 5);
+        for seed in 0..64 {
+            let fs = new_fs();
+            let file = durable_file(&fs, "a", &original);
+            file.write_all_at(&[0xEE; 100], 2 * SECTOR_BYTES as u64 + 50)
+                .unwrap();
+            fs.crash(CrashMode::GarbleSectors, seed);
+            let survived = fs.read_file(&path("a")).unwrap();
+            assert_eq!(survived.len(), original.len());
+            for sector in [0, 1, 3] {
+                let range = sector * SECTOR_BYTES..(sector + 1) * SECTOR_BYTES;
+                assert_eq!(
+                    survived[range.clone()],
+                    original[range],
+                    "seed {seed} sector {sector}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn garble_sectors_keeps_takes_or_garbles_a_touched_sector() {
+        let original = pattern(SECTOR_BYTES, 6);
+        let mut updated = original.clone();
+        updated[10..20].fill(0xEE);
+        let (mut kept, mut taken, mut garbled) = (0, 0, 0);
+        for seed in 0..64 {
+            let fs = new_fs();
+            let file = durable_file(&fs, "a", &original);
+            file.write_all_at(&[0xEE; 10], 10).unwrap();
+            fs.crash(CrashMode::GarbleSectors, seed);
+            match fs.read_file(&path("a")).unwrap() {
+                content if content == original => kept += 1,
+                content if content == updated => taken += 1,
+                _ => garbled += 1,
+            }
+        }
+        assert!(
+            kept > 0 && taken > 0 && garbled > 0,
+            "{kept} {taken} {garbled}"
+        );
+    }
+
+    #[test]
+    fn garble_sectors_length_is_old_or_new() {
+        for seed in 0..32 {
+            let fs = new_fs();
+            let file = durable_file(&fs, "a", &pattern(100, 7));
+            file.write_all_at(&pattern(1000, 8), 100).unwrap();
+            fs.crash(CrashMode::GarbleSectors, seed);
+            let len = fs.read_file(&path("a")).unwrap().len();
+            assert!(len == 100 || len == 1100, "seed {seed}: {len}");
+        }
+    }
+
+    #[test]
+    fn created_file_without_dir_sync_disappears_after_crash() {
+        let fs = new_fs();
+        let file = fs.open(&path("a"), OpenMode::CreateNew).unwrap();
+        file.write_all_at(b"data", 0).unwrap();
+        file.sync_data().unwrap();
+        fs.crash(CrashMode::DropUnsynced, 0);
+        assert!(!fs.exists(&path("a")).unwrap());
+        assert_eq!(fs.list_dir(Path::new("/db")).unwrap(), Vec::<String>::new());
+    }
+
+    #[test]
+    fn created_file_with_dir_sync_survives_crash() {
+        let fs = new_fs();
+        fs.open(&path("a"), OpenMode::CreateNew).unwrap();
+        fs.sync_dir(Path::new("/db")).unwrap();
+        fs.crash(CrashMode::DropUnsynced, 0);
+        assert_eq!(fs.read_file(&path("a")).unwrap(), b"");
+    }
+
+    #[test]
+    fn rename_without_dir_sync_is_reverted() {
+        let fs = new_fs();
+        durable_file(&fs, "CURRENT", b"old");
+        durable_file(&fs, "CURRENT.tmp", b"new");
+        fs.rename(&path("CURRENT.tmp"), &path("CURRENT")).unwrap();
+        assert_eq!(fs.read_file(&path("CURRENT")).unwrap(), b"new");
+        assert!(!fs.exists(&path("CURRENT.tmp")).unwrap());
+        fs.crash(CrashMode::DropUnsynced, 0);
+        assert_eq!(fs.read_file(&path("CURRENT")).unwrap(), b"old");
+        assert_eq!(fs.read_file(&path("CURRENT.tmp")).unwrap(), b"new");
+    }
+
+    #[test]
+    fn rename_in_one_directory_is_atomic_across_crashes() {
+        for seed in 0..32 {
+            let fs = new_fs();
+            durable_file(&fs, "CURRENT", b"old");
+            durable_file(&fs, "CURRENT.tmp", b"new");
+            fs.rename(&path("CURRENT.tmp"), &path("CURRENT")).unwrap();
+            fs.crash(CrashMode::KeepPrefix, seed);
+            let names = fs.list_dir(Path::new("/db")).unwrap();
+            let current = fs.read_file(&path("CURRENT")).unwrap();
+            match current.as_slice() {
+                b"old" => assert_eq!(names, ["CURRENT", "CURRENT.tmp"]),
+                b"new" => assert_eq!(names, ["CURRENT"]),
+                other => panic!("seed {seed}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn remove_without_dir_sync_is_reverted() {
+        let fs = new_fs();
+        durable_file(&fs, "a", b"data");
+        fs.remove_file(&path("a")).unwrap();
+        assert!(!fs.exists(&path("a")).unwrap());
+        fs.crash(CrashMode::DropUnsynced, 0);
+        assert_eq!(fs.read_file(&path("a")).unwrap(), b"data");
+    }
+
+    #[test]
+    fn keep_prefix_keeps_a_prefix_of_directory_operations() {
+        let mut seen = HashSet::new();
+        for seed in 0..32 {
+            let fs = new_fs();
+            for name in ["a", "b", "c"] {
+                fs.open(&path(name), OpenMode::CreateNew).unwrap();
+            }
+            fs.crash(CrashMode::KeepPrefix, seed);
+            let names = fs.list_dir(Path::new("/db")).unwrap();
+            let names: Vec<&str> = names.iter().map(String::as_str).collect();
+            assert!(
+                ["a", "b", "c"].starts_with(&names),
+                "seed {seed}: {names:?}"
+            );
+            seen.insert(names.len());
+        }
+        assert_eq!(seen.len(), 4, "every prefix length should occur");
+    }
+
+    #[test]
+    fn handles_from_before_a_crash_fail_with_crashed() {
+        let fs = new_fs();
+        let file = durable_file(&fs, "a", b"data");
+        fs.crash(CrashMode::DropUnsynced, 0);
+        let errors = [
+            file.read_at(&mut [0; 4], 0).unwrap_err(),
+            file.write_at(b"x", 0).unwrap_err(),
+            file.sync_data().unwrap_err(),
+            file.len().unwrap_err(),
+            file.set_len(0).unwrap_err(),
+        ];
+        for error in errors {
+            assert_eq!(error.kind(), io::ErrorKind::Other);
+            assert!(error.to_string().contains("crashed"), "{error}");
+        }
+        let reopened = fs.open(&path("a"), OpenMode::ReadWrite).unwrap();
+        assert_eq!(reopened.len().unwrap(), 4);
+        assert_eq!(fs.read_file(&path("a")).unwrap(), b"data");
+    }
+
+    #[test]
+    fn open_handle_survives_unlink_and_rename_over() {
+        let fs = new_fs();
+        let removed = durable_file(&fs, "a", b"first");
+        let replaced = durable_file(&fs, "b", b"second");
+        durable_file(&fs, "c", b"third");
+        fs.remove_file(&path("a")).unwrap();
+        fs.rename(&path("c"), &path("b")).unwrap();
+        removed.write_all_at(b"!", 5).unwrap();
+        let mut buf = [0; 6];
+        removed.read_exact_at(&mut buf, 0).unwrap();
+        assert_eq!(&buf, b"first!");
+        replaced.read_exact_at(&mut buf, 0).unwrap();
+        assert_eq!(&buf, b"second");
+        assert_eq!(fs.read_file(&path("b")).unwrap(), b"third");
+    }
+
+    #[test]
+    fn lock_is_exclusive_until_dropped() {
+        let fs = new_fs();
+        let guard = fs.lock(&path("LOCK")).unwrap();
+        assert_eq!(
+            fs.lock(&path("LOCK")).unwrap_err().kind(),
+            io::ErrorKind::WouldBlock
+        );
+        assert!(fs.lock(&path("OTHER")).is_ok());
+        drop(guard);
+        assert!(fs.lock(&path("LOCK")).is_ok());
+        assert!(fs.exists(&path("LOCK")).unwrap());
+    }
+
+    #[test]
+    fn crash_releases_locks() {
+        let fs = new_fs();
+        fs.sync_dir(Path::new("/db")).unwrap();
+        let old_guard = fs.lock(&path("LOCK")).unwrap();
+        fs.crash(CrashMode::DropUnsynced, 0);
+        let new_guard = fs.lock(&path("LOCK")).unwrap();
+        drop(old_guard);
+        assert_eq!(
+            fs.lock(&path("LOCK")).unwrap_err().kind(),
+            io::ErrorKind::WouldBlock
+        );
+        drop(new_guard);
+    }
+
+    #[test]
+    fn open_reports_missing_and_existing_files() {
+        let fs = new_fs();
+        let kind = |result: io::Result<Arc<dyn File>>| result.unwrap_err().kind();
+        assert_eq!(
+            kind(fs.open(&path("a"), OpenMode::Read)),
+            io::ErrorKind::NotFound
+        );
+        assert_eq!(
+            kind(fs.open(&path("a"), OpenMode::ReadWrite)),
+            io::ErrorKind::NotFound
+        );
+        let missing_dir = Path::new("/nowhere/a");
+        assert_eq!(
+            kind(fs.open(missing_dir, OpenMode::CreateNew)),
+            io::ErrorKind::NotFound
+        );
+        fs.open(&path("a"), OpenMode::CreateNew).unwrap();
+        assert_eq!(
+            kind(fs.open(&path("a"), OpenMode::CreateNew)),
+            io::ErrorKind::AlreadyExists
+        );
+        assert_eq!(
+            kind(fs.open(Path::new("/db"), OpenMode::CreateNew)),
+            io::ErrorKind::AlreadyExists
+        );
+        assert_eq!(
+            fs.rename(&path("a"), missing_dir).unwrap_err().kind(),
+            io::ErrorKind::NotFound
+        );
+        assert_eq!(
+            fs.remove_file(&path("b")).unwrap_err().kind(),
+            io::ErrorKind::NotFound
+        );
+    }
+
+    #[test]
+    fn read_only_handle_refuses_writes() {
+        let fs = new_fs();
+        durable_file(&fs, "a", b"data");
+        let file = fs.open(&path("a"), OpenMode::Read).unwrap();
+        assert_eq!(
+            file.write_at(b"x", 0).unwrap_err().kind(),
+            io::ErrorKind::PermissionDenied
+        );
+        assert_eq!(
+            file.set_len(0).unwrap_err().kind(),
+            io::ErrorKind::PermissionDenied
+        );
+        let mut buf = [0; 8];
+        assert_eq!(file.read_at(&mut buf, 2).unwrap(), 2);
+        assert_eq!(&buf[..2], b"ta");
+        assert_eq!(file.read_at(&mut buf, 100).unwrap(), 0);
+    }
+
+    #[test]
+    fn write_past_end_leaves_a_zero_hole() {
+        let fs = new_fs();
+        let file = durable_file(&fs, "a", b"ab");
+        file.write_all_at(b"z", 5).unwrap();
+        assert_eq!(fs.read_file(&path("a")).unwrap(), b"ab\0\0\0z");
+        assert_eq!(file.len().unwrap(), 6);
+        let huge = file.write_at(b"z", u64::MAX - 1).unwrap_err();
+        assert_eq!(huge.kind(), io::ErrorKind::FileTooLarge);
+    }
+
+    #[test]
+    fn list_dir_is_sorted_and_includes_subdirectories() {
+        let fs = new_fs();
+        fs.create_dir_all(Path::new("/db/sub/deeper")).unwrap();
+        for name in ["b", "a", "c"] {
+            fs.open(&path(name), OpenMode::CreateNew).unwrap();
+        }
+        assert_eq!(
+            fs.list_dir(Path::new("/db")).unwrap(),
+            ["a", "b", "c", "sub"]
+        );
+        assert_eq!(fs.list_dir(Path::new("/db/sub")).unwrap(), ["deeper"]);
+        assert_eq!(
+            fs.list_dir(Path::new("/none")).unwrap_err().kind(),
+            io::ErrorKind::NotFound
+        );
+        assert!(fs.exists(Path::new("/db/sub")).unwrap());
+        assert!(fs.create_dir_all(&path("a/x")).is_err());
+    }
+
+    #[test]
+    fn paths_are_normalised() {
+        let fs = new_fs();
+        fs.open(Path::new("/db/./x/../a"), OpenMode::CreateNew)
+            .unwrap();
+        assert!(fs.exists(Path::new("/db/a")).unwrap());
+        assert!(fs.exists(Path::new("/db/a/")).unwrap());
+        fs.create_dir_all(Path::new("rel")).unwrap();
+        fs.open(Path::new("rel/f"), OpenMode::CreateNew).unwrap();
+        assert!(fs.exists(Path::new("./rel/f")).unwrap());
+    }
+
+    #[test]
+    fn write_file_replaces_content_durably() {
+        let fs = new_fs();
+        let file = durable_file(&fs, "a", b"data");
+        file.write_all_at(b"more", 4).unwrap();
+        fs.write_file(&path("a"), b"DAMAGED").unwrap();
+        fs.write_file(&path("new"), b"made").unwrap();
+        assert_eq!(fs.durable_len(&path("a")).unwrap(), 7);
+        fs.crash(CrashMode::DropUnsynced, 0);
+        assert_eq!(fs.read_file(&path("a")).unwrap(), b"DAMAGED");
+        assert_eq!(fs.read_file(&path("new")).unwrap(), b"made");
+        assert_eq!(
+            fs.write_file(Path::new("/none/a"), b"").unwrap_err().kind(),
+            io::ErrorKind::NotFound
+        );
+    }
+
+    #[test]
+    fn clones_share_state() {
+        let fs = new_fs();
+        let clone = fs.clone();
+        durable_file(&clone, "a", b"shared");
+        assert_eq!(fs.read_file(&path("a")).unwrap(), b"shared");
+    }
+}
