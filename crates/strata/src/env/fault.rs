@@ -317,3 +317,228 @@ impl fmt::Debug for Faults {
             .finish_non_exhaustive()
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+
+    const MODES: [CrashMode; 4] = [
+        CrashMode::DropUnsynced,
+        CrashMode::KeepPrefix,
+        CrashMode::GarbleSectors,
+        CrashMode::Random,
+    ];
+
+    /// A file system with a durable, empty file `wal`, and that file.
+    fn fs_with_file() -> (FaultFileSystem, Arc<dyn File>) {
+        let fs = FaultFileSystem::new();
+        let file = fs.open(Path::new("wal"), OpenMode::CreateNew).unwrap();
+        fs.sync_dir(Path::new("")).unwrap();
+        (fs, file)
+    }
+
+    fn plan() -> FaultPlan {
+        FaultPlan::default()
+    }
+
+    #[test]
+    fn nth_sync_fails_with_eio_and_its_bytes_never_become_durable() {
+        for mode in MODES {
+            let (fs, file) = fs_with_file();
+            fs.set_plan(FaultPlan {
+                fail_sync_at: Some(1),
+                ..plan()
+            });
+            file.write_all_at(b"kept", 0).unwrap();
+            file.sync_data().unwrap();
+            file.write_all_at(b"lost", 4).unwrap();
+            assert_eq!(file.sync_data().unwrap_err().raw_os_error(), Some(5));
+            // Like dirty pages marked clean: still visible, never durable.
+            assert_eq!(fs.inner().read_file(Path::new("wal")).unwrap(), b"keptlost");
+            file.write_all_at(b"later", 8).unwrap();
+            file.sync_data().unwrap();
+            assert_eq!(
+                fs.inner().read_file(Path::new("wal")).unwrap(),
+                b"keptlostlater"
+            );
+            fs.crash(mode, 3);
+            assert_eq!(
+                fs.inner().read_file(Path::new("wal")).unwrap(),
+                b"kept\0\0\0\0later"
+            );
+            assert_eq!(fs.inner().unsynced_bytes(), 0);
+        }
+    }
+
+    #[test]
+    fn bytes_of_a_failed_sync_are_lost_by_a_crash() {
+        for mode in MODES {
+            for seed in 0..16 {
+                let (fs, file) = fs_with_file();
+                fs.set_plan(FaultPlan {
+                    fail_sync_at: Some(0),
+                    ..plan()
+                });
+                file.write_all_at(&[7; 1000], 0).unwrap();
+                assert!(file.sync_data().is_err());
+                assert_eq!(fs.inner().unsynced_bytes(), 0);
+                fs.crash(mode, seed);
+                assert_eq!(
+                    fs.inner().read_file(Path::new("wal")).unwrap(),
+                    b"",
+                    "{mode:?} {seed}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn every_sync_from_the_nth_fails() {
+        let (fs, file) = fs_with_file();
+        fs.set_plan(FaultPlan {
+            fail_all_syncs_after: Some(2),
+            ..plan()
+        });
+        for index in 0..5u8 {
+            file.write_all_at(&[index], u64::from(index)).unwrap();
+            assert_eq!(file.sync_data().is_ok(), index < 2, "sync {index}");
+        }
+        let stats = fs.stats();
+        assert_eq!((stats.syncs, stats.failed_syncs), (5, 3));
+        assert_eq!(fs.inner().durable_len(Path::new("wal")).unwrap(), 2);
+    }
+
+    #[test]
+    fn enospc_after_n_bytes() {
+        let (fs, file) = fs_with_file();
+        fs.set_plan(FaultPlan {
+            enospc_after_bytes: Some(10),
+            ..plan()
+        });
+        assert_eq!(file.write_at(&[1; 6], 0).unwrap(), 6);
+        assert_eq!(file.write_at(&[2; 6], 6).unwrap(), 4);
+        assert_eq!(
+            file.write_at(&[3; 6], 10).unwrap_err().raw_os_error(),
+            Some(28)
+        );
+        assert_eq!(file.write_at(&[], 10).unwrap(), 0);
+        assert_eq!(file.len().unwrap(), 10);
+        let stats = fs.stats();
+        assert_eq!((stats.bytes_written, stats.enospc_errors), (10, 1));
+    }
+
+    #[test]
+    fn write_all_at_stops_at_enospc_after_filling_the_budget() {
+        let (fs, file) = fs_with_file();
+        fs.set_plan(FaultPlan {
+            enospc_after_bytes: Some(10),
+            ..plan()
+        });
+        let error = file.write_all_at(&[1; 25], 0).unwrap_err();
+        assert_eq!(error.raw_os_error(), Some(28));
+        assert_eq!(file.len().unwrap(), 10);
+    }
+
+    #[test]
+    fn short_writes_with_write_all_at_still_write_everything() {
+        let (fs, file) = fs_with_file();
+        fs.set_plan(FaultPlan {
+            short_write_probability: 0.5,
+            seed: 9,
+            ..plan()
+        });
+        let content: Vec<u8> = (0..4096u32).map(|i| (i % 251) as u8).collect();
+        for (index, record) in content.chunks(64).enumerate() {
+            file.write_all_at(record, index as u64 * 64).unwrap();
+        }
+        assert_eq!(fs.inner().read_file(Path::new("wal")).unwrap(), content);
+        let stats = fs.stats();
+        assert!(stats.short_writes > 0);
+        assert_eq!(stats.bytes_written, 4096);
+    }
+
+    #[test]
+    fn short_write_is_a_non_empty_proper_prefix() {
+        let (fs, file) = fs_with_file();
+        fs.set_plan(FaultPlan {
+            short_write_probability: 1.0,
+            seed: 1,
+            ..plan()
+        });
+        for round in 0..50 {
+            let written = file.write_at(&[0; 8], 0).unwrap();
+            assert!((1..8).contains(&written), "round {round}: {written}");
+        }
+        assert_eq!(file.write_at(&[0], 0).unwrap(), 1);
+    }
+
+    #[test]
+    fn dir_sync_failure_leaves_entries_undurable() {
+        let fs = FaultFileSystem::new();
+        fs.set_plan(FaultPlan {
+            fail_sync_dir_at: Some(0),
+            ..plan()
+        });
+        let file = fs.open(Path::new("a"), OpenMode::CreateNew).unwrap();
+        file.write_all_at(b"data", 0).unwrap();
+        file.sync_data().unwrap();
+        assert_eq!(
+            fs.sync_dir(Path::new("")).unwrap_err().raw_os_error(),
+            Some(5)
+        );
+        assert!(fs.exists(Path::new("a")).unwrap());
+        fs.sync_dir(Path::new("")).unwrap();
+        let stats = fs.stats();
+        assert_eq!((stats.dir_syncs, stats.failed_dir_syncs), (2, 1));
+        fs.crash(CrashMode::KeepPrefix, 0);
+        assert!(!fs.exists(Path::new("a")).unwrap());
+    }
+
+    #[test]
+    fn nth_open_fails_with_eio() {
+        let (fs, _file) = fs_with_file();
+        fs.set_plan(FaultPlan {
+            fail_open_at: Some(1),
+            ..plan()
+        });
+        fs.open(Path::new("wal"), OpenMode::Read).unwrap();
+        let error = fs.open(Path::new("wal"), OpenMode::Read).unwrap_err();
+        assert_eq!(error.raw_os_error(), Some(5));
+        fs.open(Path::new("wal"), OpenMode::Read).unwrap();
+    }
+
+    #[test]
+    fn crash_clears_the_plan_and_kills_old_handles() {
+        let (fs, file) = fs_with_file();
+        fs.set_plan(FaultPlan {
+            fail_all_syncs_after: Some(0),
+            ..plan()
+        });
+        fs.crash(CrashMode::DropUnsynced, 0);
+        assert_eq!(fs.stats(), FaultStats::default());
+        assert!(
+            file.write_at(b"x", 0)
+                .unwrap_err()
+                .to_string()
+                .contains("crashed")
+        );
+        let file = fs.open(Path::new("wal"), OpenMode::ReadWrite).unwrap();
+        file.write_all_at(b"x", 0).unwrap();
+        file.sync_data().unwrap();
+    }
+
+    #[test]
+    fn set_plan_resets_the_counters() {
+        let (fs, file) = fs_with_file();
+        file.sync_data().unwrap();
+        file.write_all_at(b"abc", 0).unwrap();
+        assert_eq!(fs.stats().syncs, 1);
+        fs.set_plan(FaultPlan {
+            fail_sync_at: Some(0),
+            ..plan()
+        });
+        assert_eq!(fs.stats(), FaultStats::default());
+        assert!(file.sync_data().is_err());
+    }
+}
