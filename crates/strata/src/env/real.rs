@@ -183,3 +183,90 @@ impl DirLock for RealDirLock {}
 fn with_path(err: io::Error, path: &Path) -> io::Error {
     io::Error::new(err.kind(), format!("{}: {err}", path.display()))
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn files_round_trip_through_the_operating_system() {
+        let temp = tempfile::tempdir().unwrap();
+        let fs = RealFileSystem;
+        let dir = temp.path().join("db/sub");
+        fs.create_dir_all(&dir).unwrap();
+        fs.create_dir_all(&dir).unwrap();
+
+        let file = fs.open(&dir.join("b"), OpenMode::CreateNew).unwrap();
+        assert!(file.is_empty().unwrap());
+        file.write_all_at(b"hello", 0).unwrap();
+        file.write_all_at(b"!", 7).unwrap();
+        file.sync_data().unwrap();
+        fs.sync_dir(&dir).unwrap();
+        assert_eq!(file.len().unwrap(), 8);
+        let mut buf = [0; 8];
+        file.read_exact_at(&mut buf, 0).unwrap();
+        assert_eq!(&buf, b"hello\0\0!");
+        file.set_len(5).unwrap();
+        assert_eq!(file.read_at(&mut buf, 5).unwrap(), 0);
+
+        let reader = fs.open(&dir.join("b"), OpenMode::Read).unwrap();
+        reader.read_exact_at(&mut buf[..5], 0).unwrap();
+        assert_eq!(&buf[..5], b"hello");
+        assert!(reader.write_at(b"x", 0).is_err());
+        fs.open(&dir.join("b"), OpenMode::ReadWrite)
+            .unwrap()
+            .write_all_at(b"J", 0)
+            .unwrap();
+        reader.read_exact_at(&mut buf[..1], 0).unwrap();
+        assert_eq!(&buf[..1], b"J");
+
+        fs.open(&dir.join("a"), OpenMode::CreateNew).unwrap();
+        fs.create_dir_all(&dir.join("c")).unwrap();
+        assert_eq!(fs.list_dir(&dir).unwrap(), ["a", "b", "c"]);
+        fs.rename(&dir.join("b"), &dir.join("a")).unwrap();
+        fs.remove_file(&dir.join("a")).unwrap();
+        assert!(!fs.exists(&dir.join("a")).unwrap());
+        assert!(fs.exists(&dir.join("c")).unwrap());
+        assert_eq!(fs.list_dir(&dir).unwrap(), ["c"]);
+    }
+
+    #[test]
+    fn open_reports_missing_and_existing_files_with_their_path() {
+        let temp = tempfile::tempdir().unwrap();
+        let fs = RealFileSystem;
+        let path = temp.path().join("a");
+        let missing = fs.open(&path, OpenMode::Read).unwrap_err();
+        assert_eq!(missing.kind(), io::ErrorKind::NotFound);
+        assert!(
+            missing.to_string().contains(&path.display().to_string()),
+            "{missing}"
+        );
+        assert_eq!(
+            fs.open(&path, OpenMode::ReadWrite).unwrap_err().kind(),
+            io::ErrorKind::NotFound
+        );
+        fs.open(&path, OpenMode::CreateNew).unwrap();
+        let existing = fs.open(&path, OpenMode::CreateNew).unwrap_err();
+        assert_eq!(existing.kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(
+            fs.remove_file(&temp.path().join("b")).unwrap_err().kind(),
+            io::ErrorKind::NotFound
+        );
+    }
+
+    #[test]
+    fn lock_conflict_gives_would_block_until_the_guard_drops() {
+        let temp = tempfile::tempdir().unwrap();
+        let fs = RealFileSystem;
+        let path = temp.path().join("LOCK");
+        let guard = fs.lock(&path).unwrap();
+        assert!(fs.exists(&path).unwrap());
+        assert_eq!(
+            fs.lock(&path).unwrap_err().kind(),
+            io::ErrorKind::WouldBlock
+        );
+        drop(guard);
+        let _again = fs.lock(&path).unwrap();
+    }
+}
