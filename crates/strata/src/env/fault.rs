@@ -236,8 +236,8 @@ impl FileSystem for FaultFileSystem {
         let index = faults.stats.dir_syncs;
         faults.stats.dir_syncs += 1;
         if faults.plan.fail_sync_dir_at == Some(index) {
-            faults.stats.failed_dir_syncs += 1;
             self.mem.discard_dir_pending(path)?;
+            faults.stats.failed_dir_syncs += 1;
             return Err(io::Error::from_raw_os_error(EIO));
         }
         self.mem.sync_dir(path)
@@ -293,8 +293,8 @@ impl File for FaultFile {
         let index = faults.stats.syncs;
         faults.stats.syncs += 1;
         if faults.plan.sync_fails(index) {
-            faults.stats.failed_syncs += 1;
             self.inner.discard_unsynced()?;
+            faults.stats.failed_syncs += 1;
             return Err(io::Error::from_raw_os_error(EIO));
         }
         self.inner.sync_data()
