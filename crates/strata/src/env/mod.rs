@@ -36,7 +36,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-pub use fault::{CrashMode, FaultFileSystem, FaultPlan};
+pub use fault::{CrashMode, FaultFileSystem, FaultPlan, FaultStats};
 pub use mem::MemFileSystem;
 pub use real::RealFileSystem;
 
@@ -74,6 +74,11 @@ pub trait File: Send + Sync + Debug {
     /// The file's current length in bytes.
     fn len(&self) -> io::Result<u64>;
 
+    /// Whether the file's length is 0.
+    fn is_empty(&self) -> io::Result<bool> {
+        Ok(self.len()? == 0)
+    }
+
     /// Truncates or extends (with zeros) the file to `len` bytes.
     fn set_len(&self, len: u64) -> io::Result<()>;
 
@@ -86,7 +91,10 @@ pub trait File: Send + Sync + Debug {
         while !buf.is_empty() {
             let written = self.write_at(buf, offset)?;
             if written == 0 {
-                return Err(io::Error::new(io::ErrorKind::WriteZero, "write_at wrote 0 bytes"));
+                return Err(io::Error::new(
+                    io::ErrorKind::WriteZero,
+                    "write_at wrote 0 bytes",
+                ));
             }
             buf = buf.get(written..).unwrap_or_default();
             offset += written as u64;
@@ -102,7 +110,10 @@ pub trait File: Send + Sync + Debug {
         while !buf.is_empty() {
             let read = self.read_at(buf, offset)?;
             if read == 0 {
-                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "file ended early"));
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "file ended early",
+                ));
             }
             buf = std::mem::take(&mut buf).get_mut(read..).unwrap_or_default();
             offset += read as u64;
@@ -153,6 +164,7 @@ pub trait FileSystem: Send + Sync + Debug + 'static {
 
 /// Joins a directory and a file name; a small helper so call sites read
 /// alike for every implementation.
+#[allow(dead_code, reason = "for the engine modules that open files by name")]
 pub(crate) fn join(dir: &Path, name: &str) -> PathBuf {
     dir.join(name)
 }

@@ -1,0 +1,272 @@
+//! The operating system's file system, through `std::fs`.
+//!
+//! Role: the production [`FileSystem`], and the only module of the crate
+//! that touches `std::fs`.
+//!
+//! Thread-safety: [`RealFileSystem`] is a stateless unit struct; its files
+//! use positional I/O (`pread`/`pwrite`), so one handle may be shared by a
+//! writer and readers without any lock.
+//!
+//! Invariants:
+//! - Errors keep their [`io::ErrorKind`] and gain the path in their message.
+//! - `sync_data` is `fdatasync`; `sync_dir` is `fsync` on the directory.
+//! - `lock` uses an advisory `flock`-style lock, held as long as the
+//!   returned guard lives; it conflicts with other handles even within one
+//!   process.
+
+use std::fmt;
+use std::fs;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::{DirLock, File, FileSystem, OpenMode};
+
+/// The operating system's file system.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RealFileSystem;
+
+impl FileSystem for RealFileSystem {
+    fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn File>> {
+        let mut options = fs::OpenOptions::new();
+        match mode {
+            OpenMode::Read => options.read(true),
+            OpenMode::ReadWrite => options.read(true).write(true),
+            OpenMode::CreateNew => options.read(true).write(true).create_new(true),
+        };
+        let file = options.open(path).map_err(|err| with_path(err, path))?;
+        Ok(Arc::new(RealFile {
+            file,
+            path: path.to_path_buf(),
+        }))
+    }
+
+    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        fs::create_dir_all(path).map_err(|err| with_path(err, path))
+    }
+
+    /// Names that are not valid UTF-8 are skipped: Strata never creates
+    /// such names, so they are not its files.
+    fn list_dir(&self, path: &Path) -> io::Result<Vec<String>> {
+        let mut names = Vec::new();
+        for entry in fs::read_dir(path).map_err(|err| with_path(err, path))? {
+            let entry = entry.map_err(|err| with_path(err, path))?;
+            if let Ok(name) = entry.file_name().into_string() {
+                names.push(name);
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        fs::rename(from, to).map_err(|err| {
+            io::Error::new(
+                err.kind(),
+                format!("rename {} to {}: {err}", from.display(), to.display()),
+            )
+        })
+    }
+
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        fs::remove_file(path).map_err(|err| with_path(err, path))
+    }
+
+    fn sync_dir(&self, path: &Path) -> io::Result<()> {
+        fs::File::open(path)
+            .and_then(|dir| dir.sync_all())
+            .map_err(|err| with_path(err, path))
+    }
+
+    fn exists(&self, path: &Path) -> io::Result<bool> {
+        fs::exists(path).map_err(|err| with_path(err, path))
+    }
+
+    #[expect(
+        clippy::incompatible_msrv,
+        reason = "File::try_lock needs Rust 1.89; the crate's rust-version must follow"
+    )]
+    fn lock(&self, path: &Path) -> io::Result<Box<dyn DirLock>> {
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(|err| with_path(err, path))?;
+        match file.try_lock() {
+            Ok(()) => Ok(Box::new(RealDirLock {
+                _file: file,
+                path: path.to_path_buf(),
+            })),
+            Err(fs::TryLockError::WouldBlock) => Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                format!("{}: locked by another holder", path.display()),
+            )),
+            Err(fs::TryLockError::Error(err)) => Err(with_path(err, path)),
+        }
+    }
+}
+
+/// An open file of the operating system.
+struct RealFile {
+    file: fs::File,
+    path: PathBuf,
+}
+
+impl fmt::Debug for RealFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RealFile")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl File for RealFile {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        loop {
+            match self.file.read_at(buf, offset) {
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                result => return result.map_err(|err| with_path(err, &self.path)),
+            }
+        }
+    }
+
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<usize> {
+        loop {
+            match self.file.write_at(buf, offset) {
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                result => return result.map_err(|err| with_path(err, &self.path)),
+            }
+        }
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        self.file
+            .sync_data()
+            .map_err(|err| with_path(err, &self.path))
+    }
+
+    fn len(&self) -> io::Result<u64> {
+        Ok(self
+            .file
+            .metadata()
+            .map_err(|err| with_path(err, &self.path))?
+            .len())
+    }
+
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.file
+            .set_len(len)
+            .map_err(|err| with_path(err, &self.path))
+    }
+}
+
+/// A held lock; closing the file on drop releases it.
+struct RealDirLock {
+    _file: fs::File,
+    path: PathBuf,
+}
+
+impl fmt::Debug for RealDirLock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RealDirLock")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DirLock for RealDirLock {}
+
+/// Adds `path` to the message of `err`, keeping its kind.
+fn with_path(err: io::Error, path: &Path) -> io::Error {
+    io::Error::new(err.kind(), format!("{}: {err}", path.display()))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn files_round_trip_through_the_operating_system() {
+        let temp = tempfile::tempdir().unwrap();
+        let fs = RealFileSystem;
+        let dir = temp.path().join("db/sub");
+        fs.create_dir_all(&dir).unwrap();
+        fs.create_dir_all(&dir).unwrap();
+
+        let file = fs.open(&dir.join("b"), OpenMode::CreateNew).unwrap();
+        assert!(file.is_empty().unwrap());
+        file.write_all_at(b"hello", 0).unwrap();
+        file.write_all_at(b"!", 7).unwrap();
+        file.sync_data().unwrap();
+        fs.sync_dir(&dir).unwrap();
+        assert_eq!(file.len().unwrap(), 8);
+        let mut buf = [0; 8];
+        file.read_exact_at(&mut buf, 0).unwrap();
+        assert_eq!(&buf, b"hello\0\0!");
+        file.set_len(5).unwrap();
+        assert_eq!(file.read_at(&mut buf, 5).unwrap(), 0);
+
+        let reader = fs.open(&dir.join("b"), OpenMode::Read).unwrap();
+        reader.read_exact_at(&mut buf[..5], 0).unwrap();
+        assert_eq!(&buf[..5], b"hello");
+        assert!(reader.write_at(b"x", 0).is_err());
+        fs.open(&dir.join("b"), OpenMode::ReadWrite)
+            .unwrap()
+            .write_all_at(b"J", 0)
+            .unwrap();
+        reader.read_exact_at(&mut buf[..1], 0).unwrap();
+        assert_eq!(&buf[..1], b"J");
+
+        fs.open(&dir.join("a"), OpenMode::CreateNew).unwrap();
+        fs.create_dir_all(&dir.join("c")).unwrap();
+        assert_eq!(fs.list_dir(&dir).unwrap(), ["a", "b", "c"]);
+        fs.rename(&dir.join("b"), &dir.join("a")).unwrap();
+        fs.remove_file(&dir.join("a")).unwrap();
+        assert!(!fs.exists(&dir.join("a")).unwrap());
+        assert!(fs.exists(&dir.join("c")).unwrap());
+        assert_eq!(fs.list_dir(&dir).unwrap(), ["c"]);
+    }
+
+    #[test]
+    fn open_reports_missing_and_existing_files_with_their_path() {
+        let temp = tempfile::tempdir().unwrap();
+        let fs = RealFileSystem;
+        let path = temp.path().join("a");
+        let missing = fs.open(&path, OpenMode::Read).unwrap_err();
+        assert_eq!(missing.kind(), io::ErrorKind::NotFound);
+        assert!(
+            missing.to_string().contains(&path.display().to_string()),
+            "{missing}"
+        );
+        assert_eq!(
+            fs.open(&path, OpenMode::ReadWrite).unwrap_err().kind(),
+            io::ErrorKind::NotFound
+        );
+        fs.open(&path, OpenMode::CreateNew).unwrap();
+        let existing = fs.open(&path, OpenMode::CreateNew).unwrap_err();
+        assert_eq!(existing.kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(
+            fs.remove_file(&temp.path().join("b")).unwrap_err().kind(),
+            io::ErrorKind::NotFound
+        );
+    }
+
+    #[test]
+    fn lock_conflict_gives_would_block_until_the_guard_drops() {
+        let temp = tempfile::tempdir().unwrap();
+        let fs = RealFileSystem;
+        let path = temp.path().join("LOCK");
+        let guard = fs.lock(&path).unwrap();
+        assert!(fs.exists(&path).unwrap());
+        assert_eq!(
+            fs.lock(&path).unwrap_err().kind(),
+            io::ErrorKind::WouldBlock
+        );
+        drop(guard);
+        let _again = fs.lock(&path).unwrap();
+    }
+}
