@@ -1,4 +1,33 @@
-//! Strata: an embeddable, log-structured key-value store.
-#![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
+//! Strata: an embeddable, log-structured key-value store for Rust services.
+//!
+//! This release holds the foundation: the file layer ([`env`]) and the
+//! commit log ([`wal`]) with group commit, crash recovery, tailing readers
+//! and retention. The key-value engine (`Db`) builds on them.
+//!
+//! # Quick start: the commit log
+//!
+//! ```
+//! use std::sync::Arc;
+//! use strata::wal::{BatchBuilder, Wal, WalOptions};
+//! use strata::{MemFileSystem, SeqNo};
+//!
+//! let fs = Arc::new(MemFileSystem::new()); // or RealFileSystem for disk
+//! let (wal, report) = Wal::open(fs, "db/wal", 42, WalOptions::default(), SeqNo(1), |_batch| Ok(()))?;
+//! assert_eq!(report.next_seq, SeqNo(1));
+//!
+//! let mut batch = BatchBuilder::new();
+//! batch.put(b"user:42", b"alice");
+//! batch.delete(b"user:41");
+//! let commit = wal.append(batch, true)?; // durable when this returns
+//! assert_eq!((commit.first_seq, commit.last_seq), (SeqNo(1), SeqNo(2)));
+//! # Ok::<(), strata::Error>(())
+//! ```
 
 pub mod env;
+mod error;
+mod seqno;
+pub mod wal;
+
+pub use env::{FileSystem, MemFileSystem, RealFileSystem};
+pub use error::{Error, Result};
+pub use seqno::SeqNo;

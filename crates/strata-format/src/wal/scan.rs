@@ -183,21 +183,17 @@ pub fn scan_segment(bytes: &[u8], params: &ScanParams) -> Result<SegmentScan, De
         }
     };
     header.check(params.database_id, params.segment_number)?;
-    if let Some(expected) = params.expected_first_seq {
-        if header.first_seq != expected {
-            return hard(
-                params,
-                scan,
-                40,
-                DecodeError::new(
-                    40,
-                    DecodeErrorKind::SequenceMismatch {
-                        expected,
-                        found: header.first_seq,
-                    },
-                ),
-            );
-        }
+    if let Some(expected) = params.expected_first_seq
+        && header.first_seq != expected
+    {
+        let error = DecodeError::new(
+            40,
+            DecodeErrorKind::SequenceMismatch {
+                expected,
+                found: header.first_seq,
+            },
+        );
+        return hard(params, scan, 40, error);
     }
     scan.header = Some(header);
     scan.valid_len = SEGMENT_HEADER_LEN as u64;

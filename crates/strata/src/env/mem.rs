@@ -148,11 +148,11 @@ fn keep_prefix(durable: &[u8], ops: &[FileOp], rng: &mut SmallRng) -> Vec<u8> {
     for op in ops.iter().take(kept) {
         op.apply(&mut content);
     }
-    if let Some(FileOp::Write { offset, bytes }) = ops.get(kept) {
-        if !bytes.is_empty() {
-            let torn = rng.random_range(0..bytes.len());
-            write_into(&mut content, *offset, bytes.get(..torn).unwrap_or_default());
-        }
+    if let Some(FileOp::Write { offset, bytes }) = ops.get(kept)
+        && !bytes.is_empty()
+    {
+        let torn = rng.random_range(0..bytes.len());
+        write_into(&mut content, *offset, bytes.get(..torn).unwrap_or_default());
     }
     content
 }
@@ -539,10 +539,10 @@ impl FileSystem for MemFileSystem {
         let state = self.shared.state.lock();
         let mut names: Vec<String> = state.dir(&path)?.live.keys().cloned().collect();
         for child in state.dirs.keys() {
-            if child.parent() == Some(path.as_path()) {
-                if let Some(name) = child.file_name().and_then(|name| name.to_str()) {
-                    names.push(name.to_owned());
-                }
+            if child.parent() == Some(path.as_path())
+                && let Some(name) = child.file_name().and_then(|name| name.to_str())
+            {
+                names.push(name.to_owned());
             }
         }
         names.sort();

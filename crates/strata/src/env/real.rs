@@ -83,10 +83,6 @@ impl FileSystem for RealFileSystem {
         fs::exists(path).map_err(|err| with_path(err, path))
     }
 
-    #[expect(
-        clippy::incompatible_msrv,
-        reason = "File::try_lock needs Rust 1.89; the crate's rust-version must follow"
-    )]
     fn lock(&self, path: &Path) -> io::Result<Box<dyn DirLock>> {
         let file = fs::OpenOptions::new()
             .read(true)

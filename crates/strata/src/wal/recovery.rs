@@ -1,0 +1,384 @@
+//! Recovery at open: find the segments, learn how far the log was synced,
+//! scan and replay every segment in order, repair a torn tail, and start a
+//! fresh segment for writing.
+//!
+//! What counts as synced: every segment but the last was synced in full
+//! before its successor was created. For the last segment, the `SYNC_POINT`
+//! file says how many bytes were synced (if it names that segment); else
+//! nothing beyond the header is assumed synced. Damage before the synced
+//! point is corruption and fails the open (naming file and offset); damage
+//! after it is a torn tail: reported in [`RecoveryReport::torn_tail`] and
+//! cut off. The byte-level decisions are `strata_format::wal::scan_segment`.
+//!
+//! Invariants:
+//! - Nothing is truncated, renamed or deleted until every segment has been
+//!   scanned without a fatal error, so a failed open changes nothing.
+//! - A repaired log continues in a new segment whose header's `first_seq`
+//!   is the next sequence number, so a later open checks continuity.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use strata_format::wal::{
+    BatchView, RecoveryMode, SEGMENT_HEADER_LEN, SYNC_POINT_FILE_NAME, ScanParams, SegmentEnd,
+    SyncPoint, decode_batch, decode_record, parse_segment_file_name, scan_segment,
+};
+
+use super::SegmentState;
+use super::writer::{LogWriter, SyncPointWriter, create_segment};
+use crate::env::{File, FileSystem, OpenMode};
+use crate::error::{Error, Result};
+use crate::seqno::SeqNo;
+
+/// What recovery found and did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Segments scanned.
+    pub segments_scanned: usize,
+    /// Batches passed to the replay callback.
+    pub batches_replayed: u64,
+    /// Operations in those batches.
+    pub operations_replayed: u64,
+    /// The sequence number the next write gets.
+    pub next_seq: SeqNo,
+    /// The sync point found, as (segment number, synced bytes).
+    pub sync_point: Option<(u64, u64)>,
+    /// A torn tail that was cut off, if any.
+    pub torn_tail: Option<TailRepair>,
+    /// In [`RecoveryMode::PointInTime`]: the damage where replay stopped.
+    /// Every later record was not replayed; later segments were renamed to
+    /// `*.wal.stopped` for inspection.
+    pub stopped_at: Option<TailRepair>,
+    /// Files in the log directory that are not part of the log; left alone.
+    pub ignored_files: Vec<String>,
+}
+
+/// A cut made by recovery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TailRepair {
+    /// The segment file.
+    pub path: PathBuf,
+    /// Where the damage starts (the file was cut to this length).
+    pub offset: u64,
+    /// How many bytes were dropped from that file.
+    pub bytes_dropped: u64,
+    /// What was found at `offset`.
+    pub reason: String,
+}
+
+pub(super) struct Recovered {
+    pub(super) segments: Vec<SegmentState>,
+    pub(super) next_seq: u64,
+    pub(super) writer: LogWriter,
+    pub(super) report: RecoveryReport,
+}
+
+struct Found {
+    number: u64,
+    path: PathBuf,
+    file_len: u64,
+    first_seq: Option<u64>,
+    valid_len: u64,
+    end: SegmentEnd,
+}
+
+pub(super) fn recover(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    database_id: u128,
+    mode: RecoveryMode,
+    replay_from: u64,
+    apply: &mut dyn FnMut(BatchView<'_>) -> Result<()>,
+) -> Result<Recovered> {
+    fs.create_dir_all(dir)
+        .map_err(|e| Error::io("create directory", dir, e))?;
+    let names = fs
+        .list_dir(dir)
+        .map_err(|e| Error::io("list directory", dir, e))?;
+    let mut report = RecoveryReport::default();
+    let mut numbers = Vec::new();
+    for name in names {
+        if let Some(number) = parse_segment_file_name(&name) {
+            numbers.push(number);
+        } else if name != SYNC_POINT_FILE_NAME {
+            report.ignored_files.push(name);
+        }
+    }
+    numbers.sort_unstable();
+    for pair in numbers.windows(2) {
+        if let [a, b] = *pair
+            && b != a + 1
+        {
+            return Err(Error::corruption_msg(
+                dir.join(strata_format::wal::segment_file_name(a + 1)),
+                0,
+                format!("segment {} is missing between segments {a} and {b}", a + 1),
+            ));
+        }
+    }
+
+    let sync_point_path = dir.join(SYNC_POINT_FILE_NAME);
+    let sync_point = read_sync_point(fs, &sync_point_path, database_id)?;
+    report.sync_point = sync_point.map(|p| (p.segment_number, p.synced_len));
+    let last_number = numbers.last().copied();
+    if let (Some(point), Some(last)) = (sync_point, last_number)
+        && point.segment_number > last
+    {
+        return Err(Error::corruption_msg(
+            dir.join(strata_format::wal::segment_file_name(point.segment_number)),
+            0,
+            format!(
+                "the sync point names segment {} as synced, but the log ends at segment {last}",
+                point.segment_number
+            ),
+        ));
+    }
+
+    // Scan and replay, in order. Nothing is modified in this phase.
+    let mut found: Vec<Found> = Vec::new();
+    let mut next_seq: Option<u64> = None;
+    let mut stopped = false;
+    for &number in &numbers {
+        let path = dir.join(strata_format::wal::segment_file_name(number));
+        if stopped {
+            found.push(Found {
+                number,
+                path,
+                file_len: 0,
+                first_seq: None,
+                valid_len: 0,
+                end: SegmentEnd::Empty,
+            });
+            continue;
+        }
+        let is_last = Some(number) == last_number;
+        let bytes = read_whole(fs, &path)?;
+        let file_len = bytes.len() as u64;
+        let synced_len = if !is_last {
+            file_len.max(SEGMENT_HEADER_LEN as u64)
+        } else {
+            match sync_point {
+                Some(point) if point.segment_number == number => point.synced_len,
+                _ => 0,
+            }
+        };
+        let params = ScanParams {
+            database_id,
+            segment_number: number,
+            expected_first_seq: next_seq,
+            synced_len,
+            mode,
+        };
+        let scan = scan_segment(&bytes, &params).map_err(|e| Error::corruption(&path, e))?;
+        report.segments_scanned += 1;
+        for batch in &scan.batches {
+            if batch.last_seq < replay_from {
+                continue;
+            }
+            let record = bytes
+                .get(batch.offset as usize..)
+                .and_then(|rest| decode_record(rest).ok())
+                .and_then(|record| decode_batch(record.payload).ok());
+            let Some(view) = record else {
+                return Err(Error::corruption_msg(
+                    &path,
+                    batch.offset,
+                    "record changed between scan and replay",
+                ));
+            };
+            apply(view)?;
+            report.batches_replayed += 1;
+            report.operations_replayed += u64::from(view.count);
+        }
+        if let Some(seq) = scan.next_seq {
+            next_seq = Some(seq);
+        }
+        if matches!(scan.end, SegmentEnd::Stopped { .. }) {
+            stopped = true;
+        }
+        found.push(Found {
+            number,
+            path,
+            file_len,
+            first_seq: scan.header.map(|h| h.first_seq),
+            valid_len: scan.valid_len,
+            end: scan.end,
+        });
+    }
+
+    // Repair: cut torn tails, set aside what follows a point-in-time stop.
+    let mut segments = Vec::new();
+    let mut past_stop = false;
+    for segment in found {
+        if past_stop {
+            let aside = PathBuf::from(format!("{}.stopped", segment.path.display()));
+            fs.rename(&segment.path, &aside)
+                .map_err(|e| Error::io("rename", &segment.path, e))?;
+            continue;
+        }
+        let repair = |reason: String| TailRepair {
+            path: segment.path.clone(),
+            offset: segment.valid_len,
+            bytes_dropped: segment.file_len.saturating_sub(segment.valid_len),
+            reason,
+        };
+        match &segment.end {
+            SegmentEnd::Clean => {}
+            SegmentEnd::Empty | SegmentEnd::ZeroTail { .. } | SegmentEnd::Torn { .. } => {
+                if let SegmentEnd::Torn { error, .. } = &segment.end {
+                    report.torn_tail = Some(repair(error.to_string()));
+                }
+                cut(fs, &segment.path, segment.valid_len)?;
+            }
+            SegmentEnd::Stopped { error, .. } => {
+                report.stopped_at = Some(repair(error.to_string()));
+                cut(fs, &segment.path, segment.valid_len)?;
+                past_stop = true;
+            }
+        }
+        if segment.valid_len == 0 {
+            continue; // removed by `cut`
+        }
+        let Some(first_seq) = segment.first_seq else {
+            continue;
+        };
+        segments.push(SegmentState {
+            number: segment.number,
+            first_seq,
+            len: segment.valid_len,
+            sealed: true,
+        });
+    }
+    if past_stop {
+        fs.sync_dir(dir)
+            .map_err(|e| Error::io("sync directory", dir, e))?;
+    }
+
+    // If the log ends before `replay_from`, the caller holds everything in
+    // it elsewhere: drop it, so that numbering can continue at
+    // `replay_from` without a gap inside the log.
+    let mut next = next_seq.unwrap_or(replay_from);
+    if next < replay_from {
+        for segment in segments.drain(..) {
+            let path = dir.join(strata_format::wal::segment_file_name(segment.number));
+            fs.remove_file(&path)
+                .map_err(|e| Error::io("remove", &path, e))?;
+        }
+        fs.sync_dir(dir)
+            .map_err(|e| Error::io("sync directory", dir, e))?;
+        next = replay_from;
+    }
+
+    let number = last_number.map_or(1, |n| n + 1);
+    let (path, file) = create_segment(fs, dir, database_id, number, next)?;
+    segments.push(SegmentState {
+        number,
+        first_seq: next,
+        len: SEGMENT_HEADER_LEN as u64,
+        sealed: false,
+    });
+
+    let mut sync_point_writer =
+        open_sync_point(fs, dir, &sync_point_path, database_id, sync_point)?;
+    // Name the new segment durably, so a stale sync point can never name a
+    // segment that recovery has set aside.
+    sync_point_writer.record(number, SEGMENT_HEADER_LEN as u64)?;
+    sync_point_writer
+        .file
+        .sync_data()
+        .map_err(|e| Error::io("fdatasync", &sync_point_path, e))?;
+
+    report.next_seq = SeqNo(next);
+    Ok(Recovered {
+        segments,
+        next_seq: next,
+        writer: LogWriter::new(number, path, file, sync_point_writer),
+        report,
+    })
+}
+
+fn read_whole(fs: &dyn FileSystem, path: &Path) -> Result<Vec<u8>> {
+    let file = fs
+        .open(path, OpenMode::Read)
+        .map_err(|e| Error::io("open", path, e))?;
+    let len = file.len().map_err(|e| Error::io("stat", path, e))?;
+    let len = usize::try_from(len)
+        .map_err(|_| Error::corruption_msg(path, 0, "segment larger than memory"))?;
+    let mut bytes = vec![0u8; len];
+    file.read_exact_at(&mut bytes, 0)
+        .map_err(|e| Error::io("read", path, e))?;
+    Ok(bytes)
+}
+
+fn read_sync_point(
+    fs: &dyn FileSystem,
+    path: &Path,
+    database_id: u128,
+) -> Result<Option<SyncPoint>> {
+    if !fs.exists(path).map_err(|e| Error::io("stat", path, e))? {
+        return Ok(None);
+    }
+    let file = fs
+        .open(path, OpenMode::Read)
+        .map_err(|e| Error::io("open", path, e))?;
+    let mut bytes = vec![0u8; 1024];
+    let mut filled = 0;
+    while filled < bytes.len() {
+        let buf = bytes.get_mut(filled..).unwrap_or_default();
+        let read = file
+            .read_at(buf, filled as u64)
+            .map_err(|e| Error::io("read", path, e))?;
+        if read == 0 {
+            break;
+        }
+        filled += read;
+    }
+    bytes.truncate(filled);
+    Ok(SyncPoint::newest(&bytes, database_id))
+}
+
+fn open_sync_point(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    path: &Path,
+    database_id: u128,
+    existing: Option<SyncPoint>,
+) -> Result<SyncPointWriter> {
+    let file: Arc<dyn File> = match fs.open(path, OpenMode::ReadWrite) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let file = fs
+                .open(path, OpenMode::CreateNew)
+                .map_err(|e| Error::io("create", path, e))?;
+            fs.sync_dir(dir)
+                .map_err(|e| Error::io("sync directory", dir, e))?;
+            file
+        }
+        Err(e) => return Err(Error::io("open", path, e)),
+    };
+    Ok(SyncPointWriter {
+        path: path.to_path_buf(),
+        file,
+        database_id,
+        generation: existing.map_or(0, |p| p.generation),
+    })
+}
+
+/// Cuts a segment to `len` bytes (synced), or removes it if `len` is 0.
+fn cut(fs: &dyn FileSystem, path: &Path, len: u64) -> Result<()> {
+    if len == 0 {
+        fs.remove_file(path)
+            .map_err(|e| Error::io("remove", path, e))?;
+        let dir = path.parent().unwrap_or(Path::new(""));
+        return fs
+            .sync_dir(dir)
+            .map_err(|e| Error::io("sync directory", dir, e));
+    }
+    let file = fs
+        .open(path, OpenMode::ReadWrite)
+        .map_err(|e| Error::io("open", path, e))?;
+    file.set_len(len)
+        .map_err(|e| Error::io("truncate", path, e))?;
+    file.sync_data()
+        .map_err(|e| Error::io("fdatasync", path, e))
+}

@@ -1,0 +1,499 @@
+//! Group commit and the segment writer.
+//!
+//! Writers join a queue (leveldb's `DBImpl::Write` shape). The writer at
+//! the front is the leader: it takes a size-capped group from the front of
+//! the queue, gives its batches consecutive sequence numbers, releases the
+//! queue lock, frames every batch into one buffer, writes it with one
+//! positional write and, if any member asked for `sync`, one fdatasync.
+//! Then it hands each member its result, removes the group from the queue
+//! and wakes the next front writer, which leads the next group. Followers
+//! sleep on their own condition variable and return when the leader has
+//! covered their bytes.
+//!
+//! Thread-safety: the queue mutex guards the queue, the sequence counter
+//! and the [`LogWriter`]; the leader takes the writer out of the queue
+//! state while it does I/O, so no lock is held across a write or a sync and
+//! new writers can queue behind the leader meanwhile.
+//!
+//! Invariants:
+//! - Only the front writer ever holds the [`LogWriter`], so writes to the
+//!   log are serial and in sequence order.
+//! - Results are handed out only after the write (and sync, if any member
+//!   asked) returned; a failure poisons the queue before any result is
+//!   handed out, so no member of a failed group and no later writer is
+//!   acknowledged.
+//! - The sync point is rewritten only after the fdatasync it describes
+//!   succeeded.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use parking_lot::{Condvar, Mutex, MutexGuard};
+use strata_format::wal::{
+    RECORD_HEADER_LEN, RecordType, SEGMENT_HEADER_LEN, SYNC_POINT_SLOT_OFFSETS, SegmentHeader,
+    SyncPoint, begin_record, finish_record, set_batch_first_seq,
+};
+
+use super::{Commit, SegmentState, Shared};
+use crate::env::{File, OpenMode};
+use crate::error::{Error, Result};
+use crate::seqno::SeqNo;
+
+/// One writer waiting in the queue.
+pub(super) struct Waiter {
+    /// The encoded batch (first_seq still 0); empty for a sync request.
+    payload: Vec<u8>,
+    count: u32,
+    sync: bool,
+    result: Mutex<Option<Result<Commit>>>,
+    wake: Condvar,
+}
+
+impl Waiter {
+    pub(super) fn new(payload: Vec<u8>, count: u32, sync: bool) -> Self {
+        Self {
+            payload,
+            count,
+            sync,
+            result: Mutex::new(None),
+            wake: Condvar::new(),
+        }
+    }
+
+    fn framed_len(&self) -> usize {
+        if self.count == 0 {
+            0
+        } else {
+            RECORD_HEADER_LEN + self.payload.len()
+        }
+    }
+}
+
+/// The queue of writers, guarded by `Shared::queue`.
+pub(super) struct Queue {
+    waiters: VecDeque<Arc<Waiter>>,
+    next_seq: u64,
+    /// `None` only while the leader is writing.
+    writer: Option<LogWriter>,
+    poisoned: Option<Arc<str>>,
+    closed: bool,
+}
+
+impl Queue {
+    pub(super) fn new(next_seq: u64, writer: LogWriter) -> Self {
+        Self {
+            waiters: VecDeque::new(),
+            next_seq,
+            writer: Some(writer),
+            poisoned: None,
+            closed: false,
+        }
+    }
+
+    fn is_front(&self, waiter: &Arc<Waiter>) -> bool {
+        self.waiters
+            .front()
+            .is_some_and(|front| Arc::ptr_eq(front, waiter))
+    }
+}
+
+/// The active segment and the sync-point file; owned by the leader while
+/// it writes.
+pub(super) struct LogWriter {
+    pub(super) segment_number: u64,
+    pub(super) path: PathBuf,
+    pub(super) file: Arc<dyn File>,
+    pub(super) written_len: u64,
+    pub(super) synced_len: u64,
+    /// Whether the active segment holds any record.
+    pub(super) has_records: bool,
+    pub(super) sync_point: SyncPointWriter,
+    buffer: Vec<u8>,
+}
+
+impl LogWriter {
+    pub(super) fn new(
+        segment_number: u64,
+        path: PathBuf,
+        file: Arc<dyn File>,
+        sync_point: SyncPointWriter,
+    ) -> Self {
+        Self {
+            segment_number,
+            path,
+            file,
+            written_len: SEGMENT_HEADER_LEN as u64,
+            synced_len: SEGMENT_HEADER_LEN as u64,
+            has_records: false,
+            sync_point,
+            buffer: Vec::new(),
+        }
+    }
+}
+
+/// Writes the two-slot `SYNC_POINT` file (never synced; see
+/// `strata_format::wal::sync_point`).
+pub(super) struct SyncPointWriter {
+    pub(super) path: PathBuf,
+    pub(super) file: Arc<dyn File>,
+    pub(super) database_id: u128,
+    pub(super) generation: u64,
+}
+
+impl SyncPointWriter {
+    pub(super) fn record(&mut self, segment_number: u64, synced_len: u64) -> Result<()> {
+        self.generation += 1;
+        let point = SyncPoint {
+            database_id: self.database_id,
+            generation: self.generation,
+            segment_number,
+            synced_len,
+        };
+        let offset = SYNC_POINT_SLOT_OFFSETS
+            .get(point.slot())
+            .copied()
+            .unwrap_or(0);
+        self.file
+            .write_all_at(&point.encode(), offset)
+            .map_err(|e| Error::io("write sync point", &self.path, e))
+    }
+}
+
+/// Runs `waiter` through the queue: waits to be covered by a leader, or
+/// leads a group itself.
+pub(super) fn commit(shared: &Shared, waiter: Arc<Waiter>) -> Result<Commit> {
+    let mut queue = shared.queue.lock();
+    if let Some(reason) = &queue.poisoned {
+        return Err(Error::Poisoned {
+            reason: Arc::clone(reason),
+        });
+    }
+    if queue.closed {
+        return Err(Error::Closed);
+    }
+    queue.waiters.push_back(Arc::clone(&waiter));
+    loop {
+        if let Some(result) = waiter.result.lock().take() {
+            return result;
+        }
+        if queue.is_front(&waiter) {
+            break;
+        }
+        waiter.wake.wait(&mut queue);
+    }
+    lead(shared, queue, &waiter)
+}
+
+fn lead(shared: &Shared, mut queue: MutexGuard<'_, Queue>, leader: &Arc<Waiter>) -> Result<Commit> {
+    let refusal = match (&queue.poisoned, queue.closed) {
+        (Some(reason), _) => Some(Error::Poisoned {
+            reason: Arc::clone(reason),
+        }),
+        (None, true) => Some(Error::Closed),
+        _ => None,
+    };
+    if let Some(error) = refusal {
+        queue.waiters.pop_front();
+        if let Some(next) = queue.waiters.front() {
+            next.wake.notify_one();
+        }
+        return Err(error);
+    }
+
+    // Take a size-capped group from the front: always the leader, then as
+    // many followers as fit.
+    let cap = shared.options.group_bytes_max;
+    let mut group: Vec<Arc<Waiter>> = Vec::new();
+    let mut group_bytes = 0usize;
+    let mut sync = false;
+    for waiter in &queue.waiters {
+        let len = waiter.framed_len();
+        if !group.is_empty() && group_bytes + len > cap {
+            break;
+        }
+        group_bytes += len;
+        sync |= waiter.sync;
+        group.push(Arc::clone(waiter));
+    }
+    let group_first_seq = queue.next_seq;
+    let mut seq = group_first_seq;
+    let mut commits = Vec::with_capacity(group.len());
+    for waiter in &group {
+        let first = seq;
+        seq += u64::from(waiter.count);
+        commits.push((first, seq));
+    }
+    queue.next_seq = seq;
+    let Some(mut writer) = queue.writer.take() else {
+        // Unreachable by the invariant that only the front writer takes it;
+        // refuse rather than write out of order.
+        let reason: Arc<str> = Arc::from("internal error: log writer missing");
+        queue.poisoned = Some(Arc::clone(&reason));
+        return Err(Error::Poisoned { reason });
+    };
+    drop(queue);
+
+    // Frame the group into one buffer, outside the lock.
+    let mut buffer = std::mem::take(&mut writer.buffer);
+    buffer.clear();
+    buffer.reserve(group_bytes);
+    let mut batches = 0u64;
+    for (waiter, &(first, _)) in group.iter().zip(&commits) {
+        if waiter.count == 0 {
+            continue;
+        }
+        let start = begin_record(&mut buffer);
+        buffer.extend_from_slice(&waiter.payload);
+        if let Some(payload) = buffer.get_mut(start + RECORD_HEADER_LEN..) {
+            set_batch_first_seq(payload, first);
+        }
+        finish_record(&mut buffer, start, RecordType::Batch);
+        batches += 1;
+    }
+    let outcome = write_group(shared, &mut writer, &buffer, group_first_seq, seq, sync);
+    writer.buffer = buffer;
+
+    let counters = &shared.counters;
+    counters.batches.fetch_add(batches, Ordering::Relaxed);
+    counters
+        .operations
+        .fetch_add(seq - group_first_seq, Ordering::Relaxed);
+    counters
+        .group_batches_max
+        .fetch_max(batches, Ordering::Relaxed);
+
+    let mut queue = shared.queue.lock();
+    queue.writer = Some(writer);
+    let poison = match outcome {
+        Ok(()) => None,
+        Err(error) => {
+            let reason: Arc<str> = Arc::from(error.to_string());
+            queue.poisoned = Some(Arc::clone(&reason));
+            let mut progress = shared.progress.lock();
+            progress.poisoned = Some(Arc::clone(&reason));
+            shared.progress_changed.notify_all();
+            Some(reason)
+        }
+    };
+    let durable = if sync { seq } else { group_first_seq };
+    let mut own = None;
+    for (waiter, (first, end)) in group.iter().zip(commits) {
+        let popped = queue.waiters.pop_front();
+        debug_assert!(
+            popped.is_some_and(|p| Arc::ptr_eq(&p, waiter)),
+            "group must be the queue's front"
+        );
+        let result = match &poison {
+            Some(reason) => Err(Error::Poisoned {
+                reason: Arc::clone(reason),
+            }),
+            None if waiter.count == 0 => {
+                // A sync request: everything written before it is durable
+                // if this group synced (it always does: it asked).
+                Ok(Commit {
+                    first_seq: SeqNo(durable.saturating_sub(1)),
+                    last_seq: SeqNo(durable.saturating_sub(1)),
+                })
+            }
+            None => Ok(Commit {
+                first_seq: SeqNo(first),
+                last_seq: SeqNo(end - 1),
+            }),
+        };
+        if Arc::ptr_eq(waiter, leader) {
+            own = Some(result);
+        } else {
+            *waiter.result.lock() = Some(result);
+            waiter.wake.notify_one();
+        }
+    }
+    if let Some(next) = queue.waiters.front() {
+        next.wake.notify_one();
+    }
+    drop(queue);
+    own.unwrap_or(Err(Error::Closed))
+}
+
+/// Writes one framed group and syncs it if asked; publishes progress.
+/// `first_seq..next_seq` are the group's sequence numbers.
+fn write_group(
+    shared: &Shared,
+    writer: &mut LogWriter,
+    buffer: &[u8],
+    first_seq: u64,
+    next_seq: u64,
+    sync: bool,
+) -> Result<()> {
+    if !buffer.is_empty() {
+        if writer.has_records && writer.written_len >= shared.options.segment_bytes_max {
+            rotate(shared, writer, first_seq)?;
+        }
+        writer
+            .file
+            .write_all_at(buffer, writer.written_len)
+            .map_err(|e| Error::io("write", &writer.path, e))?;
+        writer.written_len += buffer.len() as u64;
+        writer.has_records = true;
+        shared
+            .counters
+            .bytes_written
+            .fetch_add(buffer.len() as u64, Ordering::Relaxed);
+        shared.counters.groups.fetch_add(1, Ordering::Relaxed);
+        let mut progress = shared.progress.lock();
+        if let Some(active) = progress.segments.last_mut() {
+            active.len = writer.written_len;
+        }
+        progress.written_next = next_seq;
+        shared.progress_changed.notify_all();
+    }
+    if sync && writer.synced_len < writer.written_len {
+        writer
+            .file
+            .sync_data()
+            .map_err(|e| Error::io("fdatasync", &writer.path, e))?;
+        shared.counters.syncs.fetch_add(1, Ordering::Relaxed);
+        writer.synced_len = writer.written_len;
+        writer
+            .sync_point
+            .record(writer.segment_number, writer.synced_len)?;
+        let mut progress = shared.progress.lock();
+        progress.durable_next = next_seq;
+        shared.progress_changed.notify_all();
+    } else if sync {
+        // Nothing unsynced: everything written is already durable.
+        let mut progress = shared.progress.lock();
+        progress.durable_next = progress.written_next;
+        shared.progress_changed.notify_all();
+    }
+    Ok(())
+}
+
+/// Seals the active segment (synced in full) and starts the next one,
+/// whose first sequence number is `first_seq`.
+fn rotate(shared: &Shared, writer: &mut LogWriter, first_seq: u64) -> Result<()> {
+    if writer.synced_len < writer.written_len {
+        writer
+            .file
+            .sync_data()
+            .map_err(|e| Error::io("fdatasync", &writer.path, e))?;
+        shared.counters.syncs.fetch_add(1, Ordering::Relaxed);
+        writer.synced_len = writer.written_len;
+    }
+    let number = writer.segment_number + 1;
+    let (path, file) = create_segment(
+        shared.fs.as_ref(),
+        &shared.dir,
+        shared.database_id,
+        number,
+        first_seq,
+    )?;
+    shared
+        .counters
+        .segments_created
+        .fetch_add(1, Ordering::Relaxed);
+    let old_len = writer.written_len;
+    writer.segment_number = number;
+    writer.path = path;
+    writer.file = file;
+    writer.written_len = SEGMENT_HEADER_LEN as u64;
+    writer.synced_len = SEGMENT_HEADER_LEN as u64;
+    writer.has_records = false;
+    let mut progress = shared.progress.lock();
+    // Everything written so far is durable now.
+    progress.durable_next = progress.written_next;
+    if let Some(active) = progress.segments.last_mut() {
+        active.len = old_len;
+        active.sealed = true;
+    }
+    progress.segments.push(SegmentState {
+        number,
+        first_seq,
+        len: SEGMENT_HEADER_LEN as u64,
+        sealed: false,
+    });
+    shared.progress_changed.notify_all();
+    Ok(())
+}
+
+/// Creates segment `number` durably: header written and synced, directory
+/// entry synced.
+pub(super) fn create_segment(
+    fs: &dyn crate::env::FileSystem,
+    dir: &std::path::Path,
+    database_id: u128,
+    number: u64,
+    first_seq: u64,
+) -> Result<(PathBuf, Arc<dyn File>)> {
+    let path = dir.join(strata_format::wal::segment_file_name(number));
+    let file = fs
+        .open(&path, OpenMode::CreateNew)
+        .map_err(|e| Error::io("create", &path, e))?;
+    let header = SegmentHeader {
+        database_id,
+        segment_number: number,
+        first_seq,
+    };
+    file.write_all_at(&header.encode(), 0)
+        .map_err(|e| Error::io("write header", &path, e))?;
+    file.sync_data()
+        .map_err(|e| Error::io("fdatasync", &path, e))?;
+    fs.sync_dir(dir)
+        .map_err(|e| Error::io("sync directory", dir, e))?;
+    Ok((path, file))
+}
+
+/// Marks the log closed: queued and later writers get [`Error::Closed`],
+/// readers are woken to see the end.
+pub(super) fn close(shared: &Shared) {
+    let mut queue = shared.queue.lock();
+    queue.closed = true;
+    if let Some(front) = queue.waiters.front() {
+        front.wake.notify_one();
+    }
+    drop(queue);
+    let mut progress = shared.progress.lock();
+    progress.closed = true;
+    shared.progress_changed.notify_all();
+}
+
+/// Starts the thread that syncs the log every `interval`. It holds only a
+/// weak reference and stops when the log is shut down.
+pub(super) fn spawn_background_sync(
+    shared: Arc<Shared>,
+    interval: Duration,
+) -> Result<JoinHandle<()>> {
+    let weak = Arc::downgrade(&shared);
+    drop(shared);
+    std::thread::Builder::new()
+        .name("strata-wal-sync".into())
+        .spawn(move || {
+            loop {
+                let Some(shared) = weak.upgrade() else { return };
+                {
+                    let mut state = shared.background.lock();
+                    if state.stop {
+                        return;
+                    }
+                    shared.background_wake.wait_for(&mut state, interval);
+                    if state.stop {
+                        return;
+                    }
+                }
+                let needs_sync = {
+                    let progress = shared.progress.lock();
+                    progress.durable_next < progress.written_next && progress.poisoned.is_none()
+                };
+                if needs_sync {
+                    let waiter = Arc::new(Waiter::new(Vec::new(), 0, true));
+                    // A failure poisons the log; writers see it on their next
+                    // append, so there is nothing more to do here.
+                    let _ = commit(&shared, waiter);
+                }
+            }
+        })
+        .map_err(|e| Error::io("spawn background sync thread", PathBuf::new(), e))
+}
