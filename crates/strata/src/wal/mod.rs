@@ -35,6 +35,8 @@
 mod reader;
 mod recovery;
 mod retention;
+#[cfg(test)]
+mod tests;
 mod writer;
 
 use std::path::{Path, PathBuf};

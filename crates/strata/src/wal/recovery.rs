@@ -269,7 +269,13 @@ pub(super) fn recover(
         next = replay_from;
     }
 
-    let number = last_number.map_or(1, |n| n + 1);
+    // Continue right after the last retained segment, so the numbers stay
+    // contiguous (a removed empty segment's number is reused).
+    let number = segments
+        .last()
+        .map(|s| s.number)
+        .or(last_number)
+        .map_or(1, |n| n + 1);
     let (path, file) = create_segment(fs, dir, database_id, number, next)?;
     segments.push(SegmentState {
         number,
