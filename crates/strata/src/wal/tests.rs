@@ -26,11 +26,14 @@ fn batch(tag: u64, ops: usize) -> BatchBuilder {
     b
 }
 
+/// Replayed batches: (first_seq, ops rendered as strings).
+type Replayed = Vec<(u64, Vec<String>)>;
+
 /// Opens and collects every replayed batch as (first_seq, ops as strings).
 fn open_collect(
     fs: Arc<dyn FileSystem>,
     options: WalOptions,
-) -> Result<(Wal, RecoveryReport, Vec<(u64, Vec<String>)>)> {
+) -> Result<(Wal, RecoveryReport, Replayed)> {
     let mut seen = Vec::new();
     let (wal, report) = Wal::open(fs, "wal", DB, options, SeqNo(1), |view| {
         let ops = view
