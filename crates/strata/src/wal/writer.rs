@@ -5,10 +5,11 @@
 //! the queue, gives its batches consecutive sequence numbers, releases the
 //! queue lock, frames every batch into one buffer, writes it with one
 //! positional write and, if any member asked for `sync`, one fdatasync.
-//! Then it hands each member its result, removes the group from the queue
-//! and wakes the next front writer, which leads the next group. Followers
-//! sleep on their own condition variable and return when the leader has
-//! covered their bytes.
+//! Then it removes the group from the queue, wakes the next front writer
+//! (which leads the next group, so that group's I/O overlaps with the rest
+//! of this hand-off) and hands each member its result. Followers sleep on
+//! their own lock and condition variable, never the queue's, and return
+//! when the leader has covered their bytes.
 //!
 //! Thread-safety: the queue mutex guards the queue, the sequence counter
 //! and the [`LogWriter`]; the leader takes the writer out of the queue
@@ -49,8 +50,18 @@ pub(super) struct Waiter {
     payload: Vec<u8>,
     count: u32,
     sync: bool,
-    result: Mutex<Option<Result<Commit>>>,
+    /// The waiter's own lock, so that waking a follower never contends on
+    /// the queue lock.
+    slot: Mutex<Slot>,
     wake: Condvar,
+}
+
+#[derive(Default)]
+struct Slot {
+    /// Set by the leader whose group covered this waiter.
+    result: Option<Result<Commit>>,
+    /// Set when this waiter reached the front of the queue and must lead.
+    lead: bool,
 }
 
 impl Waiter {
@@ -59,9 +70,21 @@ impl Waiter {
             payload,
             count,
             sync,
-            result: Mutex::new(None),
+            slot: Mutex::new(Slot::default()),
             wake: Condvar::new(),
         }
+    }
+
+    fn finish(&self, result: Result<Commit>) {
+        let mut slot = self.slot.lock();
+        slot.result = Some(result);
+        self.wake.notify_one();
+    }
+
+    fn make_leader(&self) {
+        let mut slot = self.slot.lock();
+        slot.lead = true;
+        self.wake.notify_one();
     }
 
     fn framed_len(&self) -> usize {
@@ -176,19 +199,25 @@ pub(super) fn commit(shared: &Shared, waiter: Arc<Waiter>) -> Result<Commit> {
         return Err(Error::Closed);
     }
     queue.waiters.push_back(Arc::clone(&waiter));
-    loop {
-        if let Some(result) = waiter.result.lock().take() {
-            return result;
+    let leads = queue.is_front(&waiter);
+    drop(queue);
+    if !leads {
+        let mut slot = waiter.slot.lock();
+        loop {
+            if let Some(result) = slot.result.take() {
+                return result;
+            }
+            if slot.lead {
+                break;
+            }
+            waiter.wake.wait(&mut slot);
         }
-        if queue.is_front(&waiter) {
-            break;
-        }
-        waiter.wake.wait(&mut queue);
     }
-    lead(shared, queue, &waiter)
+    lead(shared, shared.queue.lock(), &waiter)
 }
 
 fn lead(shared: &Shared, mut queue: MutexGuard<'_, Queue>, leader: &Arc<Waiter>) -> Result<Commit> {
+    debug_assert!(queue.is_front(leader), "only the front waiter leads");
     let refusal = match (&queue.poisoned, queue.closed) {
         (Some(reason), _) => Some(Error::Poisoned {
             reason: Arc::clone(reason),
@@ -198,8 +227,10 @@ fn lead(shared: &Shared, mut queue: MutexGuard<'_, Queue>, leader: &Arc<Waiter>)
     };
     if let Some(error) = refusal {
         queue.waiters.pop_front();
-        if let Some(next) = queue.waiters.front() {
-            next.wake.notify_one();
+        let next = queue.waiters.front().cloned();
+        drop(queue);
+        if let Some(next) = next {
+            next.make_leader();
         }
         return Err(error);
     }
@@ -279,24 +310,34 @@ fn lead(shared: &Shared, mut queue: MutexGuard<'_, Queue>, leader: &Arc<Waiter>)
             Some(reason)
         }
     };
-    let durable = if sync { seq } else { group_first_seq };
-    let mut own = None;
-    for (waiter, (first, end)) in group.iter().zip(commits) {
+    for waiter in &group {
         let popped = queue.waiters.pop_front();
         debug_assert!(
             popped.is_some_and(|p| Arc::ptr_eq(&p, waiter)),
-            "group must be the queue's front"
+            "the group is the queue's front"
         );
+    }
+    let next_leader = queue.waiters.front().cloned();
+    drop(queue);
+    // Hand leadership on first, so that the next group's write and sync
+    // overlap with waking this group's followers.
+    if let Some(next) = next_leader {
+        next.make_leader();
+    }
+    let durable = if sync { seq } else { group_first_seq };
+    let mut own = None;
+    for (waiter, (first, end)) in group.iter().zip(commits) {
         let result = match &poison {
             Some(reason) => Err(Error::Poisoned {
                 reason: Arc::clone(reason),
             }),
             None if waiter.count == 0 => {
-                // A sync request: everything written before it is durable
-                // if this group synced (it always does: it asked).
+                // A sync request: this group synced (the request asked), so
+                // everything written before it is durable.
+                let last = SeqNo(durable.saturating_sub(1));
                 Ok(Commit {
-                    first_seq: SeqNo(durable.saturating_sub(1)),
-                    last_seq: SeqNo(durable.saturating_sub(1)),
+                    first_seq: last,
+                    last_seq: last,
                 })
             }
             None => Ok(Commit {
@@ -307,14 +348,9 @@ fn lead(shared: &Shared, mut queue: MutexGuard<'_, Queue>, leader: &Arc<Waiter>)
         if Arc::ptr_eq(waiter, leader) {
             own = Some(result);
         } else {
-            *waiter.result.lock() = Some(result);
-            waiter.wake.notify_one();
+            waiter.finish(result);
         }
     }
-    if let Some(next) = queue.waiters.front() {
-        next.wake.notify_one();
-    }
-    drop(queue);
     own.unwrap_or(Err(Error::Closed))
 }
 
@@ -451,9 +487,6 @@ pub(super) fn create_segment(
 pub(super) fn close(shared: &Shared) {
     let mut queue = shared.queue.lock();
     queue.closed = true;
-    if let Some(front) = queue.waiters.front() {
-        front.wake.notify_one();
-    }
     drop(queue);
     let mut progress = shared.progress.lock();
     progress.closed = true;
