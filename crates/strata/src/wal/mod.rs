@@ -314,6 +314,27 @@ impl Wal {
     /// record may be; [`Error::Poisoned`] if this or an earlier write or
     /// sync failed; [`Error::Closed`] after [`Wal::close`].
     pub fn append(&self, batch: BatchBuilder, sync: bool) -> Result<Commit> {
+        self.check_appendable(&batch)?;
+        let count = batch.count();
+        let waiter = Arc::new(Waiter::new(batch.into_bytes(), count, sync));
+        writer::commit(&self.shared, waiter)
+    }
+
+    /// As [`Wal::append`], and also returns the batch's encoding with its
+    /// first sequence number filled in (what the engine applies to its
+    /// memtables without encoding the batch twice).
+    ///
+    /// # Errors
+    /// As [`Wal::append`].
+    pub fn append_returning(&self, batch: BatchBuilder, sync: bool) -> Result<(Commit, Vec<u8>)> {
+        self.check_appendable(&batch)?;
+        let count = batch.count();
+        let waiter = Arc::new(Waiter::new(batch.into_bytes(), count, sync));
+        let commit = writer::commit(&self.shared, Arc::clone(&waiter))?;
+        Ok((commit, waiter.take_payload(Some(commit.first_seq))))
+    }
+
+    fn check_appendable(&self, batch: &BatchBuilder) -> Result<()> {
         if batch.is_empty() {
             return Err(Error::InvalidArgument("empty batch".into()));
         }
@@ -324,9 +345,7 @@ impl Wal {
                 strata_format::wal::MAX_RECORD_PAYLOAD
             )));
         }
-        let count = batch.count();
-        let waiter = Arc::new(Waiter::new(batch.into_bytes(), count, sync));
-        writer::commit(&self.shared, waiter)
+        Ok(())
     }
 
     /// Makes everything appended so far durable; returns the last durable

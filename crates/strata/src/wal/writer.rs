@@ -47,7 +47,10 @@ use crate::seqno::SeqNo;
 /// One writer waiting in the queue.
 pub(super) struct Waiter {
     /// The encoded batch (first_seq still 0); empty for a sync request.
-    payload: Vec<u8>,
+    /// Read by the leader while framing; taken back by the writer after
+    /// its result arrives (see `Wal::append_returning`).
+    payload: Mutex<Vec<u8>>,
+    payload_len: usize,
     count: u32,
     sync: bool,
     /// The waiter's own lock, so that waking a follower never contends on
@@ -67,12 +70,25 @@ struct Slot {
 impl Waiter {
     pub(super) fn new(payload: Vec<u8>, count: u32, sync: bool) -> Self {
         Self {
-            payload,
+            payload_len: payload.len(),
+            payload: Mutex::new(payload),
             count,
             sync,
             slot: Mutex::new(Slot::default()),
             wake: Condvar::new(),
         }
+    }
+
+    /// Takes the encoded batch back, with its first sequence number set
+    /// if it was committed.
+    pub(super) fn take_payload(&self, first_seq: Option<SeqNo>) -> Vec<u8> {
+        let mut payload = std::mem::take(&mut *self.payload.lock());
+        if let Some(first) = first_seq
+            && payload.len() >= 8
+        {
+            set_batch_first_seq(&mut payload, first.get());
+        }
+        payload
     }
 
     fn finish(&self, result: Result<Commit>) {
@@ -91,7 +107,7 @@ impl Waiter {
         if self.count == 0 {
             0
         } else {
-            RECORD_HEADER_LEN + self.payload.len()
+            RECORD_HEADER_LEN + self.payload_len
         }
     }
 }
@@ -278,7 +294,7 @@ fn lead(shared: &Shared, mut queue: MutexGuard<'_, Queue>, leader: &Arc<Waiter>)
             continue;
         }
         let start = begin_record(&mut buffer);
-        buffer.extend_from_slice(&waiter.payload);
+        buffer.extend_from_slice(&waiter.payload.lock());
         if let Some(payload) = buffer.get_mut(start + RECORD_HEADER_LEN..) {
             set_batch_first_seq(payload, first);
         }
