@@ -1,0 +1,13 @@
+//! `SegmentHeader::decode` (and segment file-name parsing) on arbitrary
+//! bytes; a header that decodes re-encodes to the same 64 bytes.
+//!
+//! The check is shared with the stable corpus replay test; see
+//! `fuzz/checks.rs`.
+
+#![no_main]
+
+#[allow(dead_code)]
+#[path = "../checks.rs"]
+mod checks;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| checks::check_segment_header(data));

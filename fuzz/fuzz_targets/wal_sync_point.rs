@@ -1,0 +1,13 @@
+//! `SyncPoint::decode` and `SyncPoint::newest` on arbitrary bytes; a slot
+//! that decodes re-encodes to the same 52 bytes.
+//!
+//! The check is shared with the stable corpus replay test; see
+//! `fuzz/checks.rs`.
+
+#![no_main]
+
+#[allow(dead_code)]
+#[path = "../checks.rs"]
+mod checks;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| checks::check_sync_point(data));
