@@ -136,6 +136,10 @@ mod tests {
     /// passes clippy's `result_large_err`).
     #[test]
     fn error_stays_small() {
-        assert!(std::mem::size_of::<Error>() <= 80, "{}", std::mem::size_of::<Error>());
+        assert!(
+            std::mem::size_of::<Error>() <= 80,
+            "{}",
+            std::mem::size_of::<Error>()
+        );
     }
 }

@@ -23,11 +23,20 @@
 //! # Ok::<(), strata::Error>(())
 //! ```
 
+mod db;
 pub mod env;
 mod error;
+mod memtable;
+mod options;
 mod seqno;
 pub mod wal;
+mod write_batch;
 
+pub use db::iterator::DbIterator;
+pub use db::{Db, DbStats, Snapshot};
 pub use env::{FileSystem, MemFileSystem, RealFileSystem};
 pub use error::{Error, Result};
+pub use options::{Options, WriteOptions};
 pub use seqno::SeqNo;
+pub use wal::RecoveryMode;
+pub use write_batch::WriteBatch;

@@ -46,9 +46,11 @@ pub enum CrashMode {
     /// directory's unsynced entry changes survives.
     KeepPrefix,
     /// Each 512-byte sector touched by unsynced writes independently keeps
-    /// its durable bytes, takes the new bytes or fills with random garbage;
-    /// each file's length is randomly the durable or the new one. Directory
-    /// entry changes as in [`CrashMode::KeepPrefix`].
+    /// its durable bytes, takes the new bytes, or has the bytes written
+    /// since the last sync replaced by random garbage (durable bytes sharing
+    /// the sector are kept: writing part of a sector does not damage the
+    /// rest of it); each file's length is randomly the durable or the new
+    /// one. Directory entry changes as in [`CrashMode::KeepPrefix`].
     GarbleSectors,
     /// One of the other three, chosen at random per file and per directory.
     Random,

@@ -158,11 +158,18 @@ fn keep_prefix(durable: &[u8], ops: &[FileOp], rng: &mut SmallRng) -> Vec<u8> {
 }
 
 /// For every sector the unsynced ops touched, keeps the durable bytes, takes
-/// the new bytes or fills it with garbage; the length is the old or the new
-/// one. Sectors no op touched keep their durable bytes.
+/// the new bytes, or garbles the bytes written since the last sync; the
+/// length is the old or the new one. Sectors no op touched keep their
+/// durable bytes.
+///
+/// Garbage lands only on bytes that were written since the last sync, never
+/// on durable bytes that share a sector with them: like SQLite's "powersafe
+/// overwrite", we assume that writing part of a sector does not damage the
+/// rest of it (see `docs/format.md`, assumptions about the disk).
 fn garble_sectors(durable: &[u8], ops: &[FileOp], rng: &mut SmallRng) -> Vec<u8> {
     let mut new = durable.to_vec();
     let mut touched: Vec<bool> = Vec::new();
+    let mut written: Vec<(usize, usize)> = Vec::new();
     for op in ops {
         let (start, end) = match op {
             FileOp::Write { bytes, .. } if bytes.is_empty() => continue,
@@ -173,6 +180,7 @@ fn garble_sectors(durable: &[u8], ops: &[FileOp], rng: &mut SmallRng) -> Vec<u8>
             FileOp::SetLen(len) => ((*len).min(new.len()), (*len).max(new.len())),
         };
         if start < end {
+            written.push((start, end));
             let last_sector = (end - 1) / SECTOR_BYTES;
             if touched.len() <= last_sector {
                 touched.resize(last_sector + 1, false);
@@ -200,7 +208,22 @@ fn garble_sectors(durable: &[u8], ops: &[FileOp], rng: &mut SmallRng) -> Vec<u8>
                 0 => durable,
                 1 => &new,
                 _ => {
-                    rng.fill_bytes(chunk);
+                    let available = durable.get(start..).unwrap_or_default();
+                    let count = chunk.len().min(available.len());
+                    if let (Some(target), Some(bytes)) =
+                        (chunk.get_mut(..count), available.get(..count))
+                    {
+                        target.copy_from_slice(bytes);
+                    }
+                    let sector_end = start + chunk.len();
+                    for &(from, to) in &written {
+                        let (low, high) = (from.max(start), to.min(sector_end));
+                        if let Some(bytes) =
+                            chunk.get_mut(low.saturating_sub(start)..high.saturating_sub(start))
+                        {
+                            rng.fill_bytes(bytes);
+                        }
+                    }
                     continue;
                 }
             }
@@ -982,7 +1005,11 @@ mod tests {
             let file = durable_file(&fs, "a", &original);
             file.write_all_at(&[0xEE; 10], 10).unwrap();
             fs.crash(CrashMode::GarbleSectors, seed);
-            match fs.read_file(&path("a")).unwrap() {
+            let content = fs.read_file(&path("a")).unwrap();
+            // Bytes outside the unsynced write are never garbled.
+            assert_eq!(content[..10], original[..10], "seed {seed}");
+            assert_eq!(content[20..], original[20..], "seed {seed}");
+            match content {
                 content if content == original => kept += 1,
                 content if content == updated => taken += 1,
                 _ => garbled += 1,

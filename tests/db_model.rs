@@ -1,0 +1,400 @@
+//! Model-based property test of the `Db` API: random sequences of puts,
+//! deletes, batches, gets, scans in both directions, prefix scans, snapshot
+//! reads, clean reopens and simulated crashes (through the fault-injecting
+//! file system), checked against a `BTreeMap` model.
+//!
+//! The crash rule: every batch acknowledged with `sync: true` (and every
+//! batch before it) survives; of the rest, a prefix of batches may survive,
+//! never a part of one.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    missing_docs
+)]
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+use std::sync::Arc;
+
+use proptest::prelude::*;
+use strata::env::{CrashMode, FaultFileSystem};
+use strata::{Db, Options, SeqNo, WriteBatch, WriteOptions};
+
+const KEYS: &[&[u8]] = &[
+    b"",
+    b"\x00",
+    b"\x00\x00",
+    b"a",
+    b"ab",
+    b"abc",
+    b"b",
+    b"ba",
+    b"\xfe",
+    b"\xff",
+    b"\xff\xff",
+];
+
+#[derive(Debug, Clone)]
+enum Op {
+    Put {
+        key: usize,
+        value: usize,
+        sync: bool,
+    },
+    Delete {
+        key: usize,
+        sync: bool,
+    },
+    Batch {
+        ops: Vec<(bool, usize, usize)>,
+        sync: bool,
+    },
+    Get {
+        key: usize,
+    },
+    Scan {
+        start: Option<usize>,
+        end: Option<usize>,
+        inclusive: bool,
+        reverse: bool,
+    },
+    Prefix {
+        key: usize,
+    },
+    TakeSnapshot,
+    ReadSnapshot {
+        which: usize,
+        key: usize,
+    },
+    ScanSnapshot {
+        which: usize,
+        reverse: bool,
+    },
+    DropSnapshot {
+        which: usize,
+    },
+    Sync,
+    Reopen,
+    Crash {
+        mode: u8,
+        seed: u64,
+    },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let key = 0..KEYS.len();
+    prop_oneof![
+        6 => (key.clone(), 0usize..40, any::<bool>()).prop_map(|(key, value, sync)| Op::Put { key, value, sync }),
+        2 => (key.clone(), any::<bool>()).prop_map(|(key, sync)| Op::Delete { key, sync }),
+        3 => (proptest::collection::vec((any::<bool>(), key.clone(), 0usize..40), 0..6), any::<bool>())
+            .prop_map(|(ops, sync)| Op::Batch { ops, sync }),
+        4 => key.clone().prop_map(|key| Op::Get { key }),
+        3 => (proptest::option::of(key.clone()), proptest::option::of(key.clone()), any::<bool>(), any::<bool>())
+            .prop_map(|(start, end, inclusive, reverse)| Op::Scan { start, end, inclusive, reverse }),
+        1 => key.clone().prop_map(|key| Op::Prefix { key }),
+        1 => Just(Op::TakeSnapshot),
+        2 => (0usize..4, key.clone()).prop_map(|(which, key)| Op::ReadSnapshot { which, key }),
+        1 => (0usize..4, any::<bool>()).prop_map(|(which, reverse)| Op::ScanSnapshot { which, reverse }),
+        1 => (0usize..4).prop_map(|which| Op::DropSnapshot { which }),
+        1 => Just(Op::Sync),
+        1 => Just(Op::Reopen),
+        1 => (0u8..4, any::<u64>()).prop_map(|(mode, seed)| Op::Crash { mode, seed }),
+    ]
+}
+
+type Model = BTreeMap<Vec<u8>, Vec<u8>>;
+
+struct Harness {
+    fs: Arc<FaultFileSystem>,
+    db: Option<Db>,
+    model: Model,
+    /// Model states after each batch not yet known durable: (last seq, state).
+    undurable: Vec<(u64, Model)>,
+    /// The state and sequence number known durable.
+    durable: (u64, Model),
+    snapshots: Vec<(strata::Snapshot, Model)>,
+    counter: usize,
+}
+
+impl Harness {
+    fn new() -> Self {
+        let fs = Arc::new(FaultFileSystem::new());
+        let db = Db::open("db", Self::options(&fs)).unwrap();
+        Self {
+            fs,
+            db: Some(db),
+            model: Model::new(),
+            undurable: Vec::new(),
+            durable: (0, Model::new()),
+            snapshots: Vec::new(),
+            counter: 0,
+        }
+    }
+
+    fn options(fs: &Arc<FaultFileSystem>) -> Options {
+        Options {
+            file_system: fs.clone(),
+            wal_segment_bytes_max: 512,
+            ..Options::default()
+        }
+    }
+
+    fn db(&self) -> &Db {
+        self.db.as_ref().unwrap()
+    }
+
+    fn value(&mut self, len: usize) -> Vec<u8> {
+        self.counter += 1;
+        let mut value = format!("{}:", self.counter).into_bytes();
+        value.resize(len.max(value.len()), b'x');
+        if len == 0 {
+            value.clear();
+        }
+        value
+    }
+
+    fn write(&mut self, batch: WriteBatch, model_ops: Vec<(Vec<u8>, Option<Vec<u8>>)>, sync: bool) {
+        let empty = batch.is_empty();
+        let seq = self.db().write(batch, &WriteOptions { sync }).unwrap();
+        if empty {
+            return;
+        }
+        for (key, value) in model_ops {
+            match value {
+                Some(value) => self.model.insert(key, value),
+                None => self.model.remove(&key),
+            };
+        }
+        if sync {
+            self.durable = (seq.get(), self.model.clone());
+            self.undurable.clear();
+        } else {
+            self.undurable.push((seq.get(), self.model.clone()));
+        }
+    }
+
+    fn scan_model(
+        model: &Model,
+        start: Bound<Vec<u8>>,
+        end: Bound<Vec<u8>>,
+        reverse: bool,
+    ) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let mut items: Vec<_> = model
+            .range((start, end))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        if reverse {
+            items.reverse();
+        }
+        items
+    }
+
+    fn apply(&mut self, op: Op) {
+        match op {
+            Op::Put { key, value, sync } => {
+                let value = self.value(value);
+                let mut batch = WriteBatch::new();
+                batch.put(KEYS[key], &value);
+                self.write(batch, vec![(KEYS[key].to_vec(), Some(value))], sync);
+            }
+            Op::Delete { key, sync } => {
+                let mut batch = WriteBatch::new();
+                batch.delete(KEYS[key]);
+                self.write(batch, vec![(KEYS[key].to_vec(), None)], sync);
+            }
+            Op::Batch { ops, sync } => {
+                let mut batch = WriteBatch::new();
+                let mut model_ops = Vec::new();
+                for (put, key, value) in ops {
+                    if put {
+                        let value = self.value(value);
+                        batch.put(KEYS[key], &value);
+                        model_ops.push((KEYS[key].to_vec(), Some(value)));
+                    } else {
+                        batch.delete(KEYS[key]);
+                        model_ops.push((KEYS[key].to_vec(), None));
+                    }
+                }
+                self.write(batch, model_ops, sync);
+            }
+            Op::Get { key } => {
+                assert_eq!(
+                    self.db().get(KEYS[key]).unwrap(),
+                    self.model.get(KEYS[key]).cloned(),
+                    "get {:?}",
+                    KEYS[key]
+                );
+            }
+            Op::Scan {
+                start,
+                end,
+                inclusive,
+                reverse,
+            } => {
+                let start = start.map_or(Bound::Unbounded, |k| Bound::Included(KEYS[k]));
+                let end = end.map_or(Bound::Unbounded, |k| {
+                    if inclusive {
+                        Bound::Included(KEYS[k])
+                    } else {
+                        Bound::Excluded(KEYS[k])
+                    }
+                });
+                let expected = match (start, end) {
+                    (Bound::Included(s), Bound::Included(e)) if s > e => Vec::new(),
+                    (Bound::Included(s), Bound::Excluded(e)) if s >= e => Vec::new(),
+                    _ => Self::scan_model(
+                        &self.model,
+                        start.map(<[u8]>::to_vec),
+                        end.map(<[u8]>::to_vec),
+                        reverse,
+                    ),
+                };
+                let iter = if reverse {
+                    self.db().scan_rev((start, end))
+                } else {
+                    self.db().scan((start, end))
+                };
+                let got: Vec<_> = iter.unwrap().collect::<Result<_, _>>().unwrap();
+                assert_eq!(got, expected, "scan {start:?}..{end:?} reverse={reverse}");
+            }
+            Op::Prefix { key } => {
+                let prefix = KEYS[key];
+                let expected: Vec<_> = self
+                    .model
+                    .iter()
+                    .filter(|(k, _)| k.starts_with(prefix))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                let got: Vec<_> = self
+                    .db()
+                    .prefix(prefix)
+                    .unwrap()
+                    .collect::<Result<_, _>>()
+                    .unwrap();
+                assert_eq!(got, expected, "prefix {prefix:?}");
+            }
+            Op::TakeSnapshot => {
+                if self.snapshots.len() < 4 {
+                    let snapshot = self.db().snapshot();
+                    self.snapshots.push((snapshot, self.model.clone()));
+                }
+            }
+            Op::ReadSnapshot { which, key } => {
+                if let Some((snapshot, model)) = self.snapshots.get(which) {
+                    assert_eq!(
+                        snapshot.get(KEYS[key]).unwrap(),
+                        model.get(KEYS[key]).cloned()
+                    );
+                }
+            }
+            Op::ScanSnapshot { which, reverse } => {
+                if let Some((snapshot, model)) = self.snapshots.get(which) {
+                    let iter = if reverse {
+                        snapshot.scan_rev(..)
+                    } else {
+                        snapshot.scan(..)
+                    };
+                    let got: Vec<_> = iter.unwrap().collect::<Result<_, _>>().unwrap();
+                    assert_eq!(
+                        got,
+                        Self::scan_model(model, Bound::Unbounded, Bound::Unbounded, reverse)
+                    );
+                }
+            }
+            Op::DropSnapshot { which } => {
+                if which < self.snapshots.len() {
+                    self.snapshots.remove(which);
+                }
+            }
+            Op::Sync => {
+                let seq = self.db().sync().unwrap();
+                assert!(seq.get() >= self.undurable.last().map_or(self.durable.0, |(s, _)| *s));
+                if let Some(last) = self.undurable.pop() {
+                    self.durable = last;
+                }
+                self.undurable.clear();
+            }
+            Op::Reopen => {
+                self.snapshots.clear();
+                self.db.take().unwrap().close().unwrap();
+                self.db = Some(Db::open("db", Self::options(&self.fs)).unwrap());
+                // A clean close syncs: everything is durable.
+                self.durable = (self.db().stats().last_seq.get(), self.model.clone());
+                self.undurable.clear();
+                self.check_full();
+            }
+            Op::Crash { mode, seed } => {
+                self.snapshots.clear();
+                let mode = [
+                    CrashMode::DropUnsynced,
+                    CrashMode::KeepPrefix,
+                    CrashMode::GarbleSectors,
+                    CrashMode::Random,
+                ][mode as usize % 4];
+                self.fs.crash(mode, seed);
+                drop(self.db.take());
+                let db = Db::open("db", Self::options(&self.fs)).unwrap();
+                let recovered = db.stats().last_seq.get();
+                // The recovered state is the durable one or a later batch
+                // boundary, never anything in between.
+                let state = if recovered == self.durable.0 {
+                    self.durable.1.clone()
+                } else {
+                    let found = self.undurable.iter().find(|(seq, _)| *seq == recovered);
+                    let Some((_, state)) = found else {
+                        panic!(
+                            "recovered to seq {recovered}, which is not a batch boundary at or after the durable seq {} (unsynced: {:?})",
+                            self.durable.0,
+                            self.undurable.iter().map(|(s, _)| s).collect::<Vec<_>>()
+                        );
+                    };
+                    state.clone()
+                };
+                self.db = Some(db);
+                self.model = state;
+                self.durable = (recovered, self.model.clone());
+                self.undurable.clear();
+                self.check_full();
+            }
+        }
+    }
+
+    fn check_full(&self) {
+        let got: Vec<_> = self
+            .db()
+            .scan(..)
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            got,
+            Self::scan_model(&self.model, Bound::Unbounded, Bound::Unbounded, false)
+        );
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn db_matches_model_across_reopens_and_crashes(ops in proptest::collection::vec(op(), 1..120)) {
+        let mut harness = Harness::new();
+        for op in ops {
+            harness.apply(op);
+        }
+        harness.check_full();
+    }
+}
+
+#[test]
+fn empty_batch_consumes_no_sequence_number() {
+    let fs = Arc::new(FaultFileSystem::new());
+    let db = Db::open("db", Harness::options(&fs)).unwrap();
+    let a = db.put(b"k", b"v").unwrap();
+    let b = db
+        .write(WriteBatch::new(), &WriteOptions { sync: true })
+        .unwrap();
+    assert_eq!(a, b);
+    assert_eq!(db.put(b"k", b"w").unwrap(), SeqNo(a.get() + 1));
+}
