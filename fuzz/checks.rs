@@ -139,10 +139,10 @@ fn shortest_length_prefixed(c: &mut Cursor<'_>) -> Option<bool> {
 /// name, parses as a segment name only if it round-trips through
 /// `segment_file_name`.
 pub(crate) fn check_segment_header(data: &[u8]) {
-    if let Ok(name) = std::str::from_utf8(data) {
-        if let Some(number) = parse_segment_file_name(name) {
-            assert_eq!(segment_file_name(number), name, "file name round trip");
-        }
+    if let Ok(name) = std::str::from_utf8(data)
+        && let Some(number) = parse_segment_file_name(name)
+    {
+        assert_eq!(segment_file_name(number), name, "file name round trip");
     }
     let Ok(header) = SegmentHeader::decode(data) else {
         return;

@@ -30,6 +30,7 @@
 
 pub mod coding;
 mod error;
+pub mod manifest;
 pub mod wal;
 
 pub use error::{DecodeError, DecodeErrorKind};

@@ -19,9 +19,10 @@
 //!   without allocating anything (decoding borrows from the input).
 //! - `type` 0 is reserved: nine zero bytes are not a record but the start of
 //!   a zero-filled (preallocated or never-written) tail. Type 1 is a write
-//!   batch ([`super::batch`]). Types with bit 7 set (`0x80..=0xff`) are
-//!   *ignorable*: a reader that does not know one skips it; an unknown type
-//!   below `0x80` is corruption.
+//!   batch ([`super::batch`]), the only type a WAL segment holds; type 2 is
+//!   a version edit, the only type a manifest holds (`crate::manifest`).
+//!   Types with bit 7 set (`0x80..=0xff`) are *ignorable*: a reader that
+//!   does not know one skips it; an unknown type below `0x80` is corruption.
 //!
 //! Why one record per batch, with no block fragmentation: a batch is then
 //! atomic by construction (a torn batch is a torn record, which fails its
@@ -47,8 +48,10 @@ pub const IGNORABLE_TYPE_BIT: u8 = 0x80;
 /// The type byte of a record. On-disk values are forever.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RecordType {
-    /// A write batch (type 1).
+    /// A write batch (type 1), in WAL segments.
     Batch,
+    /// A version edit (type 2), in manifest files.
+    Edit,
     /// An unknown type with bit 7 set, which readers skip.
     Ignorable(u8),
 }
@@ -59,6 +62,7 @@ impl RecordType {
     pub fn to_byte(self) -> u8 {
         match self {
             Self::Batch => 1,
+            Self::Edit => 2,
             Self::Ignorable(byte) => byte | IGNORABLE_TYPE_BIT,
         }
     }
@@ -69,6 +73,7 @@ impl RecordType {
     pub fn from_byte(byte: u8) -> Option<Self> {
         match byte {
             1 => Some(Self::Batch),
+            2 => Some(Self::Edit),
             b if b & IGNORABLE_TYPE_BIT != 0 => Some(Self::Ignorable(b)),
             _ => None,
         }

@@ -234,6 +234,11 @@ pub fn scan_segment(bytes: &[u8], params: &ScanParams) -> Result<SegmentScan, De
                 return Ok(scan);
             }
         };
+        if record.record_type == RecordType::Edit {
+            // A manifest record in a log segment: written, but not here.
+            let error = DecodeError::new(at, DecodeErrorKind::UnknownRecordType { record_type: 2 });
+            return hard(params, scan, at, error);
+        }
         if record.record_type == RecordType::Batch {
             let payload_at = at + RECORD_HEADER_LEN as u64;
             let batch = match decode_batch(record.payload) {

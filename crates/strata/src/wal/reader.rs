@@ -339,9 +339,19 @@ impl LogReader {
             .unwrap_or_default();
         let record =
             decode_record(bytes).map_err(|e| Error::corruption(self.path(), e.at(offset)))?;
-        if record.record_type != strata_format::wal::RecordType::Batch {
-            self.offset += framed;
-            return Ok(None);
+        match record.record_type {
+            strata_format::wal::RecordType::Batch => {}
+            strata_format::wal::RecordType::Ignorable(_) => {
+                self.offset += framed;
+                return Ok(None);
+            }
+            strata_format::wal::RecordType::Edit => {
+                return Err(Error::corruption_msg(
+                    self.path(),
+                    offset,
+                    "a manifest record in a log segment",
+                ));
+            }
         }
         let batch = decode_batch(record.payload)
             .map_err(|e| Error::corruption(self.path(), e.at(offset + RECORD_HEADER_LEN as u64)))?;
