@@ -29,6 +29,8 @@ mod error;
 mod memtable;
 mod options;
 mod seqno;
+#[allow(dead_code, reason = "the flush path wires versions into Db")]
+mod version;
 pub mod wal;
 mod write_batch;
 

@@ -1,0 +1,284 @@
+//! Versions: which sorted tables make up the database, level by level.
+//!
+//! A [`Version`] is immutable: readers pin one (`Arc<Version>`) and read
+//! from it without locks while flushes and compactions install new ones.
+//! The [`set::VersionSet`] owns the current version and the manifest that
+//! records every change.
+//!
+//! Invariants:
+//! - Level 0 tables may overlap; they are kept newest first (by largest
+//!   sequence number, then file number).
+//! - Tables of level 1 and below do not overlap in user keys and are kept
+//!   in key order.
+//! - A table number appears at most once in a version.
+
+pub(crate) mod set;
+
+use std::sync::Arc;
+
+use strata_format::manifest::{LEVELS, TableEntry, VersionEdit};
+
+use crate::error::{Error, Result};
+
+/// The number of levels, as a `usize`.
+pub(crate) const LEVEL_COUNT: usize = LEVELS as usize;
+
+/// A table as versions know it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct TableMeta {
+    pub(crate) number: u64,
+    pub(crate) size: u64,
+    /// Smallest and largest internal keys (user key and an 8-byte trailer).
+    pub(crate) smallest: Vec<u8>,
+    pub(crate) largest: Vec<u8>,
+    pub(crate) smallest_seq: u64,
+    pub(crate) largest_seq: u64,
+    pub(crate) entries: u64,
+}
+
+impl TableMeta {
+    pub(crate) fn from_entry(entry: &TableEntry) -> Self {
+        Self {
+            number: entry.number,
+            size: entry.size,
+            smallest: entry.smallest.clone(),
+            largest: entry.largest.clone(),
+            smallest_seq: entry.smallest_seq,
+            largest_seq: entry.largest_seq,
+            entries: entry.entries,
+        }
+    }
+
+    pub(crate) fn to_entry(&self, level: usize) -> TableEntry {
+        TableEntry {
+            level: level as u8,
+            number: self.number,
+            size: self.size,
+            smallest: self.smallest.clone(),
+            largest: self.largest.clone(),
+            smallest_seq: self.smallest_seq,
+            largest_seq: self.largest_seq,
+            entries: self.entries,
+        }
+    }
+
+    pub(crate) fn smallest_user_key(&self) -> &[u8] {
+        user_key(&self.smallest)
+    }
+
+    pub(crate) fn largest_user_key(&self) -> &[u8] {
+        user_key(&self.largest)
+    }
+
+    /// Whether the table may hold `key`.
+    pub(crate) fn may_contain(&self, key: &[u8]) -> bool {
+        self.smallest_user_key() <= key && key <= self.largest_user_key()
+    }
+
+    /// Whether the table's keys overlap `[start, end]` (user keys,
+    /// inclusive; `None` is unbounded).
+    pub(crate) fn overlaps(&self, start: Option<&[u8]>, end: Option<&[u8]>) -> bool {
+        start.is_none_or(|s| self.largest_user_key() >= s)
+            && end.is_none_or(|e| self.smallest_user_key() <= e)
+    }
+}
+
+/// The user key of an internal key (everything but the 8-byte trailer).
+pub(crate) fn user_key(internal: &[u8]) -> &[u8] {
+    internal
+        .get(..internal.len().saturating_sub(8))
+        .unwrap_or_default()
+}
+
+/// An immutable set of tables.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Version {
+    pub(crate) levels: [Vec<Arc<TableMeta>>; LEVEL_COUNT],
+}
+
+impl Version {
+    /// The version after `edit`.
+    ///
+    /// # Errors
+    /// [`Error::Corruption`] (naming `manifest`) if the edit deletes a table
+    /// the version lacks, adds one it already has, or breaks the
+    /// no-overlap rule of levels 1 and below.
+    pub(crate) fn apply(&self, edit: &VersionEdit, manifest: &std::path::Path) -> Result<Version> {
+        let mut next = self.clone();
+        for &(level, number) in &edit.deleted {
+            let tables = next
+                .levels
+                .get_mut(level as usize)
+                .ok_or_else(|| bad(manifest, "level out of range"))?;
+            let before = tables.len();
+            tables.retain(|t| t.number != number);
+            if tables.len() == before {
+                return Err(bad(
+                    manifest,
+                    &format!("edit deletes table {number} from level {level}, which lacks it"),
+                ));
+            }
+        }
+        for entry in &edit.added {
+            if next.contains(entry.number) {
+                return Err(bad(
+                    manifest,
+                    &format!("edit adds table {} twice", entry.number),
+                ));
+            }
+            let tables = next
+                .levels
+                .get_mut(entry.level as usize)
+                .ok_or_else(|| bad(manifest, "level out of range"))?;
+            tables.push(Arc::new(TableMeta::from_entry(entry)));
+        }
+        next.sort();
+        next.check(manifest)?;
+        Ok(next)
+    }
+
+    fn sort(&mut self) {
+        let [level0, deeper @ ..] = &mut self.levels;
+        level0.sort_by(|a, b| {
+            b.largest_seq
+                .cmp(&a.largest_seq)
+                .then(b.number.cmp(&a.number))
+        });
+        for tables in deeper {
+            tables.sort_by(|a, b| a.smallest_user_key().cmp(b.smallest_user_key()));
+        }
+    }
+
+    fn check(&self, manifest: &std::path::Path) -> Result<()> {
+        for (level, tables) in self.levels.iter().enumerate().skip(1) {
+            for pair in tables.windows(2) {
+                if let [a, b] = pair
+                    && a.largest_user_key() >= b.smallest_user_key()
+                {
+                    return Err(bad(
+                        manifest,
+                        &format!(
+                            "tables {} and {} overlap in level {level}",
+                            a.number, b.number
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn contains(&self, number: u64) -> bool {
+        self.levels.iter().flatten().any(|t| t.number == number)
+    }
+
+    /// Every table number in this version.
+    pub(crate) fn numbers(&self) -> impl Iterator<Item = u64> + '_ {
+        self.levels.iter().flatten().map(|t| t.number)
+    }
+
+    /// The tables that may hold `key`, in the order a read must consult
+    /// them (newest data first).
+    pub(crate) fn tables_for_key<'a>(
+        &'a self,
+        key: &'a [u8],
+    ) -> impl Iterator<Item = &'a Arc<TableMeta>> + 'a {
+        let [level0, deeper @ ..] = &self.levels;
+        level0
+            .iter()
+            .filter(move |t| t.may_contain(key))
+            .chain(deeper.iter().filter_map(move |tables| {
+                let index = tables.partition_point(|t| t.largest_user_key() < key);
+                tables.get(index).filter(|t| t.may_contain(key))
+            }))
+    }
+
+    /// Total bytes per level.
+    pub(crate) fn level_bytes(&self, level: usize) -> u64 {
+        self.levels
+            .get(level)
+            .map_or(0, |tables| tables.iter().map(|t| t.size).sum())
+    }
+
+    /// The edit that recreates this version from nothing.
+    pub(crate) fn snapshot_edit(&self) -> VersionEdit {
+        let mut edit = VersionEdit::default();
+        for (level, tables) in self.levels.iter().enumerate() {
+            edit.added.extend(tables.iter().map(|t| t.to_entry(level)));
+        }
+        edit
+    }
+}
+
+fn bad(manifest: &std::path::Path, detail: &str) -> Error {
+    Error::corruption_msg(manifest, 0, detail.to_string())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn entry(level: u8, number: u64, small: &[u8], large: &[u8], seq: u64) -> TableEntry {
+        let ikey = |k: &[u8]| {
+            let mut v = k.to_vec();
+            v.extend_from_slice(&((seq << 8) | 2).to_le_bytes());
+            v
+        };
+        TableEntry {
+            level,
+            number,
+            size: 100,
+            smallest: ikey(small),
+            largest: ikey(large),
+            smallest_seq: seq,
+            largest_seq: seq,
+            entries: 1,
+        }
+    }
+
+    #[test]
+    fn reads_consult_level0_newest_first_then_one_table_per_level() {
+        let edit = VersionEdit {
+            added: vec![
+                entry(0, 1, b"a", b"m", 5),
+                entry(0, 2, b"c", b"z", 9),
+                entry(1, 3, b"a", b"f", 1),
+                entry(1, 4, b"g", b"p", 1),
+            ],
+            ..Default::default()
+        };
+        let path = std::path::Path::new("MANIFEST");
+        let version = Version::default().apply(&edit, path).unwrap();
+        let order: Vec<u64> = version.tables_for_key(b"d").map(|t| t.number).collect();
+        assert_eq!(order, vec![2, 1, 3]);
+        let order: Vec<u64> = version.tables_for_key(b"q").map(|t| t.number).collect();
+        assert_eq!(order, vec![2]);
+    }
+
+    #[test]
+    fn impossible_edits_are_corruption() {
+        let path = std::path::Path::new("MANIFEST");
+        let v = Version::default();
+        let del = VersionEdit {
+            deleted: vec![(1, 9)],
+            ..Default::default()
+        };
+        assert!(v.apply(&del, path).unwrap_err().is_corruption());
+        let overlap = VersionEdit {
+            added: vec![entry(1, 1, b"a", b"m", 1), entry(1, 2, b"k", b"z", 1)],
+            ..Default::default()
+        };
+        assert!(
+            v.apply(&overlap, path)
+                .unwrap_err()
+                .to_string()
+                .contains("overlap")
+        );
+        let twice = VersionEdit {
+            added: vec![entry(0, 1, b"a", b"m", 1), entry(2, 1, b"a", b"m", 1)],
+            ..Default::default()
+        };
+        assert!(v.apply(&twice, path).is_err());
+    }
+}

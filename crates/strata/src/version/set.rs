@@ -1,0 +1,637 @@
+//! The version set: the current [`Version`], the manifest that records
+//! every change to it, and the `CURRENT` file that names the manifest.
+//!
+//! Every change is a [`VersionEdit`] that is validated against the current
+//! version, appended to the manifest and synced, and only then installed.
+//! At open the manifest is replayed, then rewritten as a single snapshot
+//! edit into a new manifest, which `CURRENT` is switched to by temp file,
+//! sync, rename and directory sync; the old manifest is deleted last.
+//!
+//! Torn manifest tails: every edit is synced before it takes effect, so a
+//! crash can only tear the last record, which was never acknowledged. A
+//! damaged record that is followed by a valid one is corruption.
+//!
+//! Invariants:
+//! - `CURRENT` always names a complete, synced manifest.
+//! - A failed open writes and deletes nothing.
+//! - After a failed manifest write the set refuses every later change.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Weak};
+
+use strata_format::manifest::{
+    MANIFEST_HEADER_LEN, ManifestHeader, VersionEdit, current_file_content, manifest_file_name,
+    parse_current, parse_manifest_file_name, parse_table_file_name, table_file_name,
+};
+use strata_format::wal::{RECORD_HEADER_LEN, RecordType, decode_record, encode_record};
+
+use super::Version;
+use crate::env::{File, FileSystem, OpenMode};
+use crate::error::{Error, Result};
+
+/// A manifest grows by appending edits; past this size the next change
+/// rewrites it as one snapshot edit.
+const MANIFEST_BYTES_MAX: u64 = 16 << 20;
+
+struct ManifestWriter {
+    number: u64,
+    path: PathBuf,
+    file: Arc<dyn File>,
+    len: u64,
+}
+
+pub(crate) struct VersionSet {
+    fs: Arc<dyn FileSystem>,
+    dir: PathBuf,
+    database_id: u128,
+    current: Arc<Version>,
+    /// Versions handed out that may still be read.
+    handed_out: Vec<Weak<Version>>,
+    /// Tables removed from the current version, to delete once unread.
+    obsolete: BTreeSet<u64>,
+    manifest: ManifestWriter,
+    next_file_number: u64,
+    flushed_seq: u64,
+    poisoned: Option<String>,
+    /// What was cut from the manifest's tail at open, if anything.
+    pub(crate) torn_manifest_tail: Option<String>,
+}
+
+impl std::fmt::Debug for VersionSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VersionSet")
+            .field("manifest", &self.manifest.path)
+            .finish()
+    }
+}
+
+impl VersionSet {
+    /// Opens the version set of the database in `dir`, creating an empty
+    /// one if the directory holds no manifest and no table. It writes a new
+    /// manifest (and switches `CURRENT`) only after the old one replayed
+    /// cleanly; see [`VersionSet::finish_open`] for deletions.
+    pub(crate) fn open(
+        fs: Arc<dyn FileSystem>,
+        dir: &Path,
+        database_id: u128,
+    ) -> Result<VersionSet> {
+        let current_path = dir.join("CURRENT");
+        let exists = fs
+            .exists(&current_path)
+            .map_err(|e| Error::io("stat", &current_path, e))?;
+        let (version, next_file_number, flushed_seq, old_manifest, torn) = if exists {
+            let (version, next, flushed, number, torn) = replay(&*fs, dir, database_id)?;
+            (version, next, flushed, Some(number), torn)
+        } else {
+            let names = fs
+                .list_dir(dir)
+                .map_err(|e| Error::io("list directory", dir, e))?;
+            if let Some(stray) = names.iter().find(|n| {
+                parse_manifest_file_name(n).is_some() || parse_table_file_name(n).is_some()
+            }) {
+                return Err(Error::corruption_msg(
+                    &current_path,
+                    0,
+                    format!(
+                        "CURRENT is missing but the directory holds {stray}; refusing to guess which state is live"
+                    ),
+                ));
+            }
+            (Version::default(), 1, 0, None, None)
+        };
+        // Everything checked: from here on, open may write.
+        let manifest_number = next_file_number.max(old_manifest.map_or(0, |n| n + 1));
+        let set = VersionSet {
+            manifest: write_manifest(
+                &*fs,
+                dir,
+                database_id,
+                manifest_number,
+                &version,
+                manifest_number + 1,
+                flushed_seq,
+            )?,
+            fs,
+            dir: dir.to_path_buf(),
+            database_id,
+            current: Arc::new(version),
+            handed_out: Vec::new(),
+            obsolete: BTreeSet::new(),
+            next_file_number: manifest_number + 1,
+            flushed_seq,
+            poisoned: None,
+            torn_manifest_tail: torn,
+        };
+        let _ = old_manifest;
+        Ok(set)
+    }
+
+    /// Called once the whole database opened: deletes the replaced
+    /// manifest and table files no version references (left by a flush or
+    /// compaction that a crash interrupted). Never called after a failed
+    /// open, so a failed open deletes nothing.
+    pub(crate) fn finish_open(&mut self) -> Result<()> {
+        self.delete_orphans()
+    }
+
+    /// The current version; the caller may read it for as long as it holds
+    /// it.
+    pub(crate) fn current(&mut self) -> Arc<Version> {
+        let version = Arc::clone(&self.current);
+        self.handed_out.retain(|v| v.strong_count() > 0);
+        self.handed_out.push(Arc::downgrade(&version));
+        version
+    }
+
+    pub(crate) fn flushed_seq(&self) -> u64 {
+        self.flushed_seq
+    }
+
+    pub(crate) fn new_file_number(&mut self) -> u64 {
+        let number = self.next_file_number;
+        self.next_file_number += 1;
+        number
+    }
+
+    pub(crate) fn table_path(&self, number: u64) -> PathBuf {
+        self.dir.join(table_file_name(number))
+    }
+
+    /// Validates `edit`, makes it durable in the manifest, and installs the
+    /// resulting version.
+    ///
+    /// # Errors
+    /// [`Error::Corruption`] for an edit that does not fit the current
+    /// version (nothing written); [`Error::Poisoned`] after an earlier
+    /// failure; [`Error::Io`] (the set is then poisoned).
+    pub(crate) fn log_and_apply(&mut self, mut edit: VersionEdit) -> Result<Arc<Version>> {
+        if let Some(reason) = &self.poisoned {
+            return Err(Error::Poisoned {
+                reason: Arc::from(reason.as_str()),
+            });
+        }
+        edit.next_file_number = Some(self.next_file_number);
+        let next = self.current.apply(&edit, &self.manifest.path)?;
+        let flushed_seq = edit
+            .flushed_seq
+            .unwrap_or(self.flushed_seq)
+            .max(self.flushed_seq);
+        let written = if self.manifest.len > MANIFEST_BYTES_MAX {
+            let number = self.new_file_number();
+            write_manifest(
+                &*self.fs,
+                &self.dir,
+                self.database_id,
+                number,
+                &next,
+                self.next_file_number,
+                flushed_seq,
+            )
+            .and_then(|manifest| {
+                let old = std::mem::replace(&mut self.manifest, manifest);
+                self.fs
+                    .remove_file(&old.path)
+                    .map_err(|e| Error::io("remove", &old.path, e))
+            })
+        } else {
+            let mut record = Vec::new();
+            encode_record(RecordType::Edit, &edit.encode(), &mut record);
+            let manifest = &mut self.manifest;
+            manifest
+                .file
+                .write_all_at(&record, manifest.len)
+                .and_then(|()| manifest.file.sync_data())
+                .map(|()| manifest.len += record.len() as u64)
+                .map_err(|e| Error::io("append to manifest", &manifest.path, e))
+        };
+        if let Err(error) = written {
+            self.poisoned = Some(error.to_string());
+            return Err(error);
+        }
+        for &(_, number) in &edit.deleted {
+            self.obsolete.insert(number);
+        }
+        self.current = Arc::new(next);
+        self.flushed_seq = flushed_seq;
+        Ok(Arc::clone(&self.current))
+    }
+
+    /// Deletes obsolete tables no handed-out version still holds. Returns
+    /// how many were deleted.
+    pub(crate) fn delete_obsolete(&mut self) -> Result<usize> {
+        self.handed_out.retain(|v| v.strong_count() > 0);
+        let live: BTreeSet<u64> = self
+            .handed_out
+            .iter()
+            .filter_map(Weak::upgrade)
+            .chain(std::iter::once(Arc::clone(&self.current)))
+            .flat_map(|v| v.numbers().collect::<Vec<_>>())
+            .collect();
+        let doomed: Vec<u64> = self
+            .obsolete
+            .iter()
+            .copied()
+            .filter(|n| !live.contains(n))
+            .collect();
+        for &number in &doomed {
+            let path = self.table_path(number);
+            match self.fs.remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io("remove", &path, e)),
+            }
+            self.obsolete.remove(&number);
+        }
+        Ok(doomed.len())
+    }
+
+    /// Deletes table files no version references and stale manifests. Only
+    /// at open, before any flush or compaction runs.
+    fn delete_orphans(&mut self) -> Result<()> {
+        let names = self
+            .fs
+            .list_dir(&self.dir)
+            .map_err(|e| Error::io("list directory", &self.dir, e))?;
+        for name in names {
+            let orphan_table =
+                parse_table_file_name(&name).is_some_and(|n| !self.current.contains(n));
+            let stale_manifest =
+                parse_manifest_file_name(&name).is_some_and(|n| n != self.manifest.number);
+            if orphan_table || stale_manifest || name == "CURRENT.tmp" {
+                let path = self.dir.join(&name);
+                self.fs
+                    .remove_file(&path)
+                    .map_err(|e| Error::io("remove", &path, e))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+type Replayed = (Version, u64, u64, u64, Option<String>);
+
+/// Reads `CURRENT` and replays the manifest it names.
+fn replay(fs: &dyn FileSystem, dir: &Path, database_id: u128) -> Result<Replayed> {
+    let current_path = dir.join("CURRENT");
+    let current = read_small(fs, &current_path, 64)?;
+    let number = parse_current(&current).map_err(|e| Error::corruption(&current_path, e))?;
+    let path = dir.join(manifest_file_name(number));
+    if !fs.exists(&path).map_err(|e| Error::io("stat", &path, e))? {
+        return Err(Error::corruption_msg(
+            &current_path,
+            0,
+            format!("CURRENT names {}, which is missing", path.display()),
+        ));
+    }
+    let bytes = read_small(fs, &path, u64::MAX)?;
+    let header = ManifestHeader::decode(&bytes).map_err(|e| Error::corruption(&path, e))?;
+    if header.database_id != database_id {
+        return Err(Error::corruption_msg(
+            &path,
+            16,
+            "manifest belongs to another database",
+        ));
+    }
+    if header.manifest_number != number {
+        return Err(Error::corruption_msg(
+            &path,
+            32,
+            format!("manifest header says {}", header.manifest_number),
+        ));
+    }
+    let mut version = Version::default();
+    let mut next_file_number = number + 1;
+    let mut flushed_seq = 0;
+    let mut offset = MANIFEST_HEADER_LEN;
+    let mut torn = None;
+    while let Some(rest) = bytes.get(offset..).filter(|r| !r.is_empty()) {
+        let record = match decode_record(rest) {
+            Ok(record) => record,
+            Err(error) => {
+                // Torn only if nothing valid follows the damaged record.
+                let claimed = rest
+                    .get(4..8)
+                    .and_then(|b| <[u8; 4]>::try_from(b).ok())
+                    .map_or(0, |b| u32::from_le_bytes(b) as usize);
+                let after = offset
+                    .saturating_add(RECORD_HEADER_LEN)
+                    .saturating_add(claimed);
+                if bytes
+                    .get(after..)
+                    .is_some_and(|next| decode_record(next).is_ok())
+                {
+                    return Err(Error::corruption(&path, error.at(offset as u64)));
+                }
+                torn = Some(format!("{} at offset {offset}: {error}", path.display()));
+                break;
+            }
+        };
+        if record.record_type != RecordType::Edit {
+            if matches!(record.record_type, RecordType::Ignorable(_)) {
+                offset += record.framed_len;
+                continue;
+            }
+            return Err(Error::corruption_msg(
+                &path,
+                offset as u64,
+                "a non-edit record in the manifest",
+            ));
+        }
+        let edit = VersionEdit::decode(record.payload)
+            .map_err(|e| Error::corruption(&path, e.at((offset + RECORD_HEADER_LEN) as u64)))?;
+        version = version.apply(&edit, &path)?;
+        if let Some(next) = edit.next_file_number {
+            next_file_number = next_file_number.max(next);
+        }
+        if let Some(seq) = edit.flushed_seq {
+            flushed_seq = flushed_seq.max(seq);
+        }
+        offset += record.framed_len;
+    }
+    if let Some(max) = version.numbers().max() {
+        next_file_number = next_file_number.max(max + 1);
+    }
+    Ok((version, next_file_number, flushed_seq, number, torn))
+}
+
+fn read_small(fs: &dyn FileSystem, path: &Path, limit: u64) -> Result<Vec<u8>> {
+    let file = fs
+        .open(path, OpenMode::Read)
+        .map_err(|e| Error::io("open", path, e))?;
+    let len = file.len().map_err(|e| Error::io("stat", path, e))?;
+    if len > limit {
+        return Err(Error::corruption_msg(
+            path,
+            0,
+            format!("file is {len} bytes, at most {limit} expected"),
+        ));
+    }
+    let len = usize::try_from(len).map_err(|_| Error::corruption_msg(path, 0, "file too large"))?;
+    let mut bytes = vec![0u8; len];
+    file.read_exact_at(&mut bytes, 0)
+        .map_err(|e| Error::io("read", path, e))?;
+    Ok(bytes)
+}
+
+/// Writes manifest `number` holding `version` as one snapshot edit, syncs
+/// it, and points `CURRENT` at it (temp file, sync, rename, directory
+/// sync).
+fn write_manifest(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    database_id: u128,
+    number: u64,
+    version: &Version,
+    next_file_number: u64,
+    flushed_seq: u64,
+) -> Result<ManifestWriter> {
+    let path = dir.join(manifest_file_name(number));
+    if fs.exists(&path).map_err(|e| Error::io("stat", &path, e))? {
+        // A leftover of an interrupted rewrite that CURRENT never named.
+        fs.remove_file(&path)
+            .map_err(|e| Error::io("remove", &path, e))?;
+    }
+    let file = fs
+        .open(&path, OpenMode::CreateNew)
+        .map_err(|e| Error::io("create", &path, e))?;
+    let mut bytes = ManifestHeader {
+        database_id,
+        manifest_number: number,
+    }
+    .encode()
+    .to_vec();
+    let mut edit = version.snapshot_edit();
+    edit.next_file_number = Some(next_file_number);
+    edit.flushed_seq = Some(flushed_seq);
+    encode_record(RecordType::Edit, &edit.encode(), &mut bytes);
+    file.write_all_at(&bytes, 0)
+        .map_err(|e| Error::io("write", &path, e))?;
+    file.sync_data()
+        .map_err(|e| Error::io("fdatasync", &path, e))?;
+
+    let temp = dir.join("CURRENT.tmp");
+    if fs.exists(&temp).map_err(|e| Error::io("stat", &temp, e))? {
+        fs.remove_file(&temp)
+            .map_err(|e| Error::io("remove", &temp, e))?;
+    }
+    let current = fs
+        .open(&temp, OpenMode::CreateNew)
+        .map_err(|e| Error::io("create", &temp, e))?;
+    current
+        .write_all_at(current_file_content(number).as_bytes(), 0)
+        .map_err(|e| Error::io("write", &temp, e))?;
+    current
+        .sync_data()
+        .map_err(|e| Error::io("fdatasync", &temp, e))?;
+    fs.rename(&temp, &dir.join("CURRENT"))
+        .map_err(|e| Error::io("rename", &temp, e))?;
+    fs.sync_dir(dir)
+        .map_err(|e| Error::io("sync directory", dir, e))?;
+    Ok(ManifestWriter {
+        number,
+        path,
+        file,
+        len: bytes.len() as u64,
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+    use crate::env::MemFileSystem;
+    use strata_format::manifest::TableEntry;
+
+    const DB: u128 = 77;
+
+    fn table(level: u8, number: u64, small: &[u8], large: &[u8]) -> TableEntry {
+        let ikey = |k: &[u8]| {
+            let mut v = k.to_vec();
+            v.extend_from_slice(&((1u64 << 8) | 2).to_le_bytes());
+            v
+        };
+        TableEntry {
+            level,
+            number,
+            size: 10,
+            smallest: ikey(small),
+            largest: ikey(large),
+            smallest_seq: 1,
+            largest_seq: 1,
+            entries: 1,
+        }
+    }
+
+    fn open(fs: &Arc<MemFileSystem>) -> Result<VersionSet> {
+        let fs: Arc<dyn FileSystem> = fs.clone();
+        fs.create_dir_all(Path::new("db")).unwrap();
+        let mut set = VersionSet::open(fs, Path::new("db"), DB)?;
+        set.finish_open()?;
+        Ok(set)
+    }
+
+    fn touch(fs: &MemFileSystem, number: u64) {
+        fs.write_file(&Path::new("db").join(table_file_name(number)), b"table")
+            .unwrap();
+    }
+
+    fn manifest_path(fs: &MemFileSystem) -> PathBuf {
+        let current = fs.read_file(Path::new("db/CURRENT")).unwrap();
+        Path::new("db").join(manifest_file_name(parse_current(&current).unwrap()))
+    }
+
+    #[test]
+    fn edits_survive_reopen_and_the_manifest_is_rewritten() {
+        let fs = Arc::new(MemFileSystem::new());
+        let mut set = open(&fs).unwrap();
+        let a = set.new_file_number();
+        let b = set.new_file_number();
+        touch(&fs, a);
+        touch(&fs, b);
+        set.log_and_apply(VersionEdit {
+            added: vec![table(0, a, b"a", b"k")],
+            flushed_seq: Some(10),
+            ..Default::default()
+        })
+        .unwrap();
+        set.log_and_apply(VersionEdit {
+            added: vec![table(1, b, b"b", b"z")],
+            deleted: vec![(0, a)],
+            ..Default::default()
+        })
+        .unwrap();
+        let first_manifest = manifest_path(&fs);
+        drop(set);
+        let mut set = open(&fs).unwrap();
+        assert_eq!(set.flushed_seq(), 10);
+        let v = set.current();
+        assert_eq!(v.numbers().collect::<Vec<_>>(), vec![b]);
+        assert_ne!(manifest_path(&fs), first_manifest);
+        assert!(!fs.exists(&first_manifest).unwrap(), "old manifest deleted");
+        // The obsolete table `a` was never deleted (no delete_obsolete call):
+        // as an orphan it went at open.
+        assert!(
+            !fs.exists(&Path::new("db").join(table_file_name(a)))
+                .unwrap()
+        );
+        assert!(set.new_file_number() > b);
+    }
+
+    #[test]
+    fn obsolete_tables_wait_for_readers() {
+        let fs = Arc::new(MemFileSystem::new());
+        let mut set = open(&fs).unwrap();
+        let a = set.new_file_number();
+        touch(&fs, a);
+        set.log_and_apply(VersionEdit {
+            added: vec![table(0, a, b"a", b"k")],
+            ..Default::default()
+        })
+        .unwrap();
+        let reader = set.current();
+        set.log_and_apply(VersionEdit {
+            deleted: vec![(0, a)],
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(set.delete_obsolete().unwrap(), 0);
+        drop(reader);
+        assert_eq!(set.delete_obsolete().unwrap(), 1);
+    }
+
+    #[test]
+    fn torn_last_edit_is_dropped_and_corrupt_middle_edit_is_an_error() {
+        let fs = Arc::new(MemFileSystem::new());
+        let mut set = open(&fs).unwrap();
+        for i in 0..3 {
+            let n = set.new_file_number();
+            touch(&fs, n);
+            set.log_and_apply(VersionEdit {
+                added: vec![table(0, n, b"a", b"k")],
+                flushed_seq: Some(i),
+                ..Default::default()
+            })
+            .unwrap();
+        }
+        drop(set);
+        let path = manifest_path(&fs);
+        let bytes = fs.read_file(&path).unwrap();
+        fs.write_file(&path, &bytes[..bytes.len() - 5]).unwrap();
+        let mut set = open(&fs).unwrap();
+        assert_eq!(set.current().numbers().count(), 2);
+        assert!(set.torn_manifest_tail.is_some());
+        for i in 0..2 {
+            let n = set.new_file_number();
+            touch(&fs, n);
+            set.log_and_apply(VersionEdit {
+                added: vec![table(0, n, b"a", b"k")],
+                flushed_seq: Some(i),
+                ..Default::default()
+            })
+            .unwrap();
+        }
+        drop(set);
+        let path = manifest_path(&fs);
+        let mut bytes = fs.read_file(&path).unwrap();
+        let len = bytes.len();
+        // Damage the payload of the first appended edit (after the snapshot).
+        let snapshot_end = {
+            let rest = &bytes[MANIFEST_HEADER_LEN..];
+            MANIFEST_HEADER_LEN + decode_record(rest).unwrap().framed_len
+        };
+        bytes[snapshot_end + RECORD_HEADER_LEN + 3] ^= 1;
+        fs.write_file(&path, &bytes).unwrap();
+        let err = open(&fs).unwrap_err();
+        assert!(err.is_corruption(), "{err}");
+        assert!(err.to_string().contains("MANIFEST"), "{err}");
+        assert_eq!(
+            fs.read_file(&path).unwrap().len(),
+            len,
+            "a failed open changes nothing"
+        );
+    }
+
+    #[test]
+    fn missing_current_with_tables_is_refused() {
+        let fs = Arc::new(MemFileSystem::new());
+        drop(open(&fs).unwrap());
+        fs.remove_file(Path::new("db/CURRENT")).unwrap();
+        let err = open(&fs).unwrap_err();
+        assert!(err.to_string().contains("CURRENT is missing"), "{err}");
+    }
+
+    #[test]
+    fn current_naming_a_missing_manifest_is_corruption() {
+        let fs = Arc::new(MemFileSystem::new());
+        drop(open(&fs).unwrap());
+        fs.write_file(Path::new("db/CURRENT"), b"MANIFEST-000099\n")
+            .unwrap();
+        let err = open(&fs).unwrap_err();
+        assert!(err.to_string().contains("missing"), "{err}");
+    }
+
+    #[test]
+    fn manifest_of_another_database_is_refused() {
+        let fs = Arc::new(MemFileSystem::new());
+        drop(open(&fs).unwrap());
+        let fs_dyn: Arc<dyn FileSystem> = fs.clone();
+        let err = VersionSet::open(fs_dyn, Path::new("db"), DB + 1).unwrap_err();
+        assert!(err.to_string().contains("another database"), "{err}");
+    }
+
+    #[test]
+    fn edit_referencing_a_missing_table_is_rejected_before_writing() {
+        let fs = Arc::new(MemFileSystem::new());
+        let mut set = open(&fs).unwrap();
+        let before = fs.read_file(&manifest_path(&fs)).unwrap();
+        assert!(
+            set.log_and_apply(VersionEdit {
+                deleted: vec![(0, 42)],
+                ..Default::default()
+            })
+            .is_err()
+        );
+        assert_eq!(fs.read_file(&manifest_path(&fs)).unwrap(), before);
+    }
+}
