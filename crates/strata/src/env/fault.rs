@@ -252,6 +252,10 @@ impl FileSystem for FaultFileSystem {
     fn lock(&self, path: &Path) -> io::Result<Box<dyn DirLock>> {
         self.mem.lock(path)
     }
+
+    fn map(&self, path: &Path) -> io::Result<super::Mapped> {
+        self.mem.map(path)
+    }
 }
 
 /// An open file of a [`FaultFileSystem`].

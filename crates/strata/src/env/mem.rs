@@ -41,7 +41,7 @@ use parking_lot::{Mutex, MutexGuard};
 use rand::rngs::SmallRng;
 use rand::{Rng, RngCore, SeedableRng};
 
-use super::{CrashMode, DirLock, File, FileSystem, OpenMode};
+use super::{CrashMode, DirLock, File, FileSystem, Mapped, OpenMode};
 
 /// The unit of [`CrashMode::GarbleSectors`].
 const SECTOR_BYTES: usize = 512;
@@ -646,6 +646,10 @@ impl FileSystem for MemFileSystem {
             path,
             token,
         }))
+    }
+
+    fn map(&self, path: &Path) -> io::Result<Mapped> {
+        self.read_file(path).map(Mapped::from_vec)
     }
 }
 

@@ -160,6 +160,50 @@ pub trait FileSystem: Send + Sync + Debug + 'static {
     /// Takes an exclusive lock on `path` (creating the file if needed),
     /// failing with `WouldBlock` if another holder has it.
     fn lock(&self, path: &Path) -> io::Result<Box<dyn DirLock>>;
+
+    /// The whole content of an immutable file: mapped into memory by the
+    /// real file system (`mmap`), copied by the in-memory ones. The file
+    /// must not change while mapped; Strata maps only sorted tables, which
+    /// are never modified once written and synced.
+    fn map(&self, path: &Path) -> io::Result<Mapped>;
+}
+
+/// The bytes of a mapped file ([`FileSystem::map`]); cheap to clone.
+#[derive(Clone)]
+pub struct Mapped(Arc<dyn AsRef<[u8]> + Send + Sync>);
+
+impl Mapped {
+    /// Bytes held in memory.
+    #[must_use]
+    pub fn from_vec(bytes: Vec<u8>) -> Self {
+        Self(Arc::new(bytes))
+    }
+
+    /// Any owner of bytes (a memory map, say).
+    #[must_use]
+    pub fn from_owner(owner: impl AsRef<[u8]> + Send + Sync + 'static) -> Self {
+        Self(Arc::new(owner))
+    }
+}
+
+impl std::ops::Deref for Mapped {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        (*self.0).as_ref()
+    }
+}
+
+impl AsRef<[u8]> for Mapped {
+    fn as_ref(&self) -> &[u8] {
+        self
+    }
+}
+
+impl Debug for Mapped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Mapped({} bytes)", self.len())
+    }
 }
 
 /// Joins a directory and a file name; a small helper so call sites read

@@ -21,7 +21,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::{DirLock, File, FileSystem, OpenMode};
+use super::{DirLock, File, FileSystem, Mapped, OpenMode};
 
 /// The operating system's file system.
 #[derive(Clone, Copy, Debug, Default)]
@@ -102,6 +102,25 @@ impl FileSystem for RealFileSystem {
             )),
             Err(fs::TryLockError::Error(err)) => Err(with_path(err, path)),
         }
+    }
+
+    #[allow(
+        unsafe_code,
+        reason = "memory-mapping a file is unsafe in Rust; see SAFETY"
+    )]
+    fn map(&self, path: &Path) -> io::Result<Mapped> {
+        let file = fs::File::open(path).map_err(|err| with_path(err, path))?;
+        if file.metadata().map_err(|err| with_path(err, path))?.len() == 0 {
+            return Ok(Mapped::from_vec(Vec::new()));
+        }
+        // SAFETY: the map is read-only and Strata maps only sorted tables,
+        // which are never written again once synced, and are deleted only
+        // when no reader holds them (unlinking keeps the pages valid). A
+        // process outside Strata truncating the file could still fault the
+        // reader (SIGBUS); the data directory is locked against other
+        // Strata processes, and others must not write into it.
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|err| with_path(err, path))?;
+        Ok(Mapped::from_owner(map))
     }
 }
 
@@ -249,6 +268,20 @@ mod tests {
             fs.remove_file(&temp.path().join("b")).unwrap_err().kind(),
             io::ErrorKind::NotFound
         );
+    }
+
+    #[test]
+    fn map_returns_the_whole_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t");
+        let fs = RealFileSystem;
+        let file = fs.open(&path, OpenMode::CreateNew).unwrap();
+        file.write_all_at(b"sorted table", 0).unwrap();
+        file.sync_data().unwrap();
+        assert_eq!(&*fs.map(&path).unwrap(), b"sorted table");
+        let empty = dir.path().join("e");
+        fs.open(&empty, OpenMode::CreateNew).unwrap();
+        assert!(fs.map(&empty).unwrap().is_empty());
     }
 
     #[test]
