@@ -30,6 +30,7 @@
 
 pub mod coding;
 mod error;
+pub mod key;
 pub mod wal;
 
 pub use error::{DecodeError, DecodeErrorKind};
