@@ -31,6 +31,7 @@
 pub mod coding;
 mod error;
 pub mod key;
+pub mod table;
 pub mod wal;
 
 pub use error::{DecodeError, DecodeErrorKind};
