@@ -10,11 +10,18 @@
 
 pub mod block;
 pub mod bloom;
+pub mod builder;
 pub mod format;
+pub mod reader;
+
+#[cfg(test)]
+mod tests;
 
 pub use block::{Block, BlockBuilder, BlockBytes, BlockIter, Comparator, DEFAULT_RESTART_INTERVAL};
 pub use bloom::{BloomBuilder, DEFAULT_BLOOM_BITS_PER_KEY, bloom_hash, bloom_may_contain};
+pub use builder::{FinishedTable, TableBuilder, TableOptions};
 pub use format::{
     BLOCK_TRAILER_LEN, BlockHandle, Compression, FOOTER_LEN, Footer, MAX_BLOCK_UNCOMPRESSED,
     Properties, TABLE_FORMAT_VERSION, TABLE_MAGIC, decode_block, encode_block,
 };
+pub use reader::{Found, TableIter, TableReader};
