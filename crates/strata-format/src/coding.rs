@@ -4,7 +4,8 @@
 //! FORMAT: fixed-width integers are little-endian. A `varint32` is LEB128:
 //! seven bits per byte, least significant group first, the high bit set on
 //! every byte but the last; at most 5 bytes, and the value must fit in 32
-//! bits (anything longer is [`DecodeErrorKind::VarintOverflow`]).
+//! bits (anything longer is [`DecodeErrorKind::VarintOverflow`]). A
+//! `varint64` is the same with at most 10 bytes and a 64-bit value.
 //!
 //! Invariants: the cursor never reads outside its slice and never panics; a
 //! failed read leaves an error naming the offset where it failed.
@@ -38,6 +39,30 @@ pub fn varint32_len(value: u32) -> usize {
         0x20_0000..=0x0fff_ffff => 4,
         _ => 5,
     }
+}
+
+/// Appends `value` as a LEB128 varint (1 to 10 bytes).
+///
+/// # Examples
+///
+/// ```
+/// let mut out = Vec::new();
+/// strata_format::coding::put_varint64(&mut out, 1 << 35);
+/// assert_eq!(out, [0x80, 0x80, 0x80, 0x80, 0x80, 0x01]);
+/// ```
+pub fn put_varint64(out: &mut Vec<u8>, mut value: u64) {
+    while value >= 0x80 {
+        out.push((value as u8) | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
+}
+
+/// The encoded length of `value` as a varint64.
+#[must_use]
+pub fn varint64_len(value: u64) -> usize {
+    let bits = 64 - (value | 1).leading_zeros() as usize;
+    bits.div_ceil(7)
 }
 
 /// A bounds-checked reader over a byte slice.
@@ -170,6 +195,30 @@ impl<'a> Cursor<'a> {
         ))
     }
 
+    /// Reads a LEB128 varint that must fit in 64 bits.
+    ///
+    /// # Errors
+    /// [`DecodeErrorKind::Truncated`] or [`DecodeErrorKind::VarintOverflow`].
+    pub fn varint64(&mut self, what: &'static str) -> Result<u64, DecodeError> {
+        let start = self.pos;
+        let mut value: u64 = 0;
+        for shift in (0u32..64).step_by(7) {
+            let byte = self.u8(what)?;
+            // The tenth byte holds only bit 63.
+            if shift == 63 && byte > 1 {
+                break;
+            }
+            value |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                return Ok(value);
+            }
+        }
+        Err(DecodeError::new(
+            start as u64,
+            DecodeErrorKind::VarintOverflow,
+        ))
+    }
+
     /// Reads a varint length followed by that many bytes.
     ///
     /// # Errors
@@ -208,7 +257,41 @@ mod tests {
         assert!(c.varint32("x").unwrap_err().is_truncation());
     }
 
+    #[test]
+    fn varint64_overflow_is_rejected() {
+        let mut max = vec![0xff; 9];
+        max.push(0x01);
+        assert_eq!(Cursor::new(&max).varint64("x").unwrap(), u64::MAX);
+        let mut over = vec![0xff; 9];
+        over.push(0x02);
+        assert_eq!(
+            Cursor::new(&over).varint64("x").unwrap_err().kind,
+            DecodeErrorKind::VarintOverflow
+        );
+        let eleven = [0x80u8; 11];
+        assert_eq!(
+            Cursor::new(&eleven).varint64("x").unwrap_err().kind,
+            DecodeErrorKind::VarintOverflow
+        );
+        assert!(
+            Cursor::new(&[0x80, 0x80])
+                .varint64("x")
+                .unwrap_err()
+                .is_truncation()
+        );
+    }
+
     proptest! {
+        #[test]
+        fn varint64_round_trips(v in any::<u64>()) {
+            let mut out = Vec::new();
+            put_varint64(&mut out, v);
+            prop_assert_eq!(out.len(), varint64_len(v));
+            let mut c = Cursor::new(&out);
+            prop_assert_eq!(c.varint64("v").unwrap(), v);
+            prop_assert!(c.is_empty());
+        }
+
         #[test]
         fn varint_round_trips(v in any::<u32>()) {
             let mut out = Vec::new();

@@ -173,4 +173,63 @@ pub enum DecodeErrorKind {
     /// Non-zero bytes after a zero-filled region where only zeros may be.
     #[error("non-zero bytes after zero-filled region")]
     GarbageAfterZeros,
+    /// A value-kind byte of an internal key that this build does not know.
+    #[error("unknown value kind {kind}")]
+    UnknownValueKind {
+        /// The kind byte found.
+        kind: u8,
+    },
+    /// Keys that must be strictly increasing are not.
+    #[error("keys out of order in {what}")]
+    KeyOrder {
+        /// Where the keys are.
+        what: &'static str,
+    },
+    /// A block entry shares more key bytes with the previous key than that
+    /// key has.
+    #[error("block entry shares {shared} key bytes with a previous key of {previous} bytes")]
+    SharedPrefixTooLong {
+        /// The shared length found.
+        shared: u64,
+        /// The previous key's length.
+        previous: u64,
+    },
+    /// A region that lies (partly) outside the bytes that must contain it.
+    #[error("{what} at {offset} of {len} bytes lies outside 0..{bound}")]
+    OutOfBounds {
+        /// What the region is.
+        what: &'static str,
+        /// Where the region starts.
+        offset: u64,
+        /// The region's length.
+        len: u64,
+        /// The end of the bytes that must contain it.
+        bound: u64,
+    },
+    /// A compression type byte this build does not know.
+    #[error("unknown compression type {compression}")]
+    UnknownCompression {
+        /// The byte found.
+        compression: u8,
+    },
+    /// Compressed bytes that do not decompress to what they declare.
+    #[error("bad compressed data: {what}")]
+    BadCompression {
+        /// What was wrong.
+        what: &'static str,
+    },
+    /// A file whose length is not the one recorded for it.
+    #[error("file is {actual} bytes, expected {expected}")]
+    FileSizeMismatch {
+        /// The recorded length.
+        expected: u64,
+        /// The length of the bytes given.
+        actual: u64,
+    },
+    /// A structural rule of the format is broken.
+    #[error("malformed {what}")]
+    Malformed {
+        /// The rule that is broken.
+        what: &'static str,
+    },
 }

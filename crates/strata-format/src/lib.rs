@@ -30,7 +30,9 @@
 
 pub mod coding;
 mod error;
+pub mod key;
 pub mod manifest;
+pub mod table;
 pub mod wal;
 
 pub use error::{DecodeError, DecodeErrorKind};
