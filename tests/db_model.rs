@@ -75,6 +75,8 @@ enum Op {
         which: usize,
     },
     Sync,
+    Flush,
+    WaitForCompactions,
     Reopen,
     Crash {
         mode: u8,
@@ -98,6 +100,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0usize..4, any::<bool>()).prop_map(|(which, reverse)| Op::ScanSnapshot { which, reverse }),
         1 => (0usize..4).prop_map(|which| Op::DropSnapshot { which }),
         1 => Just(Op::Sync),
+        1 => Just(Op::Flush),
+        1 => Just(Op::WaitForCompactions),
         1 => Just(Op::Reopen),
         1 => (0u8..4, any::<u64>()).prop_map(|(mode, seed)| Op::Crash { mode, seed }),
     ]
@@ -133,9 +137,19 @@ impl Harness {
     }
 
     fn options(fs: &Arc<FaultFileSystem>) -> Options {
+        // Tiny memtables and low triggers, so flushes, compactions, log
+        // rotation and retention all happen within a short run.
         Options {
             file_system: fs.clone(),
             wal_segment_bytes_max: 512,
+            memtable_bytes_max: 1500,
+            level0_compaction_trigger: 2,
+            level0_slowdown_writes: 4,
+            level0_stop_writes: 8,
+            level1_bytes_max: 2048,
+            level_size_multiplier: 2,
+            table_bytes_max: 1024,
+            block_bytes: 256,
             ..Options::default()
         }
     }
@@ -315,6 +329,15 @@ impl Harness {
                 }
                 self.undurable.clear();
             }
+            Op::Flush => {
+                self.db().flush().unwrap();
+                self.check_full();
+            }
+            Op::WaitForCompactions => {
+                self.db().wait_for_compactions().unwrap();
+                self.db().verify_tables().unwrap();
+                self.check_full();
+            }
             Op::Reopen => {
                 self.snapshots.clear();
                 self.db.take().unwrap().close().unwrap();
@@ -332,8 +355,9 @@ impl Harness {
                     CrashMode::GarbleSectors,
                     CrashMode::Random,
                 ][mode as usize % 4];
-                self.fs.crash(mode, seed);
+                self.fs.crash_and_halt(mode, seed);
                 drop(self.db.take());
+                self.fs.resume();
                 let db = Db::open("db", Self::options(&self.fs)).unwrap();
                 let recovered = db.stats().last_seq.get();
                 // The recovered state is the durable one or a later batch
@@ -397,4 +421,52 @@ fn empty_batch_consumes_no_sequence_number() {
         .unwrap();
     assert_eq!(a, b);
     assert_eq!(db.put(b"k", b"w").unwrap(), SeqNo(a.get() + 1));
+}
+
+/// The model test above only means something if flushes, compactions and
+/// table reads really happen with these options: check that they do.
+#[test]
+fn tiny_options_really_flush_and_compact() {
+    let fs = Arc::new(FaultFileSystem::new());
+    let db = Db::open("db", Harness::options(&fs)).unwrap();
+    let mut model = Model::new();
+    for i in 0..3000u32 {
+        let key = format!("key{:04}", (i * 7919) % 1000).into_bytes();
+        if i % 5 == 0 {
+            db.delete(&key).unwrap();
+            model.remove(&key);
+        } else {
+            let value = format!("value-{i}").into_bytes();
+            db.put(&key, &value).unwrap();
+            model.insert(key, value);
+        }
+    }
+    db.flush().unwrap();
+    db.wait_for_compactions().unwrap();
+    let stats = db.stats();
+    assert!(stats.flushes > 10, "{stats:?}");
+    assert!(stats.compactions > 3, "{stats:?}");
+    assert!(
+        stats.level_tables.iter().skip(1).sum::<u64>() > 0,
+        "{stats:?}"
+    );
+    assert_eq!(stats.memtable_bytes, 0, "{stats:?}");
+    assert!(stats.write_amplification > 1.0, "{stats:?}");
+    let got: Vec<_> = db.scan(..).unwrap().collect::<Result<_, _>>().unwrap();
+    let expected: Vec<_> = model.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    assert_eq!(got, expected);
+    for (key, value) in model.iter().take(50) {
+        assert_eq!(db.get(key).unwrap().as_ref(), Some(value));
+    }
+    db.close().unwrap();
+    let db = Db::open("db", Harness::options(&fs)).unwrap();
+    assert_eq!(
+        db.recovery_report().batches_replayed,
+        0,
+        "a clean close flushes everything"
+    );
+    let got: Vec<_> = db.scan_rev(..).unwrap().collect::<Result<_, _>>().unwrap();
+    let mut expected = expected;
+    expected.reverse();
+    assert_eq!(got, expected);
 }

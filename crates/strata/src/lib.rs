@@ -23,13 +23,14 @@
 //! # Ok::<(), strata::Error>(())
 //! ```
 
+mod compaction;
 mod db;
 pub mod env;
 mod error;
 mod memtable;
 mod options;
 mod seqno;
-#[allow(dead_code, reason = "the flush path wires versions into Db")]
+mod table;
 mod version;
 pub mod wal;
 mod write_batch;

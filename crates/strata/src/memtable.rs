@@ -12,7 +12,7 @@
 
 use std::cmp::Reverse;
 use std::ops::Bound;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use crossbeam_skiplist::SkipMap;
 use strata_format::wal::{BatchOp, BatchView};
@@ -47,6 +47,8 @@ const ENTRY_OVERHEAD_BYTES: usize = 96;
 pub(crate) struct Memtable {
     map: SkipMap<MemKey, MemValue>,
     bytes: AtomicUsize,
+    /// The largest sequence number inserted (0 if none).
+    max_seq: AtomicU64,
 }
 
 impl Memtable {
@@ -56,6 +58,7 @@ impl Memtable {
 
     /// Inserts every operation of a batch (operation `i` at `first_seq + i`).
     pub(crate) fn apply(&self, batch: &BatchView<'_>) {
+        self.max_seq.fetch_max(batch.last_seq(), Ordering::Relaxed);
         for (seq, op) in (batch.first_seq..).zip(batch.ops()) {
             let (key, value) = match op {
                 BatchOp::Put { key, value } => (key, MemValue::Put(value.to_vec())),
@@ -108,6 +111,20 @@ impl Memtable {
             user_key: entry.key().user_key.clone(),
             seq: entry.key().seq.0,
             value: entry.value().clone(),
+        })
+    }
+
+    /// The largest sequence number inserted (0 if none).
+    pub(crate) fn max_seq(&self) -> u64 {
+        self.max_seq.load(Ordering::Relaxed)
+    }
+
+    /// Every entry in internal order (user key ascending, newest first).
+    pub(crate) fn entries(&self) -> impl Iterator<Item = Entry> + '_ {
+        self.map.iter().map(|e| Entry {
+            user_key: e.key().user_key.clone(),
+            seq: e.key().seq.0,
+            value: e.value().clone(),
         })
     }
 

@@ -48,6 +48,78 @@ pub struct Options {
     /// How recovery treats damage in the commit log. Default:
     /// [`RecoveryMode::TolerateTornTail`].
     pub recovery_mode: RecoveryMode,
+    /// A memtable that reaches this many bytes is frozen and flushed to a
+    /// sorted table in the background. Default: 64 MiB.
+    pub memtable_bytes_max: usize,
+    /// Frozen memtables waiting for flush beyond which writes wait (the
+    /// memory cap is about `(1 + this) * memtable_bytes_max`). Default: 2.
+    pub immutable_memtables_max: usize,
+    /// Level-0 tables that trigger a compaction into level 1. Default: 4.
+    pub level0_compaction_trigger: usize,
+    /// Level-0 tables at which each write is delayed a little (more the
+    /// further past it), so compaction catches up. Default: 8.
+    pub level0_slowdown_writes: usize,
+    /// Level-0 tables at which writes wait for compaction. Default: 12.
+    pub level0_stop_writes: usize,
+    /// Target size of level 1; each deeper level is
+    /// `level_size_multiplier` times larger. Default: 64 MiB.
+    pub level1_bytes_max: u64,
+    /// Growth factor between levels. Default: 10.
+    pub level_size_multiplier: u64,
+    /// Compaction output tables are cut at about this size. Default:
+    /// 32 MiB.
+    pub table_bytes_max: u64,
+    /// Uncompressed size of a table's data blocks. Default: 4 KiB.
+    pub block_bytes: usize,
+    /// Bloom filter bits per key in each table (0 for none). Default: 10
+    /// (about 1% false positives).
+    pub bloom_bits_per_key: usize,
+    /// Compress table blocks with LZ4. Default: `false`.
+    pub compression: bool,
+    /// Flush memtables when the database is closed cleanly, so the next
+    /// open replays no log. Default: `true`.
+    pub flush_on_close: bool,
+}
+
+impl Options {
+    /// Checks that the options make sense together.
+    ///
+    /// # Errors
+    /// [`crate::Error::InvalidArgument`] naming the field.
+    pub fn validate(&self) -> crate::Result<()> {
+        let fail = |what: &str| {
+            Err(crate::Error::InvalidArgument(format!(
+                "invalid options: {what}"
+            )))
+        };
+        if self.memtable_bytes_max == 0 {
+            return fail("memtable_bytes_max must be positive");
+        }
+        if self.immutable_memtables_max == 0 {
+            return fail("immutable_memtables_max must be at least 1");
+        }
+        if self.level0_compaction_trigger == 0
+            || self.level0_slowdown_writes < self.level0_compaction_trigger
+            || self.level0_stop_writes < self.level0_slowdown_writes
+        {
+            return fail(
+                "level-0 thresholds must satisfy 0 < compaction_trigger <= slowdown_writes <= stop_writes",
+            );
+        }
+        if self.level1_bytes_max == 0 || self.level_size_multiplier < 2 {
+            return fail("level1_bytes_max must be positive and level_size_multiplier at least 2");
+        }
+        if self.table_bytes_max == 0 || self.block_bytes == 0 {
+            return fail("table_bytes_max and block_bytes must be positive");
+        }
+        if self.batch_bytes_max as u64 > u64::from(strata_format::wal::MAX_RECORD_PAYLOAD) {
+            return fail("batch_bytes_max exceeds the commit log's record limit (1 GiB)");
+        }
+        if self.wal_segment_bytes_max == 0 {
+            return fail("wal_segment_bytes_max must be positive");
+        }
+        Ok(())
+    }
 }
 
 impl Default for Options {
@@ -62,6 +134,18 @@ impl Default for Options {
             wal_segment_bytes_max: 64 << 20,
             wal_sync_interval: None,
             recovery_mode: RecoveryMode::TolerateTornTail,
+            memtable_bytes_max: 64 << 20,
+            immutable_memtables_max: 2,
+            level0_compaction_trigger: 4,
+            level0_slowdown_writes: 8,
+            level0_stop_writes: 12,
+            level1_bytes_max: 64 << 20,
+            level_size_multiplier: 10,
+            table_bytes_max: 32 << 20,
+            block_bytes: 4 << 10,
+            bloom_bits_per_key: 10,
+            compression: false,
+            flush_on_close: true,
         }
     }
 }

@@ -136,6 +136,18 @@ impl KeyRange {
         }
     }
 
+    /// The range as inclusive user-key bounds for overlap tests (an
+    /// excluded bound is widened to include its key: conservative).
+    pub(crate) fn user_bounds(&self) -> (Option<&[u8]>, Option<&[u8]>) {
+        fn bound(b: &Bound<Vec<u8>>) -> Option<&[u8]> {
+            match b {
+                Bound::Included(k) | Bound::Excluded(k) => Some(k.as_slice()),
+                Bound::Unbounded => None,
+            }
+        }
+        (bound(&self.start), bound(&self.end))
+    }
+
     /// Whether the range can hold no key (start after end).
     pub(crate) fn is_empty(&self) -> bool {
         match (&self.start, &self.end) {
@@ -186,7 +198,8 @@ impl Ord for HeapItem {
     }
 }
 
-struct Merge {
+/// A heap merge of cursors that all run in one direction.
+pub(crate) struct Merge {
     cursors: Vec<Box<dyn Cursor>>,
     heap: BinaryHeap<HeapItem>,
     forward: bool,
@@ -194,7 +207,17 @@ struct Merge {
 }
 
 impl Merge {
-    fn next(&mut self) -> Result<Option<Entry>> {
+    pub(crate) fn new(cursors: Vec<Box<dyn Cursor>>, forward: bool) -> Self {
+        Self {
+            cursors,
+            heap: BinaryHeap::new(),
+            forward,
+            primed: false,
+        }
+    }
+
+    /// The next entry of all cursors, in their direction's internal order.
+    pub(crate) fn next(&mut self) -> Result<Option<Entry>> {
         if !self.primed {
             self.primed = true;
             for source in 0..self.cursors.len() {
@@ -258,12 +281,7 @@ impl DbIterator {
     ) -> Self {
         let done = range.is_empty();
         Self {
-            merge: Merge {
-                cursors,
-                heap: BinaryHeap::new(),
-                forward,
-                primed: false,
-            },
+            merge: Merge::new(cursors, forward),
             range,
             seq,
             forward,

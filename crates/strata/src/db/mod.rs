@@ -1,36 +1,49 @@
-//! The database: the embedding API over the commit log and the memtables.
+//! The database: the embedding API over the commit log, memtables, sorted
+//! tables and their background flush and compaction.
 //!
-//! Write path: a [`WriteBatch`] is checked against the limits, appended to
-//! the commit log by group commit (which assigns its sequence numbers and,
-//! with `sync`, makes it durable), applied to the memtable, and then made
-//! visible in sequence order ([`visibility`]). `write` returns once its
-//! batch is visible, so a read after a write sees it.
+//! Write path: a [`WriteBatch`] is checked against the limits, may wait or
+//! be slowed if flushes or compactions are behind ([`background`]), is
+//! appended to the commit log by group commit (which assigns its sequence
+//! numbers and, with `sync`, makes it durable), applied to the active
+//! memtable, and made visible in sequence order ([`visibility`]). `write`
+//! returns once its batch is visible, so a read after a write sees it.
 //!
 //! Read path: a read takes the visible sequence number (or a snapshot's)
-//! and asks the memtable for the newest version at or below it. Scans merge
-//! their sources ([`iterator`]).
+//! and asks the active memtable, then the frozen ones (newest first), then
+//! the pinned version's tables (level 0 newest first, then one table per
+//! deeper level) for the newest version at or below it. Scans merge all of
+//! these ([`iterator`]).
 //!
 //! Directory layout: `LOCK` (held while open), `IDENTITY` (the database
-//! id), `wal/` (the commit log).
+//! id), `CURRENT` and `MANIFEST-*` (the version set), `*.sst` (tables),
+//! `wal/` (the commit log).
 //!
 //! Thread-safety: [`Db`] is `Send + Sync`; share it by reference or `Arc`.
+//! Two background threads run flushes and compactions.
 //!
 //! Invariants:
 //! - A batch is visible whole or not at all, and never before an earlier
 //!   batch.
 //! - Nothing is written for a batch that fails validation.
+//! - The write gate: writers hold it shared from log append to memtable
+//!   insert; freezing the memtable takes it exclusively, so a frozen
+//!   memtable holds exactly the sequence numbers below the new one's.
+//! - A flush installs the version holding its table before it drops the
+//!   frozen memtable, and readers take the memtables before the version,
+//!   so no read misses data in between.
 
+pub(crate) mod background;
 mod identity;
 pub(crate) mod iterator;
 mod visibility;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::ops::RangeBounds;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex, RwLock};
 use strata_format::wal::decode_batch;
 
 use crate::env::{DirLock, FileSystem};
@@ -38,40 +51,87 @@ use crate::error::{Error, Result};
 use crate::memtable::Memtable;
 use crate::options::{Options, WriteOptions};
 use crate::seqno::SeqNo;
+use crate::table::{TableCache, TableCursor};
+use crate::version::set::VersionSet;
+use crate::version::{LEVEL_COUNT, Version};
 use crate::wal::{RecoveryReport, Wal, WalOptions, WalStats};
 use crate::write_batch::WriteBatch;
+use background::Counters;
 use iterator::{Cursor, DbIterator, KeyRange, MemCursor};
 use visibility::Visibility;
 
 /// Figures about a database, from [`Db::stats`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct DbStats {
     /// The last visible sequence number.
     pub last_seq: SeqNo,
     /// The last sequence number known durable.
     pub durable_seq: SeqNo,
-    /// Approximate bytes held by memtables.
+    /// Every operation at or below this is in sorted tables.
+    pub flushed_seq: SeqNo,
+    /// Tables per level.
+    pub level_tables: Vec<u64>,
+    /// Bytes per level.
+    pub level_bytes: Vec<u64>,
+    /// Approximate bytes held by memtables (active and frozen).
     pub memtable_bytes: u64,
-    /// Entries (versions) held by memtables.
-    pub memtable_entries: u64,
+    /// Frozen memtables waiting for flush.
+    pub immutable_memtables: u64,
     /// Live snapshots.
     pub snapshots: u64,
-    /// The commit log's counters since open.
+    /// Flushes completed and bytes they wrote.
+    pub flushes: u64,
+    /// Bytes written by flushes.
+    pub flush_bytes_written: u64,
+    /// Compactions completed (trivial moves included).
+    pub compactions: u64,
+    /// Bytes compactions read.
+    pub compaction_bytes_read: u64,
+    /// Bytes compactions wrote.
+    pub compaction_bytes_written: u64,
+    /// Bytes written to disk (log, flushes, compactions) per byte of log:
+    /// the write amplification.
+    pub write_amplification: f64,
+    /// Writes that were delayed or stopped, by reason.
+    pub stalls: BTreeMap<&'static str, u64>,
+    /// Microseconds writes spent stalled, by reason.
+    pub stall_micros: BTreeMap<&'static str, u64>,
+    /// Table-cache lookups that found the table already open, and all
+    /// lookups.
+    pub table_cache_hits: u64,
+    /// All table-cache lookups.
+    pub table_cache_lookups: u64,
+    /// The commit log's counters since open (bytes, fsyncs, group sizes).
     pub wal: WalStats,
     /// Segment files the commit log retains.
     pub wal_segments: u64,
 }
 
-struct Inner {
+/// Memtables: the active one and the frozen ones, oldest first.
+struct MemState {
+    active: Arc<Memtable>,
+    frozen: VecDeque<Arc<Memtable>>,
+}
+
+pub(crate) struct Inner {
     dir: PathBuf,
     options: Options,
+    fs: Arc<dyn FileSystem>,
     wal: Wal,
-    memtable: Arc<Memtable>,
+    write_gate: RwLock<()>,
+    mem: RwLock<MemState>,
+    versions: Mutex<VersionSet>,
+    current: RwLock<Arc<Version>>,
+    tables: TableCache,
     visibility: Visibility,
     snapshots: Mutex<BTreeMap<u64, usize>>,
     closed: AtomicBool,
     recovery: RecoveryReport,
+    /// Background state: work to do, the first background error.
+    work: Mutex<background::Work>,
+    work_changed: Condvar,
+    counters: Counters,
     _lock: Box<dyn DirLock>,
 }
 
@@ -96,11 +156,13 @@ struct Inner {
 ///
 /// let keys: Vec<Vec<u8>> = db.scan(..)?.map(|kv| kv.map(|(k, _)| k)).collect::<Result<_, _>>()?;
 /// assert_eq!(keys, vec![b"a".to_vec()]);
+/// db.flush()?; // memtables to sorted tables
 /// db.close()?;
 /// # Ok::<(), strata::Error>(())
 /// ```
 pub struct Db {
     inner: Arc<Inner>,
+    threads: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for Db {
@@ -111,18 +173,20 @@ impl std::fmt::Debug for Db {
 
 impl Db {
     /// Opens the database in `dir`, creating it if
-    /// [`Options::create_if_missing`], and recovers every write from the
-    /// commit log.
+    /// [`Options::create_if_missing`], and recovers: the version set from
+    /// the manifest, then every write after the last flush from the commit
+    /// log.
     ///
     /// # Errors
     /// [`Error::Locked`] if another handle has it open;
-    /// [`Error::InvalidArgument`] if it is missing (and may not be created)
-    /// or exists (and [`Options::error_if_exists`]); [`Error::Corruption`]
-    /// for damage recovery may not repair (naming file and offset);
-    /// [`Error::Io`].
+    /// [`Error::InvalidArgument`] for invalid options, or if it is missing
+    /// (and may not be created) or exists (and [`Options::error_if_exists`]);
+    /// [`Error::Corruption`] for damage recovery may not repair (naming file
+    /// and offset); [`Error::Io`]. A failed open deletes nothing.
     pub fn open(dir: impl AsRef<Path>, options: Options) -> Result<Db> {
+        options.validate()?;
         let dir = dir.as_ref().to_path_buf();
-        let fs: &dyn FileSystem = &*options.file_system;
+        let fs = Arc::clone(&options.file_system);
         if options.create_if_missing {
             fs.create_dir_all(&dir)
                 .map_err(|e| Error::io("create directory", &dir, e))?;
@@ -139,7 +203,7 @@ impl Db {
             },
             _ => Error::io("lock", &lock_path, e),
         })?;
-        let database_id = match identity::read(fs, &dir)? {
+        let database_id = match identity::read(&*fs, &dir)? {
             Some(_) if options.error_if_exists => {
                 return Err(Error::InvalidArgument(format!(
                     "a database already exists at {}",
@@ -147,7 +211,7 @@ impl Db {
                 )));
             }
             Some(id) => id,
-            None if options.create_if_missing => identity::create(fs, &dir)?,
+            None if options.create_if_missing => identity::create(&*fs, &dir)?,
             None => {
                 return Err(Error::InvalidArgument(format!(
                     "no database at {}",
@@ -156,6 +220,8 @@ impl Db {
             }
         };
 
+        let mut versions = VersionSet::open(Arc::clone(&fs), &dir, database_id)?;
+        let flushed_seq = versions.flushed_seq();
         let memtable = Arc::new(Memtable::new());
         let wal_options = WalOptions {
             segment_bytes_max: options.wal_segment_bytes_max,
@@ -164,30 +230,47 @@ impl Db {
             ..WalOptions::default()
         };
         let (wal, recovery) = Wal::open(
-            Arc::clone(&options.file_system),
+            Arc::clone(&fs),
             dir.join("wal"),
             database_id,
             wal_options,
-            SeqNo(1),
+            SeqNo(flushed_seq + 1),
             |batch| {
                 memtable.apply(&batch);
                 Ok(())
             },
         )?;
+        versions.finish_open()?;
+        wal.release_below(SeqNo(flushed_seq + 1))?;
+        let mut recovery = recovery;
+        recovery.manifest_torn_tail = versions.torn_manifest_tail.take();
         let visible = recovery.next_seq.get().saturating_sub(1);
-        Ok(Db {
-            inner: Arc::new(Inner {
-                dir,
-                options,
-                wal,
-                memtable,
-                visibility: Visibility::new(visible),
-                snapshots: Mutex::new(BTreeMap::new()),
-                closed: AtomicBool::new(false),
-                recovery,
-                _lock: lock,
+        let current = versions.current();
+        let inner = Arc::new(Inner {
+            dir,
+            options,
+            fs,
+            wal,
+            write_gate: RwLock::new(()),
+            mem: RwLock::new(MemState {
+                active: memtable,
+                frozen: VecDeque::new(),
             }),
-        })
+            versions: Mutex::new(versions),
+            current: RwLock::new(current),
+            tables: TableCache::default(),
+            visibility: Visibility::new(visible),
+            snapshots: Mutex::new(BTreeMap::new()),
+            closed: AtomicBool::new(false),
+            recovery,
+            work: Mutex::new(background::Work::default()),
+            work_changed: Condvar::new(),
+            counters: Counters::default(),
+            _lock: lock,
+        });
+        let threads = background::start(&inner)?;
+        inner.freeze_if_full();
+        Ok(Db { inner, threads })
     }
 
     /// Sets `key` to `value` (without sync); returns the write's sequence
@@ -218,56 +301,24 @@ impl Db {
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for a key, value or batch over its limit
-    /// (nothing is written); [`Error::Poisoned`] after a failed write or
-    /// sync; [`Error::Closed`]; [`Error::Io`].
+    /// (nothing is written); [`Error::Poisoned`] after a failed write,
+    /// sync, flush or compaction; [`Error::Closed`]; [`Error::Io`].
     pub fn write(&self, batch: WriteBatch, options: &WriteOptions) -> Result<SeqNo> {
-        let inner = &self.inner;
-        if inner.closed.load(Ordering::Acquire) {
-            return Err(Error::Closed);
-        }
-        let limits = &inner.options;
-        if batch.key_bytes_max > limits.key_bytes_max {
-            return Err(Error::InvalidArgument(format!(
-                "a key of {} bytes exceeds the limit of {} bytes (key_bytes_max); nothing was written",
-                batch.key_bytes_max, limits.key_bytes_max
-            )));
-        }
-        if batch.value_bytes_max > limits.value_bytes_max {
-            return Err(Error::InvalidArgument(format!(
-                "a value of {} bytes exceeds the limit of {} bytes (value_bytes_max); nothing was written",
-                batch.value_bytes_max, limits.value_bytes_max
-            )));
-        }
-        if batch.encoded_len() > limits.batch_bytes_max {
-            return Err(Error::InvalidArgument(format!(
-                "a batch of {} bytes exceeds the limit of {} bytes (batch_bytes_max); nothing was written",
-                batch.encoded_len(),
-                limits.batch_bytes_max
-            )));
-        }
-        if batch.is_empty() {
-            return Ok(SeqNo(inner.visibility.visible()));
-        }
-        let (commit, bytes) = inner.wal.append_returning(batch.inner, options.sync)?;
-        let view = decode_batch(&bytes).map_err(|e| Error::corruption(inner.dir.join("wal"), e))?;
-        inner.memtable.apply(&view);
-        inner
-            .visibility
-            .publish_and_wait(commit.first_seq.get(), commit.last_seq.get());
-        Ok(commit.last_seq)
+        self.inner.write(batch, options)
     }
 
     /// The newest value of `key`, or `None` if it is absent or deleted.
     ///
     /// # Errors
-    /// [`Error::Closed`]; errors reading stored data.
+    /// [`Error::Closed`]; [`Error::Corruption`] if a table that must be read
+    /// fails its checks (never wrong data).
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        self.check_open()?;
-        Ok(self.inner.get_at(key, self.inner.visibility.visible()))
+        self.inner.check_open()?;
+        self.inner.get_at(key, self.inner.visibility.visible())
     }
 
     /// A consistent view of the database at the current sequence number,
-    /// unaffected by later writes.
+    /// unaffected by later writes, flushes and compactions.
     #[must_use]
     pub fn snapshot(&self) -> Snapshot {
         let seq = self.inner.visibility.visible();
@@ -293,13 +344,13 @@ impl Db {
     /// ```
     ///
     /// # Errors
-    /// [`Error::Closed`]. Errors reading stored data come as items.
+    /// [`Error::Closed`]; [`Error::Corruption`] if a table cannot be opened.
+    /// Errors reading stored data later come as items.
     pub fn scan<'a>(&self, range: impl RangeBounds<&'a [u8]>) -> Result<DbIterator> {
-        self.check_open()?;
+        self.inner.check_open()?;
         let range = KeyRange::from_bounds(range.start_bound().cloned(), range.end_bound().cloned());
-        Ok(self
-            .inner
-            .iterate(range, self.inner.visibility.visible(), true, None))
+        self.inner
+            .iterate(range, self.inner.visibility.visible(), true, None)
     }
 
     /// As [`Db::scan`], in reverse key order.
@@ -307,11 +358,10 @@ impl Db {
     /// # Errors
     /// As [`Db::scan`].
     pub fn scan_rev<'a>(&self, range: impl RangeBounds<&'a [u8]>) -> Result<DbIterator> {
-        self.check_open()?;
+        self.inner.check_open()?;
         let range = KeyRange::from_bounds(range.start_bound().cloned(), range.end_bound().cloned());
-        Ok(self
-            .inner
-            .iterate(range, self.inner.visibility.visible(), false, None))
+        self.inner
+            .iterate(range, self.inner.visibility.visible(), false, None)
     }
 
     /// Every key starting with `prefix`, in key order.
@@ -319,13 +369,13 @@ impl Db {
     /// # Errors
     /// As [`Db::scan`].
     pub fn prefix(&self, prefix: &[u8]) -> Result<DbIterator> {
-        self.check_open()?;
-        Ok(self.inner.iterate(
+        self.inner.check_open()?;
+        self.inner.iterate(
             KeyRange::prefix(prefix),
             self.inner.visibility.visible(),
             true,
             None,
-        ))
+        )
     }
 
     /// Makes every write so far durable; returns the last durable sequence
@@ -334,8 +384,36 @@ impl Db {
     /// # Errors
     /// [`Error::Poisoned`], [`Error::Closed`], [`Error::Io`].
     pub fn sync(&self) -> Result<SeqNo> {
-        self.check_open()?;
+        self.inner.check_open()?;
         self.inner.wal.sync()
+    }
+
+    /// Writes every memtable to sorted tables and waits until that is done.
+    ///
+    /// # Errors
+    /// The background error, if a flush failed; [`Error::Closed`].
+    pub fn flush(&self) -> Result<()> {
+        self.inner.check_open()?;
+        self.inner.flush_all()
+    }
+
+    /// Waits until no compaction is due (for tests and benchmarks).
+    ///
+    /// # Errors
+    /// The background error, if a compaction failed.
+    pub fn wait_for_compactions(&self) -> Result<()> {
+        self.inner.check_open()?;
+        background::wait_idle(&self.inner)
+    }
+
+    /// Reads every table of the current version and checks every
+    /// checksum and ordering rule; returns how many tables were checked.
+    ///
+    /// # Errors
+    /// [`Error::Corruption`] naming the first damaged table and offset.
+    pub fn verify_tables(&self) -> Result<usize> {
+        self.inner.check_open()?;
+        self.inner.verify_tables()
     }
 
     /// What recovery found when this database was opened.
@@ -347,42 +425,169 @@ impl Db {
     /// Figures about the database.
     #[must_use]
     pub fn stats(&self) -> DbStats {
-        let inner = &self.inner;
-        DbStats {
-            last_seq: SeqNo(inner.visibility.visible()),
-            durable_seq: inner.wal.durable_seq(),
-            memtable_bytes: inner.memtable.approximate_bytes() as u64,
-            memtable_entries: inner.memtable.len() as u64,
-            snapshots: inner.snapshots.lock().values().map(|&n| n as u64).sum(),
-            wal: inner.wal.stats(),
-            wal_segments: inner.wal.segment_count() as u64,
-        }
+        self.inner.stats()
     }
 
-    /// Syncs and closes the database. Later calls on snapshots and
-    /// iterators of this handle fail with [`Error::Closed`]; the directory
-    /// lock is released once the last of them is dropped.
+    /// Flushes memtables (if [`Options::flush_on_close`]), syncs, stops the
+    /// background threads and closes the database. Later calls on
+    /// snapshots and iterators of this handle fail with [`Error::Closed`].
     ///
     /// # Errors
-    /// As [`Db::sync`]; the database is closed either way.
-    pub fn close(self) -> Result<()> {
+    /// A failed flush or sync; the database is closed either way.
+    pub fn close(mut self) -> Result<()> {
+        let flushed = if self.inner.options.flush_on_close {
+            self.inner.flush_all()
+        } else {
+            Ok(())
+        };
         let synced = self.inner.wal.sync().map(|_| ());
-        self.inner.closed.store(true, Ordering::Release);
-        synced
+        self.shutdown();
+        flushed.and(synced)
     }
 
+    fn shutdown(&mut self) {
+        self.inner.closed.store(true, Ordering::Release);
+        {
+            let mut work = self.inner.work.lock();
+            work.stop = true;
+            self.inner.work_changed.notify_all();
+        }
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Db {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+impl Inner {
     fn check_open(&self) -> Result<()> {
-        if self.inner.closed.load(Ordering::Acquire) {
+        if self.closed.load(Ordering::Acquire) {
             Err(Error::Closed)
         } else {
             Ok(())
         }
     }
-}
 
-impl Inner {
-    fn get_at(&self, key: &[u8], seq: u64) -> Option<Vec<u8>> {
-        self.memtable.get(key, seq).flatten()
+    fn write(&self, batch: WriteBatch, options: &WriteOptions) -> Result<SeqNo> {
+        self.check_open()?;
+        let limits = &self.options;
+        if batch.key_bytes_max > limits.key_bytes_max {
+            return Err(Error::InvalidArgument(format!(
+                "a key of {} bytes exceeds the limit of {} bytes (key_bytes_max); nothing was written",
+                batch.key_bytes_max, limits.key_bytes_max
+            )));
+        }
+        if batch.value_bytes_max > limits.value_bytes_max {
+            return Err(Error::InvalidArgument(format!(
+                "a value of {} bytes exceeds the limit of {} bytes (value_bytes_max); nothing was written",
+                batch.value_bytes_max, limits.value_bytes_max
+            )));
+        }
+        if batch.encoded_len() > limits.batch_bytes_max {
+            return Err(Error::InvalidArgument(format!(
+                "a batch of {} bytes exceeds the limit of {} bytes (batch_bytes_max); nothing was written",
+                batch.encoded_len(),
+                limits.batch_bytes_max
+            )));
+        }
+        if batch.is_empty() {
+            return Ok(SeqNo(self.visibility.visible()));
+        }
+        background::throttle(self)?;
+        let last = {
+            let _gate = self.write_gate.read();
+            let (commit, bytes) = self.wal.append_returning(batch.inner, options.sync)?;
+            let view =
+                decode_batch(&bytes).map_err(|e| Error::corruption(self.dir.join("wal"), e))?;
+            self.mem.read().active.apply(&view);
+            self.visibility
+                .publish_and_wait(commit.first_seq.get(), commit.last_seq.get());
+            commit.last_seq
+        };
+        self.freeze_if_full();
+        Ok(last)
+    }
+
+    /// Freezes the active memtable if it is full and wakes the flusher.
+    fn freeze_if_full(&self) {
+        if self.mem.read().active.approximate_bytes() < self.options.memtable_bytes_max {
+            return;
+        }
+        self.freeze(false);
+    }
+
+    /// Freezes the active memtable (if it holds anything, or if `always`
+    /// is false and it is full).
+    fn freeze(&self, always: bool) {
+        let _gate = self.write_gate.write();
+        let mut mem = self.mem.write();
+        let full = mem.active.approximate_bytes() >= self.options.memtable_bytes_max;
+        if mem.active.len() == 0 || !(always || full) {
+            return;
+        }
+        let frozen = std::mem::replace(&mut mem.active, Arc::new(Memtable::new()));
+        mem.frozen.push_back(frozen);
+        drop(mem);
+        let mut work = self.work.lock();
+        work.generation += 1;
+        self.work_changed.notify_all();
+    }
+
+    fn flush_all(&self) -> Result<()> {
+        self.freeze(true);
+        background::wait_flushed(self)
+    }
+
+    pub(crate) fn get_at(&self, key: &[u8], seq: u64) -> Result<Option<Vec<u8>>> {
+        let (active, frozen) = {
+            let mem = self.mem.read();
+            (
+                Arc::clone(&mem.active),
+                mem.frozen.iter().rev().cloned().collect::<Vec<_>>(),
+            )
+        };
+        for memtable in std::iter::once(&active).chain(&frozen) {
+            if let Some(found) = memtable.get(key, seq) {
+                return Ok(found);
+            }
+        }
+        let version = Arc::clone(&self.current.read());
+        for meta in version.tables_for_key(key) {
+            if meta.smallest_seq > seq {
+                continue;
+            }
+            let path = self
+                .dir
+                .join(strata_format::manifest::table_file_name(meta.number));
+            let table = self.open_table(&path, meta.number, meta.size)?;
+            if let Some(found) = table.get(key, seq)? {
+                return Ok(found);
+            }
+        }
+        Ok(None)
+    }
+
+    fn open_table(&self, path: &Path, number: u64, size: u64) -> Result<Arc<crate::table::Table>> {
+        self.tables.get_or_open(&*self.fs, path, number, size)
+    }
+
+    /// Checks every checksum of every table of the current version.
+    fn verify_tables(&self) -> Result<usize> {
+        let version = Arc::clone(&self.current.read());
+        let mut checked = 0;
+        for meta in version.levels.iter().flatten() {
+            let path = self
+                .dir
+                .join(strata_format::manifest::table_file_name(meta.number));
+            self.open_table(&path, meta.number, meta.size)?.verify()?;
+            checked += 1;
+        }
+        Ok(checked)
     }
 
     fn iterate(
@@ -391,17 +596,89 @@ impl Inner {
         seq: u64,
         forward: bool,
         hold: Option<Snapshot>,
-    ) -> DbIterator {
-        let cursors: Vec<Box<dyn Cursor>> = vec![Box::new(MemCursor::new(
-            Arc::clone(&self.memtable),
-            &range,
-            forward,
-        ))];
-        let hold: Box<dyn Send + Sync> = match hold {
-            Some(snapshot) => Box::new(snapshot),
-            None => Box::new(Arc::clone(self)),
+    ) -> Result<DbIterator> {
+        let memtables: Vec<Arc<Memtable>> = {
+            let mem = self.mem.read();
+            std::iter::once(Arc::clone(&mem.active))
+                .chain(mem.frozen.iter().cloned())
+                .collect()
         };
-        DbIterator::new(cursors, range, seq, forward, hold)
+        let version = Arc::clone(&self.current.read());
+        let mut cursors: Vec<Box<dyn Cursor>> = Vec::new();
+        for memtable in memtables {
+            cursors.push(Box::new(MemCursor::new(memtable, &range, forward)));
+        }
+        let (start, end) = range.user_bounds();
+        for tables in &version.levels {
+            for meta in tables.iter().filter(|t| t.overlaps(start, end)) {
+                let path = self
+                    .dir
+                    .join(strata_format::manifest::table_file_name(meta.number));
+                let table = self.open_table(&path, meta.number, meta.size)?;
+                cursors.push(Box::new(TableCursor::new(table, &range, forward)));
+            }
+        }
+        let hold: Box<dyn Send + Sync> = match hold {
+            Some(snapshot) => Box::new((snapshot, version)),
+            None => Box::new((Arc::clone(self), version)),
+        };
+        Ok(DbIterator::new(cursors, range, seq, forward, hold))
+    }
+
+    fn stats(&self) -> DbStats {
+        let version = Arc::clone(&self.current.read());
+        let (memtable_bytes, frozen) = {
+            let mem = self.mem.read();
+            let bytes = std::iter::once(&mem.active)
+                .chain(&mem.frozen)
+                .map(|m| m.approximate_bytes() as u64)
+                .sum();
+            (bytes, mem.frozen.len() as u64)
+        };
+        let c = &self.counters;
+        let wal = self.wal.stats();
+        let flush_bytes = c.flush_bytes_written.load(Ordering::Relaxed);
+        let compaction_written = c.compaction_bytes_written.load(Ordering::Relaxed);
+        let write_amplification = if wal.bytes_written == 0 {
+            0.0
+        } else {
+            (wal.bytes_written + flush_bytes + compaction_written) as f64 / wal.bytes_written as f64
+        };
+        let (stalls, stall_micros) = c.stalls();
+        DbStats {
+            last_seq: SeqNo(self.visibility.visible()),
+            durable_seq: self.wal.durable_seq(),
+            flushed_seq: SeqNo(self.versions.lock().flushed_seq()),
+            level_tables: version.levels.iter().map(|t| t.len() as u64).collect(),
+            level_bytes: (0..LEVEL_COUNT).map(|l| version.level_bytes(l)).collect(),
+            memtable_bytes,
+            immutable_memtables: frozen,
+            snapshots: self.snapshots.lock().values().map(|&n| n as u64).sum(),
+            flushes: c.flushes.load(Ordering::Relaxed),
+            flush_bytes_written: flush_bytes,
+            compactions: c.compactions.load(Ordering::Relaxed),
+            compaction_bytes_read: c.compaction_bytes_read.load(Ordering::Relaxed),
+            compaction_bytes_written: compaction_written,
+            write_amplification,
+            stalls,
+            stall_micros,
+            table_cache_hits: self.tables.hit_counts().0,
+            table_cache_lookups: self.tables.hit_counts().1,
+            wal,
+            wal_segments: self.wal.segment_count() as u64,
+        }
+    }
+
+    /// The oldest sequence number any reader may still read at.
+    pub(crate) fn oldest_snapshot(&self) -> u64 {
+        let visible = self.visibility.visible();
+        self.snapshots
+            .lock()
+            .keys()
+            .next()
+            .copied()
+            .unwrap_or(visible)
+            .min(visible)
     }
 }
 
@@ -417,6 +694,7 @@ impl Inner {
 /// db.put(b"k", b"old")?;
 /// let snapshot = db.snapshot();
 /// db.put(b"k", b"new")?;
+/// db.flush()?;
 /// assert_eq!(snapshot.get(b"k")?.as_deref(), Some(&b"old"[..]));
 /// assert_eq!(db.get(b"k")?.as_deref(), Some(&b"new"[..]));
 /// # Ok::<(), strata::Error>(())
@@ -442,34 +720,32 @@ impl Snapshot {
     /// The value of `key` as of the snapshot.
     ///
     /// # Errors
-    /// [`Error::Closed`] after the database was closed.
+    /// [`Error::Closed`] after the database was closed; as [`Db::get`].
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        self.check_open()?;
-        Ok(self.inner.get_at(key, self.seq))
+        self.inner.check_open()?;
+        self.inner.get_at(key, self.seq)
     }
 
     /// The keys of `range` as of the snapshot, in key order.
     ///
     /// # Errors
-    /// [`Error::Closed`] after the database was closed.
+    /// As [`Db::scan`].
     pub fn scan<'a>(&self, range: impl RangeBounds<&'a [u8]>) -> Result<DbIterator> {
-        self.check_open()?;
+        self.inner.check_open()?;
         let range = KeyRange::from_bounds(range.start_bound().cloned(), range.end_bound().cloned());
-        Ok(self
-            .inner
-            .iterate(range, self.seq, true, Some(self.clone_registration())))
+        self.inner
+            .iterate(range, self.seq, true, Some(self.clone_registration()))
     }
 
     /// As [`Snapshot::scan`], in reverse key order.
     ///
     /// # Errors
-    /// As [`Snapshot::scan`].
+    /// As [`Db::scan`].
     pub fn scan_rev<'a>(&self, range: impl RangeBounds<&'a [u8]>) -> Result<DbIterator> {
-        self.check_open()?;
+        self.inner.check_open()?;
         let range = KeyRange::from_bounds(range.start_bound().cloned(), range.end_bound().cloned());
-        Ok(self
-            .inner
-            .iterate(range, self.seq, false, Some(self.clone_registration())))
+        self.inner
+            .iterate(range, self.seq, false, Some(self.clone_registration()))
     }
 
     fn clone_registration(&self) -> Snapshot {
@@ -477,14 +753,6 @@ impl Snapshot {
         Snapshot {
             inner: Arc::clone(&self.inner),
             seq: self.seq,
-        }
-    }
-
-    fn check_open(&self) -> Result<()> {
-        if self.inner.closed.load(Ordering::Acquire) {
-            Err(Error::Closed)
-        } else {
-            Ok(())
         }
     }
 }

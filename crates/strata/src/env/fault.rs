@@ -119,6 +119,10 @@ struct Faults {
     opens: u64,
 }
 
+/// Whether the simulated machine is down (see
+/// [`FaultFileSystem::crash_and_halt`]); shared by clones.
+type Halted = Arc<std::sync::atomic::AtomicBool>;
+
 impl Faults {
     fn new(plan: FaultPlan) -> Self {
         Self {
@@ -149,6 +153,7 @@ impl Faults {
 pub struct FaultFileSystem {
     mem: MemFileSystem,
     faults: Arc<Mutex<Faults>>,
+    halted: Halted,
 }
 
 impl Default for FaultFileSystem {
@@ -174,6 +179,7 @@ impl FaultFileSystem {
         Self {
             mem: MemFileSystem::new(),
             faults: Arc::new(Mutex::new(Faults::new(FaultPlan::default()))),
+            halted: Halted::default(),
         }
     }
 
@@ -198,10 +204,37 @@ impl FaultFileSystem {
         self.mem.crash(mode, seed);
         self.set_plan(FaultPlan::default());
     }
+
+    /// Simulates power loss as [`FaultFileSystem::crash`] and keeps the
+    /// machine down: every operation fails (with "halted") until
+    /// [`FaultFileSystem::resume`]. This stops threads of the crashed
+    /// process that are still running in a test from writing to the
+    /// post-crash disk, which no real process could do.
+    pub fn crash_and_halt(&self, mode: CrashMode, seed: u64) {
+        self.halted.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.crash(mode, seed);
+    }
+
+    /// Brings the machine back up after [`FaultFileSystem::crash_and_halt`].
+    pub fn resume(&self) {
+        self.halted
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn check_up(&self) -> io::Result<()> {
+        if self.halted.load(std::sync::atomic::Ordering::SeqCst) {
+            Err(io::Error::other(
+                "the simulated machine is halted after a crash",
+            ))
+        } else {
+            Ok(())
+        }
+    }
 }
 
 impl FileSystem for FaultFileSystem {
     fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn File>> {
+        self.check_up()?;
         {
             let mut faults = self.faults.lock();
             let index = faults.opens;
@@ -218,22 +251,27 @@ impl FileSystem for FaultFileSystem {
     }
 
     fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        self.check_up()?;
         self.mem.create_dir_all(path)
     }
 
     fn list_dir(&self, path: &Path) -> io::Result<Vec<String>> {
+        self.check_up()?;
         self.mem.list_dir(path)
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.check_up()?;
         self.mem.rename(from, to)
     }
 
     fn remove_file(&self, path: &Path) -> io::Result<()> {
+        self.check_up()?;
         self.mem.remove_file(path)
     }
 
     fn sync_dir(&self, path: &Path) -> io::Result<()> {
+        self.check_up()?;
         let mut faults = self.faults.lock();
         let index = faults.stats.dir_syncs;
         faults.stats.dir_syncs += 1;
@@ -246,14 +284,17 @@ impl FileSystem for FaultFileSystem {
     }
 
     fn exists(&self, path: &Path) -> io::Result<bool> {
+        self.check_up()?;
         self.mem.exists(path)
     }
 
     fn lock(&self, path: &Path) -> io::Result<Box<dyn DirLock>> {
+        self.check_up()?;
         self.mem.lock(path)
     }
 
     fn map(&self, path: &Path) -> io::Result<super::Mapped> {
+        self.check_up()?;
         self.mem.map(path)
     }
 }

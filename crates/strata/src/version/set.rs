@@ -212,7 +212,9 @@ impl VersionSet {
         for &(_, number) in &edit.deleted {
             self.obsolete.insert(number);
         }
-        self.current = Arc::new(next);
+        let old = std::mem::replace(&mut self.current, Arc::new(next));
+        self.handed_out.retain(|v| v.strong_count() > 0);
+        self.handed_out.push(Arc::downgrade(&old));
         self.flushed_seq = flushed_seq;
         Ok(Arc::clone(&self.current))
     }

@@ -51,6 +51,9 @@ pub struct RecoveryReport {
     pub stopped_at: Option<TailRepair>,
     /// Files in the log directory that are not part of the log; left alone.
     pub ignored_files: Vec<String>,
+    /// Filled by the database at open: an unacknowledged, torn last edit
+    /// cut from the manifest, if any.
+    pub manifest_torn_tail: Option<String>,
 }
 
 /// A cut made by recovery.

@@ -1,0 +1,384 @@
+//! Background work: the flush thread, the compaction thread, and the
+//! write throttle that keeps writers from outrunning them.
+//!
+//! Two threads, so a long compaction never delays a flush. Both wait on one
+//! condition variable (`Inner::work_changed`), which every freeze, flush,
+//! compaction and shutdown signals.
+//!
+//! Write stalls degrade gradually: past `level0_slowdown_writes` each write
+//! sleeps a little, longer the further past it; past `level0_stop_writes`,
+//! or with every frozen memtable slot taken and the active one full, writes
+//! wait for the background threads. Pending compaction bytes (bytes over
+//! the level targets) slow writes past 8x and stop them past 32x the level-1
+//! target. Every stall is counted by reason with its duration.
+//!
+//! A failed flush or compaction is recorded as the background error: the
+//! threads stop, and every later write fails with [`Error::Poisoned`]
+//! carrying it. Reopening recovers from the log and the manifest.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::Inner;
+use crate::compaction::pick::{Policy, level_target_bytes, pick};
+use crate::compaction::worker::{self, Context};
+use crate::error::{Error, Result};
+use crate::memtable::Memtable;
+use crate::seqno::SeqNo;
+use crate::version::LEVEL_COUNT;
+
+/// Shared background state, guarded by `Inner::work`.
+#[derive(Debug, Default)]
+pub(crate) struct Work {
+    pub(crate) stop: bool,
+    /// Bumped whenever new work may exist.
+    pub(crate) generation: u64,
+    /// The first background failure.
+    pub(crate) error: Option<Arc<str>>,
+    /// Whether a compaction is running.
+    pub(crate) compacting: bool,
+    /// Per level, the largest user key compacted last (round-robin).
+    pub(crate) cursors: Vec<Option<Vec<u8>>>,
+}
+
+/// Why a write waited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StallReason {
+    MemtableLimit = 0,
+    Level0Slowdown = 1,
+    Level0Stop = 2,
+    PendingCompaction = 3,
+}
+
+impl StallReason {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::MemtableLimit => "memtable_limit",
+            Self::Level0Slowdown => "level0_slowdown",
+            Self::Level0Stop => "level0_stop",
+            Self::PendingCompaction => "pending_compaction",
+        }
+    }
+
+    const ALL: [StallReason; 4] = [
+        Self::MemtableLimit,
+        Self::Level0Slowdown,
+        Self::Level0Stop,
+        Self::PendingCompaction,
+    ];
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) flushes: AtomicU64,
+    pub(crate) flush_bytes_written: AtomicU64,
+    pub(crate) compactions: AtomicU64,
+    pub(crate) compaction_bytes_read: AtomicU64,
+    pub(crate) compaction_bytes_written: AtomicU64,
+    stall_counts: [AtomicU64; 4],
+    stall_micros: [AtomicU64; 4],
+}
+
+impl Counters {
+    fn stall(&self, reason: StallReason, waited: Duration) {
+        let index = reason as usize;
+        if let (Some(count), Some(micros)) =
+            (self.stall_counts.get(index), self.stall_micros.get(index))
+        {
+            count.fetch_add(1, Ordering::Relaxed);
+            micros.fetch_add(waited.as_micros() as u64, Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn stalls(&self) -> (BTreeMap<&'static str, u64>, BTreeMap<&'static str, u64>) {
+        let mut counts = BTreeMap::new();
+        let mut micros = BTreeMap::new();
+        for reason in StallReason::ALL {
+            let index = reason as usize;
+            counts.insert(
+                reason.name(),
+                self.stall_counts
+                    .get(index)
+                    .map_or(0, |c| c.load(Ordering::Relaxed)),
+            );
+            micros.insert(
+                reason.name(),
+                self.stall_micros
+                    .get(index)
+                    .map_or(0, |c| c.load(Ordering::Relaxed)),
+            );
+        }
+        (counts, micros)
+    }
+}
+
+fn policy(inner: &Inner) -> Policy {
+    Policy {
+        level0_compaction_trigger: inner.options.level0_compaction_trigger,
+        level1_bytes_max: inner.options.level1_bytes_max,
+        level_size_multiplier: inner.options.level_size_multiplier,
+    }
+}
+
+/// Starts the flush and compaction threads.
+pub(crate) fn start(inner: &Arc<Inner>) -> Result<Vec<JoinHandle<()>>> {
+    let spawn = |name: &str, body: fn(&Inner)| {
+        let inner = Arc::clone(inner);
+        std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || body(&inner))
+            .map_err(|e| Error::io("spawn background thread", std::path::PathBuf::from(name), e))
+    };
+    Ok(vec![
+        spawn("strata-flush", flush_loop)?,
+        spawn("strata-compact", compaction_loop)?,
+    ])
+}
+
+fn fail(inner: &Inner, error: &Error) {
+    let mut work = inner.work.lock();
+    if work.error.is_none() {
+        work.error = Some(Arc::from(format!("background work failed: {error}")));
+    }
+    inner.work_changed.notify_all();
+}
+
+fn flush_loop(inner: &Inner) {
+    loop {
+        let memtable = {
+            let mut work = inner.work.lock();
+            loop {
+                if work.stop || work.error.is_some() {
+                    return;
+                }
+                if let Some(oldest) = inner.mem.read().frozen.front().cloned() {
+                    break oldest;
+                }
+                inner.work_changed.wait(&mut work);
+            }
+        };
+        if let Err(error) = flush_one(inner, &memtable) {
+            fail(inner, &error);
+            return;
+        }
+        let mut work = inner.work.lock();
+        work.generation += 1;
+        inner.work_changed.notify_all();
+    }
+}
+
+fn context<'a>(inner: &'a Inner, new_file_number: &'a dyn Fn() -> u64) -> Context<'a> {
+    Context {
+        fs: &*inner.fs,
+        dir: &inner.dir,
+        options: &inner.options,
+        tables: &inner.tables,
+        new_file_number,
+    }
+}
+
+fn flush_one(inner: &Inner, memtable: &Arc<Memtable>) -> Result<()> {
+    let new_number = || inner.versions.lock().new_file_number();
+    let ctx = context(inner, &new_number);
+    if let Some((edit, bytes)) = worker::flush(&ctx, memtable)? {
+        let version = inner.versions.lock().log_and_apply(edit)?;
+        *inner.current.write() = version;
+        inner.counters.flushes.fetch_add(1, Ordering::Relaxed);
+        inner
+            .counters
+            .flush_bytes_written
+            .fetch_add(bytes.written, Ordering::Relaxed);
+    }
+    {
+        let mut mem = inner.mem.write();
+        if mem.frozen.front().is_some_and(|m| Arc::ptr_eq(m, memtable)) {
+            mem.frozen.pop_front();
+        }
+    }
+    let flushed = inner.versions.lock().flushed_seq();
+    inner.wal.release_below(SeqNo(flushed + 1))?;
+    delete_obsolete(inner)
+}
+
+fn delete_obsolete(inner: &Inner) -> Result<()> {
+    let mut versions = inner.versions.lock();
+    versions.delete_obsolete()?;
+    let current = versions.current();
+    drop(versions);
+    inner.tables.retain(|number| current.contains(number));
+    Ok(())
+}
+
+fn compaction_loop(inner: &Inner) {
+    loop {
+        let (choice, version) = {
+            let mut work = inner.work.lock();
+            loop {
+                if work.stop || work.error.is_some() {
+                    return;
+                }
+                let version = Arc::clone(&inner.current.read());
+                if let Some(choice) = pick(&version, &policy(inner), &work.cursors) {
+                    work.compacting = true;
+                    break (choice, version);
+                }
+                inner.work_changed.wait(&mut work);
+            }
+        };
+        let result = (|| {
+            let new_number = || inner.versions.lock().new_file_number();
+            let ctx = context(inner, &new_number);
+            let (edit, bytes) = worker::compact(&ctx, &version, &choice, inner.oldest_snapshot())?;
+            let installed = inner.versions.lock().log_and_apply(edit)?;
+            *inner.current.write() = installed;
+            inner.counters.compactions.fetch_add(1, Ordering::Relaxed);
+            inner
+                .counters
+                .compaction_bytes_read
+                .fetch_add(bytes.read, Ordering::Relaxed);
+            inner
+                .counters
+                .compaction_bytes_written
+                .fetch_add(bytes.written, Ordering::Relaxed);
+            delete_obsolete(inner)
+        })();
+        let mut work = inner.work.lock();
+        work.compacting = false;
+        if let Err(error) = result {
+            drop(work);
+            fail(inner, &error);
+            return;
+        }
+        let largest = choice
+            .inputs
+            .iter()
+            .map(|t| t.largest_user_key().to_vec())
+            .max();
+        if work.cursors.len() < LEVEL_COUNT {
+            work.cursors.resize(LEVEL_COUNT, None);
+        }
+        if let Some(cursor) = work.cursors.get_mut(choice.level) {
+            *cursor = largest;
+        }
+        work.generation += 1;
+        inner.work_changed.notify_all();
+    }
+}
+
+fn poisoned(work: &Work) -> Option<Error> {
+    work.error.as_ref().map(|reason| Error::Poisoned {
+        reason: Arc::clone(reason),
+    })
+}
+
+/// Bytes over the level targets, summed over levels 1 and below.
+fn pending_compaction_bytes(inner: &Inner) -> u64 {
+    let version = Arc::clone(&inner.current.read());
+    let policy = policy(inner);
+    (1..LEVEL_COUNT)
+        .map(|level| {
+            version
+                .level_bytes(level)
+                .saturating_sub(level_target_bytes(&policy, level))
+        })
+        .sum()
+}
+
+/// Delays or stops a writer while flushes or compactions are behind.
+pub(crate) fn throttle(inner: &Inner) -> Result<()> {
+    let options = &inner.options;
+    let stop_wait = Duration::from_millis(100);
+    loop {
+        let (frozen, active_full) = {
+            let mem = inner.mem.read();
+            (
+                mem.frozen.len(),
+                mem.active.approximate_bytes() >= options.memtable_bytes_max,
+            )
+        };
+        let level0 = inner.current.read().levels.first().map_or(0, Vec::len);
+        let pending = pending_compaction_bytes(inner);
+        let stop = if frozen >= options.immutable_memtables_max && active_full {
+            Some(StallReason::MemtableLimit)
+        } else if level0 >= options.level0_stop_writes {
+            Some(StallReason::Level0Stop)
+        } else if pending >= options.level1_bytes_max.saturating_mul(32) {
+            Some(StallReason::PendingCompaction)
+        } else {
+            None
+        };
+        let mut work = inner.work.lock();
+        if let Some(error) = poisoned(&work) {
+            return Err(error);
+        }
+        if work.stop {
+            return Err(Error::Closed);
+        }
+        if let Some(reason) = stop {
+            let started = Instant::now();
+            inner.work_changed.wait_for(&mut work, stop_wait);
+            inner.counters.stall(reason, started.elapsed());
+            continue;
+        }
+        drop(work);
+        let slowdown = if level0 >= options.level0_slowdown_writes {
+            Some((
+                StallReason::Level0Slowdown,
+                (level0 - options.level0_slowdown_writes + 1) as u64,
+            ))
+        } else if pending >= options.level1_bytes_max.saturating_mul(8) {
+            Some((StallReason::PendingCompaction, 1))
+        } else {
+            None
+        };
+        if let Some((reason, steps)) = slowdown {
+            let delay = Duration::from_micros(250 * steps.min(40));
+            std::thread::sleep(delay);
+            inner.counters.stall(reason, delay);
+        }
+        return Ok(());
+    }
+}
+
+/// Waits until every frozen memtable is flushed.
+pub(crate) fn wait_flushed(inner: &Inner) -> Result<()> {
+    let mut work = inner.work.lock();
+    loop {
+        if let Some(error) = poisoned(&work) {
+            return Err(error);
+        }
+        if inner.mem.read().frozen.is_empty() {
+            return Ok(());
+        }
+        if work.stop {
+            return Err(Error::Closed);
+        }
+        inner
+            .work_changed
+            .wait_for(&mut work, Duration::from_millis(100));
+    }
+}
+
+/// Waits until nothing is frozen and no compaction is due or running.
+pub(crate) fn wait_idle(inner: &Inner) -> Result<()> {
+    let mut work = inner.work.lock();
+    loop {
+        if let Some(error) = poisoned(&work) {
+            return Err(error);
+        }
+        let version = Arc::clone(&inner.current.read());
+        let due = pick(&version, &policy(inner), &work.cursors).is_some();
+        if !work.compacting && !due && inner.mem.read().frozen.is_empty() {
+            return Ok(());
+        }
+        if work.stop {
+            return Err(Error::Closed);
+        }
+        inner
+            .work_changed
+            .wait_for(&mut work, Duration::from_millis(100));
+    }
+}

@@ -1,0 +1,368 @@
+//! Sorted tables as the engine reads them: open (mapped) tables, a cache of
+//! open tables, point lookups, and cursors for scans and compactions.
+//!
+//! The byte format and its verification live in `strata_format::table`;
+//! this module adds files: a table is mapped once
+//! ([`crate::env::FileSystem::map`]), checked against the size the manifest
+//! recorded, and kept open while any version references it.
+//!
+//! Thread-safety: [`Table`] is immutable and shared (`Arc`); a
+//! [`TableCursor`] belongs to one thread.
+//!
+//! Invariants: a table is never read past a failed check: any
+//! `DecodeError` becomes [`Error::Corruption`] naming the file.
+
+use std::collections::HashMap;
+use std::ops::Bound;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use self_cell::self_cell;
+use strata_format::key::{InternalKeyRef, MAX_SEQ, ValueKind, encode_internal_key};
+use strata_format::table::{TableIter, TableReader};
+
+use crate::db::iterator::{Cursor, KeyRange};
+use crate::env::{FileSystem, Mapped};
+use crate::error::{Error, Result};
+use crate::memtable::{Entry, MemValue};
+
+self_cell!(
+    struct OpenTable {
+        owner: Mapped,
+        #[covariant]
+        dependent: TableReader,
+    }
+);
+
+/// One open sorted table.
+pub(crate) struct Table {
+    number: u64,
+    path: PathBuf,
+    cell: OpenTable,
+}
+
+impl std::fmt::Debug for Table {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Table")
+            .field("number", &self.number)
+            .finish()
+    }
+}
+
+impl Table {
+    /// Maps and opens table `number` at `path`, which must be `size` bytes.
+    pub(crate) fn open(fs: &dyn FileSystem, path: &Path, number: u64, size: u64) -> Result<Table> {
+        let bytes = fs.map(path).map_err(|e| Error::io("map", path, e))?;
+        let cell = OpenTable::try_new(bytes, |bytes| TableReader::open(bytes, size))
+            .map_err(|e| Error::corruption(path, e))?;
+        Ok(Table {
+            number,
+            path: path.to_path_buf(),
+            cell,
+        })
+    }
+
+    /// The newest version of `key` at or below `seq` in this table:
+    /// `Some(Some(value))`, `Some(None)` for a tombstone, `None` if absent.
+    pub(crate) fn get(&self, key: &[u8], seq: u64) -> Result<Option<Option<Vec<u8>>>> {
+        let found = self
+            .cell
+            .borrow_dependent()
+            .get(key, seq)
+            .map_err(|e| Error::corruption(&self.path, e))?;
+        Ok(found.map(|(kind, value)| match kind {
+            ValueKind::Put => Some(value.into_owned()),
+            _ => None,
+        }))
+    }
+
+    /// Checks every block's checksum and structure.
+    pub(crate) fn verify(&self) -> Result<()> {
+        self.cell
+            .borrow_dependent()
+            .verify()
+            .map_err(|e| Error::corruption(&self.path, e))
+    }
+}
+
+/// Open tables by number, so that each is mapped once.
+#[derive(Debug, Default)]
+pub(crate) struct TableCache {
+    tables: Mutex<HashMap<u64, Arc<Table>>>,
+    lookups: std::sync::atomic::AtomicU64,
+    hits: std::sync::atomic::AtomicU64,
+}
+
+impl TableCache {
+    pub(crate) fn get_or_open(
+        &self,
+        fs: &dyn FileSystem,
+        path: &Path,
+        number: u64,
+        size: u64,
+    ) -> Result<Arc<Table>> {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.lookups.fetch_add(1, Relaxed);
+        if let Some(table) = self.tables.lock().get(&number) {
+            self.hits.fetch_add(1, Relaxed);
+            return Ok(Arc::clone(table));
+        }
+        let table = Arc::new(Table::open(fs, path, number, size)?);
+        self.tables
+            .lock()
+            .entry(number)
+            .or_insert_with(|| Arc::clone(&table));
+        Ok(table)
+    }
+
+    /// (hits, lookups) since open.
+    pub(crate) fn hit_counts(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.hits.load(Relaxed), self.lookups.load(Relaxed))
+    }
+
+    /// Forgets tables that are no longer live (readers holding one keep it).
+    pub(crate) fn retain(&self, live: impl Fn(u64) -> bool) {
+        self.tables.lock().retain(|&number, _| live(number));
+    }
+}
+
+type Iter<'x> = TableIter<'x, 'x>;
+
+self_cell!(
+    struct CursorCell {
+        owner: Arc<Table>,
+        #[not_covariant]
+        dependent: Iter,
+    }
+);
+
+/// A cursor over one table's entries (every version) in one direction,
+/// from the start (forward) or end (backward) of a key range.
+pub(crate) struct TableCursor {
+    cell: CursorCell,
+    forward: bool,
+    started: bool,
+    start: Bound<Vec<u8>>,
+    path: PathBuf,
+}
+
+impl TableCursor {
+    pub(crate) fn new(table: Arc<Table>, range: &KeyRange, forward: bool) -> Self {
+        let path = table.path.clone();
+        let start = if forward {
+            range.start.clone()
+        } else {
+            range.end.clone()
+        };
+        let cell = CursorCell::new(table, |table| table.cell.borrow_dependent().iter());
+        Self {
+            cell,
+            forward,
+            started: false,
+            start,
+            path,
+        }
+    }
+
+    /// Positions on the first entry in the cursor's direction; returns
+    /// whether there is one.
+    fn position(&mut self) -> std::result::Result<bool, strata_format::DecodeError> {
+        let forward = self.forward;
+        let start = self.start.clone();
+        self.cell.with_dependent_mut(|_, iter| {
+            let target = |user_key: &[u8], seq: u64, kind: ValueKind| {
+                let mut key = Vec::with_capacity(user_key.len() + 8);
+                encode_internal_key(user_key, seq, kind, &mut key);
+                key
+            };
+            if forward {
+                match &start {
+                    Bound::Unbounded => iter.seek_to_first(),
+                    Bound::Included(k) => iter.seek(&target(k, MAX_SEQ, ValueKind::FOR_SEEK)),
+                    Bound::Excluded(k) => {
+                        let mut valid = iter.seek(&target(k, 0, ValueKind::Delete))?;
+                        while valid
+                            && iter
+                                .current()
+                                .is_some_and(|(key, _)| key.user_key == k.as_slice())
+                        {
+                            valid = iter.next()?;
+                        }
+                        Ok(valid)
+                    }
+                }
+            } else {
+                match &start {
+                    Bound::Unbounded => iter.seek_to_last(),
+                    Bound::Included(k) => {
+                        if iter.seek(&target(k, 0, ValueKind::Delete))? {
+                            if iter
+                                .current()
+                                .is_some_and(|(key, _)| key.user_key == k.as_slice())
+                            {
+                                Ok(true)
+                            } else {
+                                iter.prev()
+                            }
+                        } else {
+                            iter.seek_to_last()
+                        }
+                    }
+                    Bound::Excluded(k) => {
+                        if iter.seek(&target(k, MAX_SEQ, ValueKind::FOR_SEEK))? {
+                            iter.prev()
+                        } else {
+                            iter.seek_to_last()
+                        }
+                    }
+                }
+            }
+        })
+    }
+}
+
+impl Cursor for TableCursor {
+    fn next_entry(&mut self) -> Result<Option<Entry>> {
+        let valid = if self.started {
+            let forward = self.forward;
+            self.cell
+                .with_dependent_mut(|_, iter| if forward { iter.next() } else { iter.prev() })
+        } else {
+            self.started = true;
+            self.position()
+        };
+        let path = &self.path;
+        let valid = valid.map_err(|e| Error::corruption(path, e))?;
+        if !valid {
+            return Ok(None);
+        }
+        self.cell.with_dependent(|_, iter| {
+            let Some((key, value)) = iter.current() else {
+                return Ok(None);
+            };
+            let InternalKeyRef {
+                user_key,
+                seq,
+                kind,
+            } = key;
+            let value = match kind {
+                ValueKind::Put => MemValue::Put(value.to_vec()),
+                _ => MemValue::Delete,
+            };
+            Ok(Some(Entry {
+                user_key: user_key.to_vec(),
+                seq,
+                value,
+            }))
+        })
+    }
+}
+
+/// Writes one table file: entries in internal order go in, a synced file
+/// and its manifest entry come out.
+pub(crate) struct TableWriter {
+    path: PathBuf,
+    number: u64,
+    file: Arc<dyn crate::env::File>,
+    builder: strata_format::table::TableBuilder,
+    offset: u64,
+    smallest: Option<Vec<u8>>,
+    largest: Vec<u8>,
+    smallest_seq: u64,
+    largest_seq: u64,
+    entries: u64,
+    key: Vec<u8>,
+}
+
+/// Output is drained to the file whenever this much has accumulated.
+const DRAIN_BYTES: usize = 1 << 20;
+
+impl TableWriter {
+    pub(crate) fn create(
+        fs: &dyn FileSystem,
+        path: PathBuf,
+        number: u64,
+        options: strata_format::table::TableOptions,
+    ) -> Result<TableWriter> {
+        let file = fs
+            .open(&path, crate::env::OpenMode::CreateNew)
+            .map_err(|e| Error::io("create", &path, e))?;
+        Ok(TableWriter {
+            path,
+            number,
+            file,
+            builder: strata_format::table::TableBuilder::new(options),
+            offset: 0,
+            smallest: None,
+            largest: Vec::new(),
+            smallest_seq: u64::MAX,
+            largest_seq: 0,
+            entries: 0,
+            key: Vec::new(),
+        })
+    }
+
+    /// Adds an entry; entries must come in internal order.
+    pub(crate) fn add(&mut self, entry: &Entry) -> Result<()> {
+        self.key.clear();
+        let (kind, value): (ValueKind, &[u8]) = match &entry.value {
+            MemValue::Put(value) => (ValueKind::Put, value),
+            MemValue::Delete => (ValueKind::Delete, &[]),
+        };
+        encode_internal_key(&entry.user_key, entry.seq, kind, &mut self.key);
+        self.builder.add(&self.key, value);
+        if self.smallest.is_none() {
+            self.smallest = Some(self.key.clone());
+        }
+        self.largest.clone_from(&self.key);
+        self.smallest_seq = self.smallest_seq.min(entry.seq);
+        self.largest_seq = self.largest_seq.max(entry.seq);
+        self.entries += 1;
+        if self.builder.estimated_file_size() - self.offset >= DRAIN_BYTES as u64 {
+            self.drain()?;
+        }
+        Ok(())
+    }
+
+    fn drain(&mut self) -> Result<()> {
+        let bytes = self.builder.take_output();
+        self.file
+            .write_all_at(&bytes, self.offset)
+            .map_err(|e| Error::io("write", &self.path, e))?;
+        self.offset += bytes.len() as u64;
+        Ok(())
+    }
+
+    pub(crate) fn entries(&self) -> u64 {
+        self.entries
+    }
+
+    pub(crate) fn estimated_size(&self) -> u64 {
+        self.builder.estimated_file_size()
+    }
+
+    /// Finishes and syncs the file; returns its manifest entry for `level`.
+    /// The caller syncs the directory before the manifest names the file.
+    pub(crate) fn finish(mut self, level: u8) -> Result<strata_format::manifest::TableEntry> {
+        self.drain()?;
+        let finished = self.builder.finish();
+        self.file
+            .write_all_at(&finished.tail, self.offset)
+            .map_err(|e| Error::io("write", &self.path, e))?;
+        self.file
+            .sync_data()
+            .map_err(|e| Error::io("fdatasync", &self.path, e))?;
+        Ok(strata_format::manifest::TableEntry {
+            level,
+            number: self.number,
+            size: finished.file_size,
+            smallest: self.smallest.unwrap_or_default(),
+            largest: self.largest,
+            smallest_seq: self.smallest_seq.min(self.largest_seq),
+            largest_seq: self.largest_seq,
+            entries: self.entries,
+        })
+    }
+}
