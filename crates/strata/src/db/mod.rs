@@ -33,6 +33,7 @@
 //!   so no read misses data in between.
 
 pub(crate) mod background;
+mod checkpoint;
 mod identity;
 pub(crate) mod iterator;
 mod visibility;
@@ -404,6 +405,19 @@ impl Db {
     pub fn wait_for_compactions(&self) -> Result<()> {
         self.inner.check_open()?;
         background::wait_idle(&self.inner)
+    }
+
+    /// Writes a consistent, openable copy of the database into `dir`
+    /// (which must be missing or empty) and returns the sequence number it
+    /// holds everything up to. Tables are hard-linked, so a checkpoint
+    /// costs little space until compaction replaces them; writes continue
+    /// meanwhile. Open the copy with [`Db::open`].
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] if `dir` is not empty; [`Error::Io`].
+    pub fn checkpoint(&self, dir: impl AsRef<Path>) -> Result<SeqNo> {
+        self.inner.check_open()?;
+        checkpoint::checkpoint(&self.inner, dir.as_ref())
     }
 
     /// Reads every table of the current version and checks every

@@ -166,6 +166,20 @@ pub trait FileSystem: Send + Sync + Debug + 'static {
     /// must not change while mapped; Strata maps only sorted tables, which
     /// are never modified once written and synced.
     fn map(&self, path: &Path) -> io::Result<Mapped>;
+
+    /// Makes `to` a new name for the immutable file `from` (a hard link
+    /// where the file system has them). The provided implementation copies
+    /// the bytes and syncs the copy; either way `to` is durable only after
+    /// [`FileSystem::sync_dir`] of its directory.
+    ///
+    /// # Errors
+    /// `AlreadyExists` if `to` exists; any I/O error.
+    fn hard_link(&self, from: &Path, to: &Path) -> io::Result<()> {
+        let bytes = self.map(from)?;
+        let copy = self.open(to, OpenMode::CreateNew)?;
+        copy.write_all_at(&bytes, 0)?;
+        copy.sync_data()
+    }
 }
 
 /// The bytes of a mapped file ([`FileSystem::map`]); cheap to clone.

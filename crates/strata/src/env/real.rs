@@ -104,6 +104,10 @@ impl FileSystem for RealFileSystem {
         }
     }
 
+    fn hard_link(&self, from: &Path, to: &Path) -> io::Result<()> {
+        fs::hard_link(from, to).map_err(|err| with_path(err, to))
+    }
+
     #[allow(
         unsafe_code,
         reason = "memory-mapping a file is unsafe in Rust; see SAFETY"

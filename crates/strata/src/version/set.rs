@@ -34,7 +34,7 @@ use crate::error::{Error, Result};
 /// rewrites it as one snapshot edit.
 const MANIFEST_BYTES_MAX: u64 = 16 << 20;
 
-struct ManifestWriter {
+pub(crate) struct ManifestWriter {
     number: u64,
     path: PathBuf,
     file: Arc<dyn File>,
@@ -142,6 +142,16 @@ impl VersionSet {
         self.handed_out.retain(|v| v.strong_count() > 0);
         self.handed_out.push(Arc::downgrade(&version));
         version
+    }
+
+    /// The current version with the flushed sequence number and the next
+    /// file number that go with it (for a checkpoint's manifest).
+    pub(crate) fn checkpoint_state(&mut self) -> (Arc<Version>, u64, u64) {
+        (self.current(), self.flushed_seq, self.next_file_number)
+    }
+
+    pub(crate) fn database_id(&self) -> u128 {
+        self.database_id
     }
 
     pub(crate) fn flushed_seq(&self) -> u64 {
@@ -379,7 +389,7 @@ fn read_small(fs: &dyn FileSystem, path: &Path, limit: u64) -> Result<Vec<u8>> {
 /// Writes manifest `number` holding `version` as one snapshot edit, syncs
 /// it, and points `CURRENT` at it (temp file, sync, rename, directory
 /// sync).
-fn write_manifest(
+pub(crate) fn write_manifest(
     fs: &dyn FileSystem,
     dir: &Path,
     database_id: u128,
