@@ -79,6 +79,11 @@ pub struct Options {
     /// Flush memtables when the database is closed cleanly, so the next
     /// open replays no log. Default: `true`.
     pub flush_on_close: bool,
+    /// When the commit log holds more than this many bytes not yet flushed
+    /// to tables, the memtable is flushed even if it is not full, so a
+    /// restart after a crash never replays more than about this much.
+    /// Default: 256 MiB.
+    pub wal_replay_bytes_max: u64,
 }
 
 impl Options {
@@ -146,6 +151,7 @@ impl Default for Options {
             bloom_bits_per_key: 10,
             compression: false,
             flush_on_close: true,
+            wal_replay_bytes_max: 256 << 20,
         }
     }
 }

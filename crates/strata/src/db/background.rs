@@ -199,6 +199,7 @@ fn flush_one(inner: &Inner, memtable: &Arc<Memtable>) -> Result<()> {
         }
     }
     let flushed = inner.versions.lock().flushed_seq();
+    inner.flushed.store(flushed, Ordering::Relaxed);
     inner.wal.release_below(SeqNo(flushed + 1))?;
     delete_obsolete(inner)
 }

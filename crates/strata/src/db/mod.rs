@@ -133,6 +133,8 @@ pub(crate) struct Inner {
     work: Mutex<background::Work>,
     work_changed: Condvar,
     counters: Counters,
+    /// Mirrors the version set's flushed sequence number, for the write path.
+    flushed: std::sync::atomic::AtomicU64,
     _lock: Box<dyn DirLock>,
 }
 
@@ -267,6 +269,7 @@ impl Db {
             work: Mutex::new(background::Work::default()),
             work_changed: Condvar::new(),
             counters: Counters::default(),
+            flushed: std::sync::atomic::AtomicU64::new(flushed_seq),
             _lock: lock,
         });
         let threads = background::start(&inner)?;
@@ -528,15 +531,26 @@ impl Inner {
     }
 
     /// Freezes the active memtable if it is full and wakes the flusher.
+    /// Also when the log holds more unflushed bytes than a restart may
+    /// replay (`wal_replay_bytes_max`), and nothing is being flushed.
     fn freeze_if_full(&self) {
-        if self.mem.read().active.approximate_bytes() < self.options.memtable_bytes_max {
-            return;
+        let full = self.mem.read().active.approximate_bytes() >= self.options.memtable_bytes_max;
+        let log_long = || {
+            self.mem.read().frozen.is_empty()
+                && self
+                    .wal
+                    .bytes_from(SeqNo(self.flushed.load(Ordering::Relaxed) + 1))
+                    > self.options.wal_replay_bytes_max
+        };
+        if full {
+            self.freeze(false);
+        } else if log_long() {
+            self.freeze(true);
         }
-        self.freeze(false);
     }
 
-    /// Freezes the active memtable (if it holds anything, or if `always`
-    /// is false and it is full).
+    /// Freezes the active memtable if it holds anything and either `always`
+    /// or it is full.
     fn freeze(&self, always: bool) {
         let _gate = self.write_gate.write();
         let mut mem = self.mem.write();

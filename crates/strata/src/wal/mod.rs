@@ -420,6 +420,24 @@ impl Wal {
         )
     }
 
+    /// Bytes of the segments that hold sequence numbers at or after `seq`
+    /// (what a restart replaying from `seq` reads).
+    #[must_use]
+    pub fn bytes_from(&self, seq: SeqNo) -> u64 {
+        let progress = self.shared.progress.lock();
+        let segments = &progress.segments;
+        segments
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| {
+                segments
+                    .get(i + 1)
+                    .is_none_or(|next| next.first_seq > seq.get())
+            })
+            .map(|(_, s)| s.len)
+            .sum()
+    }
+
     /// The number of segment files retained.
     #[must_use]
     pub fn segment_count(&self) -> usize {
