@@ -74,6 +74,10 @@ pub struct Options {
     /// Bloom filter bits per key in each table (0 for none). Default: 10
     /// (about 1% false positives).
     pub bloom_bits_per_key: usize,
+    /// Bytes of verified, decompressed table blocks kept in memory (0 for
+    /// no block cache; blocks are then read from the page cache through
+    /// the file mapping and verified on every load). Default: 64 MiB.
+    pub block_cache_bytes: u64,
     /// Compress table blocks with LZ4. Default: `false`.
     pub compression: bool,
     /// Flush memtables when the database is closed cleanly, so the next
@@ -149,6 +153,7 @@ impl Default for Options {
             table_bytes_max: 32 << 20,
             block_bytes: 4 << 10,
             bloom_bits_per_key: 10,
+            block_cache_bytes: 64 << 20,
             compression: false,
             flush_on_close: true,
             wal_replay_bytes_max: 256 << 20,

@@ -24,4 +24,4 @@ pub use format::{
     BLOCK_TRAILER_LEN, BlockHandle, Compression, FOOTER_LEN, Footer, MAX_BLOCK_UNCOMPRESSED,
     Properties, TABLE_FORMAT_VERSION, TABLE_MAGIC, decode_block, encode_block,
 };
-pub use reader::{Found, TableIter, TableReader};
+pub use reader::{BlockCache, Found, TableIter, TableReader};

@@ -23,6 +23,7 @@
 
 use std::borrow::Cow;
 use std::cmp::Ordering;
+use std::sync::Arc;
 
 use super::block::{Block, BlockBytes, BlockIter};
 use super::bloom::bloom_may_contain;
@@ -42,6 +43,17 @@ struct IndexEntry {
     /// At or after every key of the block, before every key of the next.
     key: Vec<u8>,
     handle: BlockHandle,
+}
+
+/// A cache of verified, decompressed data blocks, keyed by (table id,
+/// block offset). The engine implements it (this crate does no caching of
+/// its own); a reader given one with [`TableReader::set_block_cache`]
+/// consults it before loading a data block and fills it after.
+pub trait BlockCache: Send + Sync + std::fmt::Debug {
+    /// The cached block, if present.
+    fn get(&self, table_id: u64, offset: u64) -> Option<Arc<[u8]>>;
+    /// Caches a block that was just read and verified.
+    fn insert(&self, table_id: u64, offset: u64, block: Arc<[u8]>);
 }
 
 /// An open table: its verified footer, index, filter and properties.
@@ -76,6 +88,7 @@ struct IndexEntry {
 #[derive(Debug, Clone)]
 pub struct TableReader<'a> {
     file: &'a [u8],
+    cache: Option<(Arc<dyn BlockCache>, u64)>,
     footer: Footer,
     index: Vec<IndexEntry>,
     filter: Option<BlockBytes<'a>>,
@@ -113,6 +126,7 @@ impl<'a> TableReader<'a> {
             index: Vec::new(),
             filter: None,
             properties: Properties::default(),
+            cache: None,
         };
 
         // Layout: data blocks, [filter], properties, index, footer.
@@ -228,6 +242,25 @@ impl<'a> TableReader<'a> {
         decode_block(bytes, handle, MAX_BLOCK_UNCOMPRESSED)
             .map(BlockBytes::from)
             .map_err(|e| e.at(handle.offset))
+    }
+
+    /// Makes data-block loads go through `cache`, with this table known
+    /// as `table_id` there.
+    pub fn set_block_cache(&mut self, cache: Arc<dyn BlockCache>, table_id: u64) {
+        self.cache = Some((cache, table_id));
+    }
+
+    /// A data block, through the block cache when there is one.
+    fn read_data_block(&self, handle: &BlockHandle) -> Result<BlockBytes<'a>, DecodeError> {
+        let Some((cache, table_id)) = &self.cache else {
+            return self.read_block(handle);
+        };
+        if let Some(block) = cache.get(*table_id, handle.offset) {
+            return Ok(BlockBytes::Shared(block));
+        }
+        let block: Arc<[u8]> = Arc::from(&*self.read_block(handle)?);
+        cache.insert(*table_id, handle.offset, Arc::clone(&block));
+        Ok(BlockBytes::Shared(block))
     }
 
     /// The table's footer.
@@ -478,7 +511,7 @@ impl<'a> TableIter<'_, 'a> {
             .get(block)
             .map(|entry| entry.handle)
             .ok_or_else(|| malformed(0, "table iterator (block index)"))?;
-        let bytes = self.table.read_block(&handle)?;
+        let bytes = self.table.read_data_block(&handle)?;
         let iter = Block::new(bytes)
             .map_err(|e| e.at(handle.offset))?
             .iter(compare_internal);

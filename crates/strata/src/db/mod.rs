@@ -103,6 +103,10 @@ pub struct DbStats {
     pub table_cache_hits: u64,
     /// All table-cache lookups.
     pub table_cache_lookups: u64,
+    /// Block-cache lookups that found the block.
+    pub block_cache_hits: u64,
+    /// Block-cache lookups that had to read and verify the block.
+    pub block_cache_misses: u64,
     /// The commit log's counters since open (bytes, fsyncs, group sizes).
     pub wal: WalStats,
     /// Segment files the commit log retains.
@@ -249,6 +253,7 @@ impl Db {
         recovery.manifest_torn_tail = versions.torn_manifest_tail.take();
         let visible = recovery.next_seq.get().saturating_sub(1);
         let current = versions.current();
+        let block_cache_bytes = options.block_cache_bytes;
         let inner = Arc::new(Inner {
             dir,
             options,
@@ -261,7 +266,7 @@ impl Db {
             }),
             versions: Mutex::new(versions),
             current: RwLock::new(current),
-            tables: TableCache::default(),
+            tables: TableCache::new(block_cache_bytes),
             visibility: Visibility::new(visible),
             snapshots: Mutex::new(BTreeMap::new()),
             closed: AtomicBool::new(false),
@@ -692,6 +697,8 @@ impl Inner {
             stall_micros,
             table_cache_hits: self.tables.hit_counts().0,
             table_cache_lookups: self.tables.hit_counts().1,
+            block_cache_hits: self.tables.block_hit_counts().0,
+            block_cache_misses: self.tables.block_hit_counts().1,
             wal,
             wal_segments: self.wal.segment_count() as u64,
         }
