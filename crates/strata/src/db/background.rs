@@ -139,6 +139,7 @@ pub(crate) fn start(inner: &Arc<Inner>) -> Result<Vec<JoinHandle<()>>> {
 }
 
 fn fail(inner: &Inner, error: &Error) {
+    inner.stall_hint.store(true, Ordering::Release);
     let mut work = inner.work.lock();
     if work.error.is_none() {
         work.error = Some(Arc::from(format!("background work failed: {error}")));
@@ -164,6 +165,7 @@ fn flush_loop(inner: &Inner) {
             fail(inner, &error);
             return;
         }
+        refresh_stall_hint(inner);
         let mut work = inner.work.lock();
         work.generation += 1;
         inner.work_changed.notify_all();
@@ -246,6 +248,7 @@ fn compaction_loop(inner: &Inner) {
                 .fetch_add(bytes.written, Ordering::Relaxed);
             delete_obsolete(inner)
         })();
+        refresh_stall_hint(inner);
         let mut work = inner.work.lock();
         work.compacting = false;
         if let Err(error) = result {
@@ -288,8 +291,24 @@ fn pending_compaction_bytes(inner: &Inner) -> u64 {
         .sum()
 }
 
+/// Recomputes whether writers may have to wait (cheaply checked by every
+/// write); called after every change to the memtables or the version.
+pub(crate) fn refresh_stall_hint(inner: &Inner) {
+    let options = &inner.options;
+    let frozen = inner.mem.read().frozen.len();
+    let level0 = inner.current.read().levels.first().map_or(0, Vec::len);
+    let hint = frozen >= options.immutable_memtables_max
+        || level0 >= options.level0_slowdown_writes
+        || pending_compaction_bytes(inner) >= options.level1_bytes_max.saturating_mul(8)
+        || inner.work.lock().error.is_some();
+    inner.stall_hint.store(hint, Ordering::Release);
+}
+
 /// Delays or stops a writer while flushes or compactions are behind.
 pub(crate) fn throttle(inner: &Inner) -> Result<()> {
+    if !inner.stall_hint.load(Ordering::Acquire) {
+        return Ok(());
+    }
     let options = &inner.options;
     let stop_wait = Duration::from_millis(100);
     loop {

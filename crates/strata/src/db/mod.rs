@@ -139,6 +139,11 @@ pub(crate) struct Inner {
     counters: Counters,
     /// Mirrors the version set's flushed sequence number, for the write path.
     flushed: std::sync::atomic::AtomicU64,
+    /// Writes since open (to space out cheap periodic checks).
+    writes: std::sync::atomic::AtomicU64,
+    /// Set when a write may have to be slowed or stopped (or background
+    /// work failed); writers skip the throttle's checks while it is clear.
+    stall_hint: AtomicBool,
     _lock: Box<dyn DirLock>,
 }
 
@@ -275,8 +280,11 @@ impl Db {
             work_changed: Condvar::new(),
             counters: Counters::default(),
             flushed: std::sync::atomic::AtomicU64::new(flushed_seq),
+            writes: std::sync::atomic::AtomicU64::new(0),
+            stall_hint: AtomicBool::new(true),
             _lock: lock,
         });
+        background::refresh_stall_hint(&inner);
         let threads = background::start(&inner)?;
         inner.freeze_if_full();
         Ok(Db { inner, threads })
@@ -540,8 +548,10 @@ impl Inner {
     /// replay (`wal_replay_bytes_max`), and nothing is being flushed.
     fn freeze_if_full(&self) {
         let full = self.mem.read().active.approximate_bytes() >= self.options.memtable_bytes_max;
+        // The log's length changes slowly: look at it every 256 writes.
         let log_long = || {
-            self.mem.read().frozen.is_empty()
+            self.writes.fetch_add(1, Ordering::Relaxed) % 256 == 0
+                && self.mem.read().frozen.is_empty()
                 && self
                     .wal
                     .bytes_from(SeqNo(self.flushed.load(Ordering::Relaxed) + 1))
@@ -566,6 +576,7 @@ impl Inner {
         let frozen = std::mem::replace(&mut mem.active, Arc::new(Memtable::new()));
         mem.frozen.push_back(frozen);
         drop(mem);
+        background::refresh_stall_hint(self);
         let mut work = self.work.lock();
         work.generation += 1;
         self.work_changed.notify_all();
