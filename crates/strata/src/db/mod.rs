@@ -550,7 +550,9 @@ impl Inner {
         let full = self.mem.read().active.approximate_bytes() >= self.options.memtable_bytes_max;
         // The log's length changes slowly: look at it every 256 writes.
         let log_long = || {
-            self.writes.fetch_add(1, Ordering::Relaxed) % 256 == 0
+            self.writes
+                .fetch_add(1, Ordering::Relaxed)
+                .is_multiple_of(256)
                 && self.mem.read().frozen.is_empty()
                 && self
                     .wal
