@@ -51,6 +51,7 @@ pub(crate) enum StallReason {
     Level0Slowdown = 1,
     Level0Stop = 2,
     PendingCompaction = 3,
+    LogReplayLimit = 4,
 }
 
 impl StallReason {
@@ -60,14 +61,16 @@ impl StallReason {
             Self::Level0Slowdown => "level0_slowdown",
             Self::Level0Stop => "level0_stop",
             Self::PendingCompaction => "pending_compaction",
+            Self::LogReplayLimit => "log_replay_limit",
         }
     }
 
-    const ALL: [StallReason; 4] = [
+    const ALL: [StallReason; 5] = [
         Self::MemtableLimit,
         Self::Level0Slowdown,
         Self::Level0Stop,
         Self::PendingCompaction,
+        Self::LogReplayLimit,
     ];
 }
 
@@ -78,8 +81,8 @@ pub(crate) struct Counters {
     pub(crate) compactions: AtomicU64,
     pub(crate) compaction_bytes_read: AtomicU64,
     pub(crate) compaction_bytes_written: AtomicU64,
-    stall_counts: [AtomicU64; 4],
-    stall_micros: [AtomicU64; 4],
+    stall_counts: [AtomicU64; 5],
+    stall_micros: [AtomicU64; 5],
 }
 
 impl Counters {
@@ -361,6 +364,26 @@ pub(crate) fn throttle(inner: &Inner) -> Result<()> {
         }
         return Ok(());
     }
+}
+
+/// Makes a writer wait (up to a second) for the pending flushes, counted
+/// as a `log_replay_limit` stall.
+pub(crate) fn wait_for_flush_stall(inner: &Inner) {
+    let started = Instant::now();
+    let mut work = inner.work.lock();
+    while !inner.mem.read().frozen.is_empty()
+        && work.error.is_none()
+        && !work.stop
+        && started.elapsed() < Duration::from_secs(1)
+    {
+        inner
+            .work_changed
+            .wait_for(&mut work, Duration::from_millis(50));
+    }
+    drop(work);
+    inner
+        .counters
+        .stall(StallReason::LogReplayLimit, started.elapsed());
 }
 
 /// Waits until every frozen memtable is flushed.

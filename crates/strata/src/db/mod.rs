@@ -139,8 +139,8 @@ pub(crate) struct Inner {
     counters: Counters,
     /// Mirrors the version set's flushed sequence number, for the write path.
     flushed: std::sync::atomic::AtomicU64,
-    /// Writes since open (to space out cheap periodic checks).
-    writes: std::sync::atomic::AtomicU64,
+    /// Log bytes appended since the log's length was last measured.
+    log_bytes_since_check: std::sync::atomic::AtomicU64,
     /// Set when a write may have to be slowed or stopped (or background
     /// work failed); writers skip the throttle's checks while it is clear.
     stall_hint: AtomicBool,
@@ -280,13 +280,13 @@ impl Db {
             work_changed: Condvar::new(),
             counters: Counters::default(),
             flushed: std::sync::atomic::AtomicU64::new(flushed_seq),
-            writes: std::sync::atomic::AtomicU64::new(0),
+            log_bytes_since_check: std::sync::atomic::AtomicU64::new(0),
             stall_hint: AtomicBool::new(true),
             _lock: lock,
         });
         background::refresh_stall_hint(&inner);
         let threads = background::start(&inner)?;
-        inner.freeze_if_full();
+        inner.freeze_if_full(0);
         Ok(Db { inner, threads })
     }
 
@@ -529,6 +529,7 @@ impl Inner {
             return Ok(SeqNo(self.visibility.visible()));
         }
         background::throttle(self)?;
+        let batch_bytes = batch.encoded_len() as u64;
         let last = {
             let _gate = self.write_gate.read();
             let (commit, bytes) = self.wal.append_returning(batch.inner, options.sync)?;
@@ -539,30 +540,41 @@ impl Inner {
                 .publish_and_wait(commit.first_seq.get(), commit.last_seq.get());
             commit.last_seq
         };
-        self.freeze_if_full();
+        self.freeze_if_full(batch_bytes);
         Ok(last)
     }
 
     /// Freezes the active memtable if it is full and wakes the flusher.
     /// Also when the log holds more unflushed bytes than a restart may
     /// replay (`wal_replay_bytes_max`), and nothing is being flushed.
-    fn freeze_if_full(&self) {
-        let full = self.mem.read().active.approximate_bytes() >= self.options.memtable_bytes_max;
-        // The log's length changes slowly: look at it every 256 writes.
-        let log_long = || {
-            self.writes
-                .fetch_add(1, Ordering::Relaxed)
-                .is_multiple_of(256)
-                && self.mem.read().frozen.is_empty()
-                && self
-                    .wal
-                    .bytes_from(SeqNo(self.flushed.load(Ordering::Relaxed) + 1))
-                    > self.options.wal_replay_bytes_max
-        };
-        if full {
+    fn freeze_if_full(&self, batch_bytes: u64) {
+        if self.mem.read().active.approximate_bytes() >= self.options.memtable_bytes_max {
             self.freeze(false);
-        } else if log_long() {
+            return;
+        }
+        // Measuring the log takes a lock: do it each time another eighth of
+        // the cap has been written.
+        let cap = self.options.wal_replay_bytes_max;
+        let since = self
+            .log_bytes_since_check
+            .fetch_add(batch_bytes, Ordering::Relaxed)
+            + batch_bytes;
+        if since < (cap / 8).max(1) {
+            return;
+        }
+        self.log_bytes_since_check.store(0, Ordering::Relaxed);
+        let log = self
+            .wal
+            .bytes_from(SeqNo(self.flushed.load(Ordering::Relaxed) + 1));
+        if log <= cap {
+            return;
+        }
+        if self.mem.read().frozen.is_empty() {
             self.freeze(true);
+        } else if log > cap.saturating_mul(2) {
+            // Writers outrun the flush: wait for it, so the log a restart
+            // replays stays within about twice the cap.
+            background::wait_for_flush_stall(self);
         }
     }
 
