@@ -1,6 +1,6 @@
 //! Simulated power loss through the fault-injecting file layer.
 //!
-//! Each epoch starts a fresh `FaultFileSystem`. Each round of an epoch
+//! Each epoch (5 to 25 rounds) starts a fresh `FaultFileSystem`. Each round of an epoch
 //! opens the log on it (recovering from the previous crash and verifying
 //! the whole log from seq 1 against the generator and every acknowledgement
 //! so far), appends generated batches (a mix of `sync: true` and
@@ -220,7 +220,7 @@ fn round(
         0..=3 => {
             let stream = rng.random_range(0..3);
             let start = verified.next_id(stream).index;
-            let count = rng.random_range(0..60);
+            let count = rng.random_range(0..40);
             let mut unsynced: Vec<(u64, BatchId)> = Vec::new();
             for index in start..start + count {
                 let batch = generator.batch(BatchId { stream, index });
@@ -264,7 +264,7 @@ fn round(
         // Concurrent, then crash.
         4..=5 => {
             let threads = rng.random_range(2..=4);
-            let per_thread = rng.random_range(1..30);
+            let per_thread = rng.random_range(1..20);
             let stop = AtomicBool::new(false);
             let (round_acks, appended) = append_concurrently(
                 &wal,
@@ -358,7 +358,7 @@ fn torture(crashes: u64, strict: bool) {
         let generator = Generator::new(epoch_seed);
         let fs = FaultFileSystem::new();
         let shared: Arc<dyn strata::FileSystem> = Arc::new(fs.clone());
-        let rounds = rng.random_range(5..=40u64).min(crashes - figures.crashes);
+        let rounds = rng.random_range(5..=25u64).min(crashes - figures.crashes);
         let mut acked: Vec<Ack> = Vec::new();
         // What the last rounds did, for failure messages.
         let mut history: Vec<String> = Vec::new();
