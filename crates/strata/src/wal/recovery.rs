@@ -15,6 +15,8 @@
 //!   scanned without a fatal error, so a failed open changes nothing.
 //! - A repaired log continues in a new segment whose header's `first_seq`
 //!   is the next sequence number, so a later open checks continuity.
+//! - Before that new segment is created, the old last segment is synced
+//!   (cut first if torn): every segment but the last is fully durable.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -226,6 +228,16 @@ pub(super) fn recover(
             reason,
         };
         match &segment.end {
+            // Its tail may be unsynced writes that survived a process crash
+            // in the page cache; it is about to stop being the last segment,
+            // which recovery trusts to be synced in full: sync it now.
+            SegmentEnd::Clean if Some(segment.number) == last_number && segment.valid_len > 0 => {
+                let file = fs
+                    .open(&segment.path, OpenMode::ReadWrite)
+                    .map_err(|e| Error::io("open", &segment.path, e))?;
+                file.sync_data()
+                    .map_err(|e| Error::io("fdatasync", &segment.path, e))?;
+            }
             SegmentEnd::Clean => {}
             SegmentEnd::Empty | SegmentEnd::ZeroTail { .. } | SegmentEnd::Torn { .. } => {
                 if let SegmentEnd::Torn { error, .. } = &segment.end {
