@@ -202,6 +202,9 @@ impl Ord for HeapItem {
 pub(crate) struct Merge {
     cursors: Vec<Box<dyn Cursor>>,
     heap: BinaryHeap<HeapItem>,
+    /// The next entry to return, kept out of the heap: while one source
+    /// supplies a run of consecutive entries, they never touch the heap.
+    head: Option<HeapItem>,
     forward: bool,
     primed: bool,
 }
@@ -211,6 +214,7 @@ impl Merge {
         Self {
             cursors,
             heap: BinaryHeap::new(),
+            head: None,
             forward,
             primed: false,
         }
@@ -221,27 +225,37 @@ impl Merge {
         if !self.primed {
             self.primed = true;
             for source in 0..self.cursors.len() {
-                self.refill(source)?;
+                if let Some(item) = self.pull(source)? {
+                    self.heap.push(item);
+                }
             }
+            self.head = self.heap.pop();
         }
-        let Some(item) = self.heap.pop() else {
+        let Some(item) = self.head.take() else {
             return Ok(None);
         };
-        self.refill(item.source)?;
+        // The popped source's next entry comes next unless another
+        // source's head is before it.
+        self.head = match self.pull(item.source)? {
+            Some(next) if self.heap.peek().is_none_or(|top| next >= *top) => Some(next),
+            Some(next) => {
+                self.heap.push(next);
+                self.heap.pop()
+            }
+            None => self.heap.pop(),
+        };
         Ok(Some(item.entry))
     }
 
-    fn refill(&mut self, source: usize) -> Result<()> {
-        if let Some(cursor) = self.cursors.get_mut(source)
-            && let Some(entry) = cursor.next_entry()?
-        {
-            self.heap.push(HeapItem {
-                entry,
-                source,
-                forward: self.forward,
-            });
-        }
-        Ok(())
+    fn pull(&mut self, source: usize) -> Result<Option<HeapItem>> {
+        let Some(cursor) = self.cursors.get_mut(source) else {
+            return Ok(None);
+        };
+        Ok(cursor.next_entry()?.map(|entry| HeapItem {
+            entry,
+            source,
+            forward: self.forward,
+        }))
     }
 }
 
@@ -300,7 +314,10 @@ impl DbIterator {
             if entry.seq > self.seq || self.last_key.as_deref() == Some(entry.user_key.as_slice()) {
                 continue;
             }
-            self.last_key = Some(entry.user_key.clone());
+            match &mut self.last_key {
+                Some(last) => last.clone_from(&entry.user_key),
+                None => self.last_key = Some(entry.user_key.clone()),
+            }
             if let MemValue::Put(value) = entry.value {
                 return Ok(Some((entry.user_key, value)));
             }
