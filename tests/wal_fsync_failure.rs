@@ -429,13 +429,17 @@ fn fsync_failure_torture() {
 /// After a failed fsync the log is poisoned; an application that reopens
 /// it without a reboot gets the batches whose sync failed replayed (they
 /// are still in the page cache, never durable, never acknowledged), and
-/// recovery keeps them without syncing them. A later power loss drops
-/// them, and batches acknowledged after the reopen become unreachable: the
-/// next open fails with `Corruption`. Same root cause as
-/// `wal_power_loss::unsynced_tail_kept_by_recovery_survives_a_later_power_loss`.
+/// recovery keeps them. Syncing them at recovery (commit f6c6ebb) does not
+/// help here: after a failed fsync those pages are marked clean and no
+/// later fsync writes them (Linux behaviour, modelled by the fault file
+/// system). A later power loss drops them, and batches acknowledged after
+/// the reopen become unreachable: the next open fails with `Corruption`.
+/// A fix has to rewrite what follows the sync point (for instance copy
+/// those records into the new segment and cut the old one at its sync
+/// point) or drop it.
 #[test]
-#[ignore = "bug: recovery keeps (and replays) the never-durable tail of a failed sync without \
-            syncing it; after a later power loss the log fails to open"]
+#[ignore = "bug: after a failed fsync and a reopen without reboot, recovery keeps the never-durable \
+            tail; after a later power loss the log fails to open (acknowledged batches unreachable)"]
 fn reopen_after_failed_fsync_then_power_loss_keeps_acknowledged_batches() {
     let generator = Generator::new(5);
     let fs = FaultFileSystem::new();
