@@ -11,7 +11,21 @@
 //! allocation is a re-encoding of a decoded item, which is never longer
 //! than the input itself.
 
-use strata_format::coding::{Cursor, varint32_len};
+use std::cmp::Ordering;
+
+use strata_format::coding::{Cursor, varint32_len, varint64_len};
+use strata_format::key::{
+    InternalKeyRef, MAX_SEQ, TRAILER_LEN, ValueKind, compare_bytewise, compare_internal,
+    encode_internal_key,
+};
+use strata_format::manifest::{
+    ManifestHeader, VersionEdit, current_file_content, manifest_file_name, parse_current,
+    parse_manifest_file_name, parse_table_file_name, table_file_name,
+};
+use strata_format::table::{
+    Block, BlockHandle, Comparator, Compression, FOOTER_LEN, Footer, Properties, TableBuilder,
+    TableOptions, TableReader,
+};
 use strata_format::wal::{
     BATCH_HEADER_LEN, BatchBuilder, BatchOp, OP_PUT, RECORD_HEADER_LEN, RecordType, RecoveryMode,
     SEGMENT_HEADER_LEN, SYNC_POINT_SLOT_LEN, SYNC_POINT_SLOT_OFFSETS, ScanParams, SegmentEnd,
@@ -426,4 +440,826 @@ fn check_batch_at(segment: &[u8], batch: &strata_format::wal::ScannedBatch) {
     let view = decode_batch(record.payload).unwrap_or_else(|e| panic!("reported batch: {e}"));
     assert_eq!(view.first_seq, batch.first_seq);
     assert_eq!(view.last_seq(), batch.last_seq);
+}
+
+// Sorted tables, internal keys and the manifest.
+
+/// Entries as `(internal key, value)` pairs, in table order.
+type Entries = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// The most keys a check probes with seeks and gets, so that one input
+/// stays cheap however many entries it holds.
+const MAX_PROBES: usize = 16;
+
+/// Up to [`MAX_PROBES`] indices spread evenly over `0..len`.
+fn probe_indices(len: usize) -> impl Iterator<Item = usize> {
+    let step = len.div_ceil(MAX_PROBES).max(1);
+    (0..len).step_by(step)
+}
+
+/// `table_block`: `Block::new` on arbitrary bytes, then iteration both
+/// ways and seeks. Byte 0 picks the comparator (bit 0 set: internal-key
+/// order, else bytewise); the rest is the block's contents.
+///
+/// Nothing panics, and errors are sticky. A forward pass yields strictly
+/// increasing keys. When the forward pass reaches the end without an
+/// error, the backward pass also does and yields the same entries, and a
+/// seek to any probe (every key, every key's prefix, every key with a byte
+/// appended) lands on the first entry at or after the probe.
+///
+/// A backward pass that fails part way is not compared: `BlockIter::prev`
+/// does not check key order across restart points, so on a block that the
+/// forward pass rejects for its order it can yield keys out of order (see
+/// `fuzz/README.md`, "Findings").
+pub(crate) fn check_table_block(data: &[u8]) {
+    let Some((&selector, contents)) = data.split_first() else {
+        return;
+    };
+    let comparator: Comparator = if selector & 1 == 1 {
+        compare_internal
+    } else {
+        compare_bytewise
+    };
+    let Ok(block) = Block::new(contents) else {
+        return;
+    };
+    let (forward, forward_done) = block_pass(&block, comparator, true);
+    for pair in forward.windows(2) {
+        if let [a, b] = pair {
+            assert_eq!(
+                comparator(&b.0, &a.0),
+                Ordering::Greater,
+                "forward pass yields keys out of order"
+            );
+        }
+    }
+    assert_eq!(
+        block.is_empty(),
+        block_is_four_zeros(contents),
+        "a block without restart points is exactly num_restarts = 0"
+    );
+    if block.is_empty() {
+        assert!(
+            forward_done && forward.is_empty(),
+            "empty block yields entries"
+        );
+    }
+    let (backward, backward_done) = block_pass(&block, comparator, false);
+    if !forward_done {
+        // Seeks must still not panic.
+        let mut it = block.iter(comparator);
+        for (key, _) in forward.iter().take(MAX_PROBES) {
+            let _ = it.seek(key);
+            let _ = it.prev();
+        }
+        let _ = it.seek(b"");
+        return;
+    }
+    assert!(
+        backward_done,
+        "backward pass fails on a block the forward pass reads"
+    );
+    assert_eq!(backward, forward, "backward pass differs from forward pass");
+
+    let mut it = block.iter(comparator);
+    let mut probes: Vec<Vec<u8>> = vec![Vec::new(), vec![0xff; 9]];
+    for i in probe_indices(forward.len()) {
+        if let Some((key, _)) = forward.get(i) {
+            probes.push(key.clone());
+            probes.push(
+                key.get(..key.len().saturating_sub(1))
+                    .unwrap_or_default()
+                    .to_vec(),
+            );
+            let mut longer = key.clone();
+            longer.push(0);
+            probes.push(longer);
+        }
+    }
+    for probe in &probes {
+        let at = forward.partition_point(|(key, _)| comparator(key, probe) == Ordering::Less);
+        let found = it
+            .seek(probe)
+            .unwrap_or_else(|e| panic!("seek fails on a block the forward pass reads: {e}"));
+        assert_eq!(found, at < forward.len(), "seek found the wrong answer");
+        if let Some((key, value)) = forward.get(at) {
+            assert_eq!(
+                it.current(),
+                Some((key.as_slice(), value.as_slice())),
+                "seek landed on the wrong entry"
+            );
+            assert_eq!(
+                it.value_bytes().as_deref(),
+                Some(value.as_slice()),
+                "value_bytes differs from current"
+            );
+            let moved = it.prev().unwrap_or_else(|e| panic!("prev after seek: {e}"));
+            assert_eq!(moved, at > 0, "prev after seek");
+            if let Some(previous) = at.checked_sub(1).and_then(|i| forward.get(i)) {
+                assert_eq!(it.current().map(|(k, _)| k), Some(previous.0.as_slice()));
+            }
+        }
+    }
+}
+
+fn block_is_four_zeros(contents: &[u8]) -> bool {
+    contents == [0, 0, 0, 0]
+}
+
+/// One pass over a block, forward (`seek_to_first`, `next`) or backward
+/// (`seek_to_last`, `prev`). Returns the entries in key order and whether
+/// the pass reached the end without an error; checks that a failed pass
+/// leaves the iterator invalid with its error kept.
+fn block_pass(block: &Block<'_>, comparator: Comparator, forward: bool) -> (Entries, bool) {
+    let mut it = block.iter(comparator);
+    let mut out = Vec::new();
+    let mut more = if forward {
+        it.seek_to_first()
+    } else {
+        it.seek_to_last()
+    };
+    while let Ok(true) = more {
+        let (key, value) = it
+            .current()
+            .unwrap_or_else(|| panic!("iterator on an entry has no current entry"));
+        out.push((key.to_vec(), value.to_vec()));
+        more = if forward { it.next() } else { it.prev() };
+    }
+    if let Err(error) = &more {
+        assert!(!it.valid(), "iterator still valid after an error");
+        assert_eq!(it.status(), Some(error), "error not kept");
+        assert_eq!(
+            it.seek_to_first().as_ref().err(),
+            Some(error),
+            "error not sticky"
+        );
+    }
+    if !forward {
+        out.reverse();
+    }
+    (out, more.is_ok())
+}
+
+/// `table_open_scan`: byte 0 picks the mode. Bit 0 clear: the rest is a
+/// table file, opened with `TableReader::open` (expected size = its
+/// length) and read by [`check_table_file`]. Bit 0 set: the rest
+/// describes a table and one mutation of it, see [`check_table_mutation`].
+pub(crate) fn check_table_open_scan(data: &[u8]) {
+    match data.split_first() {
+        Some((&mode, rest)) if mode & 1 == 1 => check_table_mutation(mode, rest),
+        Some((_, file)) => check_table_file(file),
+        None => {}
+    }
+}
+
+/// A table file of arbitrary bytes: nothing panics. If it opens, every key
+/// a forward scan yields is a valid internal key, in strictly increasing
+/// order; `verify` succeeds only if the scan does and agrees with the
+/// properties. When the forward scan reaches the end, the backward scan
+/// yields the same entries, seeks land on the first entry at or after
+/// their target, and a `get` that finds something returns what the scan
+/// says it should (a `get` that finds nothing is only checked when the
+/// filter lets the key through: a forged filter may lie).
+pub(crate) fn check_table_file(file: &[u8]) {
+    let Ok(table) = TableReader::open(file, file.len() as u64) else {
+        return;
+    };
+    assert!(
+        TableReader::open(file, file.len() as u64 + 1).is_err(),
+        "a table opened with the wrong expected size"
+    );
+    let (forward, forward_done) = table_pass(&table, true);
+    for (key, _) in &forward {
+        assert!(
+            InternalKeyRef::decode(key).is_ok(),
+            "scan yields an invalid internal key"
+        );
+    }
+    for pair in forward.windows(2) {
+        if let [a, b] = pair {
+            assert_eq!(
+                compare_internal(&b.0, &a.0),
+                Ordering::Greater,
+                "scan yields keys out of order"
+            );
+        }
+    }
+    let (backward, backward_done) = table_pass(&table, false);
+    if table.verify().is_ok() {
+        let props = table.properties();
+        assert!(forward_done, "verify passed but the scan fails");
+        assert_eq!(
+            forward.len() as u64,
+            props.entries,
+            "verify passed with a wrong count"
+        );
+        assert_eq!(
+            forward.first().map(|e| e.0.as_slice()),
+            (props.entries > 0).then_some(props.smallest_key.as_slice())
+        );
+        assert_eq!(
+            forward.last().map(|e| e.0.as_slice()),
+            (props.entries > 0).then_some(props.largest_key.as_slice())
+        );
+    }
+    let mut iter = table.iter();
+    if !forward_done {
+        for (key, _) in forward.iter().take(MAX_PROBES) {
+            let _ = iter.seek(key);
+            let _ = iter.prev();
+            let _ = table.get(strata_format::key::user_key(key), MAX_SEQ);
+        }
+        return;
+    }
+    assert!(
+        backward_done,
+        "backward scan fails where the forward scan does not"
+    );
+    assert_eq!(backward, forward, "backward scan differs from forward scan");
+    check_probes(&table, &forward, false, false);
+}
+
+/// Seeks and gets at every probe derived from up to [`MAX_PROBES`] of
+/// `entries` (the table's full contents). A seek lands on the first entry
+/// at or after its target, and `next`/`prev` from there move to its
+/// neighbours; a get returns the newest entry of its user key at or below
+/// its sequence number. Errors are allowed unless `must_succeed`; a get
+/// that finds nothing is checked only when the filter lets its key
+/// through, unless `trust_filter`.
+fn check_probes(
+    table: &TableReader<'_>,
+    entries: &Entries,
+    must_succeed: bool,
+    trust_filter: bool,
+) {
+    let mut iter = table.iter();
+    let mut targets = Vec::new();
+    let mut gets = Vec::new();
+    for i in probe_indices(entries.len()) {
+        let Some((key, _)) = entries.get(i) else {
+            continue;
+        };
+        let Ok(parsed) = InternalKeyRef::decode(key) else {
+            continue;
+        };
+        let user = parsed.user_key;
+        let mut after = user.to_vec();
+        after.push(0);
+        targets.push(key.clone());
+        targets.push(internal_key(user, MAX_SEQ, ValueKind::FOR_SEEK));
+        targets.push(internal_key(
+            user,
+            parsed.seq.saturating_sub(1),
+            ValueKind::FOR_SEEK,
+        ));
+        targets.push(internal_key(&after, MAX_SEQ, ValueKind::FOR_SEEK));
+        for seq in [u64::MAX, parsed.seq, parsed.seq.saturating_sub(1)] {
+            gets.push((user.to_vec(), seq));
+        }
+        gets.push((after, MAX_SEQ));
+    }
+    targets.push(internal_key(b"", MAX_SEQ, ValueKind::FOR_SEEK));
+    targets.push(internal_key(&[0xff; 4], 0, ValueKind::Delete));
+
+    for target in &targets {
+        let at =
+            entries.partition_point(|(key, _)| compare_internal(key, target) == Ordering::Less);
+        let found = match iter.seek(target) {
+            Ok(found) => found,
+            Err(e) => {
+                assert!(!must_succeed, "seek failed: {e}");
+                iter = table.iter();
+                continue;
+            }
+        };
+        assert_eq!(found, at < entries.len(), "seek found the wrong answer");
+        let Some((key, value)) = entries.get(at) else {
+            continue;
+        };
+        assert_eq!(
+            iter.current_raw(),
+            Some((key.as_slice(), value.as_slice())),
+            "seek landed on the wrong entry"
+        );
+        assert_eq!(iter.value_bytes().as_deref(), Some(value.as_slice()));
+        match iter.next() {
+            Ok(more) => {
+                assert_eq!(more, at + 1 < entries.len(), "next after seek");
+                if let Some((key, value)) = entries.get(at + 1) {
+                    assert_eq!(iter.current_raw(), Some((key.as_slice(), value.as_slice())));
+                    match iter.prev() {
+                        Ok(more) => {
+                            assert!(more, "prev after next");
+                            assert_eq!(
+                                iter.current_raw().map(|(k, _)| k),
+                                entries.get(at).map(|e| e.0.as_slice())
+                            );
+                        }
+                        Err(e) => {
+                            assert!(!must_succeed, "prev failed: {e}");
+                            iter = table.iter();
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                assert!(!must_succeed, "next failed: {e}");
+                iter = table.iter();
+            }
+        }
+    }
+
+    for (user, seq) in &gets {
+        let expected = model_get(entries, user, *seq);
+        match table.get(user, *seq) {
+            Ok(Some((kind, value))) => assert_eq!(
+                Some((kind, value.as_ref())),
+                expected,
+                "get returned the wrong entry"
+            ),
+            Ok(None) => assert!(
+                expected.is_none() || (!trust_filter && !table.may_contain(user)),
+                "get missed an entry the filter lets through"
+            ),
+            Err(e) => assert!(!must_succeed, "get failed: {e}"),
+        }
+    }
+}
+
+/// The newest entry of `user_key` at or below `seq` in `entries` (sorted
+/// in internal-key order): its kind and value.
+fn model_get<'e>(entries: &'e Entries, user_key: &[u8], seq: u64) -> Option<(ValueKind, &'e [u8])> {
+    entries.iter().find_map(|(key, value)| {
+        let key = InternalKeyRef::decode(key).ok()?;
+        (key.user_key == user_key && key.seq <= seq).then_some((key.kind, value.as_slice()))
+    })
+}
+
+fn internal_key(user_key: &[u8], seq: u64, kind: ValueKind) -> Vec<u8> {
+    let mut out = Vec::with_capacity(user_key.len() + TRAILER_LEN);
+    encode_internal_key(user_key, seq, kind, &mut out);
+    out
+}
+
+/// One scan of a whole table, forward or backward: the entries in key
+/// order and whether it reached the end without an error.
+fn table_pass(table: &TableReader<'_>, forward: bool) -> (Entries, bool) {
+    let mut iter = table.iter();
+    let mut out = Vec::new();
+    let mut more = if forward {
+        iter.seek_to_first()
+    } else {
+        iter.seek_to_last()
+    };
+    while let Ok(true) = more {
+        let (key, value) = iter
+            .current_raw()
+            .unwrap_or_else(|| panic!("cursor on an entry has no current entry"));
+        out.push((key.to_vec(), value.to_vec()));
+        more = if forward { iter.next() } else { iter.prev() };
+    }
+    if let Err(error) = &more {
+        assert!(!iter.valid(), "cursor still valid after an error");
+        assert_eq!(iter.status(), Some(error), "error not kept");
+        assert_eq!(iter.next().as_ref().err(), Some(error), "error not sticky");
+    }
+    if !forward {
+        out.reverse();
+    }
+    (out, more.is_ok())
+}
+
+/// A small reader of fuzz input that yields zeros once the input is used
+/// up, so every input describes something.
+struct Input<'a> {
+    bytes: &'a [u8],
+}
+
+impl<'a> Input<'a> {
+    fn u8(&mut self) -> u8 {
+        match self.bytes.split_first() {
+            Some((&byte, rest)) => {
+                self.bytes = rest;
+                byte
+            }
+            None => 0,
+        }
+    }
+
+    fn u32(&mut self) -> u32 {
+        u32::from_le_bytes([self.u8(), self.u8(), self.u8(), self.u8()])
+    }
+
+    fn take(&mut self, len: usize) -> &'a [u8] {
+        let (taken, rest) = self.bytes.split_at(len.min(self.bytes.len()));
+        self.bytes = rest;
+        taken
+    }
+}
+
+/// The most entries a structured `table_open_scan` input builds.
+const MAX_TABLE_ENTRIES: usize = 300;
+
+/// The layout of a structured `table_open_scan` input (after the mode
+/// byte, whose bit 1 asks for LZ4 and whose bits 2-7 give the level):
+///
+/// ```text
+/// block_bytes:u8  (32 + 8 * value)
+/// options:u8      (bits 0-2: restart interval - 1; bits 3-7: bloom bits per key, 0 = no filter)
+/// mutation:u8     (bits 0-1: 0 none, 1 and 2 a burst, 3 a block copy; bits 2-3: burst length - 1)
+/// position:u32    (burst: file offset, modulo the length; copy: source and destination block, bytes 0 and 1)
+/// xor:[u8; 4]     (burst: the bytes xored in)
+/// entries         (until the input ends, at most MAX_TABLE_ENTRIES)
+///
+/// entry := head:u8 user_key[head & 0x0f] seq:u8 value_len:u8 value
+///   head bit 4: a tombstone (else a put)
+///   seq 0xff is MAX_SEQ, else seq
+///   value_len bit 7 set: one byte, repeated 4 * (value_len & 0x7f) times
+///   value_len bit 7 clear: value_len literal bytes
+/// ```
+///
+/// The entries are sorted in internal-key order and duplicates dropped.
+pub(crate) struct TableSpec {
+    pub(crate) options: TableOptions,
+    pub(crate) mutation: u8,
+    pub(crate) position: u32,
+    pub(crate) xor: [u8; 4],
+    pub(crate) entries: Entries,
+}
+
+/// Reads a [`TableSpec`] from a structured input (mode byte first).
+pub(crate) fn table_spec(mode: u8, input: &[u8]) -> TableSpec {
+    let mut input = Input { bytes: input };
+    let block_bytes = 32 + 8 * usize::from(input.u8());
+    let options_byte = input.u8();
+    let options = TableOptions {
+        block_bytes,
+        restart_interval: 1 + usize::from(options_byte & 7),
+        bloom_bits_per_key: usize::from(options_byte >> 3),
+        compression: if mode & 2 != 0 {
+            Compression::Lz4
+        } else {
+            Compression::None
+        },
+        level: u32::from(mode >> 2),
+    };
+    let mutation = input.u8();
+    let position = input.u32();
+    let xor = [input.u8(), input.u8(), input.u8(), input.u8()];
+    let mut entries = Vec::new();
+    while !input.bytes.is_empty() && entries.len() < MAX_TABLE_ENTRIES {
+        let head = input.u8();
+        let user_key = input.take(usize::from(head & 0x0f)).to_vec();
+        let kind = if head & 0x10 != 0 {
+            ValueKind::Delete
+        } else {
+            ValueKind::Put
+        };
+        let seq = match input.u8() {
+            0xff => MAX_SEQ,
+            seq => u64::from(seq),
+        };
+        let value_len = input.u8();
+        let value = if value_len & 0x80 != 0 {
+            vec![input.u8(); 4 * usize::from(value_len & 0x7f)]
+        } else {
+            input.take(usize::from(value_len)).to_vec()
+        };
+        entries.push((internal_key(&user_key, seq, kind), value));
+    }
+    entries.sort_by(|a, b| compare_internal(&a.0, &b.0));
+    entries.dedup_by(|a, b| a.0 == b.0);
+    TableSpec {
+        options,
+        mutation,
+        position,
+        xor,
+        entries,
+    }
+}
+
+/// Writes the table of `spec` with `TableBuilder`, taking its output
+/// block by block as a caller writing a file would.
+pub(crate) fn build_table(spec: &TableSpec) -> (Vec<u8>, Properties) {
+    let mut builder = TableBuilder::new(spec.options);
+    let mut file = Vec::new();
+    for (key, value) in &spec.entries {
+        builder.add(key, value);
+        file.extend(builder.take_output());
+    }
+    let finished = builder.finish();
+    file.extend_from_slice(&finished.tail);
+    assert_eq!(
+        file.len() as u64,
+        finished.file_size,
+        "file_size is not the bytes written"
+    );
+    (file, finished.properties)
+}
+
+/// A table built from fuzz-derived entries reads back exactly (and its
+/// filter has no false negatives); then one
+/// mutation of it (see [`TableSpec`]) is either caught or harmless:
+///
+/// - a *burst*: up to 4 consecutive bytes xored with fuzz-chosen values.
+///   CRC-32 detects every error burst of up to 32 bits, and a burst that
+///   reaches a block's stored CRC disagrees with the copy in the parent's
+///   handle, so a changed file must fail `open` or `verify`;
+/// - a *block copy*: one block's bytes written over another block of the
+///   same size (a misdirected write). The block CRC covers the block's
+///   offset, so a changed file must fail `open` or `verify`.
+///
+/// Whatever the mutation, every read of the mutated table either fails or
+/// returns exactly the original data: properties, forward and backward
+/// scans (a prefix or suffix of the entries, then an error), seeks, gets.
+pub(crate) fn check_table_mutation(mode: u8, input: &[u8]) {
+    let spec = table_spec(mode, input);
+    let (original, properties) = build_table(&spec);
+    assert_eq!(properties.entries, spec.entries.len() as u64);
+    let mutation = spec.mutation & 3;
+    // Seeks and gets on the intact table only when it is not mutated: the
+    // mutated table gets them, and they are the slow part.
+    check_table_reads(&original, &spec.entries, &properties, true, mutation == 0);
+
+    let mut file = original.clone();
+    match mutation {
+        0 => return,
+        3 => {
+            let Ok(table) = TableReader::open(&original, original.len() as u64) else {
+                panic!("a freshly built table does not open");
+            };
+            let footer = *table.footer();
+            let mut blocks: Vec<BlockHandle> = table.data_blocks().copied().collect();
+            blocks.extend(footer.filter);
+            blocks.extend([footer.properties, footer.index]);
+            let [from, to, ..] = spec.position.to_le_bytes();
+            let from = blocks.get(usize::from(from) % blocks.len());
+            let to = blocks.get(usize::from(to) % blocks.len());
+            if let (Some(from), Some(to)) = (from, to)
+                && from.size == to.size
+            {
+                let source = byte_range(from);
+                let dest = byte_range(to);
+                let bytes = original.get(source).unwrap_or_default();
+                if let Some(dest) = file.get_mut(dest) {
+                    dest.copy_from_slice(bytes);
+                }
+            }
+        }
+        _ => {
+            let len = 1 + usize::from((spec.mutation >> 2) & 3);
+            let start = spec.position as usize % file.len();
+            for (byte, xor) in file.iter_mut().skip(start).take(len).zip(spec.xor) {
+                *byte ^= xor;
+            }
+        }
+    }
+    let intact = file == original;
+    let detected = check_table_reads(&file, &spec.entries, &properties, intact, true);
+    assert!(intact || detected, "a changed table opened and verified");
+}
+
+fn byte_range(handle: &BlockHandle) -> std::ops::Range<usize> {
+    handle.offset as usize..handle.end() as usize
+}
+
+/// Reads all of `file` and compares with the entries and properties it was
+/// built from: every read fails or returns exactly the original data, and
+/// if `must_succeed` every read succeeds. Seeks and gets only with
+/// `probes`. Returns whether `open` or `verify` failed.
+fn check_table_reads(
+    file: &[u8],
+    entries: &Entries,
+    properties: &Properties,
+    must_succeed: bool,
+    probes: bool,
+) -> bool {
+    let table = match TableReader::open(file, file.len() as u64) {
+        Ok(table) => table,
+        Err(e) => {
+            assert!(!must_succeed, "a freshly built table does not open: {e}");
+            return true;
+        }
+    };
+    assert_eq!(
+        table.properties(),
+        properties,
+        "properties differ from the ones written"
+    );
+    let verified = table.verify();
+    if let Err(e) = &verified {
+        assert!(!must_succeed, "a freshly built table does not verify: {e}");
+    }
+    for forward in [true, false] {
+        let (found, done) = table_pass(&table, forward);
+        assert!(
+            found.len() <= entries.len(),
+            "scan yields more entries than written"
+        );
+        let expected = if forward {
+            entries.get(..found.len())
+        } else {
+            entries.get(entries.len() - found.len()..)
+        };
+        assert_eq!(
+            Some(found.as_slice()),
+            expected,
+            "scan yields entries not written"
+        );
+        if done {
+            assert_eq!(
+                found.len(),
+                entries.len(),
+                "scan ended early without an error"
+            );
+        } else {
+            assert!(!must_succeed, "scan of a freshly built table fails");
+        }
+        if forward && verified.is_ok() {
+            assert!(done, "verify passed but the scan fails");
+        }
+    }
+    if probes {
+        check_probes(&table, entries, must_succeed, true);
+    }
+    verified.is_err()
+}
+
+/// `table_footer_properties`: `Footer::decode`, `Properties::decode` and
+/// `BlockHandle::decode` on the whole input.
+///
+/// - A footer that decodes re-encodes to exactly the input's last 80 bytes
+///   (the decoder checks every byte: magic, CRC, version, reserved).
+/// - Properties that decode re-encode to bytes that decode to the same
+///   properties, and that encoding is a fixed point (unknown tags, missing
+///   tags and over-long varints make the input itself non-canonical).
+/// - A handle that decodes re-encodes to the same handle, to the input's
+///   bytes when it is as long (the writer's varints are shortest).
+pub(crate) fn check_table_footer_properties(data: &[u8]) {
+    if let Ok(footer) = Footer::decode(data) {
+        assert_eq!(
+            Some(footer.encode().as_slice()),
+            data.get(data.len().saturating_sub(FOOTER_LEN)..),
+            "footer does not re-encode to its own bytes"
+        );
+        assert_ne!(
+            footer.filter,
+            Some(BlockHandle::default()),
+            "an all-zero filter handle means no filter"
+        );
+    }
+    if let Ok(properties) = Properties::decode(data) {
+        let encoded = properties.encode();
+        let again = Properties::decode(&encoded)
+            .unwrap_or_else(|e| panic!("re-encoded properties do not decode: {e}"));
+        assert_eq!(again, properties, "properties do not round-trip");
+        assert_eq!(
+            again.encode(),
+            encoded,
+            "properties encoding is not a fixed point"
+        );
+    }
+    if let Ok(handle) = BlockHandle::decode(data) {
+        let mut encoded = Vec::new();
+        handle.encode_to(&mut encoded);
+        assert_eq!(
+            encoded.len(),
+            varint64_len(handle.offset) + varint64_len(handle.size) + 4
+        );
+        assert!(encoded.len() <= data.len(), "re-encoded handle is longer");
+        assert_eq!(
+            BlockHandle::decode(&encoded),
+            Ok(handle),
+            "handle round trip"
+        );
+        if encoded.len() == data.len() {
+            assert_eq!(encoded, data, "shortest-form handle re-encodes differently");
+        }
+    }
+}
+
+/// `manifest_edit`: `VersionEdit::decode` on the whole input; an edit
+/// that decodes re-encodes to no more bytes (duplicate fields collapse,
+/// ignorable fields are dropped) that decode to the same edit, with levels
+/// in range and keys within `MAX_KEY_BYTES`. The same bytes also go to
+/// `ManifestHeader::decode` (a header that decodes round-trips its fields),
+/// `parse_current` and the file-name parsers (a parsed number formats to a
+/// name that parses to it again).
+pub(crate) fn check_manifest_edit(data: &[u8]) {
+    use strata_format::manifest::{LEVELS, MAX_KEY_BYTES};
+    if let Ok(edit) = VersionEdit::decode(data) {
+        for table in &edit.added {
+            assert!(table.level < LEVELS, "level out of range");
+            assert!(table.smallest.len() <= MAX_KEY_BYTES as usize);
+            assert!(table.largest.len() <= MAX_KEY_BYTES as usize);
+        }
+        assert!(edit.deleted.iter().all(|&(level, _)| level < LEVELS));
+        let encoded = edit.encode();
+        assert!(encoded.len() <= data.len(), "re-encoded edit is longer");
+        assert_eq!(
+            VersionEdit::decode(&encoded).as_ref(),
+            Ok(&edit),
+            "edit does not round-trip"
+        );
+    }
+    if let Ok(header) = ManifestHeader::decode(data) {
+        assert_eq!(
+            ManifestHeader::decode(&header.encode()),
+            Ok(header),
+            "manifest header does not round-trip"
+        );
+    }
+    if let Ok(number) = parse_current(data) {
+        assert_eq!(
+            parse_current(current_file_content(number).as_bytes()),
+            Ok(number)
+        );
+    }
+    if let Ok(name) = std::str::from_utf8(data) {
+        if let Some(number) = parse_manifest_file_name(name) {
+            assert_eq!(
+                parse_manifest_file_name(&manifest_file_name(number)),
+                Some(number)
+            );
+        }
+        if let Some(number) = parse_table_file_name(name) {
+            assert_eq!(
+                parse_table_file_name(&table_file_name(number)),
+                Some(number)
+            );
+        }
+    }
+}
+
+/// `internal_key`: the input is split into three keys (byte 0 and byte 1
+/// are the lengths of the first two, taken modulo what is left; the third
+/// is the rest). Each key that decodes re-encodes to its bytes, with a
+/// sequence number at most `MAX_SEQ`; one that does not is shorter than a
+/// trailer or has an unknown kind. `compare_internal` is reflexive,
+/// antisymmetric and transitive on the three, and on keys that decode it
+/// is user key ascending, then sequence number descending, then kind
+/// descending, and `Equal` only for equal bytes.
+pub(crate) fn check_internal_key(data: &[u8]) {
+    let mut input = Input { bytes: data };
+    let first = usize::from(input.u8());
+    let second = usize::from(input.u8());
+    let a = input.take(first % (input.bytes.len() + 1));
+    let b = input.take(second % (input.bytes.len() + 1));
+    let c = input.bytes;
+    let keys = [a, b, c];
+    for key in keys {
+        match InternalKeyRef::decode(key) {
+            Ok(parsed) => {
+                assert!(parsed.seq <= MAX_SEQ, "sequence number above MAX_SEQ");
+                assert_eq!(parsed.user_key, strata_format::key::user_key(key));
+                assert_eq!(
+                    internal_key(parsed.user_key, parsed.seq, parsed.kind),
+                    key,
+                    "internal key does not re-encode to its own bytes"
+                );
+                assert_eq!(
+                    ValueKind::from_byte(parsed.kind.to_byte()),
+                    Some(parsed.kind)
+                );
+            }
+            Err(_) => {
+                let kind_byte = key
+                    .len()
+                    .checked_sub(TRAILER_LEN)
+                    .and_then(|at| key.get(at));
+                assert!(
+                    kind_byte.is_none_or(|&kind| ValueKind::from_byte(kind).is_none()),
+                    "a well-formed internal key was rejected"
+                );
+            }
+        }
+        assert_eq!(compare_internal(key, key), Ordering::Equal, "not reflexive");
+    }
+    for x in keys {
+        for y in keys {
+            let order = compare_internal(x, y);
+            assert_eq!(compare_internal(y, x), order.reverse(), "not antisymmetric");
+            if let (Ok(px), Ok(py)) = (InternalKeyRef::decode(x), InternalKeyRef::decode(y)) {
+                let expected = px
+                    .user_key
+                    .cmp(py.user_key)
+                    .then(py.seq.cmp(&px.seq))
+                    .then(py.kind.cmp(&px.kind));
+                assert_eq!(
+                    order, expected,
+                    "order is not (user key, seq desc, kind desc)"
+                );
+                assert_eq!(order == Ordering::Equal, x == y, "Equal for different keys");
+            }
+            for z in keys {
+                if order != Ordering::Greater && compare_internal(y, z) != Ordering::Greater {
+                    let xz = compare_internal(x, z);
+                    assert_ne!(xz, Ordering::Greater, "not transitive");
+                    if order == Ordering::Less {
+                        assert_eq!(xz, Ordering::Less, "not transitive");
+                    }
+                }
+            }
+        }
+    }
 }

@@ -1,5 +1,5 @@
 //! The fuzz corpora, replayed on the stable toolchain, plus property tests
-//! of whole-segment recovery.
+//! of whole-segment recovery and of mutated tables.
 //!
 //! Every file under `fuzz/corpus/<target>/` goes through the same check as
 //! the fuzz target of that name (the checks live in `fuzz/checks.rs`,
@@ -22,6 +22,16 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 
 use proptest::prelude::*;
+use strata_format::key::{
+    MAX_SEQ, ValueKind, compare_bytewise, compare_internal, encode_internal_key,
+};
+use strata_format::manifest::{
+    ManifestHeader, TableEntry, VersionEdit, current_file_content, table_file_name,
+};
+use strata_format::table::{
+    BlockBuilder, BlockHandle, Comparator, Compression, FOOTER_LEN, Footer, Properties,
+    TableBuilder, TableOptions,
+};
 use strata_format::wal::{
     BatchBuilder, RecordType, RecoveryMode, SYNC_POINT_SLOT_LEN, SYNC_POINT_SLOT_OFFSETS,
     ScanParams, SegmentHeader, SyncPoint, encode_record, set_batch_first_seq,
@@ -31,12 +41,20 @@ use strata_format::wal::{
 type Check = fn(&[u8]);
 
 /// The fuzz targets and their checks.
-const TARGETS: [(&str, Check); 5] = [
+const TARGETS: [(&str, Check); 10] = [
     ("wal_record", checks::check_record),
     ("wal_batch", checks::check_batch),
     ("wal_segment_scan", checks::check_segment_scan),
     ("wal_segment_header", checks::check_segment_header),
     ("wal_sync_point", checks::check_sync_point),
+    ("table_block", checks::check_table_block),
+    ("table_open_scan", checks::check_table_open_scan),
+    (
+        "table_footer_properties",
+        checks::check_table_footer_properties,
+    ),
+    ("manifest_edit", checks::check_manifest_edit),
+    ("internal_key", checks::check_internal_key),
 ];
 
 fn corpus_dir(target: &str) -> PathBuf {
@@ -101,6 +119,51 @@ fn wal_segment_header_corpus_replays() {
 #[test]
 fn wal_sync_point_corpus_replays() {
     replay(TARGETS[4].0, TARGETS[4].1);
+}
+
+#[test]
+fn table_block_corpus_replays() {
+    replay(TARGETS[5].0, TARGETS[5].1);
+}
+
+#[test]
+fn table_open_scan_corpus_replays() {
+    replay(TARGETS[6].0, TARGETS[6].1);
+}
+
+#[test]
+fn table_footer_properties_corpus_replays() {
+    replay(TARGETS[7].0, TARGETS[7].1);
+}
+
+#[test]
+fn manifest_edit_corpus_replays() {
+    replay(TARGETS[8].0, TARGETS[8].1);
+}
+
+#[test]
+fn internal_key_corpus_replays() {
+    replay(TARGETS[9].0, TARGETS[9].1);
+}
+
+/// Every target in `fuzz/Cargo.toml` has a corpus replayed here, and the
+/// other way round.
+#[test]
+fn every_fuzz_target_is_replayed() {
+    let manifest = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/Cargo.toml"),
+    )
+    .unwrap();
+    let mut declared: Vec<&str> = manifest
+        .lines()
+        .filter_map(|line| line.strip_prefix("name = \""))
+        .filter_map(|rest| rest.strip_suffix('"'))
+        .filter(|name| *name != "strata-format-fuzz")
+        .collect();
+    declared.sort_unstable();
+    let mut replayed: Vec<&str> = TARGETS.iter().map(|(name, _)| *name).collect();
+    replayed.sort_unstable();
+    assert_eq!(declared, replayed);
 }
 
 /// A batch payload of `ops` operations (puts, and a delete every third),
@@ -298,6 +361,304 @@ fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
     let mut bad = point.encode();
     bad[49] ^= 1;
     seeds.push(("wal_sync_point", "crc-mismatch", bad.to_vec()));
+    seeds.extend(table_seeds());
+    seeds
+}
+
+fn ikey(user_key: &[u8], seq: u64, kind: ValueKind) -> Vec<u8> {
+    let mut out = Vec::new();
+    encode_internal_key(user_key, seq, kind, &mut out);
+    out
+}
+
+/// A block of `entries` under `comparator`, with a restart point every
+/// `interval` entries.
+fn block(entries: &[(Vec<u8>, &[u8])], interval: usize, comparator: Comparator) -> Vec<u8> {
+    let mut builder = BlockBuilder::new(interval, comparator);
+    for (key, value) in entries {
+        builder.add(key, value);
+    }
+    builder.finish().to_vec()
+}
+
+/// An entry of a structured `table_open_scan` input (see
+/// `checks::TableSpec`).
+fn spec_entry(out: &mut Vec<u8>, user_key: &[u8], delete: bool, seq: u8, value: &[u8]) {
+    out.push(user_key.len() as u8 | if delete { 0x10 } else { 0 });
+    out.extend_from_slice(user_key);
+    out.push(seq);
+    out.push(value.len() as u8);
+    out.extend_from_slice(value);
+}
+
+/// A structured `table_open_scan` input: mode, options, mutation, then
+/// `entries` entries.
+fn table_spec_input(
+    lz4: bool,
+    block_bytes: u8,
+    options: u8,
+    mutation: u8,
+    position: u32,
+    xor: [u8; 4],
+    entries: usize,
+) -> Vec<u8> {
+    let mut out = vec![
+        1 | if lz4 { 2 } else { 0 } | (1 << 2),
+        block_bytes,
+        options,
+        mutation,
+    ];
+    out.extend_from_slice(&position.to_le_bytes());
+    out.extend_from_slice(&xor);
+    for i in 0..entries {
+        let user_key = format!("k{:03}", i / 2);
+        let value = format!("value {i} value {i}");
+        spec_entry(
+            &mut out,
+            user_key.as_bytes(),
+            i % 5 == 4,
+            (200 - i) as u8,
+            value.as_bytes(),
+        );
+    }
+    // A repeated value, so that LZ4 has something to compress.
+    out.extend_from_slice(&[4, b'z', b'z', b'z', b'z', 9, 0x80 | 40, b'r']);
+    out
+}
+
+/// A table file (for the raw mode of `table_open_scan`) of `entries`
+/// sorted entries.
+fn table_file(entries: usize, options: TableOptions) -> Vec<u8> {
+    let mut builder = TableBuilder::new(options);
+    for i in 0..entries {
+        let kind = if i % 7 == 6 {
+            ValueKind::Delete
+        } else {
+            ValueKind::Put
+        };
+        let key = ikey(format!("key{:04}", i / 2).as_bytes(), 1000 - i as u64, kind);
+        builder.add(&key, format!("value-{i}").as_bytes());
+    }
+    let mut file = builder.take_output();
+    file.extend_from_slice(&builder.finish().tail);
+    file
+}
+
+/// The seeds of the table, key and manifest targets.
+fn table_seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
+    let mut seeds = Vec::new();
+
+    let bytewise: Vec<(Vec<u8>, &[u8])> = ["apple", "apricot", "banana", "band", "bandana"]
+        .iter()
+        .map(|k| (k.as_bytes().to_vec(), &b"v"[..]))
+        .collect();
+    let with_selector = |selector: u8, contents: &[u8]| {
+        let mut out = vec![selector];
+        out.extend_from_slice(contents);
+        out
+    };
+    let plain = block(&bytewise, 2, compare_bytewise);
+    seeds.push(("table_block", "bytewise", with_selector(0, &plain)));
+    let internal: Vec<(Vec<u8>, &[u8])> = vec![
+        (ikey(b"a", 9, ValueKind::Delete), b""),
+        (ikey(b"a", 5, ValueKind::Put), b"a5"),
+        (ikey(b"ab", 7, ValueKind::Put), b"ab7"),
+        (ikey(b"b", 1, ValueKind::Put), b""),
+    ];
+    let internal = block(&internal, 3, compare_internal);
+    seeds.push(("table_block", "internal-keys", with_selector(1, &internal)));
+    seeds.push(("table_block", "empty", with_selector(0, &[0, 0, 0, 0])));
+    let mut shared = plain.clone();
+    shared[3 + 5 + 1] = 30; // the second entry claims a 30-byte shared prefix
+    seeds.push((
+        "table_block",
+        "shared-prefix-too-long",
+        with_selector(0, &shared),
+    ));
+    let mut restarts = plain.clone();
+    let n = restarts.len();
+    restarts[n - 4..].copy_from_slice(&1000u32.to_le_bytes());
+    seeds.push((
+        "table_block",
+        "restart-count-too-large",
+        with_selector(0, &restarts),
+    ));
+    // Two restart points whose keys decrease: forward iteration reports
+    // the order, backward iteration does not (see fuzz/README.md).
+    let unordered = block(
+        &[(b"b".to_vec(), &b"1"[..]), (b"a".to_vec(), &b"2"[..])],
+        1,
+        |_, _| std::cmp::Ordering::Greater,
+    );
+    seeds.push((
+        "table_block",
+        "keys-decrease-across-restarts",
+        with_selector(0, &unordered),
+    ));
+    seeds.push((
+        "table_block",
+        "truncated",
+        with_selector(1, &internal[..internal.len() - 6]),
+    ));
+
+    let small = TableOptions {
+        block_bytes: 128,
+        restart_interval: 4,
+        ..TableOptions::default()
+    };
+    let file = table_file(24, small);
+    let raw = |file: &[u8]| {
+        let mut out = vec![0u8];
+        out.extend_from_slice(file);
+        out
+    };
+    seeds.push(("table_open_scan", "raw-table", raw(&file)));
+    let lz4 = table_file(
+        24,
+        TableOptions {
+            compression: Compression::Lz4,
+            bloom_bits_per_key: 0,
+            ..small
+        },
+    );
+    seeds.push(("table_open_scan", "raw-table-lz4-no-filter", raw(&lz4)));
+    seeds.push((
+        "table_open_scan",
+        "raw-empty-table",
+        raw(&table_file(0, TableOptions::default())),
+    ));
+    let mut flipped = file.clone();
+    flipped[40] ^= 0x08;
+    seeds.push((
+        "table_open_scan",
+        "raw-data-block-crc-mismatch",
+        raw(&flipped),
+    ));
+    seeds.push((
+        "table_open_scan",
+        "raw-truncated-footer",
+        raw(&file[..file.len() - 30]),
+    ));
+    seeds.push((
+        "table_open_scan",
+        "spec-intact",
+        table_spec_input(false, 8, 0b0101_0011, 0, 0, [0; 4], 30),
+    ));
+    seeds.push((
+        "table_open_scan",
+        "spec-lz4-burst",
+        table_spec_input(true, 12, 0b0100_0001, 0b1101, 77, [0x01, 0x80, 0, 0xff], 30),
+    ));
+    seeds.push((
+        "table_open_scan",
+        "spec-burst-in-footer",
+        table_spec_input(false, 4, 0b0101_0111, 0b0001, u32::MAX - 40, [0x10; 4], 12),
+    ));
+    seeds.push((
+        "table_open_scan",
+        "spec-block-copy",
+        table_spec_input(false, 2, 0b0000_0000, 0b0011, 0x0302, [0; 4], 40),
+    ));
+
+    let footer_bytes = file[file.len() - FOOTER_LEN..].to_vec();
+    seeds.push(("table_footer_properties", "footer", footer_bytes.clone()));
+    let no_filter = Footer {
+        filter: None,
+        ..Footer::decode(&footer_bytes).unwrap()
+    };
+    seeds.push((
+        "table_footer_properties",
+        "footer-no-filter",
+        no_filter.encode().to_vec(),
+    ));
+    let mut bad = footer_bytes;
+    bad[10] ^= 0x02;
+    seeds.push(("table_footer_properties", "footer-crc-mismatch", bad));
+    let properties = Properties {
+        entries: 24,
+        deletions: 3,
+        data_blocks: 4,
+        raw_key_bytes: 24 * 15,
+        raw_value_bytes: 200,
+        smallest_seq: 977,
+        largest_seq: 1000,
+        smallest_key: ikey(b"key0000", 1000, ValueKind::Put),
+        largest_key: ikey(b"key0011", 977, ValueKind::Put),
+        level: 2,
+    };
+    let props = properties.encode();
+    seeds.push(("table_footer_properties", "properties", props.clone()));
+    let mut future = props.clone();
+    future.extend_from_slice(&[40, 3, b'n', b'e', b'w']); // tag 40, unknown to this build
+    seeds.push(("table_footer_properties", "properties-unknown-tag", future));
+    let mut handle = Vec::new();
+    BlockHandle {
+        offset: 4096,
+        size: 300,
+        checksum: 0xdead_beef,
+    }
+    .encode_to(&mut handle);
+    seeds.push(("table_footer_properties", "block-handle", handle));
+
+    let edit = VersionEdit {
+        next_file_number: Some(12),
+        flushed_seq: Some(977),
+        added: vec![TableEntry {
+            level: 1,
+            number: 10,
+            size: 4096,
+            smallest: ikey(b"a", 5, ValueKind::Put),
+            largest: ikey(b"z", 1, ValueKind::Delete),
+            smallest_seq: 1,
+            largest_seq: 5,
+            entries: 40,
+        }],
+        deleted: vec![(0, 7), (0, 8)],
+    };
+    let encoded = edit.encode();
+    seeds.push(("manifest_edit", "edit", encoded.clone()));
+    let mut ignorable = vec![0x81, 2, 0, 0, 0, b'h', b'i'];
+    ignorable.extend_from_slice(&encoded);
+    seeds.push(("manifest_edit", "ignorable-field", ignorable));
+    let mut unknown = encoded.clone();
+    unknown.push(9);
+    seeds.push(("manifest_edit", "unknown-tag", unknown));
+    seeds.push((
+        "manifest_edit",
+        "truncated",
+        encoded[..encoded.len() - 3].to_vec(),
+    ));
+    let header = ManifestHeader {
+        database_id: 0xfeed,
+        manifest_number: 5,
+    };
+    seeds.push(("manifest_edit", "header", header.encode().to_vec()));
+    seeds.push((
+        "manifest_edit",
+        "current",
+        current_file_content(5).into_bytes(),
+    ));
+    seeds.push((
+        "manifest_edit",
+        "table-name",
+        table_file_name(12).into_bytes(),
+    ));
+
+    let mut keys = Vec::new();
+    let a = ikey(b"user", 42, ValueKind::Put);
+    let b = ikey(b"user", 42, ValueKind::Delete);
+    let c = ikey(b"user", 7, ValueKind::Put);
+    keys.push(a.len() as u8);
+    keys.push(b.len() as u8);
+    keys.extend_from_slice(&a);
+    keys.extend_from_slice(&b);
+    keys.extend_from_slice(&c);
+    seeds.push(("internal_key", "same-user-key", keys));
+    let mut mixed = vec![3, 9];
+    mixed.extend_from_slice(b"abc"); // too short for a trailer
+    mixed.extend_from_slice(&ikey(b"a", MAX_SEQ, ValueKind::Put));
+    mixed.extend_from_slice(b"a\0\0\0\0\0\0\0\0"); // kind 0
+    seeds.push(("internal_key", "malformed", mixed));
     seeds
 }
 
