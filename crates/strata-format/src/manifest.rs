@@ -168,10 +168,21 @@ impl ManifestHeader {
                 },
             ));
         }
-        let _reserved = c.u32_le("manifest reserved")?;
+        let reserved = c.u32_le("manifest reserved")?;
+        let database_id = c.u128_le("database id")?;
+        let manifest_number = c.u64_le("manifest number")?;
+        let tail: [u8; 20] = c.array("manifest reserved")?;
+        if reserved != 0 || tail != [0u8; 20] {
+            return Err(DecodeError::new(
+                12,
+                DecodeErrorKind::ReservedNotZero {
+                    what: "manifest header",
+                },
+            ));
+        }
         Ok(Self {
-            database_id: c.u128_le("database id")?,
-            manifest_number: c.u64_le("manifest number")?,
+            database_id,
+            manifest_number,
         })
     }
 }

@@ -27,5 +27,6 @@ pub use segment::{
     parse_segment_file_name, segment_file_name,
 };
 pub use sync_point::{
-    SYNC_POINT_FILE_NAME, SYNC_POINT_SLOT_LEN, SYNC_POINT_SLOT_OFFSETS, SyncPoint,
+    FAILED_SYNC_FILE_NAME, SYNC_POINT_FILE_NAME, SYNC_POINT_SLOT_LEN, SYNC_POINT_SLOT_OFFSETS,
+    SyncPoint,
 };

@@ -40,6 +40,13 @@ pub const SYNC_POINT_SLOT_LEN: usize = 52;
 pub const SYNC_POINT_SLOT_OFFSETS: [u64; 2] = [0, 512];
 /// The file name of the sync point, in the WAL directory.
 pub const SYNC_POINT_FILE_NAME: &str = "SYNC_POINT";
+/// The file name of the failed-sync marker, in the WAL directory: one slot
+/// in the sync point's format, written and synced when an fdatasync of a
+/// segment fails, naming the last point that was durably synced. The next
+/// open discards everything after it (the page cache may still show those
+/// bytes, but after a failed fsync they can never be made durable), then
+/// deletes the marker.
+pub const FAILED_SYNC_FILE_NAME: &str = "FAILED_SYNC";
 
 /// A durable position in the log.
 ///

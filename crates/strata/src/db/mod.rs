@@ -232,16 +232,28 @@ impl Db {
             }
         };
 
+        // Read and check everything before writing anything: the version
+        // set, every table it names, then the log (whose recovery may cut
+        // a torn tail); only then is the manifest rewritten and are
+        // orphans deleted.
         let mut versions = VersionSet::open(Arc::clone(&fs), &dir, database_id)?;
         let flushed_seq = versions.flushed_seq();
+        let block_cache_bytes = options.block_cache_bytes;
+        let tables = TableCache::new(block_cache_bytes);
+        let current = versions.current();
+        for meta in current.levels.iter().flatten() {
+            let path = dir.join(strata_format::manifest::table_file_name(meta.number));
+            tables.get_or_open(&*fs, &path, meta.number, meta.size)?;
+        }
         let memtable = Arc::new(Memtable::new());
         let wal_options = WalOptions {
             segment_bytes_max: options.wal_segment_bytes_max,
             sync_interval: options.wal_sync_interval,
             recovery_mode: options.recovery_mode,
+            require_replay_from: true,
             ..WalOptions::default()
         };
-        let (wal, recovery) = Wal::open(
+        let opened = Wal::open(
             Arc::clone(&fs),
             dir.join("wal"),
             database_id,
@@ -251,14 +263,34 @@ impl Db {
                 memtable.apply(&batch);
                 Ok(())
             },
-        )?;
+        );
+        let (wal, recovery) = match (
+            opened,
+            &versions.torn_manifest_tail,
+            versions.replayed_manifest_path(),
+        ) {
+            // The log lacks records the cut manifest edit claimed were in
+            // tables: the edit was durable, so it was damage, not a tear.
+            (Err(Error::Corruption { detail, .. }), Some(torn), Some(manifest))
+                if detail.contains("are missing") =>
+            {
+                return Err(Error::corruption_msg(
+                    manifest,
+                    0,
+                    format!(
+                        "the manifest's last edit failed its checks ({torn}) and was taken for a torn write, \
+                         but the commit log no longer holds what that edit recorded ({detail}): the edit was \
+                         durable and is damaged"
+                    ),
+                ));
+            }
+            (opened, _, _) => opened?,
+        };
         versions.finish_open()?;
         wal.release_below(SeqNo(flushed_seq + 1))?;
         let mut recovery = recovery;
         recovery.manifest_torn_tail = versions.torn_manifest_tail.take();
         let visible = recovery.next_seq.get().saturating_sub(1);
-        let current = versions.current();
-        let block_cache_bytes = options.block_cache_bytes;
         let inner = Arc::new(Inner {
             dir,
             options,
@@ -271,7 +303,7 @@ impl Db {
             }),
             versions: Mutex::new(versions),
             current: RwLock::new(current),
-            tables: TableCache::new(block_cache_bytes),
+            tables,
             visibility: Visibility::new(visible),
             snapshots: Mutex::new(BTreeMap::new()),
             closed: AtomicBool::new(false),

@@ -50,7 +50,10 @@ pub(crate) struct VersionSet {
     handed_out: Vec<Weak<Version>>,
     /// Tables removed from the current version, to delete once unread.
     obsolete: BTreeSet<u64>,
-    manifest: ManifestWriter,
+    /// `None` until [`VersionSet::finish_open`].
+    manifest: Option<ManifestWriter>,
+    /// The manifest replayed at open, replaced by `finish_open`.
+    old_manifest: Option<u64>,
     next_file_number: u64,
     flushed_seq: u64,
     poisoned: Option<String>,
@@ -61,7 +64,7 @@ pub(crate) struct VersionSet {
 impl std::fmt::Debug for VersionSet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("VersionSet")
-            .field("manifest", &self.manifest.path)
+            .field("manifest", &self.manifest.as_ref().map(|m| &m.path))
             .finish()
     }
 }
@@ -100,39 +103,50 @@ impl VersionSet {
             }
             (Version::default(), 1, 0, None, None)
         };
-        // Everything checked: from here on, open may write.
-        let manifest_number = next_file_number.max(old_manifest.map_or(0, |n| n + 1));
-        let set = VersionSet {
-            manifest: write_manifest(
-                &*fs,
-                dir,
-                database_id,
-                manifest_number,
-                &version,
-                manifest_number + 1,
-                flushed_seq,
-            )?,
+        Ok(VersionSet {
+            manifest: None,
+            old_manifest,
             fs,
             dir: dir.to_path_buf(),
             database_id,
             current: Arc::new(version),
             handed_out: Vec::new(),
             obsolete: BTreeSet::new(),
-            next_file_number: manifest_number + 1,
+            next_file_number,
             flushed_seq,
             poisoned: None,
             torn_manifest_tail: torn,
-        };
-        let _ = old_manifest;
-        Ok(set)
+        })
     }
 
-    /// Called once the whole database opened: deletes the replaced
-    /// manifest and table files no version references (left by a flush or
-    /// compaction that a crash interrupted). Never called after a failed
-    /// open, so a failed open deletes nothing.
+    /// Called once everything else the database reads at open checked
+    /// out: writes the recovered version as a new manifest, switches
+    /// `CURRENT` to it, and deletes the replaced manifest and the table
+    /// files no version references (left by a flush or compaction that a
+    /// crash interrupted). Never called after a failed open, so a failed
+    /// open writes and deletes nothing here.
+    ///
+    /// If the old manifest's last edit was cut as torn, the old manifest
+    /// and every unreferenced table are kept for inspection: were the cut
+    /// edit durable after all (damage, not a crash), they hold its data.
     pub(crate) fn finish_open(&mut self) -> Result<()> {
-        self.delete_orphans()
+        let number = self
+            .next_file_number
+            .max(self.old_manifest.map_or(0, |n| n + 1));
+        self.next_file_number = number + 1;
+        self.manifest = Some(write_manifest(
+            &*self.fs,
+            &self.dir,
+            self.database_id,
+            number,
+            &self.current,
+            self.next_file_number,
+            self.flushed_seq,
+        )?);
+        if self.torn_manifest_tail.is_none() {
+            self.delete_orphans()?;
+        }
+        Ok(())
     }
 
     /// The current version; the caller may read it for as long as it holds
@@ -152,6 +166,12 @@ impl VersionSet {
 
     pub(crate) fn database_id(&self) -> u128 {
         self.database_id
+    }
+
+    /// The manifest replayed at open, if there was one.
+    pub(crate) fn replayed_manifest_path(&self) -> Option<PathBuf> {
+        self.old_manifest
+            .map(|n| self.dir.join(manifest_file_name(n)))
     }
 
     pub(crate) fn flushed_seq(&self) -> u64 {
@@ -181,13 +201,19 @@ impl VersionSet {
                 reason: Arc::from(reason.as_str()),
             });
         }
+        let Some(manifest_path) = self.manifest.as_ref().map(|m| m.path.clone()) else {
+            return Err(Error::Poisoned {
+                reason: Arc::from("the version set was not finished opening"),
+            });
+        };
         edit.next_file_number = Some(self.next_file_number);
-        let next = self.current.apply(&edit, &self.manifest.path)?;
+        let next = self.current.apply(&edit, &manifest_path)?;
         let flushed_seq = edit
             .flushed_seq
             .unwrap_or(self.flushed_seq)
             .max(self.flushed_seq);
-        let written = if self.manifest.len > MANIFEST_BYTES_MAX {
+        let manifest_len = self.manifest.as_ref().map_or(0, |m| m.len);
+        let written = if manifest_len > MANIFEST_BYTES_MAX {
             let number = self.new_file_number();
             write_manifest(
                 &*self.fs,
@@ -198,16 +224,19 @@ impl VersionSet {
                 self.next_file_number,
                 flushed_seq,
             )
-            .and_then(|manifest| {
-                let old = std::mem::replace(&mut self.manifest, manifest);
-                self.fs
+            .and_then(|manifest| match self.manifest.replace(manifest) {
+                Some(old) => self
+                    .fs
                     .remove_file(&old.path)
-                    .map_err(|e| Error::io("remove", &old.path, e))
+                    .map_err(|e| Error::io("remove", &old.path, e)),
+                None => Ok(()),
             })
         } else {
             let mut record = Vec::new();
             encode_record(RecordType::Edit, &edit.encode(), &mut record);
-            let manifest = &mut self.manifest;
+            let Some(manifest) = self.manifest.as_mut() else {
+                return Err(Error::Closed);
+            };
             manifest
                 .file
                 .write_all_at(&record, manifest.len)
@@ -268,8 +297,8 @@ impl VersionSet {
         for name in names {
             let orphan_table =
                 parse_table_file_name(&name).is_some_and(|n| !self.current.contains(n));
-            let stale_manifest =
-                parse_manifest_file_name(&name).is_some_and(|n| n != self.manifest.number);
+            let stale_manifest = parse_manifest_file_name(&name)
+                .is_some_and(|n| Some(n) != self.manifest.as_ref().map(|m| m.number));
             if orphan_table || stale_manifest || name == "CURRENT.tmp" {
                 let path = self.dir.join(&name);
                 self.fs
@@ -329,9 +358,12 @@ fn replay(fs: &dyn FileSystem, dir: &Path, database_id: u128) -> Result<Replayed
                 let after = offset
                     .saturating_add(RECORD_HEADER_LEN)
                     .saturating_add(claimed);
-                if bytes
-                    .get(after..)
-                    .is_some_and(|next| decode_record(next).is_ok())
+                // The first record (the snapshot written at open) was synced
+                // before CURRENT named this manifest: it cannot be torn.
+                if offset == MANIFEST_HEADER_LEN
+                    || bytes
+                        .get(after..)
+                        .is_some_and(|next| decode_record(next).is_ok())
                 {
                     return Err(Error::corruption(&path, error.at(offset as u64)));
                 }

@@ -86,6 +86,11 @@ pub struct WalOptions {
     /// How recovery treats damage. Default:
     /// [`RecoveryMode::TolerateTornTail`].
     pub recovery_mode: RecoveryMode,
+    /// Fail the open if the log no longer holds `replay_from` (its oldest
+    /// segment starts later): the caller needs those records. The database
+    /// sets it; a caller that only wants whatever is retained leaves it off.
+    /// Default: `false`.
+    pub require_replay_from: bool,
 }
 
 impl Default for WalOptions {
@@ -95,6 +100,7 @@ impl Default for WalOptions {
             group_bytes_max: 4 << 20,
             sync_interval: None,
             recovery_mode: RecoveryMode::TolerateTornTail,
+            require_replay_from: false,
         }
     }
 }
@@ -266,6 +272,7 @@ impl Wal {
             database_id,
             options.recovery_mode,
             replay_from.get().max(1),
+            options.require_replay_from,
             &mut apply,
         )?;
         let counters = Counters::default();

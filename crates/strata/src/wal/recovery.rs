@@ -22,8 +22,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use strata_format::wal::{
-    BatchView, RecoveryMode, SEGMENT_HEADER_LEN, SYNC_POINT_FILE_NAME, ScanParams, SegmentEnd,
-    SyncPoint, decode_batch, decode_record, parse_segment_file_name, scan_segment,
+    BatchView, FAILED_SYNC_FILE_NAME, RecoveryMode, SEGMENT_HEADER_LEN, SYNC_POINT_FILE_NAME,
+    ScanParams, SegmentEnd, SyncPoint, decode_batch, decode_record, parse_segment_file_name,
+    scan_segment,
 };
 
 use super::SegmentState;
@@ -56,6 +57,10 @@ pub struct RecoveryReport {
     /// Filled by the database at open: an unacknowledged, torn last edit
     /// cut from the manifest, if any.
     pub manifest_torn_tail: Option<String>,
+    /// After an fdatasync failed, everything written after the last
+    /// successful sync was discarded (it was never acknowledged as durable,
+    /// and after a failed fsync it may exist only in the page cache).
+    pub discarded_after_failed_sync: Option<TailRepair>,
 }
 
 /// A cut made by recovery.
@@ -79,6 +84,8 @@ pub(super) struct Recovered {
 }
 
 struct Found {
+    /// Cut here because an fdatasync failed after this point.
+    discard_from: Option<u64>,
     number: u64,
     path: PathBuf,
     file_len: u64,
@@ -93,6 +100,7 @@ pub(super) fn recover(
     database_id: u128,
     mode: RecoveryMode,
     replay_from: u64,
+    require_replay_from: bool,
     apply: &mut dyn FnMut(BatchView<'_>) -> Result<()>,
 ) -> Result<Recovered> {
     fs.create_dir_all(dir)
@@ -105,7 +113,7 @@ pub(super) fn recover(
     for name in names {
         if let Some(number) = parse_segment_file_name(&name) {
             numbers.push(number);
-        } else if name != SYNC_POINT_FILE_NAME {
+        } else if name != SYNC_POINT_FILE_NAME && name != FAILED_SYNC_FILE_NAME {
             report.ignored_files.push(name);
         }
     }
@@ -139,6 +147,27 @@ pub(super) fn recover(
         ));
     }
 
+    let failed_sync_path = dir.join(FAILED_SYNC_FILE_NAME);
+    let failed_sync = if fs
+        .exists(&failed_sync_path)
+        .map_err(|e| Error::io("stat", &failed_sync_path, e))?
+    {
+        // The marker is written on the way down after a failed fsync, when
+        // the disk may be failing: an unreadable one is reported, not fatal.
+        let bytes = read_whole(fs, &failed_sync_path)?;
+        match SyncPoint::decode(&bytes) {
+            Ok(point) => Some(point),
+            Err(error) => {
+                report
+                    .ignored_files
+                    .push(format!("{FAILED_SYNC_FILE_NAME} (unreadable: {error})"));
+                None
+            }
+        }
+    } else {
+        None
+    };
+
     // Scan and replay, in order. Nothing is modified in this phase.
     let mut found: Vec<Found> = Vec::new();
     let mut next_seq: Option<u64> = None;
@@ -147,6 +176,7 @@ pub(super) fn recover(
         let path = dir.join(strata_format::wal::segment_file_name(number));
         if stopped {
             found.push(Found {
+                discard_from: None,
                 number,
                 path,
                 file_len: 0,
@@ -174,8 +204,22 @@ pub(super) fn recover(
             synced_len,
             mode,
         };
-        let scan = scan_segment(&bytes, &params).map_err(|e| Error::corruption(&path, e))?;
+        let mut scan = scan_segment(&bytes, &params).map_err(|e| Error::corruption(&path, e))?;
         report.segments_scanned += 1;
+        let discard_from = failed_sync
+            .filter(|point: &SyncPoint| {
+                point.segment_number == number && point.database_id == database_id
+            })
+            .map(|point| point.synced_len.max(SEGMENT_HEADER_LEN as u64))
+            .filter(|&cut| cut < scan.valid_len);
+        if let Some(cut) = discard_from {
+            scan.batches.retain(|b| b.offset + b.framed_len <= cut);
+            scan.next_seq = scan
+                .batches
+                .last()
+                .map(|b| b.last_seq + 1)
+                .or(scan.header.map(|h| h.first_seq));
+        }
         for batch in &scan.batches {
             if batch.last_seq < replay_from {
                 continue;
@@ -202,6 +246,7 @@ pub(super) fn recover(
             stopped = true;
         }
         found.push(Found {
+            discard_from,
             number,
             path,
             file_len,
@@ -209,6 +254,23 @@ pub(super) fn recover(
             valid_len: scan.valid_len,
             end: scan.end,
         });
+    }
+
+    // The records from `replay_from` on must all be here: a log that starts
+    // later has lost records that nothing else holds.
+    if require_replay_from
+        && let Some(first) = found.iter().find(|f| f.first_seq.is_some())
+        && let Some(first_seq) = first.first_seq
+        && first_seq > replay_from
+    {
+        return Err(Error::corruption_msg(
+            &first.path,
+            40,
+            format!(
+                "the log starts at sequence number {first_seq}, but the records from {replay_from} on are needed \
+                 (everything below {replay_from} is in tables): records {replay_from}..{first_seq} are missing"
+            ),
+        ));
     }
 
     // Repair: cut torn tails, set aside what follows a point-in-time stop.
@@ -227,6 +289,24 @@ pub(super) fn recover(
             bytes_dropped: segment.file_len.saturating_sub(segment.valid_len),
             reason,
         };
+        if let Some(cut_at) = segment.discard_from {
+            report.discarded_after_failed_sync = Some(TailRepair {
+                path: segment.path.clone(),
+                offset: cut_at,
+                bytes_dropped: segment.valid_len - cut_at,
+                reason: "written after the last successful fdatasync, before one failed".into(),
+            });
+            cut(fs, &segment.path, cut_at)?;
+            if let Some(first_seq) = segment.first_seq {
+                segments.push(SegmentState {
+                    number: segment.number,
+                    first_seq,
+                    len: cut_at,
+                    sealed: true,
+                });
+            }
+            continue;
+        }
         match &segment.end {
             // Its tail may be unsynced writes that survived a process crash
             // in the page cache; it is about to stop being the last segment,
@@ -309,6 +389,15 @@ pub(super) fn recover(
         .sync_data()
         .map_err(|e| Error::io("fdatasync", &sync_point_path, e))?;
 
+    if fs
+        .exists(&failed_sync_path)
+        .map_err(|e| Error::io("stat", &failed_sync_path, e))?
+    {
+        fs.remove_file(&failed_sync_path)
+            .map_err(|e| Error::io("remove", &failed_sync_path, e))?;
+        fs.sync_dir(dir)
+            .map_err(|e| Error::io("sync directory", dir, e))?;
+    }
     report.next_seq = SeqNo(next);
     Ok(Recovered {
         segments,

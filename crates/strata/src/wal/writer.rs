@@ -406,7 +406,7 @@ fn write_group(
         writer
             .file
             .sync_data()
-            .map_err(|e| Error::io("fdatasync", &writer.path, e))?;
+            .map_err(|e| fsync_failed(shared, writer, e))?;
         shared.counters.syncs.fetch_add(1, Ordering::Relaxed);
         writer.synced_len = writer.written_len;
         writer
@@ -424,6 +424,32 @@ fn write_group(
     Ok(())
 }
 
+/// After a failed fdatasync the kernel may have dropped the dirty pages
+/// while the page cache still shows them, so a later open in the same boot
+/// would see (and build on) bytes that can never become durable. Record the
+/// last truly synced point in the failed-sync marker (best effort: the disk
+/// may be failing), so the next open discards everything after it.
+fn fsync_failed(shared: &Shared, writer: &LogWriter, error: std::io::Error) -> Error {
+    let point = SyncPoint {
+        database_id: shared.database_id,
+        generation: 0,
+        segment_number: writer.segment_number,
+        synced_len: writer.synced_len,
+    };
+    let path = shared.dir.join(strata_format::wal::FAILED_SYNC_FILE_NAME);
+    let fs = &*shared.fs;
+    let _ = fs
+        .open(&path, OpenMode::CreateNew)
+        .or_else(|_| fs.open(&path, OpenMode::ReadWrite))
+        .and_then(|file| {
+            file.set_len(0)?;
+            file.write_all_at(&point.encode(), 0)?;
+            file.sync_data()
+        })
+        .and_then(|()| fs.sync_dir(&shared.dir));
+    Error::io("fdatasync", &writer.path, error)
+}
+
 /// Seals the active segment (synced in full) and starts the next one,
 /// whose first sequence number is `first_seq`.
 fn rotate(shared: &Shared, writer: &mut LogWriter, first_seq: u64) -> Result<()> {
@@ -431,7 +457,7 @@ fn rotate(shared: &Shared, writer: &mut LogWriter, first_seq: u64) -> Result<()>
         writer
             .file
             .sync_data()
-            .map_err(|e| Error::io("fdatasync", &writer.path, e))?;
+            .map_err(|e| fsync_failed(shared, writer, e))?;
         shared.counters.syncs.fetch_add(1, Ordering::Relaxed);
         writer.synced_len = writer.written_len;
     }
