@@ -27,6 +27,7 @@
 //! | 2 | flushed sequence number (every operation at or below it is in tables) | u64 |
 //! | 3 | added table | level u8, number u64, size u64, smallest key bytes, largest key bytes, smallest seq u64, largest seq u64, entries u64 |
 //! | 4 | deleted table | level u8, number u64 |
+//! | 0x81 | garbage hint of a table added in the same edit (ignorable) | u32 length (16), number u64, obsolete entries u64 |
 //! | 0x80..=0xff | ignorable field from a later version | u32 length, bytes |
 //!
 //! Tag 0 and unknown tags below `0x80` are corruption: an edit we do not
@@ -55,6 +56,9 @@ const TAG_FLUSHED_SEQ: u8 = 2;
 const TAG_ADD_TABLE: u8 = 3;
 const TAG_DELETE_TABLE: u8 = 4;
 const IGNORABLE_TAG_BIT: u8 = 0x80;
+/// An ignorable field: how many entries of an added table are older
+/// versions of a key kept only for snapshots (a garbage-collection hint).
+const TAG_TABLE_GARBAGE_HINT: u8 = 0x81;
 
 /// The file name of manifest `number`.
 ///
@@ -206,6 +210,11 @@ pub struct TableEntry {
     pub largest_seq: u64,
     /// The number of entries.
     pub entries: u64,
+    /// Entries that are older versions of a key, kept when the table was
+    /// written only because a snapshot might read them: garbage once no
+    /// snapshot needs them. Stored as the ignorable field 0x81 (an older
+    /// reader loses only the hint).
+    pub obsolete_entries: u64,
 }
 
 /// A change to the set of tables.
@@ -263,6 +272,12 @@ impl VersionEdit {
             out.extend_from_slice(&table.smallest_seq.to_le_bytes());
             out.extend_from_slice(&table.largest_seq.to_le_bytes());
             out.extend_from_slice(&table.entries.to_le_bytes());
+            if table.obsolete_entries > 0 {
+                out.push(TAG_TABLE_GARBAGE_HINT);
+                out.extend_from_slice(&16u32.to_le_bytes());
+                out.extend_from_slice(&table.number.to_le_bytes());
+                out.extend_from_slice(&table.obsolete_entries.to_le_bytes());
+            }
         }
         out
     }
@@ -301,7 +316,18 @@ impl VersionEdit {
                         smallest_seq: c.u64_le("smallest seq")?,
                         largest_seq: c.u64_le("largest seq")?,
                         entries: c.u64_le("entries")?,
+                        obsolete_entries: 0,
                     });
+                }
+                TAG_TABLE_GARBAGE_HINT => {
+                    let len = c.u32_le("garbage hint length")?;
+                    let body = c.bytes(len as usize, "garbage hint")?;
+                    let mut hint = Cursor::new(body);
+                    let number = hint.u64_le("garbage hint table")?;
+                    let obsolete = hint.u64_le("garbage hint entries")?;
+                    if let Some(table) = edit.added.iter_mut().find(|t| t.number == number) {
+                        table.obsolete_entries = obsolete;
+                    }
                 }
                 tag if tag & IGNORABLE_TAG_BIT != 0 => {
                     let len = c.u32_le("ignorable field length")?;
@@ -391,6 +417,7 @@ mod tests {
             smallest_seq: 1,
             largest_seq: 99,
             entries: 10,
+            obsolete_entries: 0,
         }
     }
 

@@ -367,6 +367,7 @@ fn properties_layout() {
 
     let props = Properties {
         entries: 1,
+        obsolete_entries: 0,
         deletions: 2,
         data_blocks: 3,
         raw_key_bytes: 4,

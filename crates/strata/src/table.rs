@@ -355,6 +355,9 @@ pub(crate) struct TableWriter {
     smallest_seq: u64,
     largest_seq: u64,
     entries: u64,
+    /// Entries with the same user key as the entry before them.
+    obsolete_entries: u64,
+    last_user_key: Vec<u8>,
     key: Vec<u8>,
 }
 
@@ -382,6 +385,8 @@ impl TableWriter {
             smallest_seq: u64::MAX,
             largest_seq: 0,
             entries: 0,
+            obsolete_entries: 0,
+            last_user_key: Vec::new(),
             key: Vec::new(),
         })
     }
@@ -401,6 +406,11 @@ impl TableWriter {
         self.largest.clone_from(&self.key);
         self.smallest_seq = self.smallest_seq.min(entry.seq);
         self.largest_seq = self.largest_seq.max(entry.seq);
+        if self.entries > 0 && self.last_user_key == entry.user_key {
+            self.obsolete_entries += 1;
+        } else {
+            self.last_user_key.clone_from(&entry.user_key);
+        }
         self.entries += 1;
         if self.builder.estimated_file_size() - self.offset >= DRAIN_BYTES as u64 {
             self.drain()?;
@@ -445,6 +455,7 @@ impl TableWriter {
             smallest_seq: self.smallest_seq.min(self.largest_seq),
             largest_seq: self.largest_seq,
             entries: self.entries,
+            obsolete_entries: self.obsolete_entries,
         })
     }
 }

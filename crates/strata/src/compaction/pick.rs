@@ -37,11 +37,14 @@ pub(crate) struct Choice {
     pub(crate) next_inputs: Vec<Arc<TableMeta>>,
     /// Whether this is a trivial move (one input, nothing to merge).
     pub(crate) trivial_move: bool,
+    /// Where the output goes: `level + 1`, or `level` itself when a table
+    /// of the last level is rewritten to collect garbage.
+    pub(crate) output_level: usize,
 }
 
 impl Choice {
     pub(crate) fn output_level(&self) -> usize {
-        self.level + 1
+        self.output_level
     }
 }
 
@@ -68,28 +71,67 @@ pub(crate) fn scores(version: &Version, policy: &Policy) -> Vec<(usize, f64)> {
     scores
 }
 
-/// What to compact next, if any level is at or over its target.
-/// `cursors[level]` is the largest user key compacted last at that level.
+/// What to compact next, if any level is at or over its target, or else
+/// if some table holds garbage that no snapshot needs any more.
+/// `cursors[level]` is the largest user key compacted last at that level;
+/// `oldest_snapshot` is the oldest sequence number a reader may read at.
 pub(crate) fn pick(
     version: &Version,
     policy: &Policy,
     cursors: &[Option<Vec<u8>>],
+    oldest_snapshot: u64,
 ) -> Option<Choice> {
-    let (level, _) = scores(version, policy)
+    let by_score = scores(version, policy)
         .into_iter()
         .filter(|&(_, score)| score >= 1.0)
-        .max_by(|a, b| a.1.total_cmp(&b.1))?;
-    let tables = version.levels.get(level)?;
-    let inputs: Vec<Arc<TableMeta>> = if level == 0 {
-        tables.clone()
-    } else {
-        let after = cursors.get(level).and_then(Option::as_deref);
-        let next = tables
-            .iter()
-            .find(|t| after.is_none_or(|key| t.smallest_user_key() > key))
-            .or_else(|| tables.first())?;
-        vec![Arc::clone(next)]
-    };
+        .max_by(|a, b| a.1.total_cmp(&b.1));
+    if let Some((level, _)) = by_score {
+        let tables = version.levels.get(level)?;
+        let inputs: Vec<Arc<TableMeta>> = if level == 0 {
+            tables.clone()
+        } else {
+            let after = cursors.get(level).and_then(Option::as_deref);
+            let next = tables
+                .iter()
+                .find(|t| after.is_none_or(|key| t.smallest_user_key() > key))
+                .or_else(|| tables.first())?;
+            vec![Arc::clone(next)]
+        };
+        return with_next_level(version, level, inputs);
+    }
+    garbage_collection(version, oldest_snapshot)
+}
+
+/// The table with the most garbage that every reader now sees past (all
+/// its entries are at or below the oldest snapshot, so of each key only the
+/// newest version survives a rewrite). Level 0 is compacted whole: its
+/// tables overlap, and one of them cannot move below older ones.
+fn garbage_collection(version: &Version, oldest_snapshot: u64) -> Option<Choice> {
+    let (level, table) = version
+        .levels
+        .iter()
+        .enumerate()
+        .flat_map(|(level, tables)| tables.iter().map(move |t| (level, t)))
+        .filter(|(_, t)| t.obsolete_entries > 0 && t.largest_seq <= oldest_snapshot)
+        .max_by_key(|(_, t)| t.obsolete_entries)?;
+    if level == 0 {
+        return with_next_level(version, 0, version.levels.first()?.clone());
+    }
+    if level == LEVEL_COUNT - 1 {
+        return Some(Choice {
+            level,
+            inputs: vec![Arc::clone(table)],
+            next_inputs: Vec::new(),
+            trivial_move: false,
+            output_level: level,
+        });
+    }
+    with_next_level(version, level, vec![Arc::clone(table)])
+}
+
+/// A compaction of `inputs` (from `level`) with every table of the next
+/// level they overlap.
+fn with_next_level(version: &Version, level: usize, inputs: Vec<Arc<TableMeta>>) -> Option<Choice> {
     let smallest = inputs.iter().map(|t| t.smallest_user_key()).min()?;
     let largest = inputs.iter().map(|t| t.largest_user_key()).max()?;
     let next_inputs: Vec<Arc<TableMeta>> = version
@@ -99,12 +141,17 @@ pub(crate) fn pick(
         .filter(|t| t.overlaps(Some(smallest), Some(largest)))
         .cloned()
         .collect();
-    let trivial_move = inputs.len() == 1 && next_inputs.is_empty();
+    // A table holding garbage is rewritten, never moved, so the garbage is
+    // collected on its way down.
+    let trivial_move = inputs.len() == 1
+        && next_inputs.is_empty()
+        && inputs.iter().all(|t| t.obsolete_entries == 0);
     Some(Choice {
         level,
         inputs,
         next_inputs,
         trivial_move,
+        output_level: level + 1,
     })
 }
 
@@ -139,6 +186,7 @@ mod tests {
             smallest_seq: number,
             largest_seq: number,
             entries: 1,
+            obsolete_entries: 0,
         }
     }
 
@@ -166,7 +214,7 @@ mod tests {
             entry(0, 1, b"a", b"z", 10),
             entry(1, 2, b"a", b"m", 900),
         ]);
-        assert!(pick(&v, &POLICY, &[]).is_none());
+        assert!(pick(&v, &POLICY, &[], u64::MAX).is_none());
     }
 
     #[test]
@@ -179,7 +227,7 @@ mod tests {
             entry(1, 5, b"a", b"b", 10),
             entry(1, 6, b"x", b"z", 10),
         ]);
-        let choice = pick(&v, &POLICY, &[]).unwrap();
+        let choice = pick(&v, &POLICY, &[], u64::MAX).unwrap();
         assert_eq!(choice.level, 0);
         assert_eq!(choice.inputs.len(), 4);
         assert_eq!(
@@ -200,17 +248,20 @@ mod tests {
             entry(1, 2, b"d", b"f", 800),
             entry(2, 3, b"e", b"e", 5),
         ]);
-        let first = pick(&v, &POLICY, &[]).unwrap();
+        let first = pick(&v, &POLICY, &[], u64::MAX).unwrap();
         assert_eq!((first.level, first.inputs[0].number), (1, 1));
         assert!(first.trivial_move);
         let cursors = vec![None, Some(b"c".to_vec())];
-        let second = pick(&v, &POLICY, &cursors).unwrap();
+        let second = pick(&v, &POLICY, &cursors, u64::MAX).unwrap();
         assert_eq!(second.inputs[0].number, 2);
         assert_eq!(second.next_inputs[0].number, 3);
         assert!(!second.trivial_move);
         // Wraps around after the last table.
         let cursors = vec![None, Some(b"f".to_vec())];
-        assert_eq!(pick(&v, &POLICY, &cursors).unwrap().inputs[0].number, 1);
+        assert_eq!(
+            pick(&v, &POLICY, &cursors, u64::MAX).unwrap().inputs[0].number,
+            1
+        );
     }
 
     #[test]

@@ -227,11 +227,20 @@ fn compaction_loop(inner: &Inner) {
                     return;
                 }
                 let version = Arc::clone(&inner.current.read());
-                if let Some(choice) = pick(&version, &policy(inner), &work.cursors) {
+                if let Some(choice) = pick(
+                    &version,
+                    &policy(inner),
+                    &work.cursors,
+                    inner.oldest_snapshot(),
+                ) {
                     work.compacting = true;
                     break (choice, version);
                 }
-                inner.work_changed.wait(&mut work);
+                // Also wake now and then: garbage becomes collectible when
+                // a snapshot is released, without other work to signal.
+                inner
+                    .work_changed
+                    .wait_for(&mut work, Duration::from_secs(1));
             }
         };
         let result = (|| {
@@ -413,7 +422,13 @@ pub(crate) fn wait_idle(inner: &Inner) -> Result<()> {
             return Err(error);
         }
         let version = Arc::clone(&inner.current.read());
-        let due = pick(&version, &policy(inner), &work.cursors).is_some();
+        let due = pick(
+            &version,
+            &policy(inner),
+            &work.cursors,
+            inner.oldest_snapshot(),
+        )
+        .is_some();
         if !work.compacting && !due && inner.mem.read().frozen.is_empty() {
             return Ok(());
         }

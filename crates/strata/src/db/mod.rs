@@ -856,6 +856,9 @@ impl Drop for Snapshot {
             *count -= 1;
             if *count == 0 {
                 snapshots.remove(&self.seq);
+                drop(snapshots);
+                // Versions kept for it may now be collectible.
+                self.inner.work_changed.notify_all();
             }
         }
     }

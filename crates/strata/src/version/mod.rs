@@ -34,6 +34,9 @@ pub(crate) struct TableMeta {
     pub(crate) smallest_seq: u64,
     pub(crate) largest_seq: u64,
     pub(crate) entries: u64,
+    /// Older versions of a key kept only for snapshots (garbage once no
+    /// snapshot needs them).
+    pub(crate) obsolete_entries: u64,
 }
 
 impl TableMeta {
@@ -46,6 +49,7 @@ impl TableMeta {
             smallest_seq: entry.smallest_seq,
             largest_seq: entry.largest_seq,
             entries: entry.entries,
+            obsolete_entries: entry.obsolete_entries,
         }
     }
 
@@ -59,6 +63,7 @@ impl TableMeta {
             smallest_seq: self.smallest_seq,
             largest_seq: self.largest_seq,
             entries: self.entries,
+            obsolete_entries: self.obsolete_entries,
         }
     }
 
@@ -234,6 +239,7 @@ mod tests {
             smallest_seq: seq,
             largest_seq: seq,
             entries: 1,
+            obsolete_entries: 0,
         }
     }
 

@@ -504,6 +504,7 @@ mod tests {
             smallest_seq: 1,
             largest_seq: 1,
             entries: 1,
+            obsolete_entries: 0,
         }
     }
 
