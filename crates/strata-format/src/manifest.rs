@@ -322,11 +322,15 @@ impl VersionEdit {
                 TAG_TABLE_GARBAGE_HINT => {
                     let len = c.u32_le("garbage hint length")?;
                     let body = c.bytes(len as usize, "garbage hint")?;
-                    let mut hint = Cursor::new(body);
-                    let number = hint.u64_le("garbage hint table")?;
-                    let obsolete = hint.u64_le("garbage hint entries")?;
-                    if let Some(table) = edit.added.iter_mut().find(|t| t.number == number) {
-                        table.obsolete_entries = obsolete;
+                    // A hint of another length is from a later version:
+                    // ignorable, like any field with bit 7 set.
+                    if let Ok(hint) = <[u8; 16]>::try_from(body) {
+                        let mut hint = Cursor::new(&hint);
+                        let number = hint.u64_le("garbage hint table")?;
+                        let obsolete = hint.u64_le("garbage hint entries")?;
+                        if let Some(table) = edit.added.iter_mut().find(|t| t.number == number) {
+                            table.obsolete_entries = obsolete;
+                        }
                     }
                 }
                 tag if tag & IGNORABLE_TAG_BIT != 0 => {

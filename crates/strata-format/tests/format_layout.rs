@@ -367,7 +367,6 @@ fn properties_layout() {
 
     let props = Properties {
         entries: 1,
-        obsolete_entries: 0,
         deletions: 2,
         data_blocks: 3,
         raw_key_bytes: 4,
@@ -458,6 +457,7 @@ fn version_edit_layout() {
             smallest_seq: 0x0e,
             largest_seq: 0x0f,
             entries: 0x10,
+            obsolete_entries: 0,
         }],
         deleted: vec![(1, 0x11)],
     };

@@ -612,6 +612,7 @@ fn table_seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
             smallest_seq: 1,
             largest_seq: 5,
             entries: 40,
+            obsolete_entries: 0,
         }],
         deleted: vec![(0, 7), (0, 8)],
     };
