@@ -423,6 +423,7 @@ struct Figures {
     max_deep_tables: u64,
     torn_tails: u64,
     known_creation_crash: u64,
+    known_writer_bug: u64,
     directories: u64,
 }
 
@@ -565,6 +566,17 @@ fn known_creation_crash(problem: &str, last_acked: Option<u64>, recovered_next: 
         && problem.contains("CURRENT is missing but the directory holds MANIFEST-")
 }
 
+/// A writer whose write failed with the background error of a known bug
+/// (see `db_power_loss.rs`: the flush/compaction install race, "which lacks
+/// it", and a file number reused after a torn manifest edit, "already
+/// exists"). Tolerated and counted unless `STRATA_DB_TORTURE_STRICT` is set;
+/// the directory is verified as after any kill.
+fn known_writer_bug(problem: &str) -> bool {
+    std::env::var_os("STRATA_DB_TORTURE_STRICT").is_none()
+        && problem.contains("write of batch")
+        && (problem.contains("which lacks it") || problem.contains(".sst: already exists"))
+}
+
 fn env_count(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()
@@ -615,7 +627,7 @@ fn db_sigkill_torture() {
             } else {
                 KillAt::AfterOpened(Duration::from_millis(rng.random_range(5..=150)))
             };
-            let round = writer_round(&dir, &stderr, generator_seed, kill_at);
+            let mut round = writer_round(&dir, &stderr, generator_seed, kill_at);
             figures.kills += 1;
             figures.acked += round.acks.len() as u64;
             figures.flushes += round.stats.0;
@@ -624,6 +636,11 @@ fn db_sigkill_torture() {
                 (KillAt::AfterSpawn(_), None) => figures.kills_before_open += 1,
                 (KillAt::AfterOpening(_), _) => figures.kills_during_open += 1,
                 _ => figures.kills_while_writing += 1,
+            }
+            if !round.problems.is_empty() && known_writer_bug(&round.problems.join("; ")) {
+                // The writer stopped itself; its directory is still checked.
+                figures.known_writer_bug += 1;
+                round.problems.clear();
             }
             if !round.problems.is_empty() {
                 if known_creation_crash(&round.problems.join("; "), last_acked, recovered_next) {
@@ -691,7 +708,7 @@ fn db_sigkill_torture() {
         }
     }
     println!(
-        "db sigkill torture: seed={seed:#x} kills={} (before open {}, during open {}, while writing {}) directories={} acked={} verified={} (batches replayed and checked {}) flushes_observed={} compactions_observed={} max_tables={} max_tables_below_l0={} torn_log_tails={} known_creation_crash_hits={} wall={:.1}s",
+        "db sigkill torture: seed={seed:#x} kills={} (before open {}, during open {}, while writing {}) directories={} acked={} verified={} (batches replayed and checked {}) flushes_observed={} compactions_observed={} max_tables={} max_tables_below_l0={} torn_log_tails={} known_creation_crash_hits={} known_background_bug_hits={} wall={:.1}s",
         figures.kills,
         figures.kills_before_open,
         figures.kills_during_open,
@@ -706,6 +723,7 @@ fn db_sigkill_torture() {
         figures.max_deep_tables,
         figures.torn_tails,
         figures.known_creation_crash,
+        figures.known_writer_bug,
         started.elapsed().as_secs_f64(),
     );
     assert!(failures.is_empty(), "{}", failures.join("\n"));
