@@ -243,16 +243,17 @@ struct Figures {
     known_bugs: [u64; 2],
 }
 
-/// Background errors of two known bugs, tolerated (the round stops
-/// writing and crashes as usual; the recovery checks still apply) and
-/// counted, unless `STRATA_DB_POWER_LOSS_STRICT` is set:
-/// - the flush/compaction install race (ignored test
+/// Background errors of two bugs, now fixed, that this suite found:
+/// - the flush/compaction install race (regression test
 ///   `flush_and_compaction_installs_never_lose_a_version`): "which lacks it";
-/// - a file number reused after a torn manifest edit (ignored test
+/// - a file number reused after a torn manifest edit (regression test
 ///   `torn_manifest_edit_with_orphan_tables_never_reuses_a_file_number`):
 ///   "already exists".
+///
+/// They fail the run, unless `STRATA_DB_POWER_LOSS_LENIENT` is set (a
+/// diagnostic switch to count them and go on).
 fn known_bug(error: &Error) -> Option<usize> {
-    if std::env::var_os("STRATA_DB_POWER_LOSS_STRICT").is_some()
+    if std::env::var_os("STRATA_DB_POWER_LOSS_LENIENT").is_none()
         || !matches!(error, Error::Poisoned { .. })
     {
         return None;
@@ -515,9 +516,8 @@ fn db_power_loss() {
 /// trigger of 2, so flushes and compactions run back to back; every write
 /// must succeed and every periodic scan must equal the model.
 #[test]
-#[ignore = "BUG: flush and compaction install versions without holding the version-set lock across `*current.write() = version`, so a stale version can overwrite a newer one: reads miss flushed data and a later compaction fails with 'edit deletes table N from level L, which lacks it', poisoning the database"]
 fn flush_and_compaction_installs_never_lose_a_version() {
-    let deadline = Instant::now() + std::time::Duration::from_secs(120);
+    let deadline = Instant::now() + std::time::Duration::from_secs(20);
     let mut attempts = 0;
     while Instant::now() < deadline {
         attempts += 1;
@@ -560,7 +560,6 @@ fn flush_and_compaction_installs_never_lose_a_version() {
 /// torn edit) and table files left with the numbers the interrupted job
 /// had taken; reopen, write and flush: every write and flush must succeed.
 #[test]
-#[ignore = "BUG: after a torn last manifest edit, open keeps the orphaned tables but does not advance the next file number past them; the next flush or compaction fails with 'create NNNNNN.sst: already exists' and poisons the database"]
 fn torn_manifest_edit_with_orphan_tables_never_reuses_a_file_number() {
     use strata::env::FileSystem;
     let fs = Arc::new(FaultFileSystem::new());

@@ -59,7 +59,12 @@ impl Table {
         size: u64,
         blocks: Option<Arc<BlockCache>>,
     ) -> Result<Table> {
-        let bytes = fs.map(path).map_err(|e| Error::io("map", path, e))?;
+        let bytes = fs.map(path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => {
+                Error::corruption_msg(path, 0, "a table the manifest names is missing")
+            }
+            _ => Error::io("map", path, e),
+        })?;
         let cell = OpenTable::try_new(bytes, |bytes| {
             let mut reader = TableReader::open(bytes, size)?;
             if let Some(blocks) = blocks {

@@ -189,8 +189,11 @@ fn flush_one(inner: &Inner, memtable: &Arc<Memtable>) -> Result<()> {
     let new_number = || inner.versions.lock().new_file_number();
     let ctx = context(inner, &new_number);
     if let Some((edit, bytes)) = worker::flush(&ctx, memtable)? {
-        let version = inner.versions.lock().log_and_apply(edit)?;
-        *inner.current.write() = version;
+        // Install under the version-set lock, so versions are published in
+        // the order they were logged (flush and compaction race here).
+        let mut versions = inner.versions.lock();
+        *inner.current.write() = versions.log_and_apply(edit)?;
+        drop(versions);
         inner.counters.flushes.fetch_add(1, Ordering::Relaxed);
         inner
             .counters
@@ -247,8 +250,9 @@ fn compaction_loop(inner: &Inner) {
             let new_number = || inner.versions.lock().new_file_number();
             let ctx = context(inner, &new_number);
             let (edit, bytes) = worker::compact(&ctx, &version, &choice, inner.oldest_snapshot())?;
-            let installed = inner.versions.lock().log_and_apply(edit)?;
-            *inner.current.write() = installed;
+            let mut versions = inner.versions.lock();
+            *inner.current.write() = versions.log_and_apply(edit)?;
+            drop(versions);
             inner.counters.compactions.fetch_add(1, Ordering::Relaxed);
             inner
                 .counters
@@ -258,8 +262,19 @@ fn compaction_loop(inner: &Inner) {
                 .counters
                 .compaction_bytes_written
                 .fetch_add(bytes.written, Ordering::Relaxed);
-            delete_obsolete(inner)
+            Ok(())
         })();
+        // Let go of the inputs before deleting what no version holds, so
+        // this compaction's inputs go now, not after the next job.
+        let level = choice.level;
+        let largest = choice
+            .inputs
+            .iter()
+            .map(|t| t.largest_user_key().to_vec())
+            .max();
+        drop(choice);
+        drop(version);
+        let result = result.and_then(|()| delete_obsolete(inner));
         refresh_stall_hint(inner);
         let mut work = inner.work.lock();
         work.compacting = false;
@@ -268,15 +283,10 @@ fn compaction_loop(inner: &Inner) {
             fail(inner, &error);
             return;
         }
-        let largest = choice
-            .inputs
-            .iter()
-            .map(|t| t.largest_user_key().to_vec())
-            .max();
         if work.cursors.len() < LEVEL_COUNT {
             work.cursors.resize(LEVEL_COUNT, None);
         }
-        if let Some(cursor) = work.cursors.get_mut(choice.level) {
+        if let Some(cursor) = work.cursors.get_mut(level) {
             *cursor = largest;
         }
         work.generation += 1;

@@ -83,16 +83,18 @@ impl VersionSet {
         let exists = fs
             .exists(&current_path)
             .map_err(|e| Error::io("stat", &current_path, e))?;
+        let names = fs
+            .list_dir(dir)
+            .map_err(|e| Error::io("list directory", dir, e))?;
         let (version, next_file_number, flushed_seq, old_manifest, torn) = if exists {
             let (version, next, flushed, number, torn) = replay(&*fs, dir, database_id)?;
             (version, next, flushed, Some(number), torn)
         } else {
-            let names = fs
-                .list_dir(dir)
-                .map_err(|e| Error::io("list directory", dir, e))?;
-            if let Some(stray) = names.iter().find(|n| {
-                parse_manifest_file_name(n).is_some() || parse_table_file_name(n).is_some()
-            }) {
+            // No CURRENT: a new database, or one whose creation was cut
+            // between writing its first manifest and naming it (which
+            // names no table). Tables without CURRENT are refused: their
+            // state cannot be known.
+            if let Some(stray) = names.iter().find(|n| parse_table_file_name(n).is_some()) {
                 return Err(Error::corruption_msg(
                     &current_path,
                     0,
@@ -103,6 +105,14 @@ impl VersionSet {
             }
             (Version::default(), 1, 0, None, None)
         };
+        // Never reuse a number a file in the directory already has (tables
+        // kept after a torn manifest edit, manifests never named).
+        let largest_on_disk = names
+            .iter()
+            .filter_map(|n| parse_table_file_name(n).or_else(|| parse_manifest_file_name(n)))
+            .max()
+            .unwrap_or(0);
+        let next_file_number = next_file_number.max(largest_on_disk + 1);
         Ok(VersionSet {
             manifest: None,
             old_manifest,
@@ -641,9 +651,24 @@ mod tests {
     fn missing_current_with_tables_is_refused() {
         let fs = Arc::new(MemFileSystem::new());
         drop(open(&fs).unwrap());
+        touch(&fs, 9);
         fs.remove_file(Path::new("db/CURRENT")).unwrap();
         let err = open(&fs).unwrap_err();
         assert!(err.to_string().contains("CURRENT is missing"), "{err}");
+    }
+
+    #[test]
+    fn missing_current_without_tables_is_a_creation_cut_short() {
+        // A crash between writing the first manifest and naming it.
+        let fs = Arc::new(MemFileSystem::new());
+        drop(open(&fs).unwrap());
+        fs.remove_file(Path::new("db/CURRENT")).unwrap();
+        let mut set = open(&fs).unwrap();
+        assert_eq!(set.current().numbers().count(), 0);
+        assert!(
+            set.new_file_number() > 1,
+            "never reuses the stray manifest's number"
+        );
     }
 
     #[test]
