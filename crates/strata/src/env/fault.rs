@@ -120,8 +120,11 @@ struct Faults {
 }
 
 /// Whether the simulated machine is down (see
-/// [`FaultFileSystem::crash_and_halt`]); shared by clones.
-type Halted = Arc<std::sync::atomic::AtomicBool>;
+/// [`FaultFileSystem::crash_and_halt`]); shared by clones. Every operation
+/// holds it shared from its check to its end, and a crash takes it
+/// exclusively, so no operation that started before the crash lands after
+/// it.
+type Halted = Arc<parking_lot::RwLock<bool>>;
 
 impl Faults {
     fn new(plan: FaultPlan) -> Self {
@@ -211,30 +214,32 @@ impl FaultFileSystem {
     /// process that are still running in a test from writing to the
     /// post-crash disk, which no real process could do.
     pub fn crash_and_halt(&self, mode: CrashMode, seed: u64) {
-        self.halted.store(true, std::sync::atomic::Ordering::SeqCst);
+        let mut halted = self.halted.write();
+        *halted = true;
         self.crash(mode, seed);
     }
 
     /// Brings the machine back up after [`FaultFileSystem::crash_and_halt`].
     pub fn resume(&self) {
-        self.halted
-            .store(false, std::sync::atomic::Ordering::SeqCst);
+        *self.halted.write() = false;
     }
 
-    fn check_up(&self) -> io::Result<()> {
-        if self.halted.load(std::sync::atomic::Ordering::SeqCst) {
-            Err(io::Error::other(
+    /// Fails if the machine is halted; the returned guard keeps a crash
+    /// from happening until the operation is over.
+    fn check_up(&self) -> io::Result<parking_lot::RwLockReadGuard<'_, bool>> {
+        let halted = self.halted.read();
+        if *halted {
+            return Err(io::Error::other(
                 "the simulated machine is halted after a crash",
-            ))
-        } else {
-            Ok(())
+            ));
         }
+        Ok(halted)
     }
 }
 
 impl FileSystem for FaultFileSystem {
     fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn File>> {
-        self.check_up()?;
+        let _up = self.check_up()?;
         {
             let mut faults = self.faults.lock();
             let index = faults.opens;
@@ -247,31 +252,32 @@ impl FileSystem for FaultFileSystem {
         Ok(Arc::new(FaultFile {
             inner,
             faults: Arc::clone(&self.faults),
+            halted: Arc::clone(&self.halted),
         }))
     }
 
     fn create_dir_all(&self, path: &Path) -> io::Result<()> {
-        self.check_up()?;
+        let _up = self.check_up()?;
         self.mem.create_dir_all(path)
     }
 
     fn list_dir(&self, path: &Path) -> io::Result<Vec<String>> {
-        self.check_up()?;
+        let _up = self.check_up()?;
         self.mem.list_dir(path)
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        self.check_up()?;
+        let _up = self.check_up()?;
         self.mem.rename(from, to)
     }
 
     fn remove_file(&self, path: &Path) -> io::Result<()> {
-        self.check_up()?;
+        let _up = self.check_up()?;
         self.mem.remove_file(path)
     }
 
     fn sync_dir(&self, path: &Path) -> io::Result<()> {
-        self.check_up()?;
+        let _up = self.check_up()?;
         let mut faults = self.faults.lock();
         let index = faults.stats.dir_syncs;
         faults.stats.dir_syncs += 1;
@@ -284,17 +290,17 @@ impl FileSystem for FaultFileSystem {
     }
 
     fn exists(&self, path: &Path) -> io::Result<bool> {
-        self.check_up()?;
+        let _up = self.check_up()?;
         self.mem.exists(path)
     }
 
     fn lock(&self, path: &Path) -> io::Result<Box<dyn DirLock>> {
-        self.check_up()?;
+        let _up = self.check_up()?;
         self.mem.lock(path)
     }
 
     fn map(&self, path: &Path) -> io::Result<super::Mapped> {
-        self.check_up()?;
+        let _up = self.check_up()?;
         self.mem.map(path)
     }
 }
@@ -304,14 +310,30 @@ impl FileSystem for FaultFileSystem {
 struct FaultFile {
     inner: MemFile,
     faults: Arc<Mutex<Faults>>,
+    halted: Halted,
+}
+
+impl FaultFile {
+    /// As [`FaultFileSystem::check_up`], for operations on open files.
+    fn check_up(&self) -> io::Result<parking_lot::RwLockReadGuard<'_, bool>> {
+        let halted = self.halted.read();
+        if *halted {
+            return Err(io::Error::other(
+                "the simulated machine is halted after a crash",
+            ));
+        }
+        Ok(halted)
+    }
 }
 
 impl File for FaultFile {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        let _up = self.check_up()?;
         self.inner.read_at(buf, offset)
     }
 
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<usize> {
+        let _up = self.check_up()?;
         let mut faults = self.faults.lock();
         let mut len = buf.len();
         if len == 0 {
@@ -336,6 +358,7 @@ impl File for FaultFile {
     }
 
     fn sync_data(&self) -> io::Result<()> {
+        let _up = self.check_up()?;
         let mut faults = self.faults.lock();
         let index = faults.stats.syncs;
         faults.stats.syncs += 1;
@@ -348,10 +371,12 @@ impl File for FaultFile {
     }
 
     fn len(&self) -> io::Result<u64> {
+        let _up = self.check_up()?;
         self.inner.len()
     }
 
     fn set_len(&self, len: u64) -> io::Result<()> {
+        let _up = self.check_up()?;
         self.inner.set_len(len)
     }
 }

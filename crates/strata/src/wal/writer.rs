@@ -65,6 +65,10 @@ struct Slot {
     result: Option<Result<Commit>>,
     /// Set when this waiter reached the front of the queue and must lead.
     lead: bool,
+    /// Followers of the same group this waiter wakes once woken itself:
+    /// waking a group is a tree, so the wake-ups run on every core instead
+    /// of one after another on the leader's.
+    children: Vec<Arc<Waiter>>,
 }
 
 impl Waiter {
@@ -91,10 +95,12 @@ impl Waiter {
         payload
     }
 
-    fn finish(&self, result: Result<Commit>) {
+    /// Hands over the result and the followers this waiter must wake, but
+    /// does not wake it (its parent in the wake-up tree does).
+    fn finish_quietly(&self, result: Result<Commit>, children: Vec<Arc<Waiter>>) {
         let mut slot = self.slot.lock();
         slot.result = Some(result);
-        self.wake.notify_one();
+        slot.children = children;
     }
 
     fn make_leader(&self) {
@@ -221,6 +227,11 @@ pub(super) fn commit(shared: &Shared, waiter: Arc<Waiter>) -> Result<Commit> {
         let mut slot = waiter.slot.lock();
         loop {
             if let Some(result) = slot.result.take() {
+                let children = std::mem::take(&mut slot.children);
+                drop(slot);
+                for child in children {
+                    child.wake.notify_one();
+                }
                 return result;
             }
             if slot.lead {
@@ -342,6 +353,7 @@ fn lead(shared: &Shared, mut queue: MutexGuard<'_, Queue>, leader: &Arc<Waiter>)
     }
     let durable = if sync { seq } else { group_first_seq };
     let mut own = None;
+    let mut followers = Vec::with_capacity(group.len());
     for (waiter, (first, end)) in group.iter().zip(commits) {
         let result = match &poison {
             Some(reason) => Err(Error::Poisoned {
@@ -364,9 +376,22 @@ fn lead(shared: &Shared, mut queue: MutexGuard<'_, Queue>, leader: &Arc<Waiter>)
         if Arc::ptr_eq(waiter, leader) {
             own = Some(result);
         } else {
-            waiter.finish(result);
+            followers.push((Arc::clone(waiter), result));
         }
     }
+    // Follower i wakes followers 2i+1 and 2i+2; the leader wakes the root.
+    let members: Vec<Arc<Waiter>> = followers.iter().map(|(w, _)| Arc::clone(w)).collect();
+    for (index, (waiter, result)) in followers.into_iter().enumerate() {
+        let children = [2 * index + 1, 2 * index + 2]
+            .iter()
+            .filter_map(|&c| members.get(c).cloned())
+            .collect();
+        waiter.finish_quietly(result, children);
+    }
+    if let Some(root) = members.first() {
+        root.wake.notify_one();
+    }
+
     own.unwrap_or(Err(Error::Closed))
 }
 
