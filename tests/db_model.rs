@@ -150,6 +150,9 @@ impl Harness {
             level_size_multiplier: 2,
             table_bytes_max: 1024,
             block_bytes: 256,
+            // LZ4 blocks, so the block cache (which holds decompressed
+            // blocks) and decompression are exercised too.
+            compression: true,
             ..Options::default()
         }
     }

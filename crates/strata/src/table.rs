@@ -464,3 +464,65 @@ impl TableWriter {
         })
     }
 }
+
+/// Opens a table of a version (through the database's table cache).
+pub(crate) type OpenFn = Box<dyn Fn(&crate::version::TableMeta) -> Result<Arc<Table>> + Send>;
+
+/// A cursor over the tables of one level of 1 or below, which do not
+/// overlap: it opens and positions only the table the scan is in, moving to
+/// the next one (in the scan's direction) when it is exhausted.
+pub(crate) struct LevelCursor {
+    /// The level's tables that overlap the range, in key order.
+    tables: Vec<Arc<crate::version::TableMeta>>,
+    /// How many tables were started, from the front (forward) or back.
+    started: usize,
+    current: Option<TableCursor>,
+    range: KeyRange,
+    forward: bool,
+    open: OpenFn,
+}
+
+impl LevelCursor {
+    pub(crate) fn new(
+        tables: Vec<Arc<crate::version::TableMeta>>,
+        range: KeyRange,
+        forward: bool,
+        open: OpenFn,
+    ) -> Self {
+        Self {
+            tables,
+            started: 0,
+            current: None,
+            range,
+            forward,
+            open,
+        }
+    }
+}
+
+impl Cursor for LevelCursor {
+    fn next_entry(&mut self) -> Result<Option<Entry>> {
+        loop {
+            if let Some(cursor) = &mut self.current {
+                if let Some(entry) = cursor.next_entry()? {
+                    return Ok(Some(entry));
+                }
+                self.current = None;
+            }
+            if self.started == self.tables.len() {
+                return Ok(None);
+            }
+            let index = if self.forward {
+                self.started
+            } else {
+                self.tables.len() - 1 - self.started
+            };
+            self.started += 1;
+            let Some(meta) = self.tables.get(index) else {
+                return Ok(None);
+            };
+            let table = (self.open)(meta)?;
+            self.current = Some(TableCursor::new(table, &self.range, self.forward));
+        }
+    }
+}

@@ -48,7 +48,9 @@ struct IndexEntry {
 /// A cache of verified, decompressed data blocks, keyed by (table id,
 /// block offset). The engine implements it (this crate does no caching of
 /// its own); a reader given one with [`TableReader::set_block_cache`]
-/// consults it before loading a data block and fills it after.
+/// consults it before loading a data block and fills it with blocks that
+/// had to be decompressed (uncompressed blocks are read from the file's
+/// bytes, which the engine maps, without a copy).
 pub trait BlockCache: Send + Sync + std::fmt::Debug {
     /// The cached block, if present.
     fn get(&self, table_id: u64, offset: u64) -> Option<Arc<[u8]>>;
@@ -258,9 +260,16 @@ impl<'a> TableReader<'a> {
         if let Some(block) = cache.get(*table_id, handle.offset) {
             return Ok(BlockBytes::Shared(block));
         }
-        let block: Arc<[u8]> = Arc::from(&*self.read_block(handle)?);
-        cache.insert(*table_id, handle.offset, Arc::clone(&block));
-        Ok(BlockBytes::Shared(block))
+        match self.read_block(handle)? {
+            // Stored uncompressed: the bytes are the file's (a mapping),
+            // verified; copying them into the cache would cost more than
+            // verifying them again.
+            borrowed @ BlockBytes::Borrowed(_) => Ok(borrowed),
+            BlockBytes::Shared(block) => {
+                cache.insert(*table_id, handle.offset, Arc::clone(&block));
+                Ok(BlockBytes::Shared(block))
+            }
+        }
     }
 
     /// The table's footer.

@@ -141,11 +141,16 @@ fn with_next_level(version: &Version, level: usize, inputs: Vec<Arc<TableMeta>>)
         .filter(|t| t.overlaps(Some(smallest), Some(largest)))
         .cloned()
         .collect();
-    // A table holding garbage is rewritten, never moved, so the garbage is
-    // collected on its way down.
-    let trivial_move = inputs.len() == 1
-        && next_inputs.is_empty()
-        && inputs.iter().all(|t| t.obsolete_entries == 0);
+    // Tables that overlap nothing below (and not each other) move by a
+    // manifest edit alone. A table holding garbage is rewritten, never
+    // moved, so the garbage is collected on its way down.
+    let mut sorted: Vec<&Arc<TableMeta>> = inputs.iter().collect();
+    sorted.sort_by(|a, b| a.smallest_user_key().cmp(b.smallest_user_key()));
+    let disjoint = sorted
+        .windows(2)
+        .all(|pair| matches!(pair, [a, b] if a.largest_user_key() < b.smallest_user_key()));
+    let trivial_move =
+        next_inputs.is_empty() && disjoint && inputs.iter().all(|t| t.obsolete_entries == 0);
     Some(Choice {
         level,
         inputs,

@@ -52,7 +52,7 @@ use crate::error::{Error, Result};
 use crate::memtable::Memtable;
 use crate::options::{Options, WriteOptions};
 use crate::seqno::SeqNo;
-use crate::table::{TableCache, TableCursor};
+use crate::table::{LevelCursor, TableCache, TableCursor};
 use crate::version::set::VersionSet;
 use crate::version::{LEVEL_COUNT, Version};
 use crate::wal::{RecoveryReport, Wal, WalOptions, WalStats};
@@ -699,13 +699,37 @@ impl Inner {
             cursors.push(Box::new(MemCursor::new(memtable, &range, forward)));
         }
         let (start, end) = range.user_bounds();
-        for tables in &version.levels {
-            for meta in tables.iter().filter(|t| t.overlaps(start, end)) {
-                let path = self
-                    .dir
-                    .join(strata_format::manifest::table_file_name(meta.number));
-                let table = self.open_table(&path, meta.number, meta.size)?;
-                cursors.push(Box::new(TableCursor::new(table, &range, forward)));
+        let [level0, deeper @ ..] = &version.levels;
+        // Level-0 tables overlap: a cursor each.
+        for meta in level0.iter().filter(|t| t.overlaps(start, end)) {
+            let path = self
+                .dir
+                .join(strata_format::manifest::table_file_name(meta.number));
+            let table = self.open_table(&path, meta.number, meta.size)?;
+            cursors.push(Box::new(TableCursor::new(table, &range, forward)));
+        }
+        // Deeper levels do not: one cursor per level, opening its tables
+        // one after another as the scan reaches them.
+        for tables in deeper {
+            let overlapping: Vec<_> = tables
+                .iter()
+                .filter(|t| t.overlaps(start, end))
+                .cloned()
+                .collect();
+            if !overlapping.is_empty() {
+                let inner = Arc::clone(self);
+                let open: crate::table::OpenFn = Box::new(move |meta| {
+                    let path = inner
+                        .dir
+                        .join(strata_format::manifest::table_file_name(meta.number));
+                    inner.open_table(&path, meta.number, meta.size)
+                });
+                cursors.push(Box::new(LevelCursor::new(
+                    overlapping,
+                    range.clone(),
+                    forward,
+                    open,
+                )));
             }
         }
         let hold: Box<dyn Send + Sync> = match hold {
