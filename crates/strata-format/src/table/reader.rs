@@ -38,11 +38,61 @@ use crate::key::{InternalKeyRef, MAX_SEQ, ValueKind, compare_internal, encode_in
 /// stored uncompressed.
 pub type Found<'a> = (ValueKind, Cow<'a, [u8]>);
 
-#[derive(Debug, Clone)]
-struct IndexEntry {
+/// One entry of the index, borrowed from [`Index`].
+#[derive(Debug, Clone, Copy)]
+struct IndexEntry<'x> {
     /// At or after every key of the block, before every key of the next.
-    key: Vec<u8>,
+    key: &'x [u8],
     handle: BlockHandle,
+}
+
+/// The decoded index: keys stored back to back in one buffer (so a binary
+/// search touches contiguous memory, not one allocation per key).
+#[derive(Debug, Clone, Default)]
+struct Index {
+    keys: Vec<u8>,
+    /// End of each key in `keys`.
+    ends: Vec<usize>,
+    handles: Vec<BlockHandle>,
+}
+
+impl Index {
+    fn push(&mut self, key: &[u8], handle: BlockHandle) {
+        self.keys.extend_from_slice(key);
+        self.ends.push(self.keys.len());
+        self.handles.push(handle);
+    }
+
+    fn len(&self) -> usize {
+        self.handles.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.handles.is_empty()
+    }
+
+    fn get(&self, i: usize) -> Option<IndexEntry<'_>> {
+        let start = if i == 0 { 0 } else { *self.ends.get(i - 1)? };
+        let end = *self.ends.get(i)?;
+        Some(IndexEntry {
+            key: self.keys.get(start..end)?,
+            handle: *self.handles.get(i)?,
+        })
+    }
+
+    /// The first entry for which `before` is false (entries for which it is
+    /// true must all come first).
+    fn partition_point(&self, before: impl Fn(IndexEntry<'_>) -> bool) -> usize {
+        let (mut low, mut high) = (0, self.len());
+        while low < high {
+            let mid = low + (high - low) / 2;
+            match self.get(mid) {
+                Some(entry) if before(entry) => low = mid + 1,
+                _ => high = mid,
+            }
+        }
+        low
+    }
 }
 
 /// A cache of verified, decompressed data blocks, keyed by (table id,
@@ -92,7 +142,7 @@ pub struct TableReader<'a> {
     file: &'a [u8],
     cache: Option<(Arc<dyn BlockCache>, u64)>,
     footer: Footer,
-    index: Vec<IndexEntry>,
+    index: Index,
     filter: Option<BlockBytes<'a>>,
     properties: Properties,
 }
@@ -125,7 +175,7 @@ impl<'a> TableReader<'a> {
         let mut reader = Self {
             file,
             footer,
-            index: Vec::new(),
+            index: Index::default(),
             filter: None,
             properties: Properties::default(),
             cache: None,
@@ -157,11 +207,11 @@ impl<'a> TableReader<'a> {
         Ok(reader)
     }
 
-    fn load_index(&self, data_end: u64) -> Result<Vec<IndexEntry>, DecodeError> {
+    fn load_index(&self, data_end: u64) -> Result<Index, DecodeError> {
         let at = self.footer.index.offset;
         let block = Block::new(self.read_block(&self.footer.index)?).map_err(|e| e.at(at))?;
         let mut iter = block.iter(compare_internal);
-        let mut index = Vec::new();
+        let mut index = Index::default();
         let mut next_offset = 0;
         let mut more = iter.seek_to_first().map_err(|e| e.at(at))?;
         while let Some((key, value)) = iter.current().filter(|_| more) {
@@ -174,10 +224,7 @@ impl<'a> TableReader<'a> {
                 ));
             }
             next_offset = handle.end();
-            index.push(IndexEntry {
-                key: key.to_vec(),
-                handle,
-            });
+            index.push(key, handle);
             more = iter.next().map_err(|e| e.at(at))?;
         }
         if next_offset != data_end {
@@ -286,7 +333,7 @@ impl<'a> TableReader<'a> {
 
     /// The data blocks' handles, in key order.
     pub fn data_blocks(&self) -> impl Iterator<Item = &BlockHandle> {
-        self.index.iter().map(|entry| &entry.handle)
+        self.index.handles.iter()
     }
 
     /// Whether the filter allows `user_key` to be in the table (always
@@ -442,7 +489,7 @@ impl<'a> TableIter<'_, 'a> {
             let block = it
                 .table
                 .index
-                .partition_point(|entry| compare_internal(&entry.key, target) == Ordering::Less);
+                .partition_point(|entry| compare_internal(entry.key, target) == Ordering::Less);
             if block >= it.table.index.len() {
                 it.data = None;
                 return Ok(false);
@@ -563,12 +610,12 @@ impl<'a> TableIter<'_, 'a> {
         let index = &self.table.index;
         let above_upper = index
             .get(self.block)
-            .is_some_and(|upper| compare_internal(key, &upper.key) == Ordering::Greater);
+            .is_some_and(|upper| compare_internal(key, upper.key) == Ordering::Greater);
         let below_lower = self
             .block
             .checked_sub(1)
             .and_then(|i| index.get(i))
-            .is_some_and(|lower| compare_internal(key, &lower.key) != Ordering::Greater);
+            .is_some_and(|lower| compare_internal(key, lower.key) != Ordering::Greater);
         if above_upper || below_lower {
             return Err(DecodeError::new(
                 at,
