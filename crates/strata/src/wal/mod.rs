@@ -184,6 +184,10 @@ struct Shared {
     progress_changed: Condvar,
     counters: Counters,
     background: Mutex<BackgroundState>,
+    /// Held by whoever deletes released segments, from choosing them to
+    /// syncing the directory: two deleters could otherwise unlink out of
+    /// order, and a crash could leave a gap in the middle of the log.
+    deleting: Mutex<()>,
     background_wake: Condvar,
 }
 
@@ -296,6 +300,7 @@ impl Wal {
             progress_changed: Condvar::new(),
             counters,
             background: Mutex::new(BackgroundState::default()),
+            deleting: Mutex::new(()),
             background_wake: Condvar::new(),
         });
         let background = match shared.options.sync_interval {

@@ -10,9 +10,11 @@
 //! The policy is the pure function [`releasable`]; the mechanism deletes
 //! files outside the progress lock.
 //!
-//! Invariants: a segment is removed from the published list before its file
-//! is deleted, so a reader either finds it in the list (and its file, which
-//! stays readable through an open handle) or gets `LogTruncated`.
+//! Invariants: segments are deleted oldest first by one deleter at a time,
+//! so the retained log is always a suffix, even after a crash; a segment is
+//! removed from the published list before its file is deleted, so a
+//! reader either finds it in the list (and its file, which stays readable
+//! through an open handle) or gets `LogTruncated`.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -129,6 +131,7 @@ pub(super) fn releasable(segments: &[SegmentState], bound: u64) -> usize {
 }
 
 fn collect(shared: &Shared) -> Result<usize> {
+    let _deleting = shared.deleting.lock();
     let doomed: Vec<SegmentState> = {
         let mut progress = shared.progress.lock();
         let bound = progress
