@@ -7,7 +7,7 @@
 
 use std::path::Path;
 
-use crate::env::{FileSystem, OpenMode};
+use crate::env::{FileSystem, OpenMode, write_file_atomically};
 use crate::error::{Error, Result};
 
 pub(crate) const IDENTITY_FILE_NAME: &str = "IDENTITY";
@@ -46,22 +46,11 @@ pub(crate) fn read(fs: &dyn FileSystem, dir: &Path) -> Result<Option<u128>> {
 /// Creates a new id durably.
 pub(crate) fn create(fs: &dyn FileSystem, dir: &Path) -> Result<u128> {
     let id: u128 = rand::random::<u128>().max(1);
-    let temp = dir.join("IDENTITY.tmp");
-    let path = dir.join(IDENTITY_FILE_NAME);
-    if fs.exists(&temp).map_err(|e| Error::io("stat", &temp, e))? {
-        fs.remove_file(&temp)
-            .map_err(|e| Error::io("remove", &temp, e))?;
-    }
-    let file = fs
-        .open(&temp, OpenMode::CreateNew)
-        .map_err(|e| Error::io("create", &temp, e))?;
-    file.write_all_at(format!("{id:032x}\n").as_bytes(), 0)
-        .map_err(|e| Error::io("write", &temp, e))?;
-    file.sync_data()
-        .map_err(|e| Error::io("fdatasync", &temp, e))?;
-    fs.rename(&temp, &path)
-        .map_err(|e| Error::io("rename", &temp, e))?;
-    fs.sync_dir(dir)
-        .map_err(|e| Error::io("sync directory", dir, e))?;
+    write_file_atomically(
+        fs,
+        dir,
+        IDENTITY_FILE_NAME,
+        format!("{id:032x}\n").as_bytes(),
+    )?;
     Ok(id)
 }

@@ -33,7 +33,7 @@ mod real;
 
 use std::fmt::Debug;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 pub use fault::{CrashMode, FaultFileSystem, FaultPlan, FaultStats};
@@ -220,9 +220,30 @@ impl Debug for Mapped {
     }
 }
 
-/// Joins a directory and a file name; a small helper so call sites read
-/// alike for every implementation.
-#[allow(dead_code, reason = "for the engine modules that open files by name")]
-pub(crate) fn join(dir: &Path, name: &str) -> PathBuf {
-    dir.join(name)
+/// Creates or replaces `dir/name` with `bytes` so that it is either the
+/// old file or the whole new one, durably: write `name.tmp` (removing a
+/// stale one first), sync it, rename it over `name`, sync `dir`.
+pub(crate) fn write_file_atomically(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    name: &str,
+    bytes: &[u8],
+) -> crate::Result<()> {
+    use crate::Error;
+    let temp = dir.join(format!("{name}.tmp"));
+    if fs.exists(&temp).map_err(|e| Error::io("stat", &temp, e))? {
+        fs.remove_file(&temp)
+            .map_err(|e| Error::io("remove", &temp, e))?;
+    }
+    let file = fs
+        .open(&temp, OpenMode::CreateNew)
+        .map_err(|e| Error::io("create", &temp, e))?;
+    file.write_all_at(bytes, 0)
+        .map_err(|e| Error::io("write", &temp, e))?;
+    file.sync_data()
+        .map_err(|e| Error::io("fdatasync", &temp, e))?;
+    fs.rename(&temp, &dir.join(name))
+        .map_err(|e| Error::io("rename", &temp, e))?;
+    fs.sync_dir(dir)
+        .map_err(|e| Error::io("sync directory", dir, e))
 }

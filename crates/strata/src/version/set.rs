@@ -27,7 +27,7 @@ use strata_format::manifest::{
 use strata_format::wal::{RECORD_HEADER_LEN, RecordType, decode_record, encode_record};
 
 use super::Version;
-use crate::env::{File, FileSystem, OpenMode};
+use crate::env::{File, FileSystem, OpenMode, write_file_atomically};
 use crate::error::{Error, Result};
 
 /// A manifest grows by appending edits; past this size the next change
@@ -464,24 +464,7 @@ pub(crate) fn write_manifest(
     file.sync_data()
         .map_err(|e| Error::io("fdatasync", &path, e))?;
 
-    let temp = dir.join("CURRENT.tmp");
-    if fs.exists(&temp).map_err(|e| Error::io("stat", &temp, e))? {
-        fs.remove_file(&temp)
-            .map_err(|e| Error::io("remove", &temp, e))?;
-    }
-    let current = fs
-        .open(&temp, OpenMode::CreateNew)
-        .map_err(|e| Error::io("create", &temp, e))?;
-    current
-        .write_all_at(current_file_content(number).as_bytes(), 0)
-        .map_err(|e| Error::io("write", &temp, e))?;
-    current
-        .sync_data()
-        .map_err(|e| Error::io("fdatasync", &temp, e))?;
-    fs.rename(&temp, &dir.join("CURRENT"))
-        .map_err(|e| Error::io("rename", &temp, e))?;
-    fs.sync_dir(dir)
-        .map_err(|e| Error::io("sync directory", dir, e))?;
+    write_file_atomically(fs, dir, "CURRENT", current_file_content(number).as_bytes())?;
     Ok(ManifestWriter {
         number,
         path,
