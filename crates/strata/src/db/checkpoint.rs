@@ -21,7 +21,7 @@ use strata_format::wal::{decode_record, parse_segment_file_name};
 
 use super::Inner;
 use super::identity::IDENTITY_FILE_NAME;
-use crate::env::OpenMode;
+use crate::env::{OpenMode, read_file};
 use crate::error::{Error, Result};
 use crate::seqno::SeqNo;
 use crate::version::set::write_manifest;
@@ -75,11 +75,14 @@ pub(crate) fn checkpoint(inner: &Inner, target: &Path) -> Result<SeqNo> {
     let mut last_seq = synced.get().max(flushed_seq);
     for (_, name) in names {
         let from = source_wal.join(&name);
-        let bytes = match fs.map(&from) {
+        // Read, not mapped: the active segment is being appended to.
+        let bytes = match read_file(fs, &from, u64::MAX) {
             Ok(bytes) => bytes,
             // Released before the pin took hold: entirely flushed.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(Error::io("read", &from, e)),
+            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                continue;
+            }
+            Err(e) => return Err(e),
         };
         let (complete, last) = complete_prefix(&bytes);
         if let Some(last) = last {

@@ -220,6 +220,33 @@ impl Debug for Mapped {
     }
 }
 
+/// The whole content of the file at `path`, read (not mapped: the file may
+/// be one that is still being appended to).
+///
+/// # Errors
+/// [`crate::Error::Corruption`] if the file is longer than `limit` bytes;
+/// [`crate::Error::Io`].
+pub(crate) fn read_file(fs: &dyn FileSystem, path: &Path, limit: u64) -> crate::Result<Vec<u8>> {
+    use crate::Error;
+    let file = fs
+        .open(path, OpenMode::Read)
+        .map_err(|e| Error::io("open", path, e))?;
+    let len = file.len().map_err(|e| Error::io("stat", path, e))?;
+    if len > limit {
+        return Err(Error::corruption_msg(
+            path,
+            0,
+            format!("file is {len} bytes, at most {limit} expected"),
+        ));
+    }
+    let len = usize::try_from(len)
+        .map_err(|_| Error::corruption_msg(path, 0, "file larger than memory"))?;
+    let mut bytes = vec![0u8; len];
+    file.read_exact_at(&mut bytes, 0)
+        .map_err(|e| Error::io("read", path, e))?;
+    Ok(bytes)
+}
+
 /// Creates or replaces `dir/name` with `bytes` so that it is either the
 /// old file or the whole new one, durably: write `name.tmp` (removing a
 /// stale one first), sync it, rename it over `name`, sync `dir`.

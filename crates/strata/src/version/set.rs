@@ -27,7 +27,7 @@ use strata_format::manifest::{
 use strata_format::wal::{RECORD_HEADER_LEN, RecordType, decode_record, encode_record};
 
 use super::Version;
-use crate::env::{File, FileSystem, OpenMode, write_file_atomically};
+use crate::env::{File, FileSystem, OpenMode, read_file, write_file_atomically};
 use crate::error::{Error, Result};
 
 /// A manifest grows by appending edits; past this size the next change
@@ -325,7 +325,7 @@ type Replayed = (Version, u64, u64, u64, Option<String>);
 /// Reads `CURRENT` and replays the manifest it names.
 fn replay(fs: &dyn FileSystem, dir: &Path, database_id: u128) -> Result<Replayed> {
     let current_path = dir.join("CURRENT");
-    let current = read_small(fs, &current_path, 64)?;
+    let current = read_file(fs, &current_path, 64)?;
     let number = parse_current(&current).map_err(|e| Error::corruption(&current_path, e))?;
     let path = dir.join(manifest_file_name(number));
     if !fs.exists(&path).map_err(|e| Error::io("stat", &path, e))? {
@@ -335,7 +335,7 @@ fn replay(fs: &dyn FileSystem, dir: &Path, database_id: u128) -> Result<Replayed
             format!("CURRENT names {}, which is missing", path.display()),
         ));
     }
-    let bytes = read_small(fs, &path, u64::MAX)?;
+    let bytes = read_file(fs, &path, u64::MAX)?;
     let header = ManifestHeader::decode(&bytes).map_err(|e| Error::corruption(&path, e))?;
     if header.database_id != database_id {
         return Err(Error::corruption_msg(
@@ -407,25 +407,6 @@ fn replay(fs: &dyn FileSystem, dir: &Path, database_id: u128) -> Result<Replayed
         next_file_number = next_file_number.max(max + 1);
     }
     Ok((version, next_file_number, flushed_seq, number, torn))
-}
-
-fn read_small(fs: &dyn FileSystem, path: &Path, limit: u64) -> Result<Vec<u8>> {
-    let file = fs
-        .open(path, OpenMode::Read)
-        .map_err(|e| Error::io("open", path, e))?;
-    let len = file.len().map_err(|e| Error::io("stat", path, e))?;
-    if len > limit {
-        return Err(Error::corruption_msg(
-            path,
-            0,
-            format!("file is {len} bytes, at most {limit} expected"),
-        ));
-    }
-    let len = usize::try_from(len).map_err(|_| Error::corruption_msg(path, 0, "file too large"))?;
-    let mut bytes = vec![0u8; len];
-    file.read_exact_at(&mut bytes, 0)
-        .map_err(|e| Error::io("read", path, e))?;
-    Ok(bytes)
 }
 
 /// Writes manifest `number` holding `version` as one snapshot edit, syncs

@@ -29,7 +29,7 @@ use strata_format::wal::{
 
 use super::SegmentState;
 use super::writer::{LogWriter, SyncPointWriter, create_segment};
-use crate::env::{File, FileSystem, OpenMode};
+use crate::env::{File, FileSystem, OpenMode, read_file};
 use crate::error::{Error, Result};
 use crate::seqno::SeqNo;
 
@@ -154,7 +154,7 @@ pub(super) fn recover(
     {
         // The marker is written on the way down after a failed fsync, when
         // the disk may be failing: an unreadable one is reported, not fatal.
-        let bytes = read_whole(fs, &failed_sync_path)?;
+        let bytes = read_file(fs, &failed_sync_path, u64::MAX)?;
         match SyncPoint::decode(&bytes) {
             Ok(point) => Some(point),
             Err(error) => {
@@ -187,7 +187,7 @@ pub(super) fn recover(
             continue;
         }
         let is_last = Some(number) == last_number;
-        let bytes = read_whole(fs, &path)?;
+        let bytes = read_file(fs, &path, u64::MAX)?;
         let file_len = bytes.len() as u64;
         let synced_len = if !is_last {
             file_len.max(SEGMENT_HEADER_LEN as u64)
@@ -407,19 +407,6 @@ pub(super) fn recover(
     })
 }
 
-fn read_whole(fs: &dyn FileSystem, path: &Path) -> Result<Vec<u8>> {
-    let file = fs
-        .open(path, OpenMode::Read)
-        .map_err(|e| Error::io("open", path, e))?;
-    let len = file.len().map_err(|e| Error::io("stat", path, e))?;
-    let len = usize::try_from(len)
-        .map_err(|_| Error::corruption_msg(path, 0, "segment larger than memory"))?;
-    let mut bytes = vec![0u8; len];
-    file.read_exact_at(&mut bytes, 0)
-        .map_err(|e| Error::io("read", path, e))?;
-    Ok(bytes)
-}
-
 fn read_sync_point(
     fs: &dyn FileSystem,
     path: &Path,
@@ -428,22 +415,7 @@ fn read_sync_point(
     if !fs.exists(path).map_err(|e| Error::io("stat", path, e))? {
         return Ok(None);
     }
-    let file = fs
-        .open(path, OpenMode::Read)
-        .map_err(|e| Error::io("open", path, e))?;
-    let mut bytes = vec![0u8; 1024];
-    let mut filled = 0;
-    while filled < bytes.len() {
-        let buf = bytes.get_mut(filled..).unwrap_or_default();
-        let read = file
-            .read_at(buf, filled as u64)
-            .map_err(|e| Error::io("read", path, e))?;
-        if read == 0 {
-            break;
-        }
-        filled += read;
-    }
-    bytes.truncate(filled);
+    let bytes = read_file(fs, path, u64::MAX)?;
     Ok(SyncPoint::newest(&bytes, database_id))
 }
 
