@@ -81,7 +81,7 @@ pub struct DbStats {
     pub immutable_memtables: u64,
     /// Live snapshots.
     pub snapshots: u64,
-    /// Flushes completed and bytes they wrote.
+    /// Flushes completed.
     pub flushes: u64,
     /// Bytes written by flushes.
     pub flush_bytes_written: u64,
@@ -759,10 +759,14 @@ impl Inner {
             (wal.bytes_written + flush_bytes + compaction_written) as f64 / wal.bytes_written as f64
         };
         let (stalls, stall_micros) = c.stalls();
+        let (table_cache_hits, table_cache_lookups) = self.tables.hit_counts();
+        let (block_cache_hits, block_cache_misses) = self.tables.block_hit_counts();
         DbStats {
             last_seq: SeqNo(self.visibility.visible()),
             durable_seq: self.wal.durable_seq(),
-            flushed_seq: SeqNo(self.versions.lock().flushed_seq()),
+            // Not the version set's lock: flushes hold it across the
+            // manifest's fsync.
+            flushed_seq: SeqNo(self.flushed.load(Ordering::Relaxed)),
             level_tables: version.levels.iter().map(|t| t.len() as u64).collect(),
             level_bytes: (0..LEVEL_COUNT).map(|l| version.level_bytes(l)).collect(),
             memtable_bytes,
@@ -776,10 +780,10 @@ impl Inner {
             write_amplification,
             stalls,
             stall_micros,
-            table_cache_hits: self.tables.hit_counts().0,
-            table_cache_lookups: self.tables.hit_counts().1,
-            block_cache_hits: self.tables.block_hit_counts().0,
-            block_cache_misses: self.tables.block_hit_counts().1,
+            table_cache_hits,
+            table_cache_lookups,
+            block_cache_hits,
+            block_cache_misses,
             wal,
             wal_segments: self.wal.segment_count() as u64,
         }
