@@ -224,16 +224,8 @@ impl FaultFileSystem {
         *self.halted.write() = false;
     }
 
-    /// Fails if the machine is halted; the returned guard keeps a crash
-    /// from happening until the operation is over.
     fn check_up(&self) -> io::Result<parking_lot::RwLockReadGuard<'_, bool>> {
-        let halted = self.halted.read();
-        if *halted {
-            return Err(io::Error::other(
-                "the simulated machine is halted after a crash",
-            ));
-        }
-        Ok(halted)
+        check_up(&self.halted)
     }
 }
 
@@ -314,16 +306,21 @@ struct FaultFile {
 }
 
 impl FaultFile {
-    /// As [`FaultFileSystem::check_up`], for operations on open files.
     fn check_up(&self) -> io::Result<parking_lot::RwLockReadGuard<'_, bool>> {
-        let halted = self.halted.read();
-        if *halted {
-            return Err(io::Error::other(
-                "the simulated machine is halted after a crash",
-            ));
-        }
-        Ok(halted)
+        check_up(&self.halted)
     }
+}
+
+/// Fails if the machine is halted; the returned guard keeps a crash from
+/// happening until the operation holding it is over.
+fn check_up(halted: &Halted) -> io::Result<parking_lot::RwLockReadGuard<'_, bool>> {
+    let guard = halted.read();
+    if *guard {
+        return Err(io::Error::other(
+            "the simulated machine is halted after a crash",
+        ));
+    }
+    Ok(guard)
 }
 
 impl File for FaultFile {
