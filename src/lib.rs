@@ -1,4 +1,5 @@
-//! Shared helpers for Strata's integration tests and benches.
+//! Shared helpers for Strata's integration tests and benches. The engine's
+//! crash-torture tests use [`db_gen`]; the commit log's use the rest.
 //!
 //! The crash-torture tests of the commit log (`tests/wal_*.rs`, described in
 //! `docs/testing.md`) are built from three pieces defined here:
@@ -23,6 +24,8 @@
 //! the log is exactly generator batches `0..k`. With concurrent writers each
 //! thread uses its own stream; the order of streams in the log is whatever
 //! order the log assigned sequence numbers in.
+
+pub mod db_gen;
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -35,7 +35,6 @@
     missing_docs
 )]
 
-use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::process::ExitStatusExt;
@@ -46,12 +45,11 @@ use std::time::{Duration, Instant};
 
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use strata::{Db, Options, WriteBatch, WriteOptions};
+use strata::{Db, Options, WriteOptions};
 
 const ENV_WRITER_DIR: &str = "STRATA_DB_TORTURE_WRITER_DIR";
 const ENV_VERIFY_DIR: &str = "STRATA_DB_TORTURE_VERIFY_DIR";
 const ENV_SEED: &str = "STRATA_DB_TORTURE_GENERATOR_SEED";
-const NEXT_BATCH_KEY: &[u8] = b"__next_batch";
 const KEYS: u64 = 300;
 const KILLS_PER_DIR: u64 = 20;
 /// A writer child stops after this long (the parent kills it far sooner).
@@ -72,53 +70,15 @@ fn options() -> Options {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Op {
-    Put(Vec<u8>, Vec<u8>),
-    Delete(Vec<u8>),
-}
-
-fn mix(seed: u64, index: u64) -> u64 {
-    let mut x = seed ^ index.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^ (x >> 31)
-}
+use strata_tests::db_gen::{
+    DbModel as Model, DbOp as Op, apply_ops, check_db_against, mix, read_next_batch, to_batch,
+};
+use strata_tests::env_count;
 
 /// Generator batch `index` (its last operation is the `__next_batch` put).
 fn batch_ops(seed: u64, index: u64) -> Vec<Op> {
-    let mut rng = SmallRng::seed_from_u64(mix(seed, index));
-    let count = rng.random_range(1..=6);
-    let mut ops = Vec::with_capacity(count + 1);
-    for op in 0..count {
-        let key = format!("key{:04}", rng.random_range(0..KEYS)).into_bytes();
-        if rng.random_bool(0.2) {
-            ops.push(Op::Delete(key));
-        } else {
-            let pad = rng.random_range(0..160);
-            let value = format!("b{index}:o{op}:{}", "~".repeat(pad)).into_bytes();
-            ops.push(Op::Put(key, value));
-        }
-    }
-    ops.push(Op::Put(
-        NEXT_BATCH_KEY.to_vec(),
-        (index + 1).to_string().into_bytes(),
-    ));
-    ops
+    strata_tests::db_gen::db_batch_ops(seed, index, KEYS, 160)
 }
-
-fn to_batch(ops: &[Op]) -> WriteBatch {
-    let mut batch = WriteBatch::new();
-    for op in ops {
-        match op {
-            Op::Put(k, v) => batch.put(k, v),
-            Op::Delete(k) => batch.delete(k),
-        }
-    }
-    batch
-}
-
-type Model = BTreeMap<Vec<u8>, Vec<u8>>;
 
 /// The state after generator batches `0..next`, and the operation count
 /// (the last sequence number).
@@ -126,17 +86,9 @@ fn replay(seed: u64, next: u64) -> (Model, u64) {
     let mut model = Model::new();
     let mut seq = 0;
     for index in 0..next {
-        for op in batch_ops(seed, index) {
-            seq += 1;
-            match op {
-                Op::Put(k, v) => {
-                    model.insert(k, v);
-                }
-                Op::Delete(k) => {
-                    model.remove(&k);
-                }
-            }
-        }
+        let batch = batch_ops(seed, index);
+        seq += batch.len() as u64;
+        apply_ops(&mut model, &batch);
     }
     (model, seq)
 }
@@ -165,64 +117,9 @@ fn say(line: &str) {
 /// Checks the open database against the generator; returns the recovered
 /// next batch index, or what is wrong.
 fn check_state(db: &Db, seed: u64) -> Result<u64, String> {
-    let next = match db.get(NEXT_BATCH_KEY).map_err(|e| format!("get: {e}"))? {
-        None => 0,
-        Some(bytes) => std::str::from_utf8(&bytes)
-            .ok()
-            .and_then(|t| t.parse().ok())
-            .ok_or_else(|| format!("garbage __next_batch {bytes:?}"))?,
-    };
+    let next = read_next_batch(db)?;
     let (model, ops) = replay(seed, next);
-    let last_seq = db.stats().last_seq.get();
-    if last_seq != ops {
-        return Err(format!(
-            "last_seq {last_seq} but batches 0..{next} hold {ops} operations (a hole, a half batch or an extra write)"
-        ));
-    }
-    let forward: Vec<(Vec<u8>, Vec<u8>)> = db
-        .scan(..)
-        .map_err(|e| format!("scan: {e}"))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("scan: {e}"))?;
-    let expected: Vec<(Vec<u8>, Vec<u8>)> =
-        model.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-    if forward != expected {
-        let first_diff = forward
-            .iter()
-            .zip(&expected)
-            .position(|(a, b)| a != b)
-            .unwrap_or(forward.len().min(expected.len()));
-        return Err(format!(
-            "state differs from generator batches 0..{next}: {} rows vs {} expected; first difference at row {first_diff}: found {:?}, expected {:?}",
-            forward.len(),
-            expected.len(),
-            forward
-                .get(first_diff)
-                .map(|(k, v)| (String::from_utf8_lossy(k), String::from_utf8_lossy(v))),
-            expected
-                .get(first_diff)
-                .map(|(k, v)| (String::from_utf8_lossy(k), String::from_utf8_lossy(v))),
-        ));
-    }
-    let mut backward: Vec<(Vec<u8>, Vec<u8>)> = db
-        .scan_rev(..)
-        .map_err(|e| format!("scan_rev: {e}"))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("scan_rev: {e}"))?;
-    backward.reverse();
-    if backward != expected {
-        return Err("reverse scan differs from the forward scan".into());
-    }
-    for k in 0..KEYS {
-        let key = format!("key{k:04}").into_bytes();
-        let found = db.get(&key).map_err(|e| format!("get: {e}"))?;
-        if found.as_ref() != model.get(&key) {
-            return Err(format!(
-                "get({k}) = {found:?}, expected {:?}",
-                model.get(&key)
-            ));
-        }
-    }
+    check_db_against(db, &model, ops, next, KEYS, 1)?;
     Ok(next)
 }
 
@@ -574,13 +471,6 @@ fn known_writer_bug(problem: &str) -> bool {
     std::env::var_os("STRATA_DB_TORTURE_LENIENT").is_some()
         && problem.contains("write of batch")
         && (problem.contains("which lacks it") || problem.contains(".sst: already exists"))
-}
-
-fn env_count(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
 
 #[test]

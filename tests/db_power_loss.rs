@@ -28,17 +28,15 @@
     missing_docs
 )]
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use strata::env::{CrashMode, FaultFileSystem, FaultPlan};
-use strata::{Db, Error, Options, WriteBatch, WriteOptions};
+use strata::{Db, Error, Options, WriteOptions};
 
 const DIR: &str = "db";
-const NEXT_BATCH_KEY: &[u8] = b"__next_batch";
 const KEYS: u64 = 200;
 /// A fresh file system every this many rounds, to bound replay costs.
 const ROUNDS_PER_FS: u64 = 40;
@@ -65,53 +63,15 @@ fn options(fs: &Arc<FaultFileSystem>) -> Options {
     }
 }
 
-enum Op {
-    Put(Vec<u8>, Vec<u8>),
-    Delete(Vec<u8>),
-}
+use strata_tests::db_gen::{
+    DbModel as Model, DbOp as Op, apply_ops, check_db_against, mix, read_next_batch, to_batch,
+};
+use strata_tests::env_count;
 
-fn mix(seed: u64, index: u64) -> u64 {
-    let mut x = seed ^ index.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^ (x >> 31)
-}
-
-/// Generator batch `index`: 1 to 6 puts and deletes, then the
-/// `__next_batch` put.
+/// Generator batch `index` (its last operation is the `__next_batch` put).
 fn batch_ops(seed: u64, index: u64) -> Vec<Op> {
-    let mut rng = SmallRng::seed_from_u64(mix(seed, index));
-    let count = rng.random_range(1..=6);
-    let mut ops = Vec::with_capacity(count + 1);
-    for op in 0..count {
-        let key = format!("key{:04}", rng.random_range(0..KEYS)).into_bytes();
-        if rng.random_bool(0.2) {
-            ops.push(Op::Delete(key));
-        } else {
-            let pad = rng.random_range(0..120);
-            let value = format!("b{index}:o{op}:{}", "~".repeat(pad)).into_bytes();
-            ops.push(Op::Put(key, value));
-        }
-    }
-    ops.push(Op::Put(
-        NEXT_BATCH_KEY.to_vec(),
-        (index + 1).to_string().into_bytes(),
-    ));
-    ops
+    strata_tests::db_gen::db_batch_ops(seed, index, KEYS, 120)
 }
-
-fn to_batch(ops: &[Op]) -> WriteBatch {
-    let mut batch = WriteBatch::new();
-    for op in ops {
-        match op {
-            Op::Put(k, v) => batch.put(k, v),
-            Op::Delete(k) => batch.delete(k),
-        }
-    }
-    batch
-}
-
-type Model = BTreeMap<Vec<u8>, Vec<u8>>;
 
 /// The generator's state and operation count after batches `0..next`,
 /// extended incrementally (rounds only ever ask for nearby indexes).
@@ -130,17 +90,9 @@ impl Replayer {
     }
 
     fn apply(&self, model: &mut Model, ops: &mut u64, index: u64) {
-        for op in batch_ops(self.seed, index) {
-            *ops += 1;
-            match op {
-                Op::Put(k, v) => {
-                    model.insert(k, v);
-                }
-                Op::Delete(k) => {
-                    model.remove(&k);
-                }
-            }
-        }
+        let batch = batch_ops(self.seed, index);
+        *ops += batch.len() as u64;
+        apply_ops(model, &batch);
     }
 
     fn state(&mut self, next: u64) -> (Model, u64) {
@@ -163,64 +115,9 @@ impl Replayer {
 
 /// Checks the reopened database; returns the recovered next batch index.
 fn check_state(db: &Db, replayer: &mut Replayer) -> Result<u64, String> {
-    let next = match db.get(NEXT_BATCH_KEY).map_err(|e| format!("get: {e}"))? {
-        None => 0,
-        Some(bytes) => std::str::from_utf8(&bytes)
-            .ok()
-            .and_then(|t| t.parse().ok())
-            .ok_or_else(|| format!("garbage __next_batch {bytes:?}"))?,
-    };
+    let next = read_next_batch(db)?;
     let (model, ops) = replayer.state(next);
-    let last_seq = db.stats().last_seq.get();
-    if last_seq != ops {
-        return Err(format!(
-            "last_seq {last_seq} but batches 0..{next} hold {ops} operations"
-        ));
-    }
-    let found: Vec<(Vec<u8>, Vec<u8>)> = db
-        .scan(..)
-        .map_err(|e| format!("scan: {e}"))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("scan: {e}"))?;
-    let expected: Vec<(Vec<u8>, Vec<u8>)> =
-        model.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-    if found != expected {
-        let at = found
-            .iter()
-            .zip(&expected)
-            .position(|(a, b)| a != b)
-            .unwrap_or(found.len().min(expected.len()));
-        return Err(format!(
-            "state differs from batches 0..{next}: {} rows vs {}; row {at}: found {:?}, expected {:?}",
-            found.len(),
-            expected.len(),
-            found
-                .get(at)
-                .map(|(k, v)| (String::from_utf8_lossy(k), String::from_utf8_lossy(v))),
-            expected
-                .get(at)
-                .map(|(k, v)| (String::from_utf8_lossy(k), String::from_utf8_lossy(v))),
-        ));
-    }
-    let mut backward: Vec<(Vec<u8>, Vec<u8>)> = db
-        .scan_rev(..)
-        .map_err(|e| format!("scan_rev: {e}"))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("scan_rev: {e}"))?;
-    backward.reverse();
-    if backward != expected {
-        return Err("reverse scan differs".into());
-    }
-    for k in (0..KEYS).step_by(7) {
-        let key = format!("key{k:04}").into_bytes();
-        let got = db.get(&key).map_err(|e| format!("get: {e}"))?;
-        if got.as_ref() != model.get(&key) {
-            return Err(format!(
-                "get(key{k:04}) = {got:?}, expected {:?}",
-                model.get(&key)
-            ));
-        }
-    }
+    check_db_against(db, &model, ops, next, KEYS, 7)?;
     Ok(next)
 }
 
@@ -266,13 +163,6 @@ fn known_bug(error: &Error) -> Option<usize> {
     } else {
         None
     }
-}
-
-fn env_count(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
 
 /// One round on `fs`: reopen and check, write, crash. `durable_next` is
