@@ -98,6 +98,7 @@ pub(crate) fn check_batch(data: &[u8]) {
         match op {
             BatchOp::Put { key, value } => builder.put(key, value),
             BatchOp::Delete { key } => builder.delete(key),
+            BatchOp::DeleteRange { start, end } => builder.delete_range(start, end),
         }
         ops += 1;
     }

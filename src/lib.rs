@@ -86,6 +86,14 @@ pub enum Op {
         /// The key.
         key: Vec<u8>,
     },
+    /// A range deletion (the WAL torture generator never makes one; kept
+    /// so a log holding one still compares).
+    DeleteRange {
+        /// The first key.
+        start: Vec<u8>,
+        /// The end (exclusive).
+        end: Vec<u8>,
+    },
 }
 
 impl Op {
@@ -96,6 +104,10 @@ impl Op {
                 value: value.to_vec(),
             },
             BatchOp::Delete { key } => Op::Delete { key: key.to_vec() },
+            BatchOp::DeleteRange { start, end } => Op::DeleteRange {
+                start: start.to_vec(),
+                end: end.to_vec(),
+            },
         }
     }
 }
@@ -119,6 +131,7 @@ impl GenBatch {
             match op {
                 Op::Put { key, value } => builder.put(key, value),
                 Op::Delete { key } => builder.delete(key),
+                Op::DeleteRange { start, end } => builder.delete_range(start, end),
             }
         }
         builder
@@ -316,6 +329,11 @@ impl Model {
                 }
                 Op::Delete { key } => {
                     self.map.remove(key);
+                }
+                Op::DeleteRange { start, end } => {
+                    self.map.retain(|k, _| {
+                        k.as_slice() < start.as_slice() || k.as_slice() >= end.as_slice()
+                    });
                 }
             }
         }

@@ -1,7 +1,14 @@
 //! Model-based property test of the `Db` API: random sequences of puts,
-//! deletes, batches, gets, scans in both directions, prefix scans, snapshot
-//! reads, clean reopens and simulated crashes (through the fault-injecting
-//! file system), checked against a `BTreeMap` model.
+//! deletes, range deletions, batches, gets, scans in both directions,
+//! prefix scans, snapshot reads, key-range splits and merges, clean reopens
+//! and simulated crashes (through the fault-injecting file system), checked
+//! against a `BTreeMap` model.
+//!
+//! Ranges: after every split or merge (each durable when it returns) the
+//! expected list of range starts is updated; after every reopen or crash
+//! the database's range map must equal it exactly, and every range's own
+//! scan must return exactly the model's keys within its bounds (no key
+//! lost, duplicated or served by the wrong range).
 //!
 //! The crash rule: every batch acknowledged with `sync: true` (and every
 //! batch before it) survives; of the rest, a prefix of batches may survive,
@@ -46,10 +53,22 @@ enum Op {
         key: usize,
         sync: bool,
     },
-    Batch {
-        ops: Vec<(bool, usize, usize)>,
+    DeleteRange {
+        start: usize,
+        end: usize,
         sync: bool,
     },
+    Batch {
+        ops: Vec<(u8, usize, usize)>,
+        sync: bool,
+    },
+    Split {
+        key: usize,
+    },
+    Merge {
+        index: usize,
+    },
+    CheckRanges,
     Get {
         key: usize,
     },
@@ -89,8 +108,12 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         6 => (key.clone(), 0usize..40, any::<bool>()).prop_map(|(key, value, sync)| Op::Put { key, value, sync }),
         2 => (key.clone(), any::<bool>()).prop_map(|(key, sync)| Op::Delete { key, sync }),
-        3 => (proptest::collection::vec((any::<bool>(), key.clone(), 0usize..40), 0..6), any::<bool>())
+        1 => (key.clone(), key.clone(), any::<bool>()).prop_map(|(start, end, sync)| Op::DeleteRange { start, end, sync }),
+        3 => (proptest::collection::vec((0u8..7, key.clone(), 0usize..40), 0..6), any::<bool>())
             .prop_map(|(ops, sync)| Op::Batch { ops, sync }),
+        1 => key.clone().prop_map(|key| Op::Split { key }),
+        1 => (0usize..8).prop_map(|index| Op::Merge { index }),
+        1 => Just(Op::CheckRanges),
         4 => key.clone().prop_map(|key| Op::Get { key }),
         3 => (proptest::option::of(key.clone()), proptest::option::of(key.clone()), any::<bool>(), any::<bool>())
             .prop_map(|(start, end, inclusive, reverse)| Op::Scan { start, end, inclusive, reverse }),
@@ -119,6 +142,8 @@ struct Harness {
     durable: (u64, Model),
     snapshots: Vec<(strata::Snapshot, Model)>,
     counter: usize,
+    /// The range starts every split and merge so far must have left.
+    range_starts: Vec<Vec<u8>>,
 }
 
 impl Harness {
@@ -133,6 +158,7 @@ impl Harness {
             durable: (0, Model::new()),
             snapshots: Vec::new(),
             counter: 0,
+            range_starts: vec![Vec::new()],
         }
     }
 
@@ -207,8 +233,99 @@ impl Harness {
         items
     }
 
+    fn model_delete_range(model: &mut Model, start: &[u8], end: &[u8]) {
+        let doomed: Vec<Vec<u8>> = model
+            .range::<[u8], _>((Bound::Included(start), Bound::Excluded(end)))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in doomed {
+            model.remove(&key);
+        }
+    }
+
+    /// The range map is exactly the expected one, ranges tile the keyspace,
+    /// and each range's scan holds exactly the model's keys in its bounds.
+    fn check_ranges(&self) {
+        let ranges = self.db().ranges();
+        let starts: Vec<Vec<u8>> = ranges.iter().map(|r| r.start.clone()).collect();
+        assert_eq!(starts, self.range_starts, "range map");
+        for pair in ranges.windows(2) {
+            assert_eq!(pair[0].end.as_deref(), Some(pair[1].start.as_slice()));
+        }
+        assert_eq!(ranges.last().unwrap().end, None);
+        for range in &ranges {
+            let end = range
+                .end
+                .as_deref()
+                .map_or(Bound::Unbounded, Bound::Excluded);
+            let start = Bound::Included(range.start.as_slice());
+            let got: Vec<_> = self
+                .db()
+                .scan((start, end))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            let expected = Self::scan_model(
+                &self.model,
+                start.map(<[u8]>::to_vec),
+                end.map(<[u8]>::to_vec),
+                false,
+            );
+            assert_eq!(got, expected, "keys of {}", range.id);
+        }
+    }
+
     fn apply(&mut self, op: Op) {
         match op {
+            Op::DeleteRange { start, end, sync } => {
+                let (start, end) = (KEYS[start], KEYS[end]);
+                let mut batch = WriteBatch::new();
+                batch.delete_range(start, end);
+                if start >= end {
+                    let err = self.db().write(batch, &WriteOptions { sync }).unwrap_err();
+                    assert!(err.to_string().contains("start < end"), "{err}");
+                    return;
+                }
+                let mut model = self.model.clone();
+                Self::model_delete_range(&mut model, start, end);
+                let seq = self.db().write(batch, &WriteOptions { sync }).unwrap();
+                self.model = model;
+                if sync {
+                    self.durable = (seq.get(), self.model.clone());
+                    self.undurable.clear();
+                } else {
+                    self.undurable.push((seq.get(), self.model.clone()));
+                }
+            }
+            Op::Split { key } => {
+                let at = KEYS[key];
+                let result = self.db().split_range(at);
+                if at.is_empty() || self.range_starts.iter().any(|s| s == at) {
+                    assert!(result.is_err(), "split at an existing start {at:?}");
+                } else {
+                    result.unwrap();
+                    self.range_starts.push(at.to_vec());
+                    self.range_starts.sort();
+                }
+                self.check_ranges();
+            }
+            Op::Merge { index } => {
+                let ranges = self.db().ranges();
+                if index + 1 < ranges.len() {
+                    // Wrong order is refused.
+                    assert!(
+                        self.db()
+                            .merge_ranges(ranges[index + 1].id, ranges[index].id)
+                            .is_err()
+                    );
+                    self.db()
+                        .merge_ranges(ranges[index].id, ranges[index + 1].id)
+                        .unwrap();
+                    self.range_starts.remove(index + 1);
+                }
+                self.check_ranges();
+            }
+            Op::CheckRanges => self.check_ranges(),
             Op::Put { key, value, sync } => {
                 let value = self.value(value);
                 let mut batch = WriteBatch::new();
@@ -222,18 +339,41 @@ impl Harness {
             }
             Op::Batch { ops, sync } => {
                 let mut batch = WriteBatch::new();
-                let mut model_ops = Vec::new();
-                for (put, key, value) in ops {
-                    if put {
-                        let value = self.value(value);
-                        batch.put(KEYS[key], &value);
-                        model_ops.push((KEYS[key].to_vec(), Some(value)));
-                    } else {
-                        batch.delete(KEYS[key]);
-                        model_ops.push((KEYS[key].to_vec(), None));
+                let mut model = self.model.clone();
+                for (kind, key, value) in ops {
+                    match kind {
+                        0..=3 => {
+                            let value = self.value(value);
+                            batch.put(KEYS[key], &value);
+                            model.insert(KEYS[key].to_vec(), value);
+                        }
+                        4 | 5 => {
+                            batch.delete(KEYS[key]);
+                            model.remove(KEYS[key]);
+                        }
+                        _ => {
+                            // A range deletion inside the batch, from this
+                            // key to the one `value` places later.
+                            let end = KEYS[(key + 1 + value % 4).min(KEYS.len() - 1)];
+                            if KEYS[key] < end {
+                                batch.delete_range(KEYS[key], end);
+                                Self::model_delete_range(&mut model, KEYS[key], end);
+                            }
+                        }
                     }
                 }
-                self.write(batch, model_ops, sync);
+                let empty = batch.is_empty();
+                let seq = self.db().write(batch, &WriteOptions { sync }).unwrap();
+                if empty {
+                    return;
+                }
+                self.model = model;
+                if sync {
+                    self.durable = (seq.get(), self.model.clone());
+                    self.undurable.clear();
+                } else {
+                    self.undurable.push((seq.get(), self.model.clone()));
+                }
             }
             Op::Get { key } => {
                 assert_eq!(
@@ -349,6 +489,7 @@ impl Harness {
                 self.durable = (self.db().stats().last_seq.get(), self.model.clone());
                 self.undurable.clear();
                 self.check_full();
+                self.check_ranges();
             }
             Op::Crash { mode, seed } => {
                 self.snapshots.clear();
@@ -383,6 +524,7 @@ impl Harness {
                 self.durable = (recovered, self.model.clone());
                 self.undurable.clear();
                 self.check_full();
+                self.check_ranges();
             }
         }
     }

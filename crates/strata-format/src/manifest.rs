@@ -27,8 +27,19 @@
 //! | 2 | flushed sequence number (every operation at or below it is in tables) | u64 |
 //! | 3 | added table | level u8, number u64, size u64, smallest key bytes, largest key bytes, smallest seq u64, largest seq u64, entries u64 |
 //! | 4 | deleted table | level u8, number u64 |
+//! | 5 | the whole range map (replaces the previous one) | u32 count, then per range: id u64, start key bytes, origin bytes (UTF-8, at most 1024); then next range id u64 |
+//! | 6 | added range tombstone | start key bytes, end key bytes, seq u64 |
+//! | 7 | removed range tombstone | start key bytes, end key bytes, seq u64 |
 //! | 0x81 | garbage hint of a table added in the same edit (ignorable) | u32 length (16), number u64, obsolete entries u64 |
 //! | 0x80..=0xff | ignorable field from a later version | u32 length, bytes |
+//!
+//! A range map lists its ranges in key order: the first starts at the empty
+//! key, starts strictly increase, each range ends where the next starts and
+//! the last is unbounded; ids are unique and below the next range id. The
+//! decoder enforces all of this. A range tombstone has `start < end` (user
+//! keys). Tables and tombstones are user data; range maps and tombstones
+//! appear in an edit at most once per field kind as written by this build,
+//! but decoding accepts repeats (the last range map wins).
 //!
 //! Tag 0 and unknown tags below `0x80` are corruption: an edit we do not
 //! understand cannot be applied safely. Keys in table entries are internal
@@ -55,6 +66,13 @@ const TAG_NEXT_FILE: u8 = 1;
 const TAG_FLUSHED_SEQ: u8 = 2;
 const TAG_ADD_TABLE: u8 = 3;
 const TAG_DELETE_TABLE: u8 = 4;
+const TAG_RANGE_MAP: u8 = 5;
+const TAG_ADD_TOMBSTONE: u8 = 6;
+const TAG_REMOVE_TOMBSTONE: u8 = 7;
+/// The longest origin note a range may carry.
+pub const MAX_RANGE_ORIGIN_BYTES: u32 = 1024;
+/// The most ranges a range map may hold.
+pub const MAX_RANGES: u32 = 1 << 16;
 const IGNORABLE_TAG_BIT: u8 = 0x80;
 /// An ignorable field: how many entries of an added table are older
 /// versions of a key kept only for snapshots (a garbage-collection hint).
@@ -217,6 +235,37 @@ pub struct TableEntry {
     pub obsolete_entries: u64,
 }
 
+/// One key range of a range map: `[start, next range's start)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RangeEntry {
+    /// The range's id (never reused).
+    pub id: u64,
+    /// The first user key of the range (empty for the first range).
+    pub start: Vec<u8>,
+    /// Why the range exists (for example which split made it and why).
+    pub origin: String,
+}
+
+/// The whole range map, as one edit field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RangeMapRecord {
+    /// The ranges, in key order.
+    pub ranges: Vec<RangeEntry>,
+    /// The id the next new range gets.
+    pub next_id: u64,
+}
+
+/// A range deletion that versions carry until no table holds data it hides.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TombstoneEntry {
+    /// The first user key deleted.
+    pub start: Vec<u8>,
+    /// The first user key after the range (exclusive).
+    pub end: Vec<u8>,
+    /// The deletion's sequence number: it hides versions below it.
+    pub seq: u64,
+}
+
 /// A change to the set of tables.
 ///
 /// # Examples
@@ -240,6 +289,12 @@ pub struct VersionEdit {
     pub added: Vec<TableEntry>,
     /// Tables removed: (level, number).
     pub deleted: Vec<(u8, u64)>,
+    /// A new range map, replacing the previous one whole.
+    pub ranges: Option<RangeMapRecord>,
+    /// Range tombstones added (flushed from a memtable).
+    pub added_tombstones: Vec<TombstoneEntry>,
+    /// Range tombstones removed (no table holds data they hide).
+    pub removed_tombstones: Vec<TombstoneEntry>,
 }
 
 impl VersionEdit {
@@ -277,6 +332,27 @@ impl VersionEdit {
                 out.extend_from_slice(&16u32.to_le_bytes());
                 out.extend_from_slice(&table.number.to_le_bytes());
                 out.extend_from_slice(&table.obsolete_entries.to_le_bytes());
+            }
+        }
+        if let Some(map) = &self.ranges {
+            out.push(TAG_RANGE_MAP);
+            out.extend_from_slice(&(map.ranges.len() as u32).to_le_bytes());
+            for range in &map.ranges {
+                out.extend_from_slice(&range.id.to_le_bytes());
+                put_bytes(&mut out, &range.start);
+                put_bytes(&mut out, range.origin.as_bytes());
+            }
+            out.extend_from_slice(&map.next_id.to_le_bytes());
+        }
+        for (tag, list) in [
+            (TAG_ADD_TOMBSTONE, &self.added_tombstones),
+            (TAG_REMOVE_TOMBSTONE, &self.removed_tombstones),
+        ] {
+            for t in list {
+                out.push(tag);
+                put_bytes(&mut out, &t.start);
+                put_bytes(&mut out, &t.end);
+                out.extend_from_slice(&t.seq.to_le_bytes());
             }
         }
         out
@@ -333,6 +409,9 @@ impl VersionEdit {
                         }
                     }
                 }
+                TAG_RANGE_MAP => edit.ranges = Some(range_map(&mut c, at)?),
+                TAG_ADD_TOMBSTONE => edit.added_tombstones.push(tombstone(&mut c, at)?),
+                TAG_REMOVE_TOMBSTONE => edit.removed_tombstones.push(tombstone(&mut c, at)?),
                 tag if tag & IGNORABLE_TAG_BIT != 0 => {
                     let len = c.u32_le("ignorable field length")?;
                     c.bytes(len as usize, "ignorable field")?;
@@ -347,6 +426,89 @@ impl VersionEdit {
         }
         Ok(edit)
     }
+}
+
+fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+    out.extend_from_slice(bytes);
+}
+
+fn malformed(at: u64, what: &'static str) -> DecodeError {
+    DecodeError::new(at, DecodeErrorKind::Malformed { what })
+}
+
+fn range_map(c: &mut Cursor<'_>, at: u64) -> Result<RangeMapRecord, DecodeError> {
+    let count = c.u32_le("range count")?;
+    if count == 0 || count > MAX_RANGES {
+        return Err(DecodeError::new(
+            at,
+            DecodeErrorKind::LengthTooLarge {
+                what: "range map (0 ranges, or more than the maximum)",
+                length: u64::from(count),
+                max: u64::from(MAX_RANGES),
+            },
+        ));
+    }
+    let mut ranges: Vec<RangeEntry> = Vec::new();
+    for _ in 0..count {
+        let id = c.u64_le("range id")?;
+        let start = key(c)?;
+        let origin_at = c.position() as u64;
+        let len = c.u32_le("range origin length")?;
+        if len > MAX_RANGE_ORIGIN_BYTES {
+            return Err(DecodeError::new(
+                origin_at,
+                DecodeErrorKind::LengthTooLarge {
+                    what: "range origin",
+                    length: u64::from(len),
+                    max: u64::from(MAX_RANGE_ORIGIN_BYTES),
+                },
+            ));
+        }
+        let origin = std::str::from_utf8(c.bytes(len as usize, "range origin")?)
+            .map_err(|_| malformed(origin_at, "range origin that is not UTF-8"))?
+            .to_string();
+        match ranges.last() {
+            None if !start.is_empty() => {
+                return Err(malformed(
+                    at,
+                    "range map whose first range does not start at the empty key",
+                ));
+            }
+            Some(prev) if prev.start >= start => {
+                return Err(malformed(
+                    at,
+                    "range map whose starts do not strictly increase",
+                ));
+            }
+            _ => {}
+        }
+        if ranges.iter().any(|r| r.id == id) {
+            return Err(malformed(at, "range map with a repeated range id"));
+        }
+        ranges.push(RangeEntry { id, start, origin });
+    }
+    let next_id = c.u64_le("next range id")?;
+    if ranges.iter().any(|r| r.id >= next_id) {
+        return Err(malformed(
+            at,
+            "range map with a range id at or above the next range id",
+        ));
+    }
+    Ok(RangeMapRecord { ranges, next_id })
+}
+
+fn tombstone(c: &mut Cursor<'_>, at: u64) -> Result<TombstoneEntry, DecodeError> {
+    let start = key(c)?;
+    let end = key(c)?;
+    let seq = c.u64_le("range tombstone seq")?;
+    if start >= end {
+        return Err(malformed(
+            at,
+            "range tombstone whose start is not below its end",
+        ));
+    }
+    Ok(TombstoneEntry { start, end, seq })
 }
 
 fn level(c: &mut Cursor<'_>) -> Result<u8, DecodeError> {
@@ -432,8 +594,67 @@ mod tests {
             flushed_seq: Some(99),
             added: vec![table(0, 10), table(1, 11)],
             deleted: vec![(0, 3), (1, 4)],
+            ranges: Some(RangeMapRecord {
+                ranges: vec![
+                    RangeEntry {
+                        id: 0,
+                        start: Vec::new(),
+                        origin: "initial".into(),
+                    },
+                    RangeEntry {
+                        id: 3,
+                        start: b"m".to_vec(),
+                        origin: "split of range 0 at \"m\": size".into(),
+                    },
+                ],
+                next_id: 4,
+            }),
+            added_tombstones: vec![TombstoneEntry {
+                start: b"a".to_vec(),
+                end: b"c".to_vec(),
+                seq: 7,
+            }],
+            removed_tombstones: vec![TombstoneEntry {
+                start: b"x".to_vec(),
+                end: b"y".to_vec(),
+                seq: 2,
+            }],
         };
         assert_eq!(VersionEdit::decode(&edit.encode()).unwrap(), edit);
+    }
+
+    #[test]
+    fn malformed_range_maps_and_tombstones_are_rejected() {
+        let map = |starts: &[&[u8]], ids: &[u64], next_id: u64| VersionEdit {
+            ranges: Some(RangeMapRecord {
+                ranges: starts
+                    .iter()
+                    .zip(ids)
+                    .map(|(s, &id)| RangeEntry {
+                        id,
+                        start: s.to_vec(),
+                        origin: String::new(),
+                    })
+                    .collect(),
+                next_id,
+            }),
+            ..Default::default()
+        };
+        let err = |e: VersionEdit| VersionEdit::decode(&e.encode()).unwrap_err().to_string();
+        assert!(err(map(&[b"a"], &[0], 1)).contains("empty key"));
+        assert!(err(map(&[b"", b"m", b"m"], &[0, 1, 2], 3)).contains("strictly increase"));
+        assert!(err(map(&[b"", b"m"], &[1, 1], 3)).contains("repeated"));
+        assert!(err(map(&[b"", b"m"], &[0, 5], 3)).contains("next range id"));
+        assert!(err(map(&[], &[], 3)).contains("range map"));
+        let backwards = VersionEdit {
+            added_tombstones: vec![TombstoneEntry {
+                start: b"c".to_vec(),
+                end: b"a".to_vec(),
+                seq: 1,
+            }],
+            ..Default::default()
+        };
+        assert!(err(backwards).contains("range tombstone"));
     }
 
     #[test]

@@ -460,6 +460,7 @@ fn version_edit_layout() {
             obsolete_entries: 0,
         }],
         deleted: vec![(1, 0x11)],
+        ..Default::default()
     };
     let le = |v: u64| v.to_le_bytes();
     let mut expected = vec![0x01];
@@ -512,4 +513,64 @@ fn current_and_manifest_file_names() {
     // At least six digits; non-canonical spellings with more are accepted.
     assert_eq!(parse_table_file_name("12.sst"), None);
     assert_eq!(parse_table_file_name("0000012.sst"), Some(12));
+}
+
+#[test]
+fn range_map_and_range_tombstone_layout() {
+    use strata_format::manifest::{RangeEntry, RangeMapRecord, TombstoneEntry};
+    let edit = VersionEdit {
+        ranges: Some(RangeMapRecord {
+            ranges: vec![
+                RangeEntry {
+                    id: 1,
+                    start: Vec::new(),
+                    origin: "i".into(),
+                },
+                RangeEntry {
+                    id: 2,
+                    start: b"m".to_vec(),
+                    origin: String::new(),
+                },
+            ],
+            next_id: 3,
+        }),
+        added_tombstones: vec![TombstoneEntry {
+            start: b"a".to_vec(),
+            end: b"b".to_vec(),
+            seq: 9,
+        }],
+        removed_tombstones: vec![TombstoneEntry {
+            start: b"c".to_vec(),
+            end: b"d".to_vec(),
+            seq: 4,
+        }],
+        ..Default::default()
+    };
+    let le32 = |v: u32| v.to_le_bytes();
+    let le = |v: u64| v.to_le_bytes();
+    let mut expected = vec![0x05];
+    expected.extend(le32(2));
+    expected.extend(le(1));
+    expected.extend(le32(0));
+    expected.extend(le32(1));
+    expected.push(b'i');
+    expected.extend(le(2));
+    expected.extend(le32(1));
+    expected.push(b'm');
+    expected.extend(le32(0));
+    expected.extend(le(3));
+    expected.push(0x06);
+    expected.extend(le32(1));
+    expected.push(b'a');
+    expected.extend(le32(1));
+    expected.push(b'b');
+    expected.extend(le(9));
+    expected.push(0x07);
+    expected.extend(le32(1));
+    expected.push(b'c');
+    expected.extend(le32(1));
+    expected.push(b'd');
+    expected.extend(le(4));
+    assert_eq!(edit.encode(), expected);
+    assert_eq!(VersionEdit::decode(&expected).unwrap(), edit);
 }

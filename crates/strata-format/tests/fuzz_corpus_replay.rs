@@ -615,6 +615,7 @@ fn table_seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
             obsolete_entries: 0,
         }],
         deleted: vec![(0, 7), (0, 8)],
+        ..Default::default()
     };
     let encoded = edit.encode();
     seeds.push(("manifest_edit", "edit", encoded.clone()));

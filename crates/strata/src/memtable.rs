@@ -15,7 +15,11 @@ use std::ops::Bound;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use crossbeam_skiplist::SkipMap;
+use parking_lot::RwLock;
+use strata_format::manifest::TombstoneEntry;
 use strata_format::wal::{BatchOp, BatchView};
+
+use crate::ranges::tombstones;
 
 /// The key of a memtable entry: user key ascending, then newest first.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -49,6 +53,10 @@ pub(crate) struct Memtable {
     bytes: AtomicUsize,
     /// The largest sequence number inserted (0 if none).
     max_seq: AtomicU64,
+    /// Range deletions, sorted by start (usually none).
+    tombstones: RwLock<Vec<TombstoneEntry>>,
+    /// Whether `tombstones` is non-empty (read without the lock).
+    has_tombstones: std::sync::atomic::AtomicBool,
 }
 
 impl Memtable {
@@ -63,6 +71,21 @@ impl Memtable {
             let (key, value) = match op {
                 BatchOp::Put { key, value } => (key, MemValue::Put(value.to_vec())),
                 BatchOp::Delete { key } => (key, MemValue::Delete),
+                BatchOp::DeleteRange { start, end } => {
+                    self.bytes.fetch_add(
+                        start.len() + end.len() + ENTRY_OVERHEAD_BYTES,
+                        Ordering::Relaxed,
+                    );
+                    let mut list = self.tombstones.write();
+                    list.push(TombstoneEntry {
+                        start: start.to_vec(),
+                        end: end.to_vec(),
+                        seq,
+                    });
+                    tombstones::sort(&mut list);
+                    self.has_tombstones.store(true, Ordering::Release);
+                    continue;
+                }
             };
             let value_len = match &value {
                 MemValue::Put(v) => v.len(),
@@ -82,9 +105,32 @@ impl Memtable {
         }
     }
 
-    /// The newest version of `key` at or below `seq`: `Some(Some(value))`,
-    /// `Some(None)` for a tombstone, `None` if this memtable has no version.
-    pub(crate) fn get(&self, key: &[u8], seq: u64) -> Option<Option<Vec<u8>>> {
+    /// The newest range tombstone here, visible at `read_seq`, that covers
+    /// `key` (0 if none).
+    pub(crate) fn tombstone_cover(&self, key: &[u8], read_seq: u64) -> u64 {
+        if !self.has_tombstones.load(Ordering::Acquire) {
+            return 0;
+        }
+        tombstones::cover(&self.tombstones.read(), key, read_seq)
+    }
+
+    /// The range tombstones, sorted by start.
+    pub(crate) fn tombstones(&self) -> Vec<TombstoneEntry> {
+        if !self.has_tombstones.load(Ordering::Acquire) {
+            return Vec::new();
+        }
+        self.tombstones.read().clone()
+    }
+
+    /// Whether the memtable holds nothing at all (no entry, no tombstone).
+    pub(crate) fn is_empty(&self) -> bool {
+        self.map.is_empty() && !self.has_tombstones.load(Ordering::Acquire)
+    }
+
+    /// The newest version of `key` at or below `seq`, with its sequence
+    /// number: `Some((seq, Some(value)))`, `Some((seq, None))` for a
+    /// tombstone, `None` if this memtable has no version.
+    pub(crate) fn get(&self, key: &[u8], seq: u64) -> Option<(u64, Option<Vec<u8>>)> {
         let probe = MemKey {
             user_key: key.to_vec(),
             seq: Reverse(seq),
@@ -93,9 +139,10 @@ impl Memtable {
         if entry.key().user_key != key {
             return None;
         }
+        let found = entry.key().seq.0;
         Some(match entry.value() {
-            MemValue::Put(value) => Some(value.clone()),
-            MemValue::Delete => None,
+            MemValue::Put(value) => (found, Some(value.clone())),
+            MemValue::Delete => (found, None),
         })
     }
 
@@ -128,11 +175,20 @@ impl Memtable {
         })
     }
 
-    pub(crate) fn approximate_bytes(&self) -> usize {
-        self.bytes.load(Ordering::Relaxed)
+    /// How many entries have a user key in `[start, end)` (`end` `None`:
+    /// unbounded). Walks them: for figures, not for hot paths.
+    pub(crate) fn count_in(&self, start: &[u8], end: Option<&[u8]>) -> usize {
+        let from = MemKey {
+            user_key: start.to_vec(),
+            seq: Reverse(u64::MAX),
+        };
+        self.map
+            .range(from..)
+            .take_while(|e| end.is_none_or(|end| e.key().user_key.as_slice() < end))
+            .count()
     }
 
-    pub(crate) fn len(&self) -> usize {
-        self.map.len()
+    pub(crate) fn approximate_bytes(&self) -> usize {
+        self.bytes.load(Ordering::Relaxed)
     }
 }

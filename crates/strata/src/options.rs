@@ -88,6 +88,25 @@ pub struct Options {
     /// restart after a crash never replays more than about this much.
     /// Default: 256 MiB.
     pub wal_replay_bytes_max: u64,
+    /// Where to split the keyspace into ranges when the database is
+    /// created (strictly increasing, non-empty keys): `n` points make
+    /// `n + 1` ranges, for example one per region prefix. Ignored when
+    /// opening an existing database, whose range map is in its manifest.
+    /// Default: none (one range).
+    pub initial_split_points: Vec<Vec<u8>>,
+    /// A range whose tables hold more than this many bytes is split in two
+    /// at its median table boundary (0: never). Default: 1 GiB.
+    pub range_split_bytes: u64,
+    /// A range written more than this many operations per second, over
+    /// `range_split_rate_window`, is split in two (0: never). Default: 0,
+    /// since a hot sequential key pattern gains nothing from a split.
+    pub range_split_writes_per_sec: u64,
+    /// How long a write rate must last before it splits a range.
+    /// Default: 10 s.
+    pub range_split_rate_window: Duration,
+    /// Threads running compactions; compactions of different ranges run in
+    /// parallel, never two in one range. Default: 1.
+    pub compaction_threads: usize,
 }
 
 impl Options {
@@ -127,6 +146,31 @@ impl Options {
         if self.wal_segment_bytes_max == 0 {
             return fail("wal_segment_bytes_max must be positive");
         }
+        if self.compaction_threads == 0 || self.compaction_threads > 64 {
+            return fail("compaction_threads must be between 1 and 64");
+        }
+        for (i, point) in self.initial_split_points.iter().enumerate() {
+            if point.is_empty() {
+                return fail(&format!(
+                    "initial_split_points[{i}] is empty (the first range already starts at the empty key)"
+                ));
+            }
+            if point.len() > self.key_bytes_max {
+                return fail(&format!(
+                    "initial_split_points[{i}] is longer than key_bytes_max"
+                ));
+            }
+            if i > 0
+                && self
+                    .initial_split_points
+                    .get(i - 1)
+                    .is_some_and(|prev| prev >= point)
+            {
+                return fail(&format!(
+                    "initial_split_points[{i}] is not above the point before it (points must strictly increase)"
+                ));
+            }
+        }
         Ok(())
     }
 }
@@ -157,6 +201,11 @@ impl Default for Options {
             compression: false,
             flush_on_close: true,
             wal_replay_bytes_max: 256 << 20,
+            initial_split_points: Vec::new(),
+            range_split_bytes: 1 << 30,
+            range_split_writes_per_sec: 0,
+            range_split_rate_window: Duration::from_secs(10),
+            compaction_threads: 1,
         }
     }
 }

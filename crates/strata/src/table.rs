@@ -81,16 +81,17 @@ impl Table {
     }
 
     /// The newest version of `key` at or below `seq` in this table:
-    /// `Some(Some(value))`, `Some(None)` for a tombstone, `None` if absent.
-    pub(crate) fn get(&self, key: &[u8], seq: u64) -> Result<Option<Option<Vec<u8>>>> {
+    /// `Some((seq, Some(value)))`, `Some((seq, None))` for a tombstone,
+    /// `None` if absent.
+    pub(crate) fn get(&self, key: &[u8], seq: u64) -> Result<Option<(u64, Option<Vec<u8>>)>> {
         let found = self
             .cell
             .borrow_dependent()
-            .get(key, seq)
+            .get_versioned(key, seq)
             .map_err(|e| Error::corruption(&self.path, e))?;
-        Ok(found.map(|(kind, value)| match kind {
-            ValueKind::Put => Some(value.into_owned()),
-            _ => None,
+        Ok(found.map(|(kind, found_seq, value)| match kind {
+            ValueKind::Put => (found_seq, Some(value.into_owned())),
+            _ => (found_seq, None),
         }))
     }
 

@@ -38,6 +38,10 @@ use crate::key::{InternalKeyRef, MAX_SEQ, ValueKind, compare_internal, encode_in
 /// stored uncompressed.
 pub type Found<'a> = (ValueKind, Cow<'a, [u8]>);
 
+/// What [`TableReader::get_versioned`] finds: kind, sequence number and
+/// value (empty for a tombstone).
+pub type FoundVersion<'a> = (ValueKind, u64, Cow<'a, [u8]>);
+
 /// One entry of the index, borrowed from [`Index`].
 #[derive(Debug, Clone, Copy)]
 struct IndexEntry<'x> {
@@ -352,6 +356,20 @@ impl<'a> TableReader<'a> {
     /// # Errors
     /// If a block on the way is damaged.
     pub fn get(&self, user_key: &[u8], seq: u64) -> Result<Option<Found<'a>>, DecodeError> {
+        Ok(self
+            .get_versioned(user_key, seq)?
+            .map(|(kind, _, value)| (kind, value)))
+    }
+
+    /// As [`TableReader::get`], with the found entry's sequence number.
+    ///
+    /// # Errors
+    /// If a block on the way is damaged.
+    pub fn get_versioned(
+        &self,
+        user_key: &[u8],
+        seq: u64,
+    ) -> Result<Option<FoundVersion<'a>>, DecodeError> {
         if !self.may_contain(user_key) {
             return Ok(None);
         }
@@ -367,8 +385,8 @@ impl<'a> TableReader<'a> {
         if key.user_key != user_key {
             return Ok(None);
         }
-        let kind = key.kind;
-        Ok(iter.value_bytes().map(|value| (kind, value)))
+        let (kind, found_seq) = (key.kind, key.seq);
+        Ok(iter.value_bytes().map(|value| (kind, found_seq, value)))
     }
 
     /// A cursor over the table's entries, not yet positioned.

@@ -13,8 +13,18 @@
 //!   first.
 //! - A single input table with nothing to merge in the next level is moved
 //!   by a manifest edit alone (a trivial move), never rewritten.
+//! - Range tombstones that every reader sees: tables wholly hidden by one
+//!   are dropped by an edit alone; a table that holds data older than one
+//!   and overlaps it is rewritten (the rewrite drops what is hidden and
+//!   cuts its output at the tombstone's bounds). A tombstone that no table
+//!   overlaps with older data is removed ([`removable_tombstones`]).
+//!
+//! The database calls [`pick`] once per key range, with the range's
+//! tables alone ([`Version::restrict`]), and runs the most urgent choice.
 
 use std::sync::Arc;
+
+use strata_format::manifest::TombstoneEntry;
 
 use crate::version::{LEVEL_COUNT, TableMeta, Version};
 
@@ -40,6 +50,9 @@ pub(crate) struct Choice {
     /// Where the output goes: `level + 1`, or `level` itself when a table
     /// of the last level is rewritten to collect garbage.
     pub(crate) output_level: usize,
+    /// The inputs are wholly hidden by a range tombstone: drop them, write
+    /// nothing.
+    pub(crate) drop_only: bool,
 }
 
 impl Choice {
@@ -99,7 +112,95 @@ pub(crate) fn pick(
         };
         return with_next_level(version, level, inputs);
     }
+    if let Some(choice) = tombstone_work(version, oldest_snapshot) {
+        return Some(choice);
+    }
     garbage_collection(version, oldest_snapshot)
+}
+
+fn overlaps_tombstone(t: &TableMeta, ts: &TombstoneEntry) -> bool {
+    t.smallest_user_key() < ts.end.as_slice() && t.largest_user_key() >= ts.start.as_slice()
+}
+
+/// Drops tables wholly hidden by a range tombstone every reader sees, or
+/// rewrites one that overlaps such a tombstone and holds older data.
+fn tombstone_work(version: &Version, oldest_snapshot: u64) -> Option<Choice> {
+    let settled: Vec<&TombstoneEntry> = version
+        .tombstones
+        .iter()
+        .filter(|ts| ts.seq <= oldest_snapshot)
+        .collect();
+    if settled.is_empty() {
+        return None;
+    }
+    for (level, tables) in version.levels.iter().enumerate() {
+        let hidden: Vec<Arc<TableMeta>> = tables
+            .iter()
+            .filter(|t| {
+                settled.iter().any(|ts| {
+                    t.largest_seq < ts.seq
+                        && ts.start.as_slice() <= t.smallest_user_key()
+                        && t.largest_user_key() < ts.end.as_slice()
+                })
+            })
+            .cloned()
+            .collect();
+        if !hidden.is_empty() {
+            return Some(Choice {
+                level,
+                inputs: hidden,
+                next_inputs: Vec::new(),
+                trivial_move: false,
+                output_level: level,
+                drop_only: true,
+            });
+        }
+    }
+    let (level, table) = version
+        .levels
+        .iter()
+        .enumerate()
+        .flat_map(|(level, tables)| tables.iter().map(move |t| (level, t)))
+        .find(|(_, t)| {
+            settled
+                .iter()
+                .any(|ts| t.smallest_seq < ts.seq && overlaps_tombstone(t, ts))
+        })?;
+    let mut choice = if level == 0 {
+        with_next_level(version, 0, version.levels.first()?.clone())?
+    } else if level == LEVEL_COUNT - 1 {
+        Choice {
+            level,
+            inputs: vec![Arc::clone(table)],
+            next_inputs: Vec::new(),
+            trivial_move: false,
+            output_level: level,
+            drop_only: false,
+        }
+    } else {
+        with_next_level(version, level, vec![Arc::clone(table)])?
+    };
+    choice.trivial_move = false;
+    Some(choice)
+}
+
+/// The range tombstones nothing needs any more: no table they overlap holds
+/// data older than them (so they hide nothing). Memtables cannot either: a
+/// tombstone reaches the version with the flush of its memtable, after
+/// every older memtable.
+pub(crate) fn removable_tombstones(version: &Version) -> Vec<TombstoneEntry> {
+    version
+        .tombstones
+        .iter()
+        .filter(|ts| {
+            !version
+                .levels
+                .iter()
+                .flatten()
+                .any(|t| t.smallest_seq < ts.seq && overlaps_tombstone(t, ts))
+        })
+        .cloned()
+        .collect()
 }
 
 /// The table with the most garbage that every reader now sees past (all
@@ -124,6 +225,7 @@ fn garbage_collection(version: &Version, oldest_snapshot: u64) -> Option<Choice>
             next_inputs: Vec::new(),
             trivial_move: false,
             output_level: level,
+            drop_only: false,
         });
     }
     with_next_level(version, level, vec![Arc::clone(table)])
@@ -157,6 +259,7 @@ fn with_next_level(version: &Version, level: usize, inputs: Vec<Arc<TableMeta>>)
         next_inputs,
         trivial_move,
         output_level: level + 1,
+        drop_only: false,
     })
 }
 

@@ -8,9 +8,17 @@
 //! the oldest snapshot); a tombstone is dropped when it is itself visible
 //! to every reader and no deeper level may hold the key.
 //!
+//! Range deletions: a version covered by a flushed range tombstone that
+//! every reader sees (its sequence number at or below the oldest snapshot)
+//! is dropped. Outputs are cut at every range boundary and at the bounds of
+//! every range tombstone, so an output lies in one range, and lies either
+//! wholly inside a tombstone or wholly outside it (which lets the policy
+//! see from the metadata alone that a tombstone's work is done).
+//!
 //! Invariants:
 //! - All versions of one user key land in the same output table, so
 //!   tables of level 1 and below never overlap.
+//! - No output spans a range boundary of the version it was built for.
 //! - Output files are synced, and their directory synced, before the edit
 //!   that names them is logged.
 
@@ -18,6 +26,8 @@ use std::path::Path;
 
 use strata_format::manifest::{TableEntry, VersionEdit};
 use strata_format::table::{Compression, TableOptions};
+
+use crate::ranges::tombstones;
 
 use super::pick::{Choice, is_bottom_for};
 use crate::db::iterator::{Cursor, KeyRange, Merge};
@@ -59,38 +69,166 @@ fn table_options(options: &Options, level: usize) -> TableOptions {
     }
 }
 
-/// Writes a frozen memtable as one level-0 table. Returns the edit (with
-/// the flushed sequence number) and the bytes written; `None` for an empty
-/// memtable.
+/// The keys at which outputs must be cut: every range boundary, and the
+/// start and end of every range tombstone. Sorted, deduplicated.
+pub(crate) fn cut_points(version: &Version) -> Vec<Vec<u8>> {
+    let mut points: Vec<Vec<u8>> = version
+        .ranges
+        .ranges()
+        .iter()
+        .skip(1)
+        .map(|r| r.start.clone())
+        .collect();
+    for t in version.tombstones.iter() {
+        points.push(t.start.clone());
+        points.push(t.end.clone());
+    }
+    points.sort();
+    points.dedup();
+    points
+}
+
+/// Tracks the next cut point as keys ascend.
+struct Cutter<'a> {
+    points: &'a [Vec<u8>],
+    next: usize,
+}
+
+impl<'a> Cutter<'a> {
+    fn new(points: &'a [Vec<u8>]) -> Self {
+        Self { points, next: 0 }
+    }
+
+    /// Whether a cut point lies at or below `key` and above every key seen
+    /// before (so `key` must start a new output).
+    fn crosses(&mut self, key: &[u8]) -> bool {
+        let mut crossed = false;
+        while self
+            .points
+            .get(self.next)
+            .is_some_and(|p| p.as_slice() <= key)
+        {
+            self.next += 1;
+            crossed = true;
+        }
+        crossed
+    }
+}
+
+/// Writes a frozen memtable as level-0 tables, one per range it touches
+/// (cut at `version`'s range boundaries). Returns the edit (with the
+/// flushed sequence number and the memtable's range tombstones) and the
+/// bytes written; `None` for an empty memtable.
 pub(crate) fn flush(
     ctx: &Context<'_>,
     memtable: &Memtable,
+    version: &Version,
 ) -> Result<Option<(VersionEdit, JobBytes)>> {
-    if memtable.len() == 0 {
+    if memtable.is_empty() {
         return Ok(None);
     }
+    let boundaries: Vec<Vec<u8>> = version
+        .ranges
+        .ranges()
+        .iter()
+        .skip(1)
+        .map(|r| r.start.clone())
+        .collect();
+    let mut cutter = Cutter::new(&boundaries);
+    let mut outputs = Vec::new();
+    let mut writer: Option<TableWriter> = None;
+    for entry in memtable.entries() {
+        if cutter.crosses(&entry.user_key)
+            && let Some(full) = writer.take()
+        {
+            outputs.push(full.finish(0)?);
+        }
+        let writer = match &mut writer {
+            Some(writer) => writer,
+            None => writer.insert(new_writer(ctx, 0)?),
+        };
+        writer.add(&entry)?;
+    }
+    if let Some(last) = writer {
+        outputs.push(last.finish(0)?);
+    }
+    if !outputs.is_empty() {
+        ctx.fs
+            .sync_dir(ctx.dir)
+            .map_err(|e| Error::io("sync directory", ctx.dir, e))?;
+    }
+    let bytes = JobBytes {
+        read: 0,
+        written: outputs.iter().map(|t| t.size).sum(),
+    };
+    let edit = VersionEdit {
+        flushed_seq: Some(memtable.max_seq()),
+        added: outputs,
+        added_tombstones: memtable.tombstones(),
+        ..Default::default()
+    };
+    Ok(Some((edit, bytes)))
+}
+
+fn new_writer(ctx: &Context<'_>, level: usize) -> Result<TableWriter> {
     let number = (ctx.new_file_number)();
     let path = ctx
         .dir
         .join(strata_format::manifest::table_file_name(number));
-    let mut writer = TableWriter::create(ctx.fs, path, number, table_options(ctx.options, 0))?;
-    for entry in memtable.entries() {
+    TableWriter::create(ctx.fs, path, number, table_options(ctx.options, level))
+}
+
+/// Rewrites `table` (of `level`) as the table of its keys below `at` and
+/// the table of the rest, for a range split. Returns the new tables (one
+/// may be missing if empty, though a straddling table has keys on both
+/// sides) and the bytes moved.
+pub(crate) fn split_table(
+    ctx: &Context<'_>,
+    table: &crate::version::TableMeta,
+    level: usize,
+    at: &[u8],
+) -> Result<(Vec<TableEntry>, JobBytes)> {
+    let everything = KeyRange {
+        start: std::ops::Bound::Unbounded,
+        end: std::ops::Bound::Unbounded,
+    };
+    let path = ctx
+        .dir
+        .join(strata_format::manifest::table_file_name(table.number));
+    let open = ctx
+        .tables
+        .get_or_open(ctx.fs, &path, table.number, table.size)?;
+    let mut cursor = TableCursor::new(open, &everything, true);
+    let mut outputs = Vec::new();
+    let mut writer: Option<TableWriter> = None;
+    let mut crossed = false;
+    while let Some(entry) = cursor.next_entry()? {
+        if !crossed && entry.user_key.as_slice() >= at {
+            crossed = true;
+            if let Some(left) = writer.take() {
+                outputs.push(left.finish(level as u8)?);
+            }
+        }
+        let writer = match &mut writer {
+            Some(writer) => writer,
+            None => writer.insert(new_writer(ctx, level)?),
+        };
         writer.add(&entry)?;
     }
-    let table = writer.finish(0)?;
+    if let Some(last) = writer {
+        outputs.push(last.finish(level as u8)?);
+    }
     ctx.fs
         .sync_dir(ctx.dir)
         .map_err(|e| Error::io("sync directory", ctx.dir, e))?;
-    let bytes = JobBytes {
-        read: 0,
-        written: table.size,
-    };
-    let edit = VersionEdit {
-        flushed_seq: Some(memtable.max_seq()),
-        added: vec![table],
-        ..Default::default()
-    };
-    Ok(Some((edit, bytes)))
+    let written = outputs.iter().map(|t| t.size).sum();
+    Ok((
+        outputs,
+        JobBytes {
+            read: table.size,
+            written,
+        },
+    ))
 }
 
 /// Runs `choice` against `version`, keeping every version visible at or
@@ -108,6 +246,11 @@ pub(crate) fn compact(
     }
     for table in &choice.next_inputs {
         edit.deleted.push((output_level as u8, table.number));
+    }
+    if choice.drop_only {
+        // Every input is wholly hidden by a range tombstone every reader
+        // sees: dropped by the edit alone, never read.
+        return Ok((edit, JobBytes::default()));
     }
     if choice.trivial_move {
         for table in &choice.inputs {
@@ -133,6 +276,8 @@ pub(crate) fn compact(
         cursors.push(Box::new(TableCursor::new(open, &everything, true)));
     }
     let mut merge = Merge::new(cursors, true);
+    let points = cut_points(version);
+    let mut cutter = Cutter::new(&points);
 
     let mut outputs: Vec<TableEntry> = Vec::new();
     let mut writer: Option<TableWriter> = None;
@@ -143,9 +288,11 @@ pub(crate) fn compact(
         let new_key = last_key.as_deref() != Some(entry.user_key.as_slice());
         if new_key {
             newer_visible_to_all = false;
-            // Cut the output between user keys only.
+            // Cut the output between user keys only: when full, and at
+            // range boundaries and range tombstones' bounds.
+            let must_cut = cutter.crosses(&entry.user_key);
             if let Some(full) =
-                writer.take_if(|w| w.estimated_size() >= ctx.options.table_bytes_max)
+                writer.take_if(|w| must_cut || w.estimated_size() >= ctx.options.table_bytes_max)
             {
                 let table = full.finish(output_level as u8)?;
                 written += table.size;
@@ -153,7 +300,9 @@ pub(crate) fn compact(
             }
             last_key = Some(entry.user_key.clone());
         }
-        let drop = if newer_visible_to_all {
+        let drop = if newer_visible_to_all
+            || tombstones::cover(&version.tombstones, &entry.user_key, oldest_snapshot) > entry.seq
+        {
             true
         } else {
             matches!(entry.value, MemValue::Delete)
@@ -168,18 +317,7 @@ pub(crate) fn compact(
         }
         let writer = match &mut writer {
             Some(writer) => writer,
-            None => {
-                let number = (ctx.new_file_number)();
-                let path = ctx
-                    .dir
-                    .join(strata_format::manifest::table_file_name(number));
-                writer.insert(TableWriter::create(
-                    ctx.fs,
-                    path,
-                    number,
-                    table_options(ctx.options, output_level),
-                )?)
-            }
+            None => writer.insert(new_writer(ctx, output_level)?),
         };
         writer.add(&entry)?;
     }

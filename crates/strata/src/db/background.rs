@@ -1,11 +1,21 @@
-//! Background work: the flush thread, the compaction thread, and the
+//! Background work: the flush thread, the compaction threads, and the
 //! write throttle that keeps writers from outrunning them.
 //!
-//! Two threads, so a long compaction never delays a flush. Both wait on one
-//! condition variable (`Inner::work_changed`), which every freeze, flush,
-//! compaction and shutdown signals.
+//! A flush thread and `compaction_threads` compaction threads, so a long
+//! compaction never delays a flush. Compaction is picked per key range
+//! (each range's tables scored on their own, the most urgent range first)
+//! and a range runs at most one compaction at a time, so compactions of
+//! different ranges run in parallel. All threads wait on one condition
+//! variable (`Inner::work_changed`), which every freeze, flush, compaction
+//! and shutdown signals. Between jobs, compaction threads sample per-range
+//! write rates and split ranges over the size or rate thresholds.
 //!
-//! Write stalls degrade gradually: past `level0_slowdown_writes` each write
+//! Flushes and compactions hold the layout lock shared from picking their
+//! inputs to installing their outputs; a split or merge holds it
+//! exclusively, so no job installs a table cut by an older range map.
+//!
+//! Write stalls degrade gradually (level-0 counts are per range, pending
+//! compaction bytes summed over ranges): past `level0_slowdown_writes` each write
 //! sleeps a little, longer the further past it; past `level0_stop_writes`,
 //! or with every frozen memtable slot taken and the active one full, writes
 //! wait for the background threads. Pending compaction bytes (bytes over
@@ -16,19 +26,20 @@
 //! threads stop, and every later write fails with [`Error::Poisoned`]
 //! carrying it. Reopening recovers from the log and the manifest.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::Inner;
-use crate::compaction::pick::{Policy, level_target_bytes, pick};
+use crate::compaction::pick::{Choice, Policy, level_target_bytes, pick, removable_tombstones};
 use crate::compaction::worker::{self, Context};
 use crate::error::{Error, Result};
 use crate::memtable::Memtable;
+use crate::ranges::map::RangeId;
 use crate::seqno::SeqNo;
-use crate::version::LEVEL_COUNT;
+use crate::version::{LEVEL_COUNT, Version};
 
 /// Shared background state, guarded by `Inner::work`.
 #[derive(Debug, Default)]
@@ -38,10 +49,11 @@ pub(crate) struct Work {
     pub(crate) generation: u64,
     /// The first background failure.
     pub(crate) error: Option<Arc<str>>,
-    /// Whether a compaction is running.
-    pub(crate) compacting: bool,
-    /// Per level, the largest user key compacted last (round-robin).
-    pub(crate) cursors: Vec<Option<Vec<u8>>>,
+    /// The ranges with a compaction running.
+    pub(crate) busy: HashSet<RangeId>,
+    /// Per range and level, the largest user key compacted last
+    /// (round-robin).
+    pub(crate) cursors: HashMap<RangeId, Vec<Option<Vec<u8>>>>,
 }
 
 /// Why a write waited.
@@ -81,6 +93,8 @@ pub(crate) struct Counters {
     pub(crate) compactions: AtomicU64,
     pub(crate) compaction_bytes_read: AtomicU64,
     pub(crate) compaction_bytes_written: AtomicU64,
+    pub(crate) splits: AtomicU64,
+    pub(crate) merges: AtomicU64,
     stall_counts: [AtomicU64; 5],
     stall_micros: [AtomicU64; 5],
 }
@@ -118,7 +132,7 @@ impl Counters {
     }
 }
 
-fn policy(inner: &Inner) -> Policy {
+pub(crate) fn policy(inner: &Inner) -> Policy {
     Policy {
         level0_compaction_trigger: inner.options.level0_compaction_trigger,
         level1_bytes_max: inner.options.level1_bytes_max,
@@ -135,10 +149,11 @@ pub(crate) fn start(inner: &Arc<Inner>) -> Result<Vec<JoinHandle<()>>> {
             .spawn(move || body(&inner))
             .map_err(|e| Error::io("spawn background thread", std::path::PathBuf::from(name), e))
     };
-    Ok(vec![
-        spawn("strata-flush", flush_loop)?,
-        spawn("strata-compact", compaction_loop)?,
-    ])
+    let mut threads = vec![spawn("strata-flush", flush_loop)?];
+    for _ in 0..inner.options.compaction_threads {
+        threads.push(spawn("strata-compact", compaction_loop)?);
+    }
+    Ok(threads)
 }
 
 fn fail(inner: &Inner, error: &Error) {
@@ -175,7 +190,7 @@ fn flush_loop(inner: &Inner) {
     }
 }
 
-fn context<'a>(inner: &'a Inner, new_file_number: &'a dyn Fn() -> u64) -> Context<'a> {
+pub(crate) fn context<'a>(inner: &'a Inner, new_file_number: &'a dyn Fn() -> u64) -> Context<'a> {
     Context {
         fs: &*inner.fs,
         dir: &inner.dir,
@@ -188,12 +203,15 @@ fn context<'a>(inner: &'a Inner, new_file_number: &'a dyn Fn() -> u64) -> Contex
 fn flush_one(inner: &Inner, memtable: &Arc<Memtable>) -> Result<()> {
     let new_number = || inner.versions.lock().new_file_number();
     let ctx = context(inner, &new_number);
-    if let Some((edit, bytes)) = worker::flush(&ctx, memtable)? {
+    let layout = inner.layout.read();
+    let version = Arc::clone(&inner.current.read());
+    if let Some((edit, bytes)) = worker::flush(&ctx, memtable, &version)? {
         // Install under the version-set lock, so versions are published in
         // the order they were logged (flush and compaction race here).
         let mut versions = inner.versions.lock();
         *inner.current.write() = versions.log_and_apply(edit)?;
         drop(versions);
+        drop(layout);
         inner.counters.flushes.fetch_add(1, Ordering::Relaxed);
         inner
             .counters
@@ -209,10 +227,31 @@ fn flush_one(inner: &Inner, memtable: &Arc<Memtable>) -> Result<()> {
     let flushed = inner.versions.lock().flushed_seq();
     inner.flushed.store(flushed, Ordering::Relaxed);
     inner.wal.release_below(SeqNo(flushed + 1))?;
+    remove_settled_tombstones(inner)?;
     delete_obsolete(inner)
 }
 
-fn delete_obsolete(inner: &Inner) -> Result<()> {
+/// Removes the range tombstones that hide nothing any more (by an edit of
+/// their own).
+fn remove_settled_tombstones(inner: &Inner) -> Result<()> {
+    let mut versions = inner.versions.lock();
+    let current = versions.current();
+    if current.tombstones.is_empty() {
+        return Ok(());
+    }
+    let removable = removable_tombstones(&current);
+    if removable.is_empty() {
+        return Ok(());
+    }
+    let edit = strata_format::manifest::VersionEdit {
+        removed_tombstones: removable,
+        ..Default::default()
+    };
+    *inner.current.write() = versions.log_and_apply(edit)?;
+    Ok(())
+}
+
+pub(crate) fn delete_obsolete(inner: &Inner) -> Result<()> {
     let mut versions = inner.versions.lock();
     versions.delete_obsolete()?;
     let current = versions.current();
@@ -221,31 +260,58 @@ fn delete_obsolete(inner: &Inner) -> Result<()> {
     Ok(())
 }
 
+/// The most urgent compaction over all ranges not already compacting:
+/// the range whose levels score highest, then any range with tombstone or
+/// garbage work.
+fn pick_any(inner: &Inner, version: &Version, work: &Work) -> Option<(RangeId, Choice)> {
+    let policy = policy(inner);
+    let oldest = inner.oldest_snapshot();
+    let mut best: Option<(f64, RangeId, Choice)> = None;
+    for (range, own) in version.ranges.ranges().iter().zip(version.split_by_range()) {
+        if work.busy.contains(&range.id) {
+            continue;
+        }
+        let cursors = work.cursors.get(&range.id).map_or(&[][..], Vec::as_slice);
+        let Some(choice) = pick(&own, &policy, cursors, oldest) else {
+            continue;
+        };
+        let urgency = crate::compaction::pick::scores(&own, &policy)
+            .into_iter()
+            .map(|(_, score)| score)
+            .fold(0.0, f64::max);
+        if best.as_ref().is_none_or(|(u, _, _)| urgency > *u) {
+            best = Some((urgency, range.id, choice));
+        }
+    }
+    best.map(|(_, id, choice)| (id, choice))
+}
+
 fn compaction_loop(inner: &Inner) {
     loop {
-        let (choice, version) = {
-            let mut work = inner.work.lock();
-            loop {
-                if work.stop || work.error.is_some() {
-                    return;
-                }
-                let version = Arc::clone(&inner.current.read());
-                if let Some(choice) = pick(
-                    &version,
-                    &policy(inner),
-                    &work.cursors,
-                    inner.oldest_snapshot(),
-                ) {
-                    work.compacting = true;
-                    break (choice, version);
-                }
-                // Also wake now and then: garbage becomes collectible when
-                // a snapshot is released, without other work to signal.
-                inner
-                    .work_changed
-                    .wait_for(&mut work, Duration::from_secs(1));
+        let layout = inner.layout.read();
+        let mut work = inner.work.lock();
+        if work.stop || work.error.is_some() {
+            return;
+        }
+        let version = Arc::clone(&inner.current.read());
+        let Some((range, choice)) = pick_any(inner, &version, &work) else {
+            drop(version);
+            drop(layout);
+            // Also wake now and then: garbage becomes collectible when a
+            // snapshot is released, and rates need sampling, without other
+            // work to signal.
+            inner
+                .work_changed
+                .wait_for(&mut work, Duration::from_secs(1));
+            drop(work);
+            if let Err(error) = inner.auto_split() {
+                fail(inner, &error);
+                return;
             }
+            continue;
         };
+        work.busy.insert(range);
+        drop(work);
         let result = (|| {
             let new_number = || inner.versions.lock().new_file_number();
             let ctx = context(inner, &new_number);
@@ -264,6 +330,7 @@ fn compaction_loop(inner: &Inner) {
                 .fetch_add(bytes.written, Ordering::Relaxed);
             Ok(())
         })();
+        drop(layout);
         // Let go of the inputs before deleting what no version holds, so
         // this compaction's inputs go now, not after the next job.
         let level = choice.level;
@@ -274,19 +341,23 @@ fn compaction_loop(inner: &Inner) {
             .max();
         drop(choice);
         drop(version);
-        let result = result.and_then(|()| delete_obsolete(inner));
+        let result = result
+            .and_then(|()| remove_settled_tombstones(inner))
+            .and_then(|()| delete_obsolete(inner))
+            .and_then(|()| inner.auto_split());
         refresh_stall_hint(inner);
         let mut work = inner.work.lock();
-        work.compacting = false;
+        work.busy.remove(&range);
         if let Err(error) = result {
             drop(work);
             fail(inner, &error);
             return;
         }
-        if work.cursors.len() < LEVEL_COUNT {
-            work.cursors.resize(LEVEL_COUNT, None);
+        let cursors = work.cursors.entry(range).or_default();
+        if cursors.len() < LEVEL_COUNT {
+            cursors.resize(LEVEL_COUNT, None);
         }
-        if let Some(cursor) = work.cursors.get_mut(level) {
+        if let Some(cursor) = cursors.get_mut(level) {
             *cursor = largest;
         }
         work.generation += 1;
@@ -300,17 +371,50 @@ fn poisoned(work: &Work) -> Option<Error> {
     })
 }
 
-/// Bytes over the level targets, summed over levels 1 and below.
-fn pending_compaction_bytes(inner: &Inner) -> u64 {
+/// Per range: level-0 tables and bytes per level.
+fn range_shapes(version: &Version) -> Vec<(usize, [u64; LEVEL_COUNT])> {
+    let mut shapes = vec![(0usize, [0u64; LEVEL_COUNT]); version.ranges.len()];
+    let single = shapes.len() == 1;
+    for (level, tables) in version.levels.iter().enumerate() {
+        for table in tables {
+            let index = if single {
+                0
+            } else {
+                version.ranges.index_of(table.smallest_user_key())
+            };
+            if let Some((level0, bytes)) = shapes.get_mut(index) {
+                if level == 0 {
+                    *level0 += 1;
+                }
+                if let Some(b) = bytes.get_mut(level) {
+                    *b += table.size;
+                }
+            }
+        }
+    }
+    shapes
+}
+
+/// The most level-0 tables any range has, and the bytes over the level
+/// targets summed over ranges and levels 1 and below.
+fn backlog(inner: &Inner) -> (usize, u64) {
     let version = Arc::clone(&inner.current.read());
     let policy = policy(inner);
-    (1..LEVEL_COUNT)
-        .map(|level| {
-            version
-                .level_bytes(level)
-                .saturating_sub(level_target_bytes(&policy, level))
-        })
-        .sum()
+    let mut level0 = 0;
+    let mut pending = 0;
+    for (tables, bytes) in range_shapes(&version) {
+        level0 = level0.max(tables);
+        pending += (1..LEVEL_COUNT)
+            .map(|level| {
+                bytes
+                    .get(level)
+                    .copied()
+                    .unwrap_or(0)
+                    .saturating_sub(level_target_bytes(&policy, level))
+            })
+            .sum::<u64>();
+    }
+    (level0, pending)
 }
 
 /// Recomputes whether writers may have to wait (cheaply checked by every
@@ -318,10 +422,10 @@ fn pending_compaction_bytes(inner: &Inner) -> u64 {
 pub(crate) fn refresh_stall_hint(inner: &Inner) {
     let options = &inner.options;
     let frozen = inner.mem.read().frozen.len();
-    let level0 = inner.current.read().levels.first().map_or(0, Vec::len);
+    let (level0, pending) = backlog(inner);
     let hint = frozen >= options.immutable_memtables_max
         || level0 >= options.level0_slowdown_writes
-        || pending_compaction_bytes(inner) >= options.level1_bytes_max.saturating_mul(8)
+        || pending >= options.level1_bytes_max.saturating_mul(8)
         || inner.work.lock().error.is_some();
     inner.stall_hint.store(hint, Ordering::Release);
 }
@@ -341,8 +445,7 @@ pub(crate) fn throttle(inner: &Inner) -> Result<()> {
                 mem.active.approximate_bytes() >= options.memtable_bytes_max,
             )
         };
-        let level0 = inner.current.read().levels.first().map_or(0, Vec::len);
-        let pending = pending_compaction_bytes(inner);
+        let (level0, pending) = backlog(inner);
         let stop = if frozen >= options.immutable_memtables_max && active_full {
             Some(StallReason::MemtableLimit)
         } else if level0 >= options.level0_stop_writes {
@@ -432,14 +535,8 @@ pub(crate) fn wait_idle(inner: &Inner) -> Result<()> {
             return Err(error);
         }
         let version = Arc::clone(&inner.current.read());
-        let due = pick(
-            &version,
-            &policy(inner),
-            &work.cursors,
-            inner.oldest_snapshot(),
-        )
-        .is_some();
-        if !work.compacting && !due && inner.mem.read().frozen.is_empty() {
+        let due = pick_any(inner, &version, &work).is_some();
+        if work.busy.is_empty() && !due && inner.mem.read().frozen.is_empty() {
             return Ok(());
         }
         if work.stop {

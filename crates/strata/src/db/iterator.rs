@@ -15,8 +15,11 @@ use std::collections::BinaryHeap;
 use std::ops::Bound;
 use std::sync::Arc;
 
+use strata_format::manifest::TombstoneEntry;
+
 use crate::error::Result;
 use crate::memtable::{Entry, MemKey, MemValue, Memtable};
+use crate::ranges::tombstones;
 
 /// A source of entries in one direction.
 pub(crate) trait Cursor: Send {
@@ -272,6 +275,8 @@ pub struct DbIterator {
     last_key: Option<Vec<u8>>,
     peeked: Option<Entry>,
     done: bool,
+    /// Range tombstones visible to the read, sorted by start.
+    tombstones: Vec<TombstoneEntry>,
     /// Keeps the sources' owner (and its snapshot registration) alive.
     _hold: Box<dyn Send + Sync>,
 }
@@ -291,6 +296,7 @@ impl DbIterator {
         range: KeyRange,
         seq: u64,
         forward: bool,
+        tombstones: Vec<TombstoneEntry>,
         hold: Box<dyn Send + Sync>,
     ) -> Self {
         let done = range.is_empty();
@@ -302,8 +308,18 @@ impl DbIterator {
             last_key: None,
             peeked: None,
             done,
+            tombstones,
             _hold: hold,
         }
+    }
+
+    /// Whether a range tombstone the read sees hides `entry`.
+    fn hidden(&self, entry: &Entry) -> bool {
+        self.hidden_at(&entry.user_key, entry.seq)
+    }
+
+    fn hidden_at(&self, key: &[u8], seq: u64) -> bool {
+        !self.tombstones.is_empty() && tombstones::cover(&self.tombstones, key, self.seq) > seq
     }
 
     fn next_forward(&mut self) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
@@ -317,6 +333,9 @@ impl DbIterator {
             match &mut self.last_key {
                 Some(last) => last.clone_from(&entry.user_key),
                 None => self.last_key = Some(entry.user_key.clone()),
+            }
+            if self.hidden(&entry) {
+                continue;
             }
             if let MemValue::Put(value) = entry.value {
                 return Ok(Some((entry.user_key, value)));
@@ -356,8 +375,10 @@ impl DbIterator {
             }
             if let Some(Entry {
                 value: MemValue::Put(value),
+                seq,
                 ..
             }) = best
+                && !self.hidden_at(&key, seq)
             {
                 return Ok(Some((key, value)));
             }

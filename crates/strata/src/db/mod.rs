@@ -12,7 +12,14 @@
 //! and asks the active memtable, then the frozen ones (newest first), then
 //! the pinned version's tables (level 0 newest first, then one table per
 //! deeper level) for the newest version at or below it. Scans merge all of
-//! these ([`iterator`]).
+//! these ([`iterator`]). Range tombstones (in memtables and in the version)
+//! hide versions older than them; the newest one covering a key, visible to
+//! the read, is found first.
+//!
+//! Key ranges ([`crate::ranges`], [`ranges`]): the version carries the range
+//! map; no table spans a range boundary; compaction runs per range. Routing
+//! is invisible to callers: reads and scans consult the same memtables and
+//! one version whatever the ranges, so they cross boundaries seamlessly.
 //!
 //! Directory layout: `LOCK` (held while open), `IDENTITY` (the database
 //! id), `CURRENT` and `MANIFEST-*` (the version set), `*.sst` (tables),
@@ -36,6 +43,7 @@ pub(crate) mod background;
 mod checkpoint;
 mod identity;
 pub(crate) mod iterator;
+mod ranges;
 mod visibility;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -51,6 +59,8 @@ use crate::env::{DirLock, FileSystem};
 use crate::error::{Error, Result};
 use crate::memtable::Memtable;
 use crate::options::{Options, WriteOptions};
+use crate::ranges::map::{RangeId, RangeMap};
+use crate::ranges::stats::{RangeInfo, Rates, Router};
 use crate::seqno::SeqNo;
 use crate::table::{LevelCursor, TableCache, TableCursor};
 use crate::version::set::VersionSet;
@@ -111,6 +121,15 @@ pub struct DbStats {
     pub wal: WalStats,
     /// Segment files the commit log retains.
     pub wal_segments: u64,
+    /// Range splits since open (requested and automatic).
+    pub range_splits: u64,
+    /// Range merges since open.
+    pub range_merges: u64,
+    /// Flushed range tombstones still held (each until compaction has
+    /// dropped what it hides).
+    pub range_tombstones: u64,
+    /// Every key range's figures, as [`Db::ranges`] gives them.
+    pub ranges: Vec<RangeInfo>,
 }
 
 /// Memtables: the active one and the frozen ones, oldest first.
@@ -144,6 +163,13 @@ pub(crate) struct Inner {
     /// Set when a write may have to be slowed or stopped (or background
     /// work failed); writers skip the throttle's checks while it is clear.
     stall_hint: AtomicBool,
+    /// The range map in force for routing figures, and each range's counters.
+    router: RwLock<Arc<Router>>,
+    /// Per-range rates, sampled by the compaction threads.
+    rates: Rates,
+    /// Held shared by flushes and compactions from picking to installing,
+    /// exclusively by range splits and merges.
+    layout: RwLock<()>,
     _lock: Box<dyn DirLock>,
 }
 
@@ -237,6 +263,7 @@ impl Db {
         // a torn tail); only then is the manifest rewritten and are
         // orphans deleted.
         let mut versions = VersionSet::open(Arc::clone(&fs), &dir, database_id)?;
+        versions.set_initial_ranges(RangeMap::with_split_points(&options.initial_split_points));
         let flushed_seq = versions.flushed_seq();
         let block_cache_bytes = options.block_cache_bytes;
         let tables = TableCache::new(block_cache_bytes);
@@ -291,6 +318,8 @@ impl Db {
         let mut recovery = recovery;
         recovery.manifest_torn_tail = versions.torn_manifest_tail.take();
         let visible = recovery.next_seq.get().saturating_sub(1);
+        let current = versions.current();
+        let router = Router::new(Arc::clone(&current.ranges));
         let inner = Arc::new(Inner {
             dir,
             options,
@@ -314,6 +343,9 @@ impl Db {
             flushed: std::sync::atomic::AtomicU64::new(flushed_seq),
             log_bytes_since_check: std::sync::atomic::AtomicU64::new(0),
             stall_hint: AtomicBool::new(true),
+            router: RwLock::new(Arc::new(router)),
+            rates: Rates::default(),
+            layout: RwLock::new(()),
             _lock: lock,
         });
         background::refresh_stall_hint(&inner);
@@ -341,6 +373,78 @@ impl Db {
         let mut batch = WriteBatch::new();
         batch.delete(key);
         self.write(batch, &WriteOptions::default())
+    }
+
+    /// Removes every key in `[start, end)` (without sync) as one
+    /// operation, whatever the number of keys; returns its sequence number.
+    /// Reads skip what it hides at once; compaction later drops whole
+    /// tables it hides without reading them, and rewrites the tables it
+    /// hides only partly.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use strata::{Db, MemFileSystem, Options};
+    /// # use std::sync::Arc;
+    /// # let db = Db::open("d", Options { file_system: Arc::new(MemFileSystem::new()), ..Options::default() })?;
+    /// for k in [&b"user:1"[..], b"user:2", b"video:1"] { db.put(k, b"v")?; }
+    /// db.delete_range(b"user:", b"user;")?;
+    /// assert_eq!(db.get(b"user:1")?, None);
+    /// assert!(db.get(b"video:1")?.is_some());
+    /// # Ok::<(), strata::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] if `start >= end` or a bound is over
+    /// `key_bytes_max`; otherwise as [`Db::write`].
+    pub fn delete_range(&self, start: &[u8], end: &[u8]) -> Result<SeqNo> {
+        let mut batch = WriteBatch::new();
+        batch.delete_range(start, end);
+        self.write(batch, &WriteOptions::default())
+    }
+
+    /// The key ranges and their figures, in key order.
+    #[must_use]
+    pub fn ranges(&self) -> Vec<RangeInfo> {
+        self.inner.range_infos()
+    }
+
+    /// Splits the range holding `at` into `[start, at)` and `[at, end)`,
+    /// online, and returns the two new ranges' ids. Writes never wait for
+    /// it; reads see the old map and tables or the new ones, never a gap.
+    /// Tables that straddle `at` are rewritten first (at most one per level
+    /// below 0, plus level-0 tables).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use strata::{Db, MemFileSystem, Options};
+    /// # use std::sync::Arc;
+    /// # let db = Db::open("d", Options { file_system: Arc::new(MemFileSystem::new()), ..Options::default() })?;
+    /// let (left, right) = db.split_range(b"m")?;
+    /// assert_eq!(db.ranges().len(), 2);
+    /// let merged = db.merge_ranges(left, right)?;
+    /// assert_eq!(db.ranges()[0].id, merged);
+    /// # Ok::<(), strata::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] if `at` is already a range's start;
+    /// [`Error::Io`] or [`Error::Poisoned`] if rewriting or logging fails.
+    pub fn split_range(&self, at: &[u8]) -> Result<(RangeId, RangeId)> {
+        self.inner.check_open()?;
+        self.inner.split_range(at, "requested")
+    }
+
+    /// Merges the adjacent ranges `left` and `right` (in that key order)
+    /// into one, online; returns its id. Only the range map changes.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] if either id is not in the map or they
+    /// are not adjacent in that order; [`Error::Io`], [`Error::Poisoned`].
+    pub fn merge_ranges(&self, left: RangeId, right: RangeId) -> Result<RangeId> {
+        self.inner.check_open()?;
+        self.inner.merge_ranges(left, right)
     }
 
     /// Applies `batch` atomically and returns the sequence number of its
@@ -537,6 +641,11 @@ impl Inner {
 
     fn write(&self, batch: WriteBatch, options: &WriteOptions) -> Result<SeqNo> {
         self.check_open()?;
+        if let Some(why) = &batch.invalid {
+            return Err(Error::InvalidArgument(format!(
+                "{why}; nothing was written"
+            )));
+        }
         let limits = &self.options;
         if batch.key_bytes_max > limits.key_bytes_max {
             return Err(Error::InvalidArgument(format!(
@@ -568,12 +677,41 @@ impl Inner {
             let view =
                 decode_batch(&bytes).map_err(|e| Error::corruption(self.dir.join("wal"), e))?;
             self.mem.read().active.apply(&view);
+            self.record_writes(&view);
             self.visibility
                 .publish_and_wait(commit.first_seq.get(), commit.last_seq.get());
             commit.last_seq
         };
         self.freeze_if_full(batch_bytes);
         Ok(last)
+    }
+
+    /// Counts the batch's operations against their ranges.
+    fn record_writes(&self, view: &strata_format::wal::BatchView<'_>) {
+        use strata_format::wal::BatchOp;
+        let router = self.router.read();
+        for (seq, op) in (view.first_seq..).zip(view.ops()) {
+            let (key, bytes) = match op {
+                BatchOp::Put { key, value } => (key, key.len() + value.len()),
+                BatchOp::Delete { key } => (key, key.len()),
+                BatchOp::DeleteRange { start, end } => (start, start.len() + end.len()),
+            };
+            if let Some(counters) = router.counters_for(key) {
+                counters.writes.fetch_add(1, Ordering::Relaxed);
+                counters
+                    .write_bytes
+                    .fetch_add(bytes as u64, Ordering::Relaxed);
+                counters.last_seq.fetch_max(seq, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// The memtables, active first, then frozen newest first.
+    fn memtables_newest_first(&self) -> Vec<Arc<Memtable>> {
+        let mem = self.mem.read();
+        std::iter::once(Arc::clone(&mem.active))
+            .chain(mem.frozen.iter().rev().cloned())
+            .collect()
     }
 
     /// Freezes the active memtable if it is full and wakes the flusher.
@@ -616,7 +754,7 @@ impl Inner {
         let _gate = self.write_gate.write();
         let mut mem = self.mem.write();
         let full = mem.active.approximate_bytes() >= self.options.memtable_bytes_max;
-        if mem.active.len() == 0 || !(always || full) {
+        if mem.active.is_empty() || !(always || full) {
             return;
         }
         let frozen = std::mem::replace(&mut mem.active, Arc::new(Memtable::new()));
@@ -634,19 +772,27 @@ impl Inner {
     }
 
     pub(crate) fn get_at(&self, key: &[u8], seq: u64) -> Result<Option<Vec<u8>>> {
-        let (active, frozen) = {
-            let mem = self.mem.read();
-            (
-                Arc::clone(&mem.active),
-                mem.frozen.iter().rev().cloned().collect::<Vec<_>>(),
-            )
+        if let Some(counters) = self.router.read().counters_for(key) {
+            counters.reads.fetch_add(1, Ordering::Relaxed);
+        }
+        let memtables = self.memtables_newest_first();
+        let version = Arc::clone(&self.current.read());
+        // The newest range tombstone covering the key that this read sees:
+        // any version older than it is hidden.
+        let cover = memtables
+            .iter()
+            .map(|m| m.tombstone_cover(key, seq))
+            .chain(std::iter::once(version.tombstone_cover(key, seq)))
+            .max()
+            .unwrap_or(0);
+        let visible = |(found_seq, value): (u64, Option<Vec<u8>>)| {
+            if found_seq < cover { None } else { value }
         };
-        for memtable in std::iter::once(&active).chain(&frozen) {
+        for memtable in &memtables {
             if let Some(found) = memtable.get(key, seq) {
-                return Ok(found);
+                return Ok(visible(found));
             }
         }
-        let version = Arc::clone(&self.current.read());
         for meta in version.tables_for_key(key) {
             if meta.smallest_seq > seq {
                 continue;
@@ -656,7 +802,7 @@ impl Inner {
                 .join(strata_format::manifest::table_file_name(meta.number));
             let table = self.open_table(&path, meta.number, meta.size)?;
             if let Some(found) = table.get(key, seq)? {
-                return Ok(found);
+                return Ok(visible(found));
             }
         }
         Ok(None)
@@ -694,6 +840,17 @@ impl Inner {
                 .collect()
         };
         let version = Arc::clone(&self.current.read());
+        if let Some(start) = range.user_bounds().0
+            && let Some(counters) = self.router.read().counters_for(start)
+        {
+            counters.reads.fetch_add(1, Ordering::Relaxed);
+        }
+        let mut tombstones = version.tombstones.as_ref().clone();
+        for memtable in &memtables {
+            tombstones.extend(memtable.tombstones());
+        }
+        tombstones.retain(|t| t.seq <= seq);
+        crate::ranges::tombstones::sort(&mut tombstones);
         let mut cursors: Vec<Box<dyn Cursor>> = Vec::new();
         for memtable in memtables {
             cursors.push(Box::new(MemCursor::new(memtable, &range, forward)));
@@ -736,7 +893,9 @@ impl Inner {
             Some(snapshot) => Box::new((snapshot, version)),
             None => Box::new((Arc::clone(self), version)),
         };
-        Ok(DbIterator::new(cursors, range, seq, forward, hold))
+        Ok(DbIterator::new(
+            cursors, range, seq, forward, tombstones, hold,
+        ))
     }
 
     fn stats(&self) -> DbStats {
@@ -786,6 +945,10 @@ impl Inner {
             block_cache_misses,
             wal,
             wal_segments: self.wal.segment_count() as u64,
+            range_splits: c.splits.load(Ordering::Relaxed),
+            range_merges: c.merges.load(Ordering::Relaxed),
+            range_tombstones: version.tombstones.len() as u64,
+            ranges: self.range_infos(),
         }
     }
 

@@ -11,14 +11,20 @@
 //! - Tables of level 1 and below do not overlap in user keys and are kept
 //!   in key order.
 //! - A table number appears at most once in a version.
+//! - No table spans a boundary of the version's range map: each lies in
+//!   one range, so a range's tables are those whose smallest key it holds.
+//! - Range tombstones are kept sorted by start (as
+//!   [`crate::ranges::tombstones::cover`] needs).
 
 pub(crate) mod set;
 
 use std::sync::Arc;
 
-use strata_format::manifest::{LEVELS, TableEntry, VersionEdit};
+use strata_format::manifest::{LEVELS, TableEntry, TombstoneEntry, VersionEdit};
 
 use crate::error::{Error, Result};
+use crate::ranges::map::RangeMap;
+use crate::ranges::tombstones;
 
 /// The number of levels, as a `usize`.
 pub(crate) const LEVEL_COUNT: usize = LEVELS as usize;
@@ -95,10 +101,13 @@ pub(crate) fn user_key(internal: &[u8]) -> &[u8] {
         .unwrap_or_default()
 }
 
-/// An immutable set of tables.
+/// An immutable set of tables, the range map they are cut by, and the
+/// flushed range tombstones.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Version {
     pub(crate) levels: [Vec<Arc<TableMeta>>; LEVEL_COUNT],
+    pub(crate) ranges: Arc<RangeMap>,
+    pub(crate) tombstones: Arc<Vec<TombstoneEntry>>,
 }
 
 impl Version {
@@ -137,6 +146,32 @@ impl Version {
                 .ok_or_else(|| bad(manifest, "level out of range"))?;
             tables.push(Arc::new(TableMeta::from_entry(entry)));
         }
+        if let Some(record) = &edit.ranges {
+            next.ranges = Arc::new(RangeMap::from_record(record));
+        }
+        if !edit.added_tombstones.is_empty() || !edit.removed_tombstones.is_empty() {
+            let mut list = next.tombstones.as_ref().clone();
+            for gone in &edit.removed_tombstones {
+                let before = list.len();
+                list.retain(|t| t != gone);
+                if list.len() == before {
+                    return Err(bad(
+                        manifest,
+                        &format!(
+                            "edit removes a range tombstone at seq {} the version lacks",
+                            gone.seq
+                        ),
+                    ));
+                }
+            }
+            for added in &edit.added_tombstones {
+                if !list.contains(added) {
+                    list.push(added.clone());
+                }
+            }
+            tombstones::sort(&mut list);
+            next.tombstones = Arc::new(list);
+        }
         next.sort();
         next.check(manifest)?;
         Ok(next)
@@ -155,6 +190,19 @@ impl Version {
     }
 
     fn check(&self, manifest: &std::path::Path) -> Result<()> {
+        for table in self.levels.iter().flatten() {
+            let first = self.ranges.index_of(table.smallest_user_key());
+            let last = self.ranges.index_of(table.largest_user_key());
+            if first != last {
+                return Err(bad(
+                    manifest,
+                    &format!(
+                        "table {} spans the boundary between ranges at {} and {}",
+                        table.number, first, last
+                    ),
+                ));
+            }
+        }
         for (level, tables) in self.levels.iter().enumerate().skip(1) {
             for pair in tables.windows(2) {
                 if let [a, b] = pair
@@ -211,7 +259,39 @@ impl Version {
         for (level, tables) in self.levels.iter().enumerate() {
             edit.added.extend(tables.iter().map(|t| t.to_entry(level)));
         }
+        edit.ranges = Some(self.ranges.to_record());
+        edit.added_tombstones = self.tombstones.as_ref().clone();
         edit
+    }
+
+    /// Each range's tables alone (same map and tombstones), in the map's
+    /// order: what the compaction policy sees of one range.
+    pub(crate) fn split_by_range(&self) -> Vec<Version> {
+        let mut out: Vec<Version> = (0..self.ranges.len())
+            .map(|_| Version {
+                levels: Default::default(),
+                ranges: Arc::clone(&self.ranges),
+                tombstones: Arc::clone(&self.tombstones),
+            })
+            .collect();
+        for (level, tables) in self.levels.iter().enumerate() {
+            for table in tables {
+                let index = self.ranges.index_of(table.smallest_user_key());
+                if let Some(own) = out.get_mut(index).and_then(|v| v.levels.get_mut(level)) {
+                    own.push(Arc::clone(table));
+                }
+            }
+        }
+        out
+    }
+
+    /// The newest flushed range tombstone, visible at `read_seq`, that
+    /// covers `key` (0 if none).
+    pub(crate) fn tombstone_cover(&self, key: &[u8], read_seq: u64) -> u64 {
+        if self.tombstones.is_empty() {
+            return 0;
+        }
+        tombstones::cover(&self.tombstones, key, read_seq)
     }
 }
 

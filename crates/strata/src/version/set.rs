@@ -159,6 +159,18 @@ impl VersionSet {
         Ok(())
     }
 
+    /// For a database being created (no manifest yet): starts it with
+    /// `ranges` instead of one range; ignored for an existing database,
+    /// whose range map is in its manifest. Call before
+    /// [`VersionSet::finish_open`], which writes it.
+    pub(crate) fn set_initial_ranges(&mut self, ranges: crate::ranges::map::RangeMap) {
+        if self.old_manifest.is_none() && self.manifest.is_none() {
+            let mut version = self.current.as_ref().clone();
+            version.ranges = Arc::new(ranges);
+            self.current = Arc::new(version);
+        }
+    }
+
     /// The current version; the caller may read it for as long as it holds
     /// it.
     pub(crate) fn current(&mut self) -> Arc<Version> {

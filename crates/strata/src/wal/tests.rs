@@ -47,6 +47,11 @@ fn open_collect(
                     )
                 }
                 BatchOp::Delete { key } => format!("-{}", String::from_utf8_lossy(key)),
+                BatchOp::DeleteRange { start, end } => format!(
+                    "-[{}, {})",
+                    String::from_utf8_lossy(start),
+                    String::from_utf8_lossy(end)
+                ),
             })
             .collect();
         seen.push((view.first_seq, ops));
