@@ -40,6 +40,8 @@ const MODES: [CrashMode; 4] = [
 ];
 
 type Model = BTreeMap<Vec<u8>, Vec<u8>>;
+/// A split or merge to run on another thread.
+type RangeChange = Box<dyn FnOnce(&Db) -> strata::Result<()> + Send>;
 
 fn options(fs: &Arc<FaultFileSystem>) -> Options {
     Options {
@@ -192,16 +194,14 @@ fn run(seed: u64, rounds: u64) -> Result<Figures, String> {
         let db =
             Arc::new(Db::open(DIR, options(&fs)).map_err(|e| format!("round {round}: open: {e}"))?);
         check(&db, &model).map_err(|e| format!("round {round}: after reopen: {e}"))?;
-        figures.writes += write_some(&db, &mut model, &mut rng, rng.random_range(5..40), round);
+        let count = rng.random_range(5..40);
+        figures.writes += write_some(&db, &mut model, &mut rng, count, round);
         if rng.random_bool(0.5) {
             db.flush().unwrap();
         }
         let old = starts(&db);
         let merge = old.len() > 1 && (old.len() > 6 || rng.random_bool(0.4));
-        let (new, op): (
-            Vec<Vec<u8>>,
-            Box<dyn FnOnce(&Db) -> strata::Result<()> + Send>,
-        ) = if merge {
+        let (new, op): (Vec<Vec<u8>>, RangeChange) = if merge {
             figures.merges += 1;
             let i = rng.random_range(0..old.len() - 1);
             let ranges = db.ranges();

@@ -14,8 +14,9 @@
 //! inputs to installing their outputs; a split or merge holds it
 //! exclusively, so no job installs a table cut by an older range map.
 //!
-//! Write stalls degrade gradually (level-0 counts are per range, pending
-//! compaction bytes summed over ranges): past `level0_slowdown_writes` each write
+//! Write stalls degrade gradually, and only for writers to the ranges that
+//! are behind (level-0 counts and pending compaction bytes are per range;
+//! the memtable limit is shared): past `level0_slowdown_writes` each write
 //! sleeps a little, longer the further past it; past `level0_stop_writes`,
 //! or with every frozen memtable slot taken and the active one full, writes
 //! wait for the background threads. Pending compaction bytes (bytes over
@@ -94,6 +95,8 @@ pub(crate) struct Counters {
     pub(crate) compaction_bytes_read: AtomicU64,
     pub(crate) compaction_bytes_written: AtomicU64,
     pub(crate) splits: AtomicU64,
+    pub(crate) split_bytes_written: AtomicU64,
+    pub(crate) range_change_wait_micros: AtomicU64,
     pub(crate) merges: AtomicU64,
     stall_counts: [AtomicU64; 5],
     stall_micros: [AtomicU64; 5],
@@ -395,26 +398,51 @@ fn range_shapes(version: &Version) -> Vec<(usize, [u64; LEVEL_COUNT])> {
     shapes
 }
 
-/// The most level-0 tables any range has, and the bytes over the level
-/// targets summed over ranges and levels 1 and below.
-fn backlog(inner: &Inner) -> (usize, u64) {
+/// The most level-0 tables, and the most bytes over the level targets, of
+/// any range `touched` accepts (by index in the version's map).
+fn backlog(inner: &Inner, touched: &dyn Fn(usize) -> bool) -> (usize, u64) {
     let version = Arc::clone(&inner.current.read());
     let policy = policy(inner);
     let mut level0 = 0;
     let mut pending = 0;
-    for (tables, bytes) in range_shapes(&version) {
+    for (index, (tables, bytes)) in range_shapes(&version).into_iter().enumerate() {
+        if !touched(index) {
+            continue;
+        }
         level0 = level0.max(tables);
-        pending += (1..LEVEL_COUNT)
-            .map(|level| {
-                bytes
-                    .get(level)
-                    .copied()
-                    .unwrap_or(0)
-                    .saturating_sub(level_target_bytes(&policy, level))
-            })
-            .sum::<u64>();
+        pending = pending.max(
+            (1..LEVEL_COUNT)
+                .map(|level| {
+                    bytes
+                        .get(level)
+                        .copied()
+                        .unwrap_or(0)
+                        .saturating_sub(level_target_bytes(&policy, level))
+                })
+                .sum::<u64>(),
+        );
     }
     (level0, pending)
+}
+
+/// The indexes (in the current map) of the ranges a batch writes to.
+fn ranges_of_batch(inner: &Inner, batch: &[u8]) -> Vec<usize> {
+    let Ok(view) = strata_format::wal::decode_batch(batch) else {
+        return Vec::new();
+    };
+    let map = Arc::clone(&inner.current.read().ranges);
+    let mut touched: Vec<usize> = Vec::new();
+    for op in view.ops() {
+        let first = map.index_of(op.key());
+        let last = match op {
+            strata_format::wal::BatchOp::DeleteRange { end, .. } => map.index_of(end),
+            _ => first,
+        };
+        touched.extend(first..=last);
+    }
+    touched.sort_unstable();
+    touched.dedup();
+    touched
 }
 
 /// Recomputes whether writers may have to wait (cheaply checked by every
@@ -422,7 +450,7 @@ fn backlog(inner: &Inner) -> (usize, u64) {
 pub(crate) fn refresh_stall_hint(inner: &Inner) {
     let options = &inner.options;
     let frozen = inner.mem.read().frozen.len();
-    let (level0, pending) = backlog(inner);
+    let (level0, pending) = backlog(inner, &|_| true);
     let hint = frozen >= options.immutable_memtables_max
         || level0 >= options.level0_slowdown_writes
         || pending >= options.level1_bytes_max.saturating_mul(8)
@@ -430,14 +458,20 @@ pub(crate) fn refresh_stall_hint(inner: &Inner) {
     inner.stall_hint.store(hint, Ordering::Release);
 }
 
-/// Delays or stops a writer while flushes or compactions are behind.
-pub(crate) fn throttle(inner: &Inner) -> Result<()> {
+/// Delays or stops a writer while flushes or compactions are behind: the
+/// memtable limit for every writer (memtables are shared), level-0 and
+/// compaction backlogs only for writers to the ranges that have them, so
+/// one range's backlog never slows writes to the others. `batch` is the
+/// encoded batch.
+pub(crate) fn throttle(inner: &Inner, batch: &[u8]) -> Result<()> {
     if !inner.stall_hint.load(Ordering::Acquire) {
         return Ok(());
     }
     let options = &inner.options;
     let stop_wait = Duration::from_millis(100);
     loop {
+        // Again each time round: a split or merge may renumber the ranges.
+        let touched = ranges_of_batch(inner, batch);
         let (frozen, active_full) = {
             let mem = inner.mem.read();
             (
@@ -445,7 +479,7 @@ pub(crate) fn throttle(inner: &Inner) -> Result<()> {
                 mem.active.approximate_bytes() >= options.memtable_bytes_max,
             )
         };
-        let (level0, pending) = backlog(inner);
+        let (level0, pending) = backlog(inner, &|index| touched.binary_search(&index).is_ok());
         let stop = if frozen >= options.immutable_memtables_max && active_full {
             Some(StallReason::MemtableLimit)
         } else if level0 >= options.level0_stop_writes {

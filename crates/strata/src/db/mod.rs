@@ -123,8 +123,13 @@ pub struct DbStats {
     pub wal_segments: u64,
     /// Range splits since open (requested and automatic).
     pub range_splits: u64,
+    /// Bytes splits wrote rewriting the tables that straddled their keys.
+    pub range_split_bytes_written: u64,
     /// Range merges since open.
     pub range_merges: u64,
+    /// Microseconds splits and merges waited for flushes and compactions in
+    /// flight before they could change the range map (writes never wait).
+    pub range_change_wait_micros: u64,
     /// Flushed range tombstones still held (each until compaction has
     /// dropped what it hides).
     pub range_tombstones: u64,
@@ -669,7 +674,7 @@ impl Inner {
         if batch.is_empty() {
             return Ok(SeqNo(self.visibility.visible()));
         }
-        background::throttle(self)?;
+        background::throttle(self, batch.inner.as_bytes())?;
         let batch_bytes = batch.encoded_len() as u64;
         let last = {
             let _gate = self.write_gate.read();
@@ -912,10 +917,12 @@ impl Inner {
         let wal = self.wal.stats();
         let flush_bytes = c.flush_bytes_written.load(Ordering::Relaxed);
         let compaction_written = c.compaction_bytes_written.load(Ordering::Relaxed);
+        let split_written = c.split_bytes_written.load(Ordering::Relaxed);
         let write_amplification = if wal.bytes_written == 0 {
             0.0
         } else {
-            (wal.bytes_written + flush_bytes + compaction_written) as f64 / wal.bytes_written as f64
+            (wal.bytes_written + flush_bytes + compaction_written + split_written) as f64
+                / wal.bytes_written as f64
         };
         let (stalls, stall_micros) = c.stalls();
         let (table_cache_hits, table_cache_lookups) = self.tables.hit_counts();
@@ -946,7 +953,9 @@ impl Inner {
             wal,
             wal_segments: self.wal.segment_count() as u64,
             range_splits: c.splits.load(Ordering::Relaxed),
+            range_split_bytes_written: c.split_bytes_written.load(Ordering::Relaxed),
             range_merges: c.merges.load(Ordering::Relaxed),
+            range_change_wait_micros: c.range_change_wait_micros.load(Ordering::Relaxed),
             range_tombstones: version.tombstones.len() as u64,
             ranges: self.range_infos(),
         }

@@ -28,9 +28,20 @@ use crate::seqno::SeqNo;
 use crate::version::{LEVEL_COUNT, Version};
 
 impl Inner {
+    /// Takes the layout lock exclusively, counting the wait (for the
+    /// flush or compactions in flight).
+    fn layout_exclusive(&self) -> parking_lot::RwLockWriteGuard<'_, ()> {
+        let started = std::time::Instant::now();
+        let guard = self.layout.write();
+        self.counters
+            .range_change_wait_micros
+            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        guard
+    }
+
     /// Splits the range holding `at` into `[start, at)` and `[at, end)`.
     pub(crate) fn split_range(&self, at: &[u8], why: &str) -> Result<(RangeId, RangeId)> {
-        let _layout = self.layout.write();
+        let _layout = self.layout_exclusive();
         let version = Arc::clone(&self.current.read());
         let index = version.ranges.index_of(at);
         let map = version
@@ -43,7 +54,7 @@ impl Inner {
     /// Splits range `id` at `at` if the range still exists (automatic
     /// splits decide before they take the lock).
     fn split_range_by_id(&self, id: RangeId, at: &[u8], why: &str) -> Result<()> {
-        let _layout = self.layout.write();
+        let _layout = self.layout_exclusive();
         let version = Arc::clone(&self.current.read());
         let Some(index) = version.ranges.position(id) else {
             return Ok(());
@@ -86,7 +97,7 @@ impl Inner {
         edit.ranges = Some(map.to_record());
         self.install_layout(edit)?;
         self.counters
-            .compaction_bytes_written
+            .split_bytes_written
             .fetch_add(written, Ordering::Relaxed);
         self.counters.splits.fetch_add(1, Ordering::Relaxed);
         Ok(ids)
@@ -95,7 +106,7 @@ impl Inner {
     /// Merges ranges `left` and `right`, which must be adjacent in that
     /// order.
     pub(crate) fn merge_ranges(&self, left: RangeId, right: RangeId) -> Result<RangeId> {
-        let _layout = self.layout.write();
+        let _layout = self.layout_exclusive();
         let version = Arc::clone(&self.current.read());
         let position = |id: RangeId| {
             version

@@ -50,6 +50,27 @@ pub(crate) struct Range {
 pub(crate) struct RangeMap {
     ranges: Vec<Range>,
     next_id: u64,
+    /// Each start's first 8 bytes (zero-padded) as a big-endian integer:
+    /// routing binary-searches these contiguous integers and compares whole
+    /// keys only among starts that share the key's 8-byte prefix.
+    prefixes: Vec<u64>,
+}
+
+/// A key's first 8 bytes, zero-padded, as a big-endian integer. If
+/// `prefix(a) < prefix(b)` then `a < b`.
+fn prefix(key: &[u8]) -> u64 {
+    if let Some(Ok(first)) = key.get(..8).map(<[u8; 8]>::try_from) {
+        return u64::from_be_bytes(first);
+    }
+    let mut bytes = [0u8; 8];
+    for (out, b) in bytes.iter_mut().zip(key) {
+        *out = *b;
+    }
+    u64::from_be_bytes(bytes)
+}
+
+fn prefixes(ranges: &[Range]) -> Vec<u64> {
+    ranges.iter().map(|r| prefix(&r.start)).collect()
 }
 
 impl Default for RangeMap {
@@ -93,8 +114,9 @@ impl RangeMap {
                     "initial split point (Options::initial_split_points)".to_string()
                 },
             })
-            .collect();
+            .collect::<Vec<_>>();
         Self {
+            prefixes: prefixes(&ranges),
             ranges,
             next_id: count as u64,
         }
@@ -112,8 +134,9 @@ impl RangeMap {
                 end: record.ranges.get(i + 1).map(|next| next.start.clone()),
                 origin: r.origin.clone(),
             })
-            .collect();
+            .collect::<Vec<_>>();
         Self {
+            prefixes: prefixes(&ranges),
             ranges,
             next_id: record.next_id,
         }
@@ -145,9 +168,27 @@ impl RangeMap {
 
     /// The index of the range holding `key`.
     pub(crate) fn index_of(&self, key: &[u8]) -> usize {
-        self.ranges
-            .partition_point(|r| r.start.as_slice() <= key)
-            .saturating_sub(1)
+        if self.ranges.len() == 1 {
+            return 0;
+        }
+        let p = prefix(key);
+        // Starts with a smaller prefix are below the key; among those with
+        // the same prefix, compare whole keys.
+        let below = self.prefixes.partition_point(|&s| s < p);
+        // Usually none: starts rarely share an 8-byte prefix with the key.
+        let same = self
+            .prefixes
+            .get(below..)
+            .unwrap_or_default()
+            .iter()
+            .take_while(|&&s| s == p)
+            .count();
+        let at_or_below = self
+            .ranges
+            .get(below..below + same)
+            .unwrap_or_default()
+            .partition_point(|r| r.start.as_slice() <= key);
+        (below + at_or_below).saturating_sub(1)
     }
 
     /// The index of range `id`, if the map has it.
@@ -193,6 +234,7 @@ impl RangeMap {
         let mut ranges = self.ranges.clone();
         ranges.splice(index..=index, [left, right]);
         Ok(Self {
+            prefixes: prefixes(&ranges),
             ranges,
             next_id: self.next_id + 2,
         })
@@ -216,6 +258,7 @@ impl RangeMap {
         let mut ranges = self.ranges.clone();
         ranges.splice(index..=index + 1, [merged]);
         Ok(Self {
+            prefixes: prefixes(&ranges),
             ranges,
             next_id: self.next_id + 1,
         })
@@ -254,5 +297,43 @@ mod tests {
         assert!(merged.merge(2, "x").is_err());
         let back = RangeMap::from_record(&merged.to_record());
         assert_eq!(back, merged);
+    }
+
+    #[test]
+    fn routing_by_prefix_agrees_with_a_plain_search() {
+        let points: Vec<Vec<u8>> = vec![
+            b"\x00".to_vec(),
+            b"a".to_vec(),
+            b"a\x00".to_vec(),
+            b"abcdefgh".to_vec(),
+            b"abcdefgh\x00".to_vec(),
+            b"abcdefghz".to_vec(),
+            b"abcdefgi".to_vec(),
+            b"b".to_vec(),
+            b"\xff\xff\xff\xff\xff\xff\xff\xff\xff".to_vec(),
+        ];
+        let map = RangeMap::with_split_points(&points);
+        let mut probes: Vec<Vec<u8>> = points.clone();
+        for p in &points {
+            let mut longer = p.clone();
+            longer.push(0);
+            probes.push(longer);
+            let mut shorter = p.clone();
+            shorter.pop();
+            probes.push(shorter);
+        }
+        probes.extend([
+            b"".to_vec(),
+            b"abcdefgh\x01".to_vec(),
+            vec![0xff; 20],
+            b"zz".to_vec(),
+        ]);
+        for key in probes {
+            let plain = map
+                .ranges()
+                .partition_point(|r| r.start.as_slice() <= key.as_slice())
+                .saturating_sub(1);
+            assert_eq!(map.index_of(&key), plain, "key {key:?}");
+        }
     }
 }

@@ -108,6 +108,10 @@ pub(crate) struct Version {
     pub(crate) levels: [Vec<Arc<TableMeta>>; LEVEL_COUNT],
     pub(crate) ranges: Arc<RangeMap>,
     pub(crate) tombstones: Arc<Vec<TombstoneEntry>>,
+    /// Level 0's tables by range index (each in level 0's order), so a
+    /// point read consults only its own range's level-0 tables. Empty
+    /// with a single range (level 0 itself serves).
+    level0_by_range: Arc<Vec<Vec<Arc<TableMeta>>>>,
 }
 
 impl Version {
@@ -174,7 +178,24 @@ impl Version {
         }
         next.sort();
         next.check(manifest)?;
+        next.index_level0();
         Ok(next)
+    }
+
+    /// Rebuilds the per-range index of level 0 (after any change to the
+    /// tables or the map).
+    pub(crate) fn index_level0(&mut self) {
+        if self.ranges.len() <= 1 {
+            self.level0_by_range = Arc::default();
+            return;
+        }
+        let mut by_range: Vec<Vec<Arc<TableMeta>>> = vec![Vec::new(); self.ranges.len()];
+        for table in self.levels.first().into_iter().flatten() {
+            if let Some(own) = by_range.get_mut(self.ranges.index_of(table.smallest_user_key())) {
+                own.push(Arc::clone(table));
+            }
+        }
+        self.level0_by_range = Arc::new(by_range);
     }
 
     fn sort(&mut self) {
@@ -236,7 +257,14 @@ impl Version {
         &'a self,
         key: &'a [u8],
     ) -> impl Iterator<Item = &'a Arc<TableMeta>> + 'a {
-        let [level0, deeper @ ..] = &self.levels;
+        let [all_level0, deeper @ ..] = &self.levels;
+        let level0 = if self.level0_by_range.is_empty() || all_level0.is_empty() {
+            all_level0
+        } else {
+            self.level0_by_range
+                .get(self.ranges.index_of(key))
+                .unwrap_or(all_level0)
+        };
         level0
             .iter()
             .filter(move |t| t.may_contain(key))
@@ -272,6 +300,7 @@ impl Version {
                 levels: Default::default(),
                 ranges: Arc::clone(&self.ranges),
                 tombstones: Arc::clone(&self.tombstones),
+                level0_by_range: Arc::default(),
             })
             .collect();
         for (level, tables) in self.levels.iter().enumerate() {

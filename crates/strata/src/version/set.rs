@@ -167,6 +167,7 @@ impl VersionSet {
         if self.old_manifest.is_none() && self.manifest.is_none() {
             let mut version = self.current.as_ref().clone();
             version.ranges = Arc::new(ranges);
+            version.index_level0();
             self.current = Arc::new(version);
         }
     }
