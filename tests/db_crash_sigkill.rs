@@ -26,6 +26,10 @@
 //! acknowledged batch and that every `ACK` carried the generator's sequence
 //! number. A fresh directory is started every 20 kills.
 //!
+//! The writer also splits and merges key ranges every 16 batches; the
+//! verifier checks that the ranges tile the keyspace and that their own
+//! scans hold every key exactly once.
+//!
 //! CI runs 100 kills; `STRATA_DB_TORTURE_KILLS=5000` for the long run;
 //! `STRATA_DB_TORTURE_SEED` replays the parent's choices.
 #![allow(
@@ -123,6 +127,40 @@ fn check_state(db: &Db, seed: u64) -> Result<u64, String> {
     Ok(next)
 }
 
+/// The range map tiles the keyspace and the ranges' own scans hold every
+/// key exactly once.
+fn check_ranges(db: &Db) -> Result<(), String> {
+    let ranges = db.ranges();
+    if ranges.first().is_none_or(|r| !r.start.is_empty()) {
+        return Err("the first range does not start at the empty key".into());
+    }
+    let mut keys = 0;
+    for (i, range) in ranges.iter().enumerate() {
+        let next_start = ranges.get(i + 1).map(|r| r.start.clone());
+        if range.end != next_start {
+            return Err(format!(
+                "{} ends at {:?} but the next range starts at {next_start:?}",
+                range.id, range.end
+            ));
+        }
+        let end = range
+            .end
+            .as_deref()
+            .map_or(std::ops::Bound::Unbounded, std::ops::Bound::Excluded);
+        keys += db
+            .scan((std::ops::Bound::Included(range.start.as_slice()), end))
+            .map_err(|e| e.to_string())?
+            .count();
+    }
+    let all = db.scan(..).map_err(|e| e.to_string())?.count();
+    if keys != all {
+        return Err(format!(
+            "the ranges' scans hold {keys} keys, the whole scan {all}"
+        ));
+    }
+    Ok(())
+}
+
 /// The writer child. Does nothing unless started by `db_sigkill_torture`.
 #[test]
 fn db_torture_writer_child() {
@@ -157,6 +195,28 @@ fn db_torture_writer_child() {
             }
         }
         next += 1;
+        // Key ranges change under the kills too: a split at a generator
+        // key, or a merge once there are several ranges.
+        if next % 16 == 0 {
+            let ranges = db.ranges();
+            let pick = mix(seed, next);
+            let changed = if ranges.len() > 6 {
+                let i = (pick as usize) % (ranges.len() - 1);
+                db.merge_ranges(ranges[i].id, ranges[i + 1].id).map(|_| ())
+            } else {
+                let at = format!("key{:04}", pick % KEYS);
+                match db.split_range(at.as_bytes()) {
+                    Err(strata::Error::InvalidArgument(_)) => Ok(()), // already a start
+                    other => other.map(|_| ()),
+                }
+            };
+            if let Err(error) = changed {
+                say(&format!(
+                    "BAD range change after batch {next} failed: {error}"
+                ));
+                std::process::exit(4);
+            }
+        }
         if next % 8 == 0 {
             let stats = db.stats();
             say(&format!("STATS {} {}", stats.flushes, stats.compactions));
@@ -187,6 +247,10 @@ fn db_torture_verifier_child() {
             return;
         }
     };
+    if let Err(problem) = check_ranges(&db) {
+        say(&format!("BAD {problem}"));
+        return;
+    }
     match check_state(&db, seed) {
         Ok(next) => {
             let stats = db.stats();

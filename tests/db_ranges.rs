@@ -442,3 +442,25 @@ fn manifest_edit_whose_map_cuts_through_a_table_is_corruption() {
         "{text}"
     );
 }
+
+#[test]
+fn a_checkpoint_keeps_the_range_map_and_range_deletions() {
+    let fs = Arc::new(MemFileSystem::new());
+    let db = Db::open("db", options(&fs)).unwrap();
+    for i in 0..500 {
+        db.put(&key(i), b"v").unwrap();
+    }
+    db.split_range(&key(100)).unwrap();
+    db.flush().unwrap();
+    db.delete_range(&key(10), &key(20)).unwrap(); // flushed next: in the manifest
+    db.flush().unwrap();
+    db.delete_range(&key(300), &key(310)).unwrap(); // in the log only
+    let starts: Vec<_> = db.ranges().into_iter().map(|r| r.start).collect();
+    db.checkpoint("copy").unwrap();
+    let copy = Db::open("copy", options(&fs)).unwrap();
+    let copied: Vec<_> = copy.ranges().into_iter().map(|r| r.start).collect();
+    assert_eq!(copied, starts);
+    assert_eq!(count(&copy), 480);
+    assert_eq!(copy.get(&key(15)).unwrap(), None);
+    assert_eq!(copy.get(&key(305)).unwrap(), None);
+}
