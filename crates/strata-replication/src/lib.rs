@@ -1,0 +1,1 @@
+//! Log shipping (in progress).
