@@ -81,6 +81,19 @@ pub enum Error {
     /// The database or log was closed.
     #[error("closed")]
     Closed,
+    /// The database follows another (a replica): it takes no writes of its
+    /// own. The message says which node to write to, if known.
+    #[error("read-only: {0}")]
+    ReadOnly(String),
+    /// A replicated batch does not continue the log: its first sequence
+    /// number is not the one that must come next.
+    #[error("replicated batch starts at sequence number {found}, but {expected} must come next")]
+    OutOfSequence {
+        /// The sequence number that must come next.
+        expected: u64,
+        /// The batch's first sequence number.
+        found: u64,
+    },
     /// Another process (or handle) holds the data directory's lock.
     #[error("{path} is locked by another process or handle")]
     Locked {

@@ -119,6 +119,20 @@ impl BatchBuilder {
         }
     }
 
+    /// A batch holding the operations of an encoded batch (as a commit log
+    /// record or a replication message carries it), to be appended again;
+    /// its header's first sequence number is kept until the log assigns one.
+    ///
+    /// # Errors
+    /// As [`decode_batch`].
+    pub fn from_encoded(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let view = decode_batch(bytes)?;
+        Ok(Self {
+            bytes: bytes.to_vec(),
+            count: view.count,
+        })
+    }
+
     /// Adds a put.
     ///
     /// # Panics

@@ -165,6 +165,13 @@ pub(crate) struct Inner {
     flushed: std::sync::atomic::AtomicU64,
     /// Log bytes appended since the log's length was last measured.
     log_bytes_since_check: std::sync::atomic::AtomicU64,
+    /// Set while the database follows another (a replica): local writes
+    /// are refused with this message; only replicated batches are applied.
+    follower: RwLock<Option<String>>,
+    /// Serializes replicated applies (sequence check, then append).
+    replication_apply: Mutex<()>,
+    /// The database id, as the log knows it.
+    wal_database_id: u128,
     /// Set when a write may have to be slowed or stopped (or background
     /// work failed); writers skip the throttle's checks while it is clear.
     stall_hint: AtomicBool,
@@ -348,6 +355,9 @@ impl Db {
             flushed: std::sync::atomic::AtomicU64::new(flushed_seq),
             log_bytes_since_check: std::sync::atomic::AtomicU64::new(0),
             stall_hint: AtomicBool::new(true),
+            follower: RwLock::new(None),
+            replication_apply: Mutex::new(()),
+            wal_database_id: database_id,
             router: RwLock::new(Arc::new(router)),
             rates: Rates::default(),
             layout: RwLock::new(()),
@@ -450,6 +460,91 @@ impl Db {
     pub fn merge_ranges(&self, left: RangeId, right: RangeId) -> Result<RangeId> {
         self.inner.check_open()?;
         self.inner.merge_ranges(left, right)
+    }
+
+    /// The database's id (from `IDENTITY`; the same in its checkpoints and
+    /// on its replicas).
+    #[must_use]
+    pub fn database_id(&self) -> u128 {
+        self.inner.wal_database_id
+    }
+
+    /// The last visible sequence number (every write up to it is readable).
+    #[must_use]
+    pub fn last_seq(&self) -> SeqNo {
+        SeqNo(self.inner.visibility.visible())
+    }
+
+    /// The last sequence number known durable.
+    #[must_use]
+    pub fn durable_seq(&self) -> SeqNo {
+        self.inner.wal.durable_seq()
+    }
+
+    /// The oldest sequence number the commit log still holds.
+    #[must_use]
+    pub fn oldest_retained_seq(&self) -> SeqNo {
+        self.inner.wal.oldest_retained_seq()
+    }
+
+    /// A reader of the commit log from `from` on that yields only durable
+    /// records (what replication ships).
+    ///
+    /// # Errors
+    /// [`Error::LogTruncated`] if `from` is no longer retained;
+    /// [`Error::BeyondEnd`] if it is past the end; [`Error::Closed`].
+    pub fn log_reader(&self, from: SeqNo) -> Result<crate::wal::LogReader> {
+        self.inner.check_open()?;
+        self.inner.wal.reader(from)
+    }
+
+    /// Bytes the commit log holds from `seq` on (about: whole segments and
+    /// the tail): how far behind a reader at `seq` is.
+    #[must_use]
+    pub fn log_bytes_from(&self, seq: SeqNo) -> u64 {
+        self.inner.wal.bytes_from(seq)
+    }
+
+    /// Keeps the commit log from `from` on until the pin is advanced or
+    /// dropped (a replica slot holds one).
+    ///
+    /// # Errors
+    /// [`Error::LogTruncated`] if `from` is no longer retained.
+    pub fn log_pin(&self, from: SeqNo) -> Result<crate::wal::LogPin> {
+        self.inner.check_open()?;
+        self.inner.wal.pin(from)
+    }
+
+    /// Waits until every write up to `seq` is visible, at most `timeout`;
+    /// returns whether it is (a read-your-writes wait on a replica).
+    #[must_use]
+    pub fn wait_for_seq(&self, seq: SeqNo, timeout: std::time::Duration) -> bool {
+        self.inner.visibility.wait_visible(seq.get(), timeout)
+    }
+
+    /// Makes the database a follower (`Some(message)`: local writes are
+    /// refused with [`Error::ReadOnly`] carrying the message, for example
+    /// which node is the primary) or a primary again (`None`).
+    pub fn set_follower(&self, message: Option<String>) {
+        *self.inner.follower.write() = message;
+    }
+
+    /// Applies batches replicated from another database's log, in order:
+    /// each of `payloads` is a record's encoded batch, and the first must
+    /// start at the sequence number this database's log assigns next, each
+    /// later one right after the one before (so both logs hold the same
+    /// batches at the same sequence numbers). The batches are appended, made
+    /// durable by one sync, and only then made visible, each atomically: a
+    /// reader never sees a replicated write that a crash could take back.
+    /// Returns the last sequence number applied.
+    ///
+    /// # Errors
+    /// [`Error::OutOfSequence`] if a batch does not continue the log
+    /// (nothing of it or after it is applied); [`Error::Corruption`] if a
+    /// payload is not a valid batch; as [`Db::write`] otherwise.
+    pub fn apply_replicated(&self, payloads: &[&[u8]]) -> Result<SeqNo> {
+        self.inner.check_open()?;
+        self.inner.apply_log_batches(payloads)
     }
 
     /// Applies `batch` atomically and returns the sequence number of its
@@ -646,6 +741,9 @@ impl Inner {
 
     fn write(&self, batch: WriteBatch, options: &WriteOptions) -> Result<SeqNo> {
         self.check_open()?;
+        if let Some(message) = self.follower.read().as_ref() {
+            return Err(Error::ReadOnly(message.clone()));
+        }
         if let Some(why) = &batch.invalid {
             return Err(Error::InvalidArgument(format!(
                 "{why}; nothing was written"
@@ -689,6 +787,49 @@ impl Inner {
         };
         self.freeze_if_full(batch_bytes);
         Ok(last)
+    }
+
+    /// Appends replicated batches that must continue the log, syncs once,
+    /// then publishes them.
+    fn apply_log_batches(&self, payloads: &[&[u8]]) -> Result<SeqNo> {
+        // One replicated group at a time: the checks and the appends agree.
+        let _order = self.replication_apply.lock();
+        let start = self.wal.next_seq().get();
+        let mut expected = start;
+        let mut batch_bytes = 0;
+        for payload in payloads {
+            let corrupt = |e| Error::corruption(self.dir.join("replicated batch"), e);
+            let view = decode_batch(payload).map_err(corrupt)?;
+            if view.first_seq != expected {
+                if expected == start {
+                    return Err(Error::OutOfSequence {
+                        expected,
+                        found: view.first_seq,
+                    });
+                }
+                // Apply what continued the log; the caller sees the error
+                // on its next call.
+                break;
+            }
+            let builder =
+                strata_format::wal::BatchBuilder::from_encoded(payload).map_err(corrupt)?;
+            background::throttle(self, builder.as_bytes())?;
+            batch_bytes += builder.encoded_len() as u64;
+            let _gate = self.write_gate.read();
+            let (commit, bytes) = self.wal.append_returning(builder, false)?;
+            let view =
+                decode_batch(&bytes).map_err(|e| Error::corruption(self.dir.join("wal"), e))?;
+            self.mem.read().active.apply(&view);
+            self.record_writes(&view);
+            expected = commit.last_seq.get() + 1;
+        }
+        if expected == start {
+            return Ok(SeqNo(start.saturating_sub(1)));
+        }
+        self.wal.sync()?;
+        self.visibility.publish_and_wait(start, expected - 1);
+        self.freeze_if_full(batch_bytes);
+        Ok(SeqNo(expected - 1))
     }
 
     /// Counts the batch's operations against their ranges.

@@ -34,6 +34,18 @@ impl Visibility {
         self.visible.load(Ordering::Acquire)
     }
 
+    /// Waits until `seq` is visible, up to `timeout`; returns whether it is.
+    pub(crate) fn wait_visible(&self, seq: u64, timeout: std::time::Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut pending = self.pending.lock();
+        while self.visible.load(Ordering::Acquire) < seq {
+            if self.advanced.wait_until(&mut pending, deadline).timed_out() {
+                return self.visible.load(Ordering::Acquire) >= seq;
+            }
+        }
+        true
+    }
+
     /// Records that `first..=last` is applied, and waits until it is
     /// visible (all earlier ranges applied too).
     pub(crate) fn publish_and_wait(&self, first: u64, last: u64) {

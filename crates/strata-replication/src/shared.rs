@@ -1,0 +1,57 @@
+//! A database handle that can be swapped: a replica replaces its whole
+//! database when it bootstraps from a snapshot, while its upstream service
+//! (for downstream replicas) and its readers keep one handle.
+
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+use strata::Db;
+
+/// The current database of a node, or none while it is being replaced.
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::Arc;
+/// use strata::{Db, MemFileSystem, Options};
+/// let db = Db::open("d", Options { file_system: Arc::new(MemFileSystem::new()), ..Options::default() })?;
+/// let shared = strata_replication::SharedDb::new(db);
+/// assert!(shared.get().is_some());
+/// # Ok::<(), strata::Error>(())
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct SharedDb {
+    db: Arc<RwLock<Option<Arc<Db>>>>,
+}
+
+impl SharedDb {
+    /// A handle holding `db`.
+    #[must_use]
+    pub fn new(db: Db) -> Self {
+        Self {
+            db: Arc::new(RwLock::new(Some(Arc::new(db)))),
+        }
+    }
+
+    /// An empty handle (a replica that has no database yet).
+    #[must_use]
+    pub fn empty() -> Self {
+        Self::default()
+    }
+
+    /// The current database, if any.
+    #[must_use]
+    pub fn get(&self) -> Option<Arc<Db>> {
+        self.db.read().clone()
+    }
+
+    /// Takes the database out (readers then see none).
+    pub(crate) fn take(&self) -> Option<Arc<Db>> {
+        self.db.write().take()
+    }
+
+    /// Installs `db`.
+    pub(crate) fn set(&self, db: Arc<Db>) {
+        *self.db.write() = Some(db);
+    }
+}

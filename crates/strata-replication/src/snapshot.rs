@@ -1,0 +1,259 @@
+//! Snapshots on the upstream: a checkpoint of the database built under the
+//! snapshot directory, listed with each file's size and crc32, served in
+//! chunks from any offset (so a replica resumes an interrupted transfer),
+//! and deleted once its lease (renewed by every fetch) runs out.
+//!
+//! Invariants: a snapshot is immutable once listed; only listed paths are
+//! served (no path from a request touches the file system otherwise).
+
+use std::collections::HashMap;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use strata::{Db, SeqNo};
+use strata_proto::v1::{FetchSnapshotRequest, SnapshotChunk, SnapshotFile, SnapshotInfo};
+use tokio::sync::mpsc;
+use tonic::Status;
+
+use crate::hash::record_hash;
+
+#[derive(Debug)]
+struct Entry {
+    path: PathBuf,
+    files: Vec<SnapshotFile>,
+    last_used: Instant,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Snapshots {
+    dir: PathBuf,
+    lease: Duration,
+    entries: Arc<Mutex<HashMap<String, Entry>>>,
+    counter: Arc<AtomicU64>,
+}
+
+impl Snapshots {
+    pub(crate) fn new(dir: PathBuf, lease: Duration) -> Self {
+        Self {
+            dir,
+            lease,
+            entries: Arc::default(),
+            counter: Arc::default(),
+        }
+    }
+
+    fn expire(&self) {
+        let mut entries = self.entries.lock();
+        let lease = self.lease;
+        entries.retain(|_, entry| {
+            let keep = entry.last_used.elapsed() < lease;
+            if !keep {
+                let _ = std::fs::remove_dir_all(&entry.path);
+            }
+            keep
+        });
+    }
+
+    /// Builds a snapshot of `db` and lists it.
+    pub(crate) fn begin(&self, db: &Db, epoch: u64) -> Result<SnapshotInfo, Status> {
+        self.expire();
+        let id = format!(
+            "{:x}-{}",
+            crate::upstream::now_micros(),
+            self.counter.fetch_add(1, Ordering::Relaxed)
+        );
+        let path = self.dir.join(&id);
+        std::fs::create_dir_all(&self.dir)
+            .map_err(|e| Status::internal(format!("creating {}: {e}", self.dir.display())))?;
+        let seq = db
+            .checkpoint(&path)
+            .map_err(|e| Status::internal(format!("building the snapshot: {e}")))?;
+        let mut files = Vec::new();
+        list(&path, &path, &mut files)
+            .map_err(|e| Status::internal(format!("listing the snapshot: {e}")))?;
+        files.sort_by(|a, b| a.path.cmp(&b.path));
+        let seq_hash = seq_hash(db, seq);
+        let info = SnapshotInfo {
+            snapshot_id: id.clone(),
+            seq: seq.get(),
+            seq_hash,
+            database_id: db.database_id().to_le_bytes().to_vec(),
+            epoch,
+            files: files.clone(),
+            lease_millis: self.lease.as_millis() as u64,
+        };
+        self.entries.lock().insert(
+            id,
+            Entry {
+                path,
+                files,
+                last_used: Instant::now(),
+            },
+        );
+        Ok(info)
+    }
+
+    /// Streams one listed file from an offset.
+    pub(crate) fn fetch(
+        &self,
+        request: &FetchSnapshotRequest,
+        chunk_bytes: usize,
+    ) -> Result<mpsc::Receiver<Result<SnapshotChunk, Status>>, Status> {
+        self.expire();
+        let (file_path, size) = {
+            let mut entries = self.entries.lock();
+            let entry = entries.get_mut(&request.snapshot_id).ok_or_else(|| {
+                Status::not_found(format!(
+                    "no snapshot {:?} (its lease may have expired): begin another",
+                    request.snapshot_id
+                ))
+            })?;
+            entry.last_used = Instant::now();
+            let file = entry
+                .files
+                .iter()
+                .find(|f| f.path == request.path)
+                .ok_or_else(|| {
+                    Status::not_found(format!("no file {:?} in the snapshot", request.path))
+                })?;
+            (entry.path.join(&file.path), file.size)
+        };
+        if request.offset > size {
+            return Err(Status::out_of_range(format!(
+                "offset {} is past the end of {:?} ({size} bytes)",
+                request.offset, request.path
+            )));
+        }
+        let (tx, rx) = mpsc::channel(4);
+        let offset = request.offset;
+        let entries = Arc::clone(&self.entries);
+        let id = request.snapshot_id.clone();
+        std::thread::Builder::new()
+            .name("strata-snapshot".into())
+            .spawn(move || {
+                let send = |result| tx.blocking_send(result).is_ok();
+                let mut file = match std::fs::File::open(&file_path) {
+                    Ok(file) => file,
+                    Err(e) => {
+                        send(Err(Status::internal(format!(
+                            "opening the snapshot file: {e}"
+                        ))));
+                        return;
+                    }
+                };
+                if let Err(e) = file.seek(SeekFrom::Start(offset)) {
+                    send(Err(Status::internal(format!(
+                        "seeking the snapshot file: {e}"
+                    ))));
+                    return;
+                }
+                let mut at = offset;
+                let mut buffer = vec![0u8; chunk_bytes.max(1)];
+                loop {
+                    match file.read(&mut buffer) {
+                        Ok(0) => return,
+                        Ok(n) => {
+                            let data = buffer.get(..n).unwrap_or_default().to_vec();
+                            if !send(Ok(SnapshotChunk { offset: at, data })) {
+                                return;
+                            }
+                            at += n as u64;
+                            if let Some(entry) = entries.lock().get_mut(&id) {
+                                entry.last_used = Instant::now();
+                            }
+                        }
+                        Err(e) => {
+                            send(Err(Status::internal(format!(
+                                "reading the snapshot file: {e}"
+                            ))));
+                            return;
+                        }
+                    }
+                }
+            })
+            .map_err(|e| Status::internal(format!("spawning the snapshot reader: {e}")))?;
+        Ok(rx)
+    }
+}
+
+/// The hash of the record ending at `seq`, if the log still holds it.
+fn seq_hash(db: &Db, seq: SeqNo) -> Vec<u8> {
+    if seq.get() == 0 {
+        return Vec::new();
+    }
+    let Ok(mut reader) = db.log_reader(seq) else {
+        return Vec::new();
+    };
+    match reader.next(Duration::from_secs(1)) {
+        Ok(Some(record)) if record.last_seq == seq => {
+            strata_format::wal::decode_record(&record.bytes)
+                .map(|r| record_hash(r.payload).to_vec())
+                .unwrap_or_default()
+        }
+        _ => Vec::new(),
+    }
+}
+
+fn list(root: &Path, dir: &Path, out: &mut Vec<SnapshotFile>) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let path = entry.path();
+        if entry.file_type()?.is_dir() {
+            list(root, &path, out)?;
+            continue;
+        }
+        let size = entry.metadata()?.len();
+        let crc32 = crate::replica::file_crc(&path)?;
+        let relative = path
+            .strip_prefix(root)
+            .map_err(std::io::Error::other)?
+            .components()
+            .map(|c| c.as_os_str().to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join("/");
+        out.push(SnapshotFile {
+            path: relative,
+            size,
+            crc32,
+        });
+    }
+    Ok(())
+}
+
+/// Whether a snapshot file path is safe to create under a directory:
+/// relative, no `..`, no empty or `.` components, no backslashes.
+pub(crate) fn safe_relative_path(path: &str) -> bool {
+    !path.is_empty()
+        && !path.starts_with('/')
+        && !path.contains('\\')
+        && path
+            .split('/')
+            .all(|part| !part.is_empty() && part != "." && part != "..")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_plain_relative_paths_are_safe() {
+        for good in ["CURRENT", "wal/000001.log", "000012.sst"] {
+            assert!(safe_relative_path(good), "{good}");
+        }
+        for bad in [
+            "",
+            "/etc/passwd",
+            "../x",
+            "wal/../../x",
+            "a//b",
+            "./a",
+            "a\\b",
+        ] {
+            assert!(!safe_relative_path(bad), "{bad}");
+        }
+    }
+}

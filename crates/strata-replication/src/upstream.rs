@@ -1,0 +1,686 @@
+//! The upstream side: the `strata.v1.Replication` service over a node's
+//! database (a primary's, or a replica's for downstream replicas).
+//!
+//! One `Subscribe` stream per replica:
+//! 1. The replica's `Subscribe` names its position (`applied_seq`, the hash
+//!    of its last record, its database id and epoch); the upstream checks
+//!    them (fork, epoch, range, retention) before streaming anything.
+//! 2. A pump thread reads the log with a durable-only tailing reader and
+//!    sends `Record`s, and `Heartbeat`s every `heartbeat_interval` (also
+//!    while records flow), into a bounded channel; when it finds records
+//!    written without sync and nothing durable to send, it syncs the log,
+//!    so unsynced writes reach replicas within about one interval. The
+//!    channel is bounded: when the replica is slow
+//!    the pump blocks on the channel, so the replica holds back only its
+//!    own stream, never the primary's writes, and memory stays bounded.
+//! 3. The replica's `Ack`s update its slot: the slot pins the log from the
+//!    replica's applied position so the replica can resume, up to
+//!    `slot_max_bytes` of log, beyond which the pin is dropped and the
+//!    replica must bootstrap from a snapshot.
+//!
+//! Invariants: a slot's position only moves forward; a new stream of the
+//! same replica id ends the old one (one stream per replica id); an ack
+//! beyond what was sent ends the stream (`INVALID_ARGUMENT`).
+
+use std::collections::{HashMap, VecDeque};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use parking_lot::{Condvar, Mutex};
+use strata::wal::{LogPin, LogReader};
+use strata::{Db, Error, SeqNo};
+use strata_proto::v1::replication_server::{Replication, ReplicationServer};
+use strata_proto::v1::{
+    Ack, BeginSnapshotRequest, FetchSnapshotRequest, Heartbeat, Record, ReplicaMessage,
+    SnapshotChunk, SnapshotInfo, UpstreamMessage, Welcome, replica_message, upstream_message,
+};
+use tokio::sync::mpsc;
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use crate::epoch::Epoch;
+use crate::hash::record_hash;
+use crate::shared::SharedDb;
+use crate::snapshot::Snapshots;
+
+/// How an upstream serves replicas.
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    /// A heartbeat at least this often on every stream. Default: 200 ms.
+    pub heartbeat_interval: Duration,
+    /// A replica's slot keeps at most this many bytes of log for it; a
+    /// replica further behind loses its slot and must bootstrap from a
+    /// snapshot. Default: 1 GiB.
+    pub slot_max_bytes: u64,
+    /// Messages buffered per stream before the pump waits. Default: 64.
+    pub stream_buffer: usize,
+    /// Where snapshots are built (on the same file system as the data, so
+    /// tables are hard-linked). Required.
+    pub snapshot_dir: std::path::PathBuf,
+    /// A snapshot is deleted this long after its last fetch. Default: 60 s.
+    pub snapshot_lease: Duration,
+    /// Bytes per snapshot chunk. Default: 1 MiB.
+    pub chunk_bytes: usize,
+    /// How long the first message may take to arrive. Default: 10 s.
+    pub subscribe_timeout: Duration,
+}
+
+impl UpstreamConfig {
+    /// The defaults, with snapshots built under `snapshot_dir`.
+    #[must_use]
+    pub fn new(snapshot_dir: impl Into<std::path::PathBuf>) -> Self {
+        Self {
+            heartbeat_interval: Duration::from_millis(200),
+            slot_max_bytes: 1 << 30,
+            stream_buffer: 64,
+            snapshot_dir: snapshot_dir.into(),
+            snapshot_lease: Duration::from_secs(60),
+            chunk_bytes: 1 << 20,
+            subscribe_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What the upstream knows of one replica.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct ReplicaStatus {
+    /// The replica's id.
+    pub id: String,
+    /// Whether a stream is open.
+    pub connected: bool,
+    /// The replica's last acknowledged durable sequence number.
+    pub durable_seq: u64,
+    /// The replica's last acknowledged applied sequence number.
+    pub applied_seq: u64,
+    /// Records (sequence numbers) the replica is behind this node's
+    /// durable log.
+    pub lag_records: u64,
+    /// Log bytes the replica is behind.
+    pub lag_bytes: u64,
+    /// How long ago the oldest record the replica has not acknowledged was
+    /// sent (0 when it is caught up).
+    pub lag_millis: u64,
+    /// Whether the slot still pins the log for the replica.
+    pub slot_held: bool,
+}
+
+#[derive(Debug)]
+struct Slot {
+    stream: u64,
+    cancel: Arc<AtomicBool>,
+    connected: bool,
+    pin: Option<LogPin>,
+    durable: u64,
+    applied: u64,
+    sent: u64,
+    /// (last sequence number, when sent) of records not yet acknowledged.
+    in_flight: VecDeque<(u64, Instant)>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) db: SharedDb,
+    pub(crate) epoch: Epoch,
+    pub(crate) config: UpstreamConfig,
+    slots: Mutex<HashMap<String, Slot>>,
+    acked: Condvar,
+    next_stream: AtomicU64,
+    pub(crate) snapshots: Snapshots,
+}
+
+/// The replication service of one node. Cheap to clone.
+///
+/// # Examples
+///
+/// ```no_run
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// use strata::{Db, Options};
+/// use strata_replication::{SharedDb, Upstream, UpstreamConfig, epoch::Epoch};
+/// let db = SharedDb::new(Db::open("primary", Options::default())?);
+/// let upstream = Upstream::new(db, Epoch::open("primary".as_ref())?, UpstreamConfig::new("primary.snapshots"));
+/// tonic::transport::Server::builder()
+///     .add_service(upstream.service())
+///     .serve("127.0.0.1:7001".parse()?)
+///     .await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    shared: Arc<Shared>,
+}
+
+impl Upstream {
+    /// The service over `db`, serving `epoch`.
+    #[must_use]
+    pub fn new(db: SharedDb, epoch: Epoch, config: UpstreamConfig) -> Self {
+        let snapshots = Snapshots::new(config.snapshot_dir.clone(), config.snapshot_lease);
+        Self {
+            shared: Arc::new(Shared {
+                db,
+                epoch,
+                config,
+                slots: Mutex::new(HashMap::new()),
+                acked: Condvar::new(),
+                next_stream: AtomicU64::new(1),
+                snapshots,
+            }),
+        }
+    }
+
+    /// The tonic service to add to a server, with message-size limits set
+    /// (16 MiB decoded on both ends; batches are limited well below).
+    #[must_use]
+    pub fn service(&self) -> ReplicationServer<Upstream> {
+        ReplicationServer::new(self.clone())
+            .max_decoding_message_size(1 << 20)
+            .max_encoding_message_size(64 << 20)
+    }
+
+    /// Every replica this node has served since it started.
+    #[must_use]
+    pub fn replicas(&self) -> Vec<ReplicaStatus> {
+        let db = self.shared.db.get();
+        let durable = db.as_ref().map_or(0, |db| db.durable_seq().get());
+        let now = Instant::now();
+        let mut out: Vec<ReplicaStatus> = self
+            .shared
+            .slots
+            .lock()
+            .iter()
+            .map(|(id, slot)| ReplicaStatus {
+                id: id.clone(),
+                connected: slot.connected,
+                durable_seq: slot.durable,
+                applied_seq: slot.applied,
+                lag_records: durable.saturating_sub(slot.applied),
+                lag_bytes: db
+                    .as_ref()
+                    .map_or(0, |db| db.log_bytes_from(SeqNo(slot.applied + 1))),
+                lag_millis: slot
+                    .in_flight
+                    .front()
+                    .map_or(0, |(_, sent)| now.duration_since(*sent).as_millis() as u64),
+                slot_held: slot.pin.is_some(),
+            })
+            .collect();
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        out
+    }
+
+    /// Waits until at least `k` replicas have acknowledged `seq` as durable,
+    /// at most `timeout`; returns how many had when it returned (which is
+    /// below `k` on a timeout). A semi-synchronous write is a local write
+    /// followed by this wait; see [`Upstream::write`].
+    #[must_use]
+    pub fn wait_for_replicas(&self, seq: SeqNo, k: usize, timeout: Duration) -> usize {
+        let deadline = Instant::now() + timeout;
+        let mut slots = self.shared.slots.lock();
+        loop {
+            let count = slots.values().filter(|s| s.durable >= seq.get()).count();
+            if count >= k
+                || self
+                    .shared
+                    .acked
+                    .wait_until(&mut slots, deadline)
+                    .timed_out()
+            {
+                return slots.values().filter(|s| s.durable >= seq.get()).count();
+            }
+        }
+    }
+
+    /// A semi-synchronous write: writes `batch` (durably, `sync: true`),
+    /// then waits up to `timeout` for `k` replicas to acknowledge it as
+    /// durable. The write itself is committed either way; the answer says
+    /// whether the replicas confirmed it.
+    ///
+    /// # Errors
+    /// As [`Db::write`]; [`Error::Closed`] while the database is replaced.
+    pub fn write(
+        &self,
+        batch: strata::WriteBatch,
+        k: usize,
+        timeout: Duration,
+    ) -> strata::Result<SemiSyncOutcome> {
+        let db = self.shared.db.get().ok_or(Error::Closed)?;
+        let seq = db.write(batch, &strata::WriteOptions { sync: true })?;
+        let replicas = if k == 0 {
+            0
+        } else {
+            self.wait_for_replicas(seq, k, timeout)
+        };
+        Ok(SemiSyncOutcome {
+            seq,
+            replicas,
+            confirmed: replicas >= k,
+        })
+    }
+
+    fn db(&self) -> Result<Arc<Db>, Status> {
+        self.shared
+            .db
+            .get()
+            .ok_or_else(|| Status::unavailable("the database is being replaced (bootstrap)"))
+    }
+
+    fn on_ack(&self, id: &str, stream: u64, ack: &Ack) -> Result<(), Status> {
+        let mut slots = self.shared.slots.lock();
+        let Some(slot) = slots.get_mut(id).filter(|s| s.stream == stream) else {
+            return Err(Status::cancelled(
+                "a newer stream of this replica replaced this one",
+            ));
+        };
+        if ack.applied_seq > slot.sent || ack.durable_seq > slot.sent {
+            return Err(Status::invalid_argument(format!(
+                "ack of applied {} / durable {} beyond the last record sent ({})",
+                ack.applied_seq, ack.durable_seq, slot.sent
+            )));
+        }
+        slot.applied = slot.applied.max(ack.applied_seq);
+        slot.durable = slot.durable.max(ack.durable_seq);
+        while slot
+            .in_flight
+            .front()
+            .is_some_and(|(last, _)| *last <= slot.applied)
+        {
+            slot.in_flight.pop_front();
+        }
+        if let Some(pin) = &slot.pin {
+            pin.advance(SeqNo(slot.applied.max(1)))
+                .map_err(|e| Status::internal(format!("advancing the slot's pin: {e}")))?;
+        }
+        drop(slots);
+        self.shared.acked.notify_all();
+        Ok(())
+    }
+
+    fn disconnect(&self, id: &str, stream: u64) {
+        let mut slots = self.shared.slots.lock();
+        if let Some(slot) = slots.get_mut(id).filter(|s| s.stream == stream) {
+            slot.connected = false;
+            slot.cancel.store(true, Ordering::Release);
+        }
+    }
+}
+
+/// What a semi-synchronous write achieved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SemiSyncOutcome {
+    /// The write's sequence number (committed and durable locally).
+    pub seq: SeqNo,
+    /// Replicas that acknowledged it as durable within the timeout.
+    pub replicas: usize,
+    /// Whether that is at least the number asked for.
+    pub confirmed: bool,
+}
+
+fn valid_replica_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// Parses a 16-byte little-endian database id.
+pub(crate) fn parse_database_id(bytes: &[u8]) -> Option<u128> {
+    <[u8; 16]>::try_from(bytes).ok().map(u128::from_le_bytes)
+}
+
+pub(crate) fn now_micros() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
+
+/// Opens the log at the replica's position and checks it continues the
+/// replica's history. Returns the reader (positioned after the replica's
+/// last record) and the hash of that record.
+fn open_position(
+    db: &Db,
+    applied: u64,
+    applied_hash: &[u8],
+) -> Result<(LogReader, Option<[u8; 8]>), Status> {
+    let truncated = |e: Error| match e {
+        Error::LogTruncated {
+            requested,
+            oldest_retained,
+        } => Status::failed_precondition(format!(
+            "this node's log no longer holds sequence number {requested} (the oldest retained is {oldest_retained}): bootstrap from a snapshot"
+        )),
+        Error::BeyondEnd { requested, next } => Status::out_of_range(format!(
+            "sequence number {requested} is beyond this node's log (next is {next})"
+        )),
+        other => Status::internal(other.to_string()),
+    };
+    if applied == 0 {
+        if db.oldest_retained_seq().get() > 1 {
+            return Err(Status::failed_precondition(format!(
+                "this node's log starts at sequence number {}: an empty replica must bootstrap from a snapshot",
+                db.oldest_retained_seq().get()
+            )));
+        }
+        return Ok((db.log_reader(SeqNo(1)).map_err(truncated)?, None));
+    }
+    let mut reader = db.log_reader(SeqNo(applied)).map_err(truncated)?;
+    let record = reader
+        .next(Duration::from_secs(5))
+        .map_err(truncated)?
+        .ok_or_else(|| {
+            Status::unavailable(format!("the record holding {applied} is not readable yet"))
+        })?;
+    let payload = strata_format::wal::decode_record(&record.bytes)
+        .map_err(|e| Status::internal(format!("this node's log record at {applied}: {e}")))?
+        .payload;
+    let hash = record_hash(payload);
+    if record.last_seq.get() != applied {
+        return Err(Status::aborted(format!(
+            "forked history: the replica's last batch ends at {applied}, but this node's batch holding {applied} spans {}..={}",
+            record.first_seq.get(),
+            record.last_seq.get()
+        )));
+    }
+    if !applied_hash.is_empty() && applied_hash != hash {
+        return Err(Status::aborted(format!(
+            "forked history: the replica's batch ending at {applied} differs from this node's (hash mismatch)"
+        )));
+    }
+    Ok((reader, Some(hash)))
+}
+
+type UpstreamStream = Pin<Box<dyn Stream<Item = Result<UpstreamMessage, Status>> + Send>>;
+type ChunkStream = Pin<Box<dyn Stream<Item = Result<SnapshotChunk, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Replication for Upstream {
+    type SubscribeStream = UpstreamStream;
+    type FetchSnapshotStream = ChunkStream;
+
+    async fn subscribe(
+        &self,
+        request: Request<tonic::Streaming<ReplicaMessage>>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let mut inbound = request.into_inner();
+        let first = tokio::time::timeout(self.shared.config.subscribe_timeout, inbound.message())
+            .await
+            .map_err(|_| Status::deadline_exceeded("no Subscribe message in time"))??
+            .ok_or_else(|| Status::invalid_argument("the stream ended before a Subscribe"))?;
+        let Some(replica_message::Kind::Subscribe(sub)) = first.kind else {
+            return Err(Status::invalid_argument(
+                "the first message must be a Subscribe",
+            ));
+        };
+        if !valid_replica_id(&sub.replica_id) {
+            return Err(Status::invalid_argument(
+                "replica_id must be 1 to 128 bytes of [A-Za-z0-9._-]",
+            ));
+        }
+        let db = self.db()?;
+        let own_id = db.database_id();
+        if sub.database_id.is_empty() {
+            if sub.applied_seq != 0 {
+                return Err(Status::invalid_argument(
+                    "applied_seq is set but database_id is empty",
+                ));
+            }
+        } else {
+            let id = parse_database_id(&sub.database_id)
+                .ok_or_else(|| Status::invalid_argument("database_id must be 16 bytes"))?;
+            if id != own_id {
+                return Err(Status::failed_precondition(format!(
+                    "the replica holds database {id:032x}, this node serves {own_id:032x}: bootstrap from a snapshot"
+                )));
+            }
+        }
+        let epoch = self.shared.epoch.get();
+        if sub.epoch > epoch {
+            return Err(Status::aborted(format!(
+                "the replica has followed epoch {}, newer than this node's epoch {epoch}: it must not follow an older primary",
+                sub.epoch
+            )));
+        }
+        let durable = db.durable_seq().get();
+        if sub.applied_seq > durable {
+            return Err(Status::out_of_range(format!(
+                "the replica has applied up to {}, beyond this node's durable log ({durable}): a replaced history or the wrong upstream",
+                sub.applied_seq
+            )));
+        }
+        let applied = sub.applied_seq;
+        let position_db = Arc::clone(&db);
+        let applied_hash = sub.applied_hash.clone();
+        let (reader, prev) = tokio::task::spawn_blocking(move || {
+            open_position(&position_db, applied, &applied_hash)
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))??;
+        let pin = db.log_pin(SeqNo(applied.max(1))).map_err(|e| {
+            Status::failed_precondition(format!("cannot hold the log for the replica: {e}"))
+        })?;
+
+        let stream_id = self.shared.next_stream.fetch_add(1, Ordering::Relaxed);
+        let cancel = Arc::new(AtomicBool::new(false));
+        {
+            let mut slots = self.shared.slots.lock();
+            let slot = slots.entry(sub.replica_id.clone()).or_insert_with(|| Slot {
+                stream: 0,
+                cancel: Arc::new(AtomicBool::new(false)),
+                connected: false,
+                pin: None,
+                durable: 0,
+                applied: 0,
+                sent: 0,
+                in_flight: VecDeque::new(),
+            });
+            slot.cancel.store(true, Ordering::Release); // ends an older stream
+            slot.stream = stream_id;
+            slot.cancel = Arc::clone(&cancel);
+            slot.connected = true;
+            slot.pin = Some(pin);
+            slot.applied = applied;
+            // What the replica reports now (it may have been rebuilt).
+            slot.durable = applied;
+            slot.sent = applied;
+            slot.in_flight.clear();
+        }
+
+        let (tx, rx) = mpsc::channel(self.shared.config.stream_buffer.max(1));
+        let welcome = UpstreamMessage {
+            kind: Some(upstream_message::Kind::Welcome(Welcome {
+                database_id: own_id.to_le_bytes().to_vec(),
+                epoch,
+                durable_seq: durable,
+            })),
+        };
+        tx.try_send(Ok(welcome))
+            .map_err(|_| Status::internal("stream buffer"))?;
+
+        let pump = Pump {
+            upstream: self.clone(),
+            db,
+            id: sub.replica_id.clone(),
+            stream: stream_id,
+            cancel: Arc::clone(&cancel),
+            tx,
+            prev,
+        };
+        std::thread::Builder::new()
+            .name("strata-ship".into())
+            .spawn(move || pump.run(reader))
+            .map_err(|e| Status::internal(format!("spawning the log pump: {e}")))?;
+
+        let acks = self.clone();
+        let id = sub.replica_id;
+        tokio::spawn(async move {
+            // Acks until a second Subscribe, an empty message, the end, or
+            // a broken stream: then this stream is over.
+            while let Ok(Some(ReplicaMessage {
+                kind: Some(replica_message::Kind::Ack(ack)),
+            })) = inbound.message().await
+            {
+                if acks.on_ack(&id, stream_id, &ack).is_err() {
+                    break;
+                }
+            }
+            acks.disconnect(&id, stream_id);
+        });
+
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn begin_snapshot(
+        &self,
+        request: Request<BeginSnapshotRequest>,
+    ) -> Result<Response<SnapshotInfo>, Status> {
+        let request = request.into_inner();
+        if !valid_replica_id(&request.replica_id) {
+            return Err(Status::invalid_argument(
+                "replica_id must be 1 to 128 bytes of [A-Za-z0-9._-]",
+            ));
+        }
+        let db = self.db()?;
+        let epoch = self.shared.epoch.get();
+        let snapshots = self.shared.snapshots.clone();
+        let info = tokio::task::spawn_blocking(move || snapshots.begin(&db, epoch))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))??;
+        Ok(Response::new(info))
+    }
+
+    async fn fetch_snapshot(
+        &self,
+        request: Request<FetchSnapshotRequest>,
+    ) -> Result<Response<Self::FetchSnapshotStream>, Status> {
+        let request = request.into_inner();
+        let rx = self
+            .shared
+            .snapshots
+            .fetch(&request, self.shared.config.chunk_bytes)?;
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+/// Reads the log and feeds one stream.
+struct Pump {
+    upstream: Upstream,
+    db: Arc<Db>,
+    id: String,
+    stream: u64,
+    cancel: Arc<AtomicBool>,
+    tx: mpsc::Sender<Result<UpstreamMessage, Status>>,
+    prev: Option<[u8; 8]>,
+}
+
+impl Pump {
+    fn run(mut self, mut reader: LogReader) {
+        let interval = self.upstream.shared.config.heartbeat_interval;
+        let mut last_heartbeat = Instant::now();
+        while !self.cancel.load(Ordering::Acquire) {
+            let wait = interval.saturating_sub(last_heartbeat.elapsed());
+            let message = match reader.next(wait) {
+                Ok(Some(record)) => match self.record(&record) {
+                    Ok(message) => message,
+                    Err(status) => {
+                        let _ = self.tx.blocking_send(Err(status));
+                        break;
+                    }
+                },
+                Ok(None) => {
+                    // Records are shipped once durable: sync what was
+                    // written without sync, so it reaches replicas within
+                    // about one heartbeat interval.
+                    if self.db.last_seq() > self.db.durable_seq()
+                        && let Err(error) = self.db.sync()
+                    {
+                        let _ = self.tx.blocking_send(Err(Status::unavailable(format!(
+                            "syncing this node's log: {error}"
+                        ))));
+                        break;
+                    }
+                    None
+                }
+                Err(Error::LogTruncated { requested, .. }) => {
+                    let _ = self.tx.blocking_send(Err(Status::failed_precondition(format!(
+                        "the replica's slot was dropped and the log no longer holds {requested}: bootstrap from a snapshot"
+                    ))));
+                    break;
+                }
+                Err(error) => {
+                    let _ = self.tx.blocking_send(Err(Status::unavailable(format!(
+                        "reading this node's log: {error}"
+                    ))));
+                    break;
+                }
+            };
+            if let Some(message) = message
+                && self.tx.blocking_send(Ok(message)).is_err()
+            {
+                break;
+            }
+            if last_heartbeat.elapsed() >= interval {
+                last_heartbeat = Instant::now();
+                let heartbeat = UpstreamMessage {
+                    kind: Some(upstream_message::Kind::Heartbeat(Heartbeat {
+                        durable_seq: self.db.durable_seq().get(),
+                        sent_at_micros: now_micros(),
+                    })),
+                };
+                if self.tx.blocking_send(Ok(heartbeat)).is_err() {
+                    break;
+                }
+                self.enforce_slot_bound();
+            }
+        }
+        self.upstream.disconnect(&self.id, self.stream);
+    }
+
+    fn record(
+        &mut self,
+        record: &strata::wal::LogRecord,
+    ) -> Result<Option<UpstreamMessage>, Status> {
+        let payload = strata_format::wal::decode_record(&record.bytes)
+            .map_err(|e| {
+                Status::internal(format!(
+                    "this node's log record at {}: {e}",
+                    record.first_seq.get()
+                ))
+            })?
+            .payload;
+        let prev_hash = self.prev.map(|h| h.to_vec()).unwrap_or_default();
+        self.prev = Some(record_hash(payload));
+        {
+            let mut slots = self.upstream.shared.slots.lock();
+            if let Some(slot) = slots.get_mut(&self.id).filter(|s| s.stream == self.stream) {
+                slot.sent = record.last_seq.get();
+                slot.in_flight
+                    .push_back((record.last_seq.get(), Instant::now()));
+            }
+        }
+        Ok(Some(UpstreamMessage {
+            kind: Some(upstream_message::Kind::Record(Record {
+                first_seq: record.first_seq.get(),
+                last_seq: record.last_seq.get(),
+                record: record.bytes.clone(),
+                prev_hash,
+            })),
+        }))
+    }
+
+    /// Drops the slot's pin once the replica is more than `slot_max_bytes`
+    /// of log behind: the log may then be released under it.
+    fn enforce_slot_bound(&self) {
+        let max = self.upstream.shared.config.slot_max_bytes;
+        let mut slots = self.upstream.shared.slots.lock();
+        if let Some(slot) = slots.get_mut(&self.id).filter(|s| s.stream == self.stream)
+            && slot.pin.is_some()
+            && self.db.log_bytes_from(SeqNo(slot.applied + 1)) > max
+        {
+            slot.pin = None;
+        }
+    }
+}

@@ -1,0 +1,627 @@
+//! Replication in process, over gRPC on 127.0.0.1: a primary's upstream
+//! service and replicas in the same test process, each node with its own
+//! directory on the real file system.
+//!
+//! Each test checks convergence by digest: the replica's full scan at its
+//! applied sequence number equals the primary's at the same number.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    missing_docs
+)]
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use strata::{Db, Options, SeqNo, WriteBatch, WriteOptions};
+use strata_proto::v1::replication_client::ReplicationClient;
+use strata_proto::v1::{
+    Ack, FetchSnapshotRequest, ReplicaMessage, Subscribe, replica_message, upstream_message,
+};
+use strata_replication::epoch::Epoch;
+use strata_replication::{ReadOptions, Replica, ReplicaConfig, SharedDb, Upstream, UpstreamConfig};
+use tokio::sync::oneshot;
+use tokio_stream::wrappers::TcpListenerStream;
+
+fn options() -> Options {
+    Options {
+        wal_segment_bytes_max: 64 << 10,
+        memtable_bytes_max: 256 << 10,
+        ..Options::default()
+    }
+}
+
+struct Node {
+    db: SharedDb,
+    upstream: Upstream,
+    addr: SocketAddr,
+    _shutdown: oneshot::Sender<()>,
+}
+
+async fn serve(db: SharedDb, epoch: Epoch, snapshots: &Path) -> Node {
+    let mut config = UpstreamConfig::new(snapshots);
+    config.heartbeat_interval = Duration::from_millis(50);
+    let upstream = Upstream::new(db.clone(), epoch, config);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = oneshot::channel::<()>();
+    let service = upstream.service();
+    tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+                let _ = rx.await;
+            })
+            .await
+            .unwrap();
+    });
+    Node {
+        db,
+        upstream,
+        addr,
+        _shutdown: tx,
+    }
+}
+
+async fn primary(dir: &Path) -> Node {
+    let db = Db::open(dir.join("primary"), options()).unwrap();
+    let epoch = Epoch::open(&dir.join("primary")).unwrap();
+    serve(SharedDb::new(db), epoch, &dir.join("primary.snapshots")).await
+}
+
+fn replica(dir: &Path, name: &str, upstream: SocketAddr) -> Replica {
+    let mut config = ReplicaConfig::new(format!("http://{upstream}"), name, dir.join(name));
+    config.options = options();
+    config.backoff_max = Duration::from_millis(300);
+    Replica::start(config).unwrap()
+}
+
+fn write_batches(db: &Db, from: u64, count: u64) -> SeqNo {
+    let mut last = SeqNo(0);
+    for i in from..from + count {
+        let mut batch = WriteBatch::new();
+        batch.put(
+            format!("key{:05}", i % 700).as_bytes(),
+            format!("value-{i}").as_bytes(),
+        );
+        batch.put(format!("other{:05}", i).as_bytes(), b"x");
+        if i % 7 == 0 {
+            batch.delete(format!("key{:05}", (i + 3) % 700).as_bytes());
+        }
+        last = db.write(batch, &WriteOptions { sync: i % 5 == 0 }).unwrap();
+    }
+    db.sync().unwrap();
+    last
+}
+
+fn digest(db: &Db, at: SeqNo) -> Vec<(Vec<u8>, Vec<u8>)> {
+    assert!(db.last_seq() >= at);
+    let snapshot = db.snapshot();
+    assert_eq!(
+        snapshot.seq(),
+        at,
+        "digest must be taken at the same sequence number"
+    );
+    snapshot.scan(..).unwrap().map(|kv| kv.unwrap()).collect()
+}
+
+async fn wait_applied(replica: &Replica, seq: SeqNo, within: Duration) {
+    let started = Instant::now();
+    while replica.figures().applied_seq < seq.get() {
+        assert!(
+            started.elapsed() < within,
+            "replica stuck at {} of {} ({:?})",
+            replica.figures().applied_seq,
+            seq.get(),
+            replica.figures()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_replica_bootstraps_then_follows_and_serves_its_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = primary(dir.path()).await;
+    let db = node.db.get().unwrap();
+    let last = write_batches(&db, 0, 300);
+    db.flush().unwrap(); // the log before the flush may be released
+
+    let replica = replica(dir.path(), "r1", node.addr);
+    wait_applied(&replica, last, Duration::from_secs(20)).await;
+    assert_eq!(replica.figures().bootstraps, 1);
+    assert_eq!(
+        digest(&replica.db().get().unwrap(), last),
+        digest(&db, last)
+    );
+
+    // Read your writes: the commit token of a primary write.
+    let seq = db.put(b"fresh", b"1").unwrap();
+    let r = std::sync::Arc::new(replica);
+    let reader = std::sync::Arc::clone(&r);
+    let answer = tokio::task::spawn_blocking(move || {
+        reader.read(
+            b"fresh",
+            &ReadOptions {
+                min_seq: Some(seq),
+                timeout: Duration::from_secs(5),
+                ..ReadOptions::default()
+            },
+        )
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(answer.value.as_deref(), Some(&b"1"[..]));
+    assert!(answer.seq >= seq);
+
+    // A staleness bound holds while the primary is idle (heartbeats).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let reader = std::sync::Arc::clone(&r);
+    let fresh = tokio::task::spawn_blocking(move || {
+        reader.read(
+            b"fresh",
+            &ReadOptions {
+                max_staleness: Some(Duration::from_millis(200)),
+                timeout: Duration::from_secs(2),
+                ..ReadOptions::default()
+            },
+        )
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(fresh.seq >= seq);
+
+    // A replica refuses local writes, naming the primary.
+    let err = r.db().get().unwrap().put(b"x", b"y").unwrap_err();
+    assert!(err.to_string().contains("replica"), "{err}");
+
+    // The primary sees the replica caught up.
+    let started = Instant::now();
+    loop {
+        let status = node.upstream.replicas();
+        if status.len() == 1 && status[0].connected && status[0].lag_records == 0 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "{status:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_replica_resumes_from_its_position_without_reapplying() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = primary(dir.path()).await;
+    let db = node.db.get().unwrap();
+    let first = write_batches(&db, 0, 100);
+    let r = replica(dir.path(), "r1", node.addr);
+    wait_applied(&r, first, Duration::from_secs(20)).await;
+    r.stop().await;
+    drop(r);
+    let second = write_batches(&db, 100, 200);
+    let r = replica(dir.path(), "r1", node.addr);
+    wait_applied(&r, second, Duration::from_secs(20)).await;
+    let figures = r.figures();
+    assert_eq!(figures.bootstraps, 0, "{figures:?}");
+    assert_eq!(
+        figures.gaps + figures.hash_mismatches + figures.bad_records,
+        0,
+        "{figures:?}"
+    );
+    // Exactly the records written while it was away were applied.
+    assert_eq!(figures.records_applied, 200, "{figures:?}");
+    assert_eq!(digest(&r.db().get().unwrap(), second), digest(&db, second));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn semi_synchronous_writes_wait_for_replicas_and_say_when_they_did_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = primary(dir.path()).await;
+    let db = node.db.get().unwrap();
+    let warm = write_batches(&db, 0, 10);
+    let r = replica(dir.path(), "r1", node.addr);
+    wait_applied(&r, warm, Duration::from_secs(20)).await;
+    let upstream = node.upstream.clone();
+    let outcome = tokio::task::spawn_blocking(move || {
+        let mut batch = WriteBatch::new();
+        batch.put(b"semi", b"sync");
+        upstream.write(batch, 1, Duration::from_secs(5))
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(outcome.confirmed && outcome.replicas == 1, "{outcome:?}");
+    let upstream = node.upstream.clone();
+    let started = Instant::now();
+    let short = tokio::task::spawn_blocking(move || {
+        let mut batch = WriteBatch::new();
+        batch.put(b"semi", b"two");
+        upstream.write(batch, 2, Duration::from_millis(300))
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(!short.confirmed && short.replicas == 1, "{short:?}");
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    // Committed locally all the same.
+    assert_eq!(db.get(b"semi").unwrap().as_deref(), Some(&b"two"[..]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn promotion_raises_the_epoch_and_forked_or_older_histories_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = primary(dir.path()).await;
+    let old_db = old.db.get().unwrap();
+    let base = write_batches(&old_db, 0, 50);
+    let a = replica(dir.path(), "a", old.addr);
+    let b = replica(dir.path(), "b", old.addr);
+    wait_applied(&a, base, Duration::from_secs(20)).await;
+    wait_applied(&b, base, Duration::from_secs(20)).await;
+    b.stop().await; // b stays at `base`
+
+    // Promote a; it takes writes under epoch 1.
+    assert_eq!(a.promote().await.unwrap(), 1);
+    let new_db = a.db().get().unwrap();
+    let sync = WriteOptions { sync: true };
+    let mut batch = WriteBatch::new();
+    batch.put(b"after-failover", b"new");
+    let new_seq = new_db.write(batch, &sync).unwrap();
+    let new = serve(a.db(), a.epoch(), &dir.path().join("a.snapshots")).await;
+
+    // The old primary, unaware, writes a different batch at the same number.
+    let mut batch = WriteBatch::new();
+    batch.put(b"after-failover", b"old");
+    let old_seq = old_db.write(batch, &sync).unwrap();
+    assert_eq!(old_seq, new_seq);
+
+    // c followed the old primary past the fork; the new primary refuses it.
+    let c = replica(dir.path(), "c", old.addr);
+    wait_applied(&c, old_seq, Duration::from_secs(20)).await;
+    c.stop().await;
+    drop(c);
+    let c = replica(dir.path(), "c", new.addr);
+    let started = Instant::now();
+    while c.figures().refusals == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            c.figures()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let text = c.figures().last_error.unwrap();
+    assert!(text.contains("forked"), "{text}");
+    let c_db = c.db().get().unwrap();
+    assert_eq!(
+        c_db.get(b"after-failover").unwrap().as_deref(),
+        Some(&b"old"[..])
+    );
+
+    // b (at `base`, before the fork) follows the new primary, and then
+    // refuses the old one, whose epoch is older.
+    drop(b);
+    let b = replica(dir.path(), "b", new.addr);
+    wait_applied(&b, new_seq, Duration::from_secs(20)).await;
+    assert_eq!(
+        b.db()
+            .get()
+            .unwrap()
+            .get(b"after-failover")
+            .unwrap()
+            .as_deref(),
+        Some(&b"new"[..])
+    );
+    assert_eq!(b.epoch().get(), 1);
+    b.stop().await;
+    drop(b);
+    let b = replica(dir.path(), "b", old.addr);
+    let started = Instant::now();
+    while b.figures().refusals == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            b.figures()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(b.figures().last_error.unwrap().contains("epoch"));
+    assert_eq!(
+        b.db()
+            .get()
+            .unwrap()
+            .get(b"after-failover")
+            .unwrap()
+            .as_deref(),
+        Some(&b"new"[..])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_serves_downstream_replicas() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = primary(dir.path()).await;
+    let db = node.db.get().unwrap();
+    let first = write_batches(&db, 0, 100);
+    let middle = replica(dir.path(), "middle", node.addr);
+    wait_applied(&middle, first, Duration::from_secs(20)).await;
+    let relay = serve(
+        middle.db(),
+        middle.epoch(),
+        &dir.path().join("middle.snapshots"),
+    )
+    .await;
+    let leaf = replica(dir.path(), "leaf", relay.addr);
+    let more = write_batches(&db, 100, 100);
+    wait_applied(&leaf, more, Duration::from_secs(20)).await;
+    assert_eq!(digest(&leaf.db().get().unwrap(), more), digest(&db, more));
+}
+
+// ---------------------------------------------------------- bad inputs
+
+async fn client(addr: SocketAddr) -> ReplicationClient<tonic::transport::Channel> {
+    ReplicationClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap()
+}
+
+async fn subscribe_status(addr: SocketAddr, first: ReplicaMessage) -> tonic::Status {
+    let mut client = client(addr).await;
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(first).await.unwrap();
+    match client
+        .subscribe(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+    {
+        Err(status) => status,
+        Ok(response) => {
+            let mut stream = response.into_inner();
+            loop {
+                match stream.message().await {
+                    Err(status) => return status,
+                    Ok(None) => return tonic::Status::ok("ended"),
+                    Ok(Some(_)) => {}
+                }
+            }
+        }
+    }
+}
+
+fn subscribe(sub: Subscribe) -> ReplicaMessage {
+    ReplicaMessage {
+        kind: Some(replica_message::Kind::Subscribe(sub)),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_bad_subscriptions_are_refused_with_the_documented_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = primary(dir.path()).await;
+    let db = node.db.get().unwrap();
+    write_batches(&db, 0, 20);
+    let id = db.database_id().to_le_bytes().to_vec();
+    let code = |status: tonic::Status| status.code();
+
+    // Missing or malformed fields.
+    let empty_id = subscribe(Subscribe::default());
+    assert_eq!(
+        code(subscribe_status(node.addr, empty_id).await),
+        tonic::Code::InvalidArgument
+    );
+    let bad_id = subscribe(Subscribe {
+        replica_id: "../etc".into(),
+        ..Subscribe::default()
+    });
+    assert_eq!(
+        code(subscribe_status(node.addr, bad_id).await),
+        tonic::Code::InvalidArgument
+    );
+    let ack_first = ReplicaMessage {
+        kind: Some(replica_message::Kind::Ack(Ack::default())),
+    };
+    assert_eq!(
+        code(subscribe_status(node.addr, ack_first).await),
+        tonic::Code::InvalidArgument
+    );
+    let short_db_id = subscribe(Subscribe {
+        replica_id: "r".into(),
+        database_id: vec![1, 2, 3],
+        applied_seq: 1,
+        ..Subscribe::default()
+    });
+    assert_eq!(
+        code(subscribe_status(node.addr, short_db_id).await),
+        tonic::Code::InvalidArgument
+    );
+    let seq_without_db = subscribe(Subscribe {
+        replica_id: "r".into(),
+        applied_seq: 5,
+        ..Subscribe::default()
+    });
+    assert_eq!(
+        code(subscribe_status(node.addr, seq_without_db).await),
+        tonic::Code::InvalidArgument
+    );
+
+    // Another database: bootstrap.
+    let other_db = subscribe(Subscribe {
+        replica_id: "r".into(),
+        database_id: vec![7; 16],
+        applied_seq: 1,
+        ..Subscribe::default()
+    });
+    assert_eq!(
+        code(subscribe_status(node.addr, other_db).await),
+        tonic::Code::FailedPrecondition
+    );
+    // Ahead of the primary's durable log.
+    let ahead = subscribe(Subscribe {
+        replica_id: "r".into(),
+        database_id: id.clone(),
+        applied_seq: db.durable_seq().get() + 10,
+        ..Subscribe::default()
+    });
+    assert_eq!(
+        code(subscribe_status(node.addr, ahead).await),
+        tonic::Code::OutOfRange
+    );
+    // A newer epoch than the upstream's.
+    let newer = subscribe(Subscribe {
+        replica_id: "r".into(),
+        database_id: id.clone(),
+        applied_seq: 0,
+        epoch: 9,
+        ..Subscribe::default()
+    });
+    assert_eq!(
+        code(subscribe_status(node.addr, newer).await),
+        tonic::Code::Aborted
+    );
+    // A hash that does not match the record at the position: a fork.
+    let forked = subscribe(Subscribe {
+        replica_id: "r".into(),
+        database_id: id.clone(),
+        applied_seq: 2,
+        applied_hash: vec![0; 8],
+        ..Subscribe::default()
+    });
+    assert_eq!(
+        code(subscribe_status(node.addr, forked).await),
+        tonic::Code::Aborted
+    );
+
+    // Older than the retained log: bootstrap.
+    for i in 0..4000u64 {
+        db.put(format!("fill{i:06}").as_bytes(), &[0u8; 100])
+            .unwrap();
+    }
+    db.flush().unwrap();
+    let started = Instant::now();
+    while db.oldest_retained_seq().get() <= 2 {
+        assert!(started.elapsed() < Duration::from_secs(10));
+        db.put(b"more", &[0u8; 100]).unwrap();
+        db.flush().unwrap();
+    }
+    let truncated = subscribe(Subscribe {
+        replica_id: "r".into(),
+        database_id: id.clone(),
+        applied_seq: 1,
+        ..Subscribe::default()
+    });
+    assert_eq!(
+        code(subscribe_status(node.addr, truncated).await),
+        tonic::Code::FailedPrecondition
+    );
+    let empty_replica = subscribe(Subscribe {
+        replica_id: "r".into(),
+        ..Subscribe::default()
+    });
+    assert_eq!(
+        code(subscribe_status(node.addr, empty_replica).await),
+        tonic::Code::FailedPrecondition
+    );
+
+    // An oversized message is refused before it is decoded; the server
+    // keeps serving.
+    let huge = subscribe(Subscribe {
+        replica_id: "r".repeat(2 << 20),
+        ..Subscribe::default()
+    });
+    let status = subscribe_status(node.addr, huge).await;
+    assert_ne!(status.code(), tonic::Code::Ok, "{status:?}");
+    let again = subscribe(Subscribe::default());
+    assert_eq!(
+        code(subscribe_status(node.addr, again).await),
+        tonic::Code::InvalidArgument
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_acks_beyond_what_was_sent_end_the_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = primary(dir.path()).await;
+    let db = node.db.get().unwrap();
+    write_batches(&db, 0, 5);
+    let mut client = client(node.addr).await;
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(subscribe(Subscribe {
+        replica_id: "liar".into(),
+        ..Subscribe::default()
+    }))
+    .await
+    .unwrap();
+    let mut stream = client
+        .subscribe(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    let first = stream.message().await.unwrap().unwrap();
+    assert!(matches!(
+        first.kind,
+        Some(upstream_message::Kind::Welcome(_))
+    ));
+    tx.send(ReplicaMessage {
+        kind: Some(replica_message::Kind::Ack(Ack {
+            durable_seq: 1_000_000,
+            applied_seq: 1_000_000,
+        })),
+    })
+    .await
+    .unwrap();
+    let started = Instant::now();
+    loop {
+        let status = node.upstream.replicas();
+        if status.iter().any(|s| s.id == "liar" && !s.connected) {
+            assert_eq!(status[0].applied_seq, 0, "the bad ack was not taken");
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "{status:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_snapshot_fetches_of_unknown_snapshots_or_paths_are_not_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = primary(dir.path()).await;
+    let mut client = client(node.addr).await;
+    let info = client
+        .begin_snapshot(strata_proto::v1::BeginSnapshotRequest {
+            replica_id: "r".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(info.files.iter().any(|f| f.path == "CURRENT"));
+    for (id, path) in [
+        ("nope", "CURRENT"),
+        (info.snapshot_id.as_str(), "../primary/CURRENT"),
+        (info.snapshot_id.as_str(), "/etc/passwd"),
+        (info.snapshot_id.as_str(), "NOT-LISTED"),
+    ] {
+        let status = client
+            .fetch_snapshot(FetchSnapshotRequest {
+                snapshot_id: id.into(),
+                path: path.into(),
+                offset: 0,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(
+            status.code(),
+            tonic::Code::NotFound,
+            "{id} {path}: {status:?}"
+        );
+    }
+    let status = client
+        .fetch_snapshot(FetchSnapshotRequest {
+            snapshot_id: info.snapshot_id.clone(),
+            path: "CURRENT".into(),
+            offset: 1 << 40,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::OutOfRange);
+}
