@@ -494,7 +494,6 @@ async fn follow(shared: Arc<Shared>) {
             }
             End::Bootstrap(why) => match bootstrap(&shared).await {
                 Ok(()) => {
-                    shared.counters.bootstraps.fetch_add(1, Ordering::Relaxed);
                     backoff = config.backoff_initial;
                     continue;
                 }
@@ -812,6 +811,11 @@ async fn bootstrap(shared: &Arc<Shared>) -> Result<(), String> {
             .raise_to(epoch)
             .map_err(|e| format!("recording the epoch: {e}"))?;
         let db = open_follower(config).map_err(|e| format!("opening the snapshot: {e}"))?;
+        // Counted before readers can see the new database.
+        install_shared
+            .counters
+            .bootstraps
+            .fetch_add(1, Ordering::Relaxed);
         adopt(&install_shared, db, known).map_err(|e| e.to_string())
     })
     .await

@@ -8,8 +8,8 @@
 //! 2. A pump thread reads the log with a durable-only tailing reader and
 //!    sends `Record`s, and `Heartbeat`s every `heartbeat_interval` (also
 //!    while records flow), into a bounded channel; when it finds records
-//!    written without sync and nothing durable to send, it syncs the log,
-//!    so unsynced writes reach replicas within about one interval. The
+//!    written without sync and nothing durable to send for 2 ms, it syncs
+//!    the log, so unsynced writes reach replicas within milliseconds. The
 //!    channel is bounded: when the replica is slow
 //!    the pump blocks on the channel, so the replica holds back only its
 //!    own stream, never the primary's writes, and memory stays bounded.
@@ -565,6 +565,10 @@ impl Replication for Upstream {
     }
 }
 
+/// How long a pump waits for records written without sync to become
+/// durable before it syncs the log itself.
+const SYNC_WAIT: Duration = Duration::from_millis(2);
+
 /// Reads the log and feeds one stream.
 struct Pump {
     upstream: Upstream,
@@ -581,7 +585,12 @@ impl Pump {
         let interval = self.upstream.shared.config.heartbeat_interval;
         let mut last_heartbeat = Instant::now();
         while !self.cancel.load(Ordering::Acquire) {
-            let wait = interval.saturating_sub(last_heartbeat.elapsed());
+            let mut wait = interval.saturating_sub(last_heartbeat.elapsed());
+            if self.db.last_seq() > self.db.durable_seq() {
+                // Written but not durable: give a syncing writer a moment,
+                // then sync for the replicas.
+                wait = wait.min(SYNC_WAIT);
+            }
             let message = match reader.next(wait) {
                 Ok(Some(record)) => match self.record(&record) {
                     Ok(message) => message,

@@ -789,13 +789,14 @@ impl Inner {
         Ok(last)
     }
 
-    /// Appends replicated batches that must continue the log, syncs once,
-    /// then publishes them.
+    /// Appends replicated batches that must continue the log (together,
+    /// synced once), then applies and publishes them.
     fn apply_log_batches(&self, payloads: &[&[u8]]) -> Result<SeqNo> {
         // One replicated group at a time: the checks and the appends agree.
         let _order = self.replication_apply.lock();
         let start = self.wal.next_seq().get();
         let mut expected = start;
+        let mut builders = Vec::with_capacity(payloads.len());
         let mut batch_bytes = 0;
         for payload in payloads {
             let corrupt = |e| Error::corruption(self.dir.join("replicated batch"), e);
@@ -811,22 +812,29 @@ impl Inner {
                 // on its next call.
                 break;
             }
+            expected = view.last_seq() + 1;
             let builder =
                 strata_format::wal::BatchBuilder::from_encoded(payload).map_err(corrupt)?;
-            background::throttle(self, builder.as_bytes())?;
             batch_bytes += builder.encoded_len() as u64;
-            let _gate = self.write_gate.read();
-            let (commit, bytes) = self.wal.append_returning(builder, false)?;
-            let view =
-                decode_batch(&bytes).map_err(|e| Error::corruption(self.dir.join("wal"), e))?;
-            self.mem.read().active.apply(&view);
-            self.record_writes(&view);
-            expected = commit.last_seq.get() + 1;
+            builders.push(builder);
         }
-        if expected == start {
+        if builders.is_empty() {
             return Ok(SeqNo(start.saturating_sub(1)));
         }
-        self.wal.sync()?;
+        if let Some(first) = builders.first() {
+            background::throttle(self, first.as_bytes())?;
+        }
+        {
+            let _gate = self.write_gate.read();
+            let written = self.wal.append_many_returning(builders, true)?;
+            let active = Arc::clone(&self.mem.read().active);
+            for (_, bytes) in &written {
+                let view =
+                    decode_batch(bytes).map_err(|e| Error::corruption(self.dir.join("wal"), e))?;
+                active.apply(&view);
+                self.record_writes(&view);
+            }
+        }
         self.visibility.publish_and_wait(start, expected - 1);
         self.freeze_if_full(batch_bytes);
         Ok(SeqNo(expected - 1))

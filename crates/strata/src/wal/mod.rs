@@ -346,6 +346,38 @@ impl Wal {
         Ok((commit, waiter.take_payload(Some(commit.first_seq))))
     }
 
+    /// As [`Wal::append_returning`] for several batches in order, from one
+    /// thread: they are queued together, so they are written in as few
+    /// groups (one `write` each) as the group size allows, and synced once
+    /// at the end with `sync`. Returns each batch's commit and encoding.
+    ///
+    /// # Errors
+    /// As [`Wal::append`]; batches before a failure may have been written.
+    pub fn append_many_returning(
+        &self,
+        batches: Vec<BatchBuilder>,
+        sync: bool,
+    ) -> Result<Vec<(Commit, Vec<u8>)>> {
+        for batch in &batches {
+            self.check_appendable(batch)?;
+        }
+        let last = batches.len().saturating_sub(1);
+        let waiters: Vec<Arc<Waiter>> = batches
+            .into_iter()
+            .enumerate()
+            .map(|(i, batch)| {
+                let count = batch.count();
+                Arc::new(Waiter::new(batch.into_bytes(), count, sync && i == last))
+            })
+            .collect();
+        let commits = writer::commit_many(&self.shared, &waiters)?;
+        Ok(commits
+            .into_iter()
+            .zip(&waiters)
+            .map(|(commit, waiter)| (commit, waiter.take_payload(Some(commit.first_seq))))
+            .collect())
+    }
+
     fn check_appendable(&self, batch: &BatchBuilder) -> Result<()> {
         if batch.is_empty() {
             return Err(Error::InvalidArgument("empty batch".into()));

@@ -140,6 +140,58 @@ fn concurrent_sync_writers_share_syncs_and_get_dense_sequence_numbers() {
 }
 
 #[test]
+fn append_many_keeps_its_batches_in_order_among_concurrent_writers() {
+    let fs = mem();
+    let options = WalOptions {
+        group_bytes_max: 4 << 10, // several groups per call
+        ..WalOptions::default()
+    };
+    let (wal, _, _) = open_collect(fs.clone(), options.clone()).unwrap();
+    let wal = Arc::new(wal);
+    let others: Vec<_> = (0..2u64)
+        .map(|t| {
+            let wal = Arc::clone(&wal);
+            std::thread::spawn(move || {
+                for i in 0..300 {
+                    wal.append(batch(t * 100_000 + i, 1), i % 7 == 0).unwrap();
+                }
+            })
+        })
+        .collect();
+    let mut all_commits = Vec::new();
+    for round in 0..20u64 {
+        let batches: Vec<BatchBuilder> = (0..50)
+            .map(|i| batch(900_000 + round * 100 + i, 2))
+            .collect();
+        let written = wal.append_many_returning(batches, round % 2 == 0).unwrap();
+        assert_eq!(written.len(), 50);
+        for pair in written.windows(2) {
+            // In order, though other writers' batches may come between.
+            assert!(pair[1].0.first_seq > pair[0].0.last_seq);
+        }
+        for (commit, bytes) in &written {
+            let view = strata_format::wal::decode_batch(bytes).unwrap();
+            assert_eq!(view.first_seq, commit.first_seq.get());
+        }
+        if round % 2 == 0 {
+            assert!(wal.durable_seq() >= written.last().unwrap().0.last_seq);
+        }
+        all_commits.extend(written.into_iter().map(|(c, _)| c));
+    }
+    for other in others {
+        other.join().unwrap();
+    }
+    drop(wal);
+    let (_, _, seen) = open_collect(fs, options).unwrap();
+    assert_eq!(seen.len(), 20 * 50 + 600);
+    let mut next = 1;
+    for (first, ops) in &seen {
+        assert_eq!(*first, next, "dense sequence numbers");
+        next += ops.len() as u64;
+    }
+}
+
+#[test]
 fn segments_rotate_and_replay_across_them() {
     let fs = mem();
     let options = WalOptions {

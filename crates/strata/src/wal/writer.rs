@@ -223,6 +223,40 @@ pub(super) fn commit(shared: &Shared, waiter: Arc<Waiter>) -> Result<Commit> {
     queue.waiters.push_back(Arc::clone(&waiter));
     let leads = queue.is_front(&waiter);
     drop(queue);
+    wait_or_lead(shared, &waiter, leads)
+}
+
+/// Commits several batches in order from one thread: all are queued at
+/// once (so a leader writes as many as fit in one group, with one `write`),
+/// then this thread waits for, or leads, each in turn.
+pub(super) fn commit_many(shared: &Shared, waiters: &[Arc<Waiter>]) -> Result<Vec<Commit>> {
+    let mut queue = shared.queue.lock();
+    if let Some(reason) = &queue.poisoned {
+        return Err(Error::Poisoned {
+            reason: Arc::clone(reason),
+        });
+    }
+    if queue.closed {
+        return Err(Error::Closed);
+    }
+    let Some(first) = waiters.first() else {
+        return Ok(Vec::new());
+    };
+    for waiter in waiters {
+        queue.waiters.push_back(Arc::clone(waiter));
+    }
+    let first_leads = queue.is_front(first);
+    drop(queue);
+    let mut commits = Vec::with_capacity(waiters.len());
+    for (index, waiter) in waiters.iter().enumerate() {
+        commits.push(wait_or_lead(shared, waiter, index == 0 && first_leads)?);
+    }
+    Ok(commits)
+}
+
+/// Waits until `waiter`'s group is written, or until it must lead one
+/// (`leads`: it was the front of the queue when queued).
+fn wait_or_lead(shared: &Shared, waiter: &Arc<Waiter>, leads: bool) -> Result<Commit> {
     if !leads {
         let mut slot = waiter.slot.lock();
         loop {
@@ -240,7 +274,7 @@ pub(super) fn commit(shared: &Shared, waiter: Arc<Waiter>) -> Result<Commit> {
             waiter.wake.wait(&mut slot);
         }
     }
-    lead(shared, shared.queue.lock(), &waiter)
+    lead(shared, shared.queue.lock(), waiter)
 }
 
 fn lead(shared: &Shared, mut queue: MutexGuard<'_, Queue>, leader: &Arc<Waiter>) -> Result<Commit> {
