@@ -37,3 +37,84 @@ pub mod upstream;
 pub use replica::{ReadAnswer, ReadOptions, Replica, ReplicaConfig, ReplicaFigures};
 pub use shared::SharedDb;
 pub use upstream::{ReplicaStatus, Upstream, UpstreamConfig};
+
+/// Key intervals `[start, end)` (`end` `None`: unbounded), as options and
+/// configs carry them.
+pub type KeyIntervals = Vec<(Vec<u8>, Option<Vec<u8>>)>;
+
+/// The intervals a `Subscribe` names, checked (sorted, disjoint, non-empty).
+///
+/// # Errors
+/// A message naming the bad interval.
+pub(crate) fn ranges_from_proto(
+    ranges: &[strata_proto::v1::KeyRange],
+) -> Result<KeyIntervals, String> {
+    let intervals: KeyIntervals = ranges
+        .iter()
+        .map(|r| (r.start.clone(), (!r.unbounded).then(|| r.end.clone())))
+        .collect();
+    check_intervals(&intervals)?;
+    Ok(intervals)
+}
+
+/// The `Subscribe` form of intervals.
+pub(crate) fn ranges_to_proto(
+    intervals: &[(Vec<u8>, Option<Vec<u8>>)],
+) -> Vec<strata_proto::v1::KeyRange> {
+    intervals
+        .iter()
+        .map(|(start, end)| strata_proto::v1::KeyRange {
+            start: start.clone(),
+            end: end.clone().unwrap_or_default(),
+            unbounded: end.is_none(),
+        })
+        .collect()
+}
+
+/// Checks intervals: each non-empty, sorted and disjoint.
+///
+/// # Errors
+/// A message naming the bad interval.
+pub fn check_intervals(intervals: &[(Vec<u8>, Option<Vec<u8>>)]) -> Result<(), String> {
+    for (i, (start, end)) in intervals.iter().enumerate() {
+        if end.as_ref().is_some_and(|end| start >= end) {
+            return Err(format!("key range {i} is empty (start not below end)"));
+        }
+        if let Some((_, prev_end)) = i.checked_sub(1).and_then(|p| intervals.get(p)) {
+            match prev_end {
+                None => return Err(format!("key range {i} follows an unbounded range")),
+                Some(prev_end) if prev_end > start => {
+                    return Err(format!(
+                        "key range {i} overlaps or precedes the one before it"
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether `held` (empty: everything) covers every interval of `wanted`
+/// (empty: everything).
+pub(crate) fn covers(
+    held: &[(Vec<u8>, Option<Vec<u8>>)],
+    wanted: &[(Vec<u8>, Option<Vec<u8>>)],
+) -> bool {
+    if held.is_empty() {
+        return true;
+    }
+    if wanted.is_empty() {
+        return false;
+    }
+    wanted.iter().all(|(start, end)| {
+        held.iter().any(|(h_start, h_end)| {
+            h_start <= start
+                && match (h_end, end) {
+                    (None, _) => true,
+                    (Some(_), None) => false,
+                    (Some(h_end), Some(end)) => end <= h_end,
+                }
+        })
+    })
+}

@@ -68,6 +68,11 @@ pub struct ReplicaConfig {
     pub backoff_max: Duration,
     /// How long a connection attempt may take. Default: 2 s.
     pub connect_timeout: Duration,
+    /// The key ranges to hold (a range-scoped replica; sorted, disjoint
+    /// `[start, end)`, `None` for unbounded); empty: every key. Fixed for
+    /// the replica's life: a replica restarted with other ranges refuses to
+    /// start (its data would lack the new ranges' history).
+    pub ranges: crate::KeyIntervals,
 }
 
 impl ReplicaConfig {
@@ -90,6 +95,7 @@ impl ReplicaConfig {
             backoff_initial: Duration::from_millis(50),
             backoff_max: Duration::from_secs(2),
             connect_timeout: Duration::from_secs(2),
+            ranges: Vec::new(),
         }
     }
 }
@@ -276,7 +282,10 @@ impl Replica {
     ///
     /// # Errors
     /// The database failed to open, or the epoch file is unreadable.
-    pub fn start(config: ReplicaConfig) -> Result<Self, Error> {
+    pub fn start(mut config: ReplicaConfig) -> Result<Self, Error> {
+        crate::check_intervals(&config.ranges).map_err(Error::InvalidArgument)?;
+        record_ranges(&config.state_dir, &config.ranges)?;
+        config.options.retain_ranges.clone_from(&config.ranges);
         let epoch = Epoch::open(&config.state_dir).map_err(|e| {
             Error::InvalidArgument(format!("replica state {}: {e}", config.state_dir.display()))
         })?;
@@ -435,6 +444,38 @@ impl Drop for Replica {
     }
 }
 
+/// Records the replica's ranges in `<state dir>/RANGES` on first start, and
+/// refuses a later start with other ranges.
+fn record_ranges(state_dir: &Path, ranges: &[(Vec<u8>, Option<Vec<u8>>)]) -> Result<(), Error> {
+    let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    let text: String = ranges
+        .iter()
+        .map(|(start, end)| {
+            format!(
+                "{} {}\n",
+                hex(start),
+                end.as_deref().map_or("-".to_string(), hex)
+            )
+        })
+        .collect();
+    let text = format!("strata-ranges 1\n{text}");
+    let path = state_dir.join("RANGES");
+    match std::fs::read_to_string(&path) {
+        Ok(found) if found == text => Ok(()),
+        Ok(_) => Err(Error::InvalidArgument(format!(
+            "this replica was built for other key ranges ({}); remove its data and state directories to rebuild it for the new ones",
+            path.display()
+        ))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::create_dir_all(state_dir)
+            .and_then(|()| std::fs::write(&path, text))
+            .map_err(|e| Error::InvalidArgument(format!("writing {}: {e}", path.display()))),
+        Err(e) => Err(Error::InvalidArgument(format!(
+            "reading {}: {e}",
+            path.display()
+        ))),
+    }
+}
+
 fn open_follower(config: &ReplicaConfig) -> Result<Db, Error> {
     let db = Db::open(&config.data_dir, config.options.clone())?;
     db.set_follower(Some(format!(
@@ -557,6 +598,7 @@ async fn session(shared: &Arc<Shared>) -> End {
             applied_seq: applied,
             applied_hash: link.map(|h| h.to_vec()).unwrap_or_default(),
             epoch: shared.epoch.get(),
+            ranges: crate::ranges_to_proto(&shared.config.ranges),
         })),
     };
     if tx.send(subscribe).await.is_err() {

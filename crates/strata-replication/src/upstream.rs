@@ -66,6 +66,10 @@ pub struct UpstreamConfig {
     pub chunk_bytes: usize,
     /// How long the first message may take to arrive. Default: 10 s.
     pub subscribe_timeout: Duration,
+    /// The key ranges this node holds (a range-scoped replica serving
+    /// downstream replicas); empty: every key. A replica asking for keys
+    /// outside them is refused.
+    pub holds_ranges: Vec<(Vec<u8>, Option<Vec<u8>>)>,
 }
 
 impl UpstreamConfig {
@@ -80,6 +84,7 @@ impl UpstreamConfig {
             snapshot_lease: Duration::from_secs(60),
             chunk_bytes: 1 << 20,
             subscribe_timeout: Duration::from_secs(10),
+            holds_ranges: Vec::new(),
         }
     }
 }
@@ -436,6 +441,12 @@ impl Replication for Upstream {
                     "the replica holds database {id:032x}, this node serves {own_id:032x}: bootstrap from a snapshot"
                 )));
             }
+        }
+        let wanted = crate::ranges_from_proto(&sub.ranges).map_err(Status::invalid_argument)?;
+        if !crate::covers(&self.shared.config.holds_ranges, &wanted) {
+            return Err(Status::permission_denied(
+                "the replica asks for key ranges this node does not hold",
+            ));
         }
         let epoch = self.shared.epoch.get();
         if sub.epoch > epoch {

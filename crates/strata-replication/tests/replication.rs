@@ -625,3 +625,101 @@ async fn grpc_snapshot_fetches_of_unknown_snapshots_or_paths_are_not_found() {
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::OutOfRange);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_range_scoped_replica_holds_and_serves_only_its_ranges() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = primary(dir.path()).await;
+    let db = node.db.get().unwrap();
+    let first = write_batches(&db, 0, 300);
+    db.flush().unwrap();
+    let mut config =
+        ReplicaConfig::new(format!("http://{}", node.addr), "eu", dir.path().join("eu"));
+    config.options = options();
+    config.ranges = vec![(b"key00100".to_vec(), Some(b"key00200".to_vec()))];
+    let r = Replica::start(config.clone()).unwrap();
+    wait_applied(&r, first, Duration::from_secs(20)).await;
+    let more = write_batches(&db, 300, 300);
+    wait_applied(&r, more, Duration::from_secs(20)).await;
+    let replica_db = r.db().get().unwrap();
+    // Same sequence numbers as the primary, but only its range's keys.
+    assert_eq!(replica_db.last_seq(), db.last_seq());
+    let held: Vec<_> = replica_db.scan(..).unwrap().map(|kv| kv.unwrap()).collect();
+    let expected: Vec<_> = db
+        .scan(b"key00100".as_slice()..b"key00200".as_slice())
+        .unwrap()
+        .map(|kv| kv.unwrap())
+        .collect();
+    assert!(!expected.is_empty());
+    assert_eq!(held, expected);
+    let err = replica_db.get(b"key00500").unwrap_err();
+    assert!(err.to_string().contains("outside the key ranges"), "{err}");
+    assert!(replica_db.get(b"key00150").is_ok());
+    // Restarted with other ranges: refused, nothing changed.
+    r.stop().await;
+    drop(r);
+    drop(replica_db);
+    let mut other = config;
+    other.ranges = vec![(b"a".to_vec(), None)];
+    let err = Replica::start(other).unwrap_err();
+    assert!(err.to_string().contains("other key ranges"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_range_scoped_upstream_refuses_ranges_it_does_not_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path().join("p"), options()).unwrap();
+    let mut config = UpstreamConfig::new(dir.path().join("p.snapshots"));
+    config.holds_ranges = vec![(b"m".to_vec(), Some(b"t".to_vec()))];
+    let upstream = Upstream::new(
+        SharedDb::new(db),
+        Epoch::open(&dir.path().join("p")).unwrap(),
+        config,
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let service = upstream.service();
+    tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming(TcpListenerStream::new(listener))
+            .await
+            .unwrap();
+    });
+    let range = |start: &[u8], end: Option<&[u8]>| strata_proto::v1::KeyRange {
+        start: start.to_vec(),
+        end: end.map(<[u8]>::to_vec).unwrap_or_default(),
+        unbounded: end.is_none(),
+    };
+    for (ranges, code) in [
+        (vec![], tonic::Code::PermissionDenied),
+        (vec![range(b"a", Some(b"n"))], tonic::Code::PermissionDenied),
+        (vec![range(b"n", None)], tonic::Code::PermissionDenied),
+        (vec![range(b"q", Some(b"p"))], tonic::Code::InvalidArgument),
+    ] {
+        let status = subscribe_status(
+            addr,
+            subscribe(Subscribe {
+                replica_id: "r".into(),
+                ranges,
+                ..Subscribe::default()
+            }),
+        )
+        .await;
+        assert_eq!(status.code(), code, "{status:?}");
+    }
+    // A range it holds is served (an empty replica: streamed from 1).
+    let status = tokio::time::timeout(
+        Duration::from_millis(500),
+        subscribe_status(
+            addr,
+            subscribe(Subscribe {
+                replica_id: "r".into(),
+                ranges: vec![range(b"n", Some(b"p"))],
+                ..Subscribe::default()
+            }),
+        ),
+    )
+    .await;
+    assert!(status.is_err(), "the stream stays open: {status:?}");
+}

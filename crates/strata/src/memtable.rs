@@ -64,10 +64,22 @@ impl Memtable {
         Self::default()
     }
 
-    /// Inserts every operation of a batch (operation `i` at `first_seq + i`).
-    pub(crate) fn apply(&self, batch: &BatchView<'_>) {
+    /// Inserts every operation of a batch (operation `i` at `first_seq + i`),
+    /// skipping puts and deletes of keys `retain` does not hold (their
+    /// sequence numbers stay used).
+    pub(crate) fn apply_retained(
+        &self,
+        batch: &BatchView<'_>,
+        retain: &crate::ranges::retain::Retain,
+    ) {
         self.max_seq.fetch_max(batch.last_seq(), Ordering::Relaxed);
         for (seq, op) in (batch.first_seq..).zip(batch.ops()) {
+            if !retain.is_everything()
+                && !matches!(op, BatchOp::DeleteRange { .. })
+                && !retain.contains(op.key())
+            {
+                continue;
+            }
             let (key, value) = match op {
                 BatchOp::Put { key, value } => (key, MemValue::Put(value.to_vec())),
                 BatchOp::Delete { key } => (key, MemValue::Delete),

@@ -107,6 +107,12 @@ pub struct Options {
     /// Threads running compactions; compactions of different ranges run in
     /// parallel, never two in one range. Default: 1.
     pub compaction_threads: usize,
+    /// For a range-scoped replica: the only keys this database holds,
+    /// as sorted, disjoint intervals `[start, end)` (`None`: unbounded).
+    /// Operations on other keys keep their sequence numbers but store
+    /// nothing; tables wholly outside are dropped at open; reads of keys
+    /// outside are refused. Default: empty (every key).
+    pub retain_ranges: Vec<(Vec<u8>, Option<Vec<u8>>)>,
 }
 
 impl Options {
@@ -148,6 +154,9 @@ impl Options {
         }
         if self.compaction_threads == 0 || self.compaction_threads > 64 {
             return fail("compaction_threads must be between 1 and 64");
+        }
+        if let Err(why) = crate::ranges::retain::Retain::check(&self.retain_ranges) {
+            return fail(&why);
         }
         for (i, point) in self.initial_split_points.iter().enumerate() {
             if point.is_empty() {
@@ -206,6 +215,7 @@ impl Default for Options {
             range_split_writes_per_sec: 0,
             range_split_rate_window: Duration::from_secs(10),
             compaction_threads: 1,
+            retain_ranges: Vec::new(),
         }
     }
 }

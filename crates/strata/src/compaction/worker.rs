@@ -278,6 +278,7 @@ pub(crate) fn compact(
     let mut merge = Merge::new(cursors, true);
     let points = cut_points(version);
     let mut cutter = Cutter::new(&points);
+    let retain = crate::ranges::retain::Retain::new(&ctx.options.retain_ranges);
 
     let mut outputs: Vec<TableEntry> = Vec::new();
     let mut writer: Option<TableWriter> = None;
@@ -302,6 +303,7 @@ pub(crate) fn compact(
         }
         let drop = if newer_visible_to_all
             || tombstones::cover(&version.tombstones, &entry.user_key, oldest_snapshot) > entry.seq
+            || !retain.contains(&entry.user_key)
         {
             true
         } else {

@@ -277,6 +277,8 @@ pub struct DbIterator {
     done: bool,
     /// Range tombstones visible to the read, sorted by start.
     tombstones: Vec<TombstoneEntry>,
+    /// The keys the database holds (a range-scoped replica's).
+    retain: crate::ranges::retain::Retain,
     /// Keeps the sources' owner (and its snapshot registration) alive.
     _hold: Box<dyn Send + Sync>,
 }
@@ -297,6 +299,7 @@ impl DbIterator {
         seq: u64,
         forward: bool,
         tombstones: Vec<TombstoneEntry>,
+        retain: crate::ranges::retain::Retain,
         hold: Box<dyn Send + Sync>,
     ) -> Self {
         let done = range.is_empty();
@@ -309,6 +312,7 @@ impl DbIterator {
             peeked: None,
             done,
             tombstones,
+            retain,
             _hold: hold,
         }
     }
@@ -319,7 +323,8 @@ impl DbIterator {
     }
 
     fn hidden_at(&self, key: &[u8], seq: u64) -> bool {
-        !self.tombstones.is_empty() && tombstones::cover(&self.tombstones, key, self.seq) > seq
+        (!self.tombstones.is_empty() && tombstones::cover(&self.tombstones, key, self.seq) > seq)
+            || !self.retain.contains(key)
     }
 
     fn next_forward(&mut self) -> Result<Option<(Vec<u8>, Vec<u8>)>> {

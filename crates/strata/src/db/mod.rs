@@ -172,6 +172,9 @@ pub(crate) struct Inner {
     replication_apply: Mutex<()>,
     /// The database id, as the log knows it.
     wal_database_id: u128,
+    /// The keys this database holds (a range-scoped replica); everything
+    /// by default.
+    retain: crate::ranges::retain::Retain,
     /// Set when a write may have to be slowed or stopped (or background
     /// work failed); writers skip the throttle's checks while it is clear.
     stall_hint: AtomicBool,
@@ -285,6 +288,7 @@ impl Db {
             tables.get_or_open(&*fs, &path, meta.number, meta.size)?;
         }
         let memtable = Arc::new(Memtable::new());
+        let retain = crate::ranges::retain::Retain::new(&options.retain_ranges);
         let wal_options = WalOptions {
             segment_bytes_max: options.wal_segment_bytes_max,
             sync_interval: options.wal_sync_interval,
@@ -299,7 +303,7 @@ impl Db {
             wal_options,
             SeqNo(flushed_seq + 1),
             |batch| {
-                memtable.apply(&batch);
+                memtable.apply_retained(&batch, &retain);
                 Ok(())
             },
         );
@@ -326,6 +330,21 @@ impl Db {
             (opened, _, _) => opened?,
         };
         versions.finish_open()?;
+        if !retain.is_everything() {
+            let current = versions.current();
+            let mut edit = strata_format::manifest::VersionEdit::default();
+            for (level, tables) in current.levels.iter().enumerate() {
+                for table in tables {
+                    if !retain.overlaps(table.smallest_user_key(), table.largest_user_key()) {
+                        edit.deleted.push((level as u8, table.number));
+                    }
+                }
+            }
+            if !edit.deleted.is_empty() {
+                versions.log_and_apply(edit)?;
+                versions.delete_obsolete()?;
+            }
+        }
         wal.release_below(SeqNo(flushed_seq + 1))?;
         let mut recovery = recovery;
         recovery.manifest_torn_tail = versions.torn_manifest_tail.take();
@@ -358,6 +377,7 @@ impl Db {
             follower: RwLock::new(None),
             replication_apply: Mutex::new(()),
             wal_database_id: database_id,
+            retain: retain.clone(),
             router: RwLock::new(Arc::new(router)),
             rates: Rates::default(),
             layout: RwLock::new(()),
@@ -567,6 +587,7 @@ impl Db {
     /// fails its checks (never wrong data).
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         self.inner.check_open()?;
+        self.inner.check_retained(key)?;
         self.inner.get_at(key, self.inner.visibility.visible())
     }
 
@@ -731,6 +752,17 @@ impl Drop for Db {
 }
 
 impl Inner {
+    /// Refuses a key this database does not hold (a range-scoped replica).
+    fn check_retained(&self, key: &[u8]) -> Result<()> {
+        if self.retain.contains(key) {
+            Ok(())
+        } else {
+            Err(Error::InvalidArgument(
+                "the key lies outside the key ranges this database holds (retain_ranges); read it from a node that holds it".into(),
+            ))
+        }
+    }
+
     fn check_open(&self) -> Result<()> {
         if self.closed.load(Ordering::Acquire) {
             Err(Error::Closed)
@@ -779,7 +811,7 @@ impl Inner {
             let (commit, bytes) = self.wal.append_returning(batch.inner, options.sync)?;
             let view =
                 decode_batch(&bytes).map_err(|e| Error::corruption(self.dir.join("wal"), e))?;
-            self.mem.read().active.apply(&view);
+            self.mem.read().active.apply_retained(&view, &self.retain);
             self.record_writes(&view);
             self.visibility
                 .publish_and_wait(commit.first_seq.get(), commit.last_seq.get());
@@ -831,7 +863,7 @@ impl Inner {
             for (_, bytes) in &written {
                 let view =
                     decode_batch(bytes).map_err(|e| Error::corruption(self.dir.join("wal"), e))?;
-                active.apply(&view);
+                active.apply_retained(&view, &self.retain);
                 self.record_writes(&view);
             }
         }
@@ -1048,7 +1080,13 @@ impl Inner {
             None => Box::new((Arc::clone(self), version)),
         };
         Ok(DbIterator::new(
-            cursors, range, seq, forward, tombstones, hold,
+            cursors,
+            range,
+            seq,
+            forward,
+            tombstones,
+            self.retain.clone(),
+            hold,
         ))
     }
 
@@ -1164,6 +1202,7 @@ impl Snapshot {
     /// [`Error::Closed`] after the database was closed; as [`Db::get`].
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         self.inner.check_open()?;
+        self.inner.check_retained(key)?;
         self.inner.get_at(key, self.seq)
     }
 

@@ -19,6 +19,7 @@
 //! compaction has removed everything they hide.
 
 pub(crate) mod map;
+pub(crate) mod retain;
 pub(crate) mod stats;
 pub(crate) mod tombstones;
 

@@ -1,0 +1,232 @@
+//! A node's configuration: one TOML file, checked whole before any data is
+//! touched (unknown keys, wrong types, missing sections and impossible
+//! combinations are refused with a message naming the key).
+//!
+//! ```toml
+//! role = "replica"                 # "primary" or "replica"
+//! data_dir = "data/replica-1"
+//! listen = "127.0.0.1:7002"        # Kv, Admin and Replication
+//!
+//! [replica]                        # only for role = "replica"
+//! upstream = "http://127.0.0.1:7001"
+//! id = "replica-1"
+//!
+//! [[replica.ranges]]               # optional: hold only these key ranges
+//! start = "eu/"
+//! end = "eu0"                      # optional: unbounded without it
+//! ```
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// The node's role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Role {
+    /// Takes writes and ships its log.
+    Primary,
+    /// Follows an upstream and serves reads.
+    Replica,
+}
+
+/// The `[replica]` section.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ReplicaSection {
+    /// The upstream's address (`http://host:port`).
+    pub(crate) upstream: String,
+    /// This replica's id on the upstream.
+    pub(crate) id: String,
+    /// The key ranges to hold (empty: all).
+    #[serde(default)]
+    pub(crate) ranges: Vec<KeyRangeSection>,
+}
+
+/// One `[[replica.ranges]]` entry: `[start, end)`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct KeyRangeSection {
+    /// The first key.
+    pub(crate) start: String,
+    /// The first key after the range; unbounded without it.
+    pub(crate) end: Option<String>,
+}
+
+impl ReplicaSection {
+    /// The ranges as byte intervals.
+    pub(crate) fn intervals(&self) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+        self.ranges
+            .iter()
+            .map(|r| {
+                (
+                    r.start.as_bytes().to_vec(),
+                    r.end.as_ref().map(|e| e.as_bytes().to_vec()),
+                )
+            })
+            .collect()
+    }
+}
+
+/// A node's configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Config {
+    /// Primary or replica.
+    pub(crate) role: Role,
+    /// The database directory (relative paths are relative to the config
+    /// file's directory).
+    pub(crate) data_dir: PathBuf,
+    /// Where the node serves its gRPC services.
+    pub(crate) listen: SocketAddr,
+    /// For a replica: whom it follows.
+    pub(crate) replica: Option<ReplicaSection>,
+}
+
+impl Config {
+    /// Reads and checks a config file.
+    ///
+    /// # Errors
+    /// A message naming the file and what is wrong.
+    pub(crate) fn load(path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read config {}: {e}", path.display()))?;
+        let mut config =
+            Self::parse(&text).map_err(|e| format!("config {}: {e}", path.display()))?;
+        if config.data_dir.is_relative()
+            && let Some(dir) = path.parent()
+        {
+            config.data_dir = dir.join(&config.data_dir);
+        }
+        Ok(config)
+    }
+
+    /// Parses and checks config text.
+    ///
+    /// # Errors
+    /// A message naming the key that is wrong.
+    pub(crate) fn parse(text: &str) -> Result<Self, String> {
+        let config: Config = toml::from_str(text).map_err(|e| e.to_string())?;
+        config.check()?;
+        Ok(config)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        match (self.role, &self.replica) {
+            (Role::Primary, Some(_)) => {
+                return Err("a [replica] section is only for role = \"replica\"".into());
+            }
+            (Role::Replica, None) => {
+                return Err(
+                    "role = \"replica\" needs a [replica] section with upstream and id".into(),
+                );
+            }
+            (Role::Replica, Some(replica)) => {
+                let upstream = replica
+                    .upstream
+                    .strip_prefix("http://")
+                    .ok_or("replica.upstream must start with http://")?;
+                let own = self.listen.to_string();
+                if upstream.trim_end_matches('/') == own {
+                    return Err(format!(
+                        "replica.upstream {} is this node's own listen address: a replica cannot follow itself",
+                        replica.upstream
+                    ));
+                }
+                if replica.id.is_empty()
+                    || replica.id.len() > 128
+                    || !replica
+                        .id
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+                {
+                    return Err("replica.id must be 1 to 128 bytes of [A-Za-z0-9._-]".into());
+                }
+                strata_replication::check_intervals(&replica.intervals())
+                    .map_err(|e| format!("replica.ranges: {e}"))?;
+            }
+            (Role::Primary, None) => {}
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            return Err("data_dir is empty".into());
+        }
+        if self.listen.port() == 0 {
+            return Err("listen needs a fixed port (not 0)".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn good_configs_parse() {
+        let primary =
+            Config::parse("role = \"primary\"\ndata_dir = \"p\"\nlisten = \"127.0.0.1:7001\"\n")
+                .unwrap();
+        assert_eq!(primary.role, Role::Primary);
+        let replica = Config::parse(
+            "role = \"replica\"\ndata_dir = \"r\"\nlisten = \"127.0.0.1:7002\"\n[replica]\nupstream = \"http://127.0.0.1:7001\"\nid = \"r1\"\n",
+        )
+        .unwrap();
+        assert_eq!(replica.replica.unwrap().id, "r1");
+    }
+
+    #[test]
+    fn bad_configs_are_refused_naming_what() {
+        for (text, needle) in [
+            (
+                "role = \"primary\"\ndata_dir = \"p\"\nlisten = \"127.0.0.1:7001\"\ncolour = 1\n",
+                "colour",
+            ),
+            (
+                "role = \"leader\"\ndata_dir = \"p\"\nlisten = \"127.0.0.1:7001\"\n",
+                "leader",
+            ),
+            (
+                "role = \"primary\"\ndata_dir = 5\nlisten = \"127.0.0.1:7001\"\n",
+                "data_dir",
+            ),
+            (
+                "role = \"primary\"\ndata_dir = \"p\"\nlisten = \"here\"\n",
+                "listen",
+            ),
+            ("role = \"primary\"\ndata_dir = \"p\"\n", "listen"),
+            (
+                "role = \"replica\"\ndata_dir = \"r\"\nlisten = \"127.0.0.1:7002\"\n",
+                "[replica]",
+            ),
+            (
+                "role = \"primary\"\ndata_dir = \"p\"\nlisten = \"127.0.0.1:7001\"\n[replica]\nupstream = \"http://x:1\"\nid = \"a\"\n",
+                "only for",
+            ),
+            (
+                "role = \"replica\"\ndata_dir = \"r\"\nlisten = \"127.0.0.1:7002\"\n[replica]\nupstream = \"http://127.0.0.1:7002\"\nid = \"a\"\n",
+                "itself",
+            ),
+            (
+                "role = \"replica\"\ndata_dir = \"r\"\nlisten = \"127.0.0.1:7002\"\n[replica]\nupstream = \"http://127.0.0.1:7001\"\nid = \"a b\"\n",
+                "replica.id",
+            ),
+            (
+                "role = \"replica\"\ndata_dir = \"r\"\nlisten = \"127.0.0.1:7002\"\n[replica]\nupstream = \"127.0.0.1:7001\"\nid = \"a\"\n",
+                "http://",
+            ),
+            (
+                "role = \"primary\"\ndata_dir = \"p\"\nlisten = \"127.0.0.1:0\"\n",
+                "port",
+            ),
+            (
+                "role = \"replica\"\ndata_dir = \"r\"\nlisten = \"127.0.0.1:7002\"\n[replica]\nupstream = \"http://127.0.0.1:7001\"\nid = \"a\"\n[[replica.ranges]]\nstart = \"m\"\nend = \"c\"\n",
+                "replica.ranges",
+            ),
+        ] {
+            let err = Config::parse(text).unwrap_err();
+            assert!(err.contains(needle), "{needle}: {err}");
+        }
+    }
+}

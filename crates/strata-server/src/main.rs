@@ -1,0 +1,149 @@
+//! `strata`: a Strata node as a process.
+//!
+//! ```text
+//! strata serve --config node.toml
+//! ```
+//!
+//! `serve` checks the whole config before touching any data, opens (or
+//! creates) the database, and serves `Kv`, `Admin` and `Replication` on the
+//! configured address until SIGTERM or SIGINT, then stops following (a
+//! replica), syncs, and exits. A primary takes writes and ships its log; a
+//! replica follows its upstream (bootstrapping from a snapshot when it has
+//! no data) and serves reads and downstream replicas.
+
+mod config;
+mod services;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use strata::{Db, Options};
+use strata_proto::v1::admin_server::AdminServer;
+use strata_proto::v1::kv_server::KvServer;
+use strata_replication::epoch::Epoch;
+use strata_replication::{Replica, ReplicaConfig, SharedDb, Upstream, UpstreamConfig};
+
+#[derive(Parser)]
+#[command(name = "strata", version, about = "A Strata storage node")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a node (primary or replica) from a config file.
+    Serve {
+        /// The node's TOML config.
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve { config } => match serve(&config) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(message) => {
+                eprintln!("strata: {message}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+fn serve(path: &std::path::Path) -> Result<(), String> {
+    let config = config::Config::load(path)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| format!("starting the runtime: {e}"))?;
+    runtime.block_on(run(config))
+}
+
+async fn run(config: config::Config) -> Result<(), String> {
+    let snapshots = config.data_dir.with_extension("snapshots");
+    let (node, replica) = match config.role {
+        config::Role::Primary => {
+            let db = Db::open(&config.data_dir, Options::default())
+                .map_err(|e| format!("opening {}: {e}", config.data_dir.display()))?;
+            let epoch =
+                Epoch::open(&config.data_dir).map_err(|e| format!("reading the epoch: {e}"))?;
+            let db = SharedDb::new(db);
+            let upstream =
+                Upstream::new(db.clone(), epoch.clone(), UpstreamConfig::new(&snapshots));
+            (
+                services::Node {
+                    db,
+                    epoch,
+                    upstream,
+                    role: services::Role::Primary,
+                },
+                None,
+            )
+        }
+        config::Role::Replica => {
+            let section = config
+                .replica
+                .clone()
+                .ok_or("role = \"replica\" needs a [replica] section")?;
+            let mut replica_config = ReplicaConfig::new(
+                section.upstream.clone(),
+                section.id.clone(),
+                &config.data_dir,
+            );
+            replica_config.ranges = section.intervals();
+            let replica = Arc::new(
+                Replica::start(replica_config).map_err(|e| format!("starting the replica: {e}"))?,
+            );
+            let mut upstream_config = UpstreamConfig::new(&snapshots);
+            upstream_config.holds_ranges = section.intervals();
+            let upstream = Upstream::new(replica.db(), replica.epoch(), upstream_config);
+            (
+                services::Node {
+                    db: replica.db(),
+                    epoch: replica.epoch(),
+                    upstream,
+                    role: services::Role::Replica {
+                        replica: Arc::clone(&replica),
+                        upstream: section.upstream,
+                    },
+                },
+                Some(replica),
+            )
+        }
+    };
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| format!("listening on {}: {e}", config.listen))?;
+    println!("strata: serving {:?} on {}", config.role, config.listen);
+    let shutdown = async {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            () = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+        }
+    };
+    tonic::transport::Server::builder()
+        .add_service(node.upstream.service())
+        .add_service(KvServer::new(node.clone()))
+        .add_service(AdminServer::new(node.clone()))
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            shutdown,
+        )
+        .await
+        .map_err(|e| format!("serving: {e}"))?;
+    if let Some(replica) = replica {
+        replica.stop().await;
+    }
+    if let Some(db) = node.db.get() {
+        db.sync().map_err(|e| format!("syncing at shutdown: {e}"))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,247 @@
+//! The client services of a node: `Kv` (writes on a primary, reads on any
+//! node with `min_seq` and staleness waits) and `Admin` (status, digest).
+//!
+//! Blocking work (writes, waits, scans) runs on tokio's blocking pool; no
+//! request holds a runtime thread while it waits.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use strata::{Error, SeqNo, WriteBatch, WriteOptions};
+use strata_proto::v1::admin_server::Admin;
+use strata_proto::v1::kv_server::Kv;
+use strata_proto::v1::{
+    DigestRequest, DigestResponse, GetRequest, GetResponse, ReplicaState, StatusRequest,
+    StatusResponse, WriteRequest, WriteResponse, operation,
+};
+use strata_replication::{ReadOptions, Replica, SharedDb, Upstream, epoch::Epoch};
+use tonic::{Request, Response, Status};
+
+/// What a node is.
+#[derive(Debug, Clone)]
+pub(crate) enum Role {
+    /// Takes writes.
+    Primary,
+    /// Follows an upstream.
+    Replica {
+        /// The running replica.
+        replica: Arc<Replica>,
+        /// Its upstream's address.
+        upstream: String,
+    },
+}
+
+/// The node's services share this.
+#[derive(Debug, Clone)]
+pub(crate) struct Node {
+    /// The database.
+    pub(crate) db: SharedDb,
+    /// The node's epoch.
+    pub(crate) epoch: Epoch,
+    /// Its replication service (to count replicas, semi-sync writes).
+    pub(crate) upstream: Upstream,
+    /// Primary or replica.
+    pub(crate) role: Role,
+}
+
+fn to_status(error: &Error) -> Status {
+    match error {
+        Error::InvalidArgument(text) => Status::invalid_argument(text.clone()),
+        Error::ReadOnly(text) => Status::failed_precondition(text.clone()),
+        Error::Closed => Status::unavailable("the node is shutting down"),
+        other => Status::internal(other.to_string()),
+    }
+}
+
+fn millis(value: u64, default: u64) -> Duration {
+    Duration::from_millis(if value == 0 {
+        default
+    } else {
+        value.min(60_000)
+    })
+}
+
+impl Node {
+    fn db(&self) -> Result<Arc<strata::Db>, Status> {
+        self.db
+            .get()
+            .ok_or_else(|| Status::unavailable("the node has no database yet (bootstrapping)"))
+    }
+}
+
+#[tonic::async_trait]
+impl Kv for Node {
+    async fn write(
+        &self,
+        request: Request<WriteRequest>,
+    ) -> Result<Response<WriteResponse>, Status> {
+        let request = request.into_inner();
+        if let Role::Replica { upstream, .. } = &self.role {
+            return Err(Status::failed_precondition(format!(
+                "this node is a read-only replica; write to the primary (its upstream is {upstream})"
+            )));
+        }
+        if request.operations.is_empty() {
+            return Err(Status::invalid_argument(
+                "a write needs at least one operation",
+            ));
+        }
+        let mut batch = WriteBatch::new();
+        for (i, op) in request.operations.iter().enumerate() {
+            match operation::Kind::try_from(op.kind) {
+                Ok(operation::Kind::Put) => batch.put(&op.key, &op.value),
+                Ok(operation::Kind::Delete) => batch.delete(&op.key),
+                Ok(operation::Kind::DeleteRange) => batch.delete_range(&op.key, &op.value),
+                _ => {
+                    return Err(Status::invalid_argument(format!(
+                        "operations[{i}].kind {} is not put, delete or delete_range",
+                        op.kind
+                    )));
+                }
+            }
+        }
+        let node = self.clone();
+        let db = self.db()?;
+        let answer = tokio::task::spawn_blocking(move || {
+            if request.min_replicas > 0 {
+                node.upstream
+                    .write(
+                        batch,
+                        request.min_replicas as usize,
+                        millis(request.replica_timeout_millis, 1000),
+                    )
+                    .map(|o| WriteResponse {
+                        seq: o.seq.get(),
+                        replicas: o.replicas as u32,
+                        confirmed: o.confirmed,
+                    })
+            } else {
+                db.write(batch, &WriteOptions { sync: request.sync })
+                    .map(|seq| WriteResponse {
+                        seq: seq.get(),
+                        replicas: 0,
+                        confirmed: true,
+                    })
+            }
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(|e| to_status(&e))?;
+        Ok(Response::new(answer))
+    }
+
+    async fn get(&self, request: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
+        let request = request.into_inner();
+        let options = ReadOptions {
+            min_seq: (request.min_seq > 0).then_some(SeqNo(request.min_seq)),
+            max_staleness: (request.max_staleness_millis > 0)
+                .then(|| Duration::from_millis(request.max_staleness_millis)),
+            timeout: millis(request.timeout_millis, 1000),
+        };
+        let node = self.clone();
+        let answer = tokio::task::spawn_blocking(move || -> Result<GetResponse, Status> {
+            let snapshot = match &node.role {
+                Role::Replica { replica, .. } => replica
+                    .snapshot(&options)
+                    .map_err(|e| Status::unavailable(e.to_string()))?,
+                Role::Primary => {
+                    let db = node.db()?;
+                    if let Some(min) = options.min_seq
+                        && !db.wait_for_seq(min, options.timeout)
+                    {
+                        return Err(Status::unavailable(format!(
+                            "not yet at {} (at {})",
+                            min.get(),
+                            db.last_seq().get()
+                        )));
+                    }
+                    db.snapshot()
+                }
+            };
+            let value = snapshot.get(&request.key).map_err(|e| to_status(&e))?;
+            Ok(GetResponse {
+                found: value.is_some(),
+                value: value.unwrap_or_default(),
+                seq: snapshot.seq().get(),
+            })
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))??;
+        Ok(Response::new(answer))
+    }
+}
+
+#[tonic::async_trait]
+impl Admin for Node {
+    async fn status(&self, _: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
+        let db = self.db.get();
+        let mut status = StatusResponse {
+            role: match self.role {
+                Role::Primary => "primary".into(),
+                Role::Replica { .. } => "replica".into(),
+            },
+            last_seq: db.as_ref().map_or(0, |db| db.last_seq().get()),
+            durable_seq: db.as_ref().map_or(0, |db| db.durable_seq().get()),
+            epoch: self.epoch.get(),
+            database_id: db
+                .as_ref()
+                .map(|db| db.database_id().to_le_bytes().to_vec())
+                .unwrap_or_default(),
+            replicas: self
+                .upstream
+                .replicas()
+                .into_iter()
+                .map(|r| ReplicaState {
+                    id: r.id,
+                    connected: r.connected,
+                    applied_seq: r.applied_seq,
+                    durable_seq: r.durable_seq,
+                    lag_records: r.lag_records,
+                    lag_bytes: r.lag_bytes,
+                    lag_millis: r.lag_millis,
+                })
+                .collect(),
+            ..StatusResponse::default()
+        };
+        if let Role::Replica { replica, upstream } = &self.role {
+            let f = replica.figures();
+            status.upstream = upstream.clone();
+            status.upstream_durable_seq = f.upstream_durable_seq;
+            status.records_applied = f.records_applied;
+            status.duplicates_ignored = f.duplicates_ignored;
+            status.gaps = f.gaps;
+            status.hash_mismatches = f.hash_mismatches;
+            status.bad_records = f.bad_records;
+            status.reconnects = f.reconnects;
+            status.bootstraps = f.bootstraps;
+            status.refusals = f.refusals;
+            status.last_error = f.last_error.unwrap_or_default();
+        }
+        Ok(Response::new(status))
+    }
+
+    async fn digest(&self, _: Request<DigestRequest>) -> Result<Response<DigestResponse>, Status> {
+        let db = self.db()?;
+        let answer = tokio::task::spawn_blocking(move || -> Result<DigestResponse, Status> {
+            let snapshot = db.snapshot();
+            let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+            let mut keys = 0u64;
+            for item in snapshot.scan(..).map_err(|e| to_status(&e))? {
+                let (key, value) = item.map_err(|e| to_status(&e))?;
+                hasher.update(&(key.len() as u64).to_le_bytes());
+                hasher.update(&key);
+                hasher.update(&(value.len() as u64).to_le_bytes());
+                hasher.update(&value);
+                keys += 1;
+            }
+            Ok(DigestResponse {
+                seq: snapshot.seq().get(),
+                digest: hasher.digest(),
+                keys,
+            })
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))??;
+        Ok(Response::new(answer))
+    }
+}
