@@ -202,9 +202,12 @@ impl Upstream {
                 durable_seq: slot.durable,
                 applied_seq: slot.applied,
                 lag_records: durable.saturating_sub(slot.applied),
-                lag_bytes: db
-                    .as_ref()
-                    .map_or(0, |db| db.log_bytes_from(SeqNo(slot.applied + 1))),
+                lag_bytes: if durable > slot.applied {
+                    db.as_ref()
+                        .map_or(0, |db| db.log_bytes_from(SeqNo(slot.applied + 1)))
+                } else {
+                    0
+                },
                 lag_millis: slot
                     .in_flight
                     .front()

@@ -11,6 +11,7 @@
 //! replica follows its upstream (bootstrapping from a snapshot when it has
 //! no data) and serves reads and downstream replicas.
 
+mod client;
 mod config;
 mod services;
 
@@ -33,25 +34,62 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
-enum Command {
+pub(crate) enum Command {
     /// Run a node (primary or replica) from a config file.
     Serve {
         /// The node's TOML config.
         #[arg(long)]
         config: PathBuf,
     },
+    /// Write a key on a running primary; prints the commit token.
+    Put {
+        /// The node's address.
+        #[arg(long, default_value = "127.0.0.1:7001")]
+        node: String,
+        /// Wait until the write is durable.
+        #[arg(long)]
+        sync: bool,
+        /// The key.
+        key: String,
+        /// The value.
+        value: String,
+    },
+    /// Read a key from a running node (primary or replica); prints the value
+    /// and the sequence number the answer reflects.
+    Get {
+        /// The node's address.
+        #[arg(long, default_value = "127.0.0.1:7001")]
+        node: String,
+        /// Wait until the node has applied this commit token.
+        #[arg(long, default_value_t = 0)]
+        min_seq: u64,
+        /// How long to wait for it, in milliseconds.
+        #[arg(long, default_value_t = 2000)]
+        timeout_ms: u64,
+        /// The key.
+        key: String,
+    },
+    /// Ask a running node for its role, sequence numbers, epoch and
+    /// replicas.
+    Status {
+        /// The node's address.
+        #[arg(long, default_value = "127.0.0.1:7001")]
+        node: String,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
-        Command::Serve { config } => match serve(&config) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(message) => {
-                eprintln!("strata: {message}");
-                ExitCode::FAILURE
-            }
-        },
+    let result = match cli.command {
+        Command::Serve { config } => serve(&config),
+        other => client::run(other),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("strata: {message}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -1,0 +1,94 @@
+//! The client subcommands: `put`, `get` and `status` against a running node.
+
+use strata_proto::v1::admin_client::AdminClient;
+use strata_proto::v1::kv_client::KvClient;
+use strata_proto::v1::{GetRequest, Operation, StatusRequest, WriteRequest, operation};
+
+use crate::Command;
+
+fn address(node: &str) -> String {
+    if node.starts_with("http://") {
+        node.to_string()
+    } else {
+        format!("http://{node}")
+    }
+}
+
+pub(crate) fn run(command: Command) -> Result<(), String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("starting the runtime: {e}"))?;
+    runtime.block_on(async move {
+        let describe = |e: tonic::Status| format!("{:?}: {}", e.code(), e.message());
+        match command {
+            Command::Serve { .. } => Err("serve is not a client command".into()),
+            Command::Put { node, sync, key, value } => {
+                let mut kv = KvClient::connect(address(&node))
+                    .await
+                    .map_err(|e| format!("connecting to {node}: {e}"))?;
+                let answer = kv
+                    .write(WriteRequest {
+                        operations: vec![Operation {
+                            kind: operation::Kind::Put as i32,
+                            key: key.into_bytes(),
+                            value: value.into_bytes(),
+                        }],
+                        sync,
+                        ..WriteRequest::default()
+                    })
+                    .await
+                    .map_err(describe)?
+                    .into_inner();
+                println!("seq {}", answer.seq);
+                Ok(())
+            }
+            Command::Get { node, min_seq, timeout_ms, key } => {
+                let mut kv = KvClient::connect(address(&node))
+                    .await
+                    .map_err(|e| format!("connecting to {node}: {e}"))?;
+                let answer = kv
+                    .get(GetRequest {
+                        key: key.into_bytes(),
+                        min_seq,
+                        timeout_millis: timeout_ms,
+                        ..GetRequest::default()
+                    })
+                    .await
+                    .map_err(describe)?
+                    .into_inner();
+                if answer.found {
+                    println!("{} (at seq {})", String::from_utf8_lossy(&answer.value), answer.seq);
+                } else {
+                    println!("(not found at seq {})", answer.seq);
+                }
+                Ok(())
+            }
+            Command::Status { node } => {
+                let mut admin = AdminClient::connect(address(&node))
+                    .await
+                    .map_err(|e| format!("connecting to {node}: {e}"))?;
+                let s = admin.status(StatusRequest {}).await.map_err(describe)?.into_inner();
+                println!("role {}  epoch {}  last_seq {}  durable_seq {}", s.role, s.epoch, s.last_seq, s.durable_seq);
+                if s.role == "replica" {
+                    println!(
+                        "upstream {}  upstream_durable_seq {}  applied {}  reconnects {}  bootstraps {}{}",
+                        s.upstream,
+                        s.upstream_durable_seq,
+                        s.records_applied,
+                        s.reconnects,
+                        s.bootstraps,
+                        if s.last_error.is_empty() { String::new() } else { format!("  last error: {}", s.last_error) }
+                    );
+                }
+                for r in s.replicas {
+                    println!(
+                        "replica {}  connected {}  applied {}  lag {} records / {} bytes / {} ms",
+                        r.id, r.connected, r.applied_seq, r.lag_records, r.lag_bytes, r.lag_millis
+                    );
+                }
+                Ok(())
+            }
+        }
+    })
+}
