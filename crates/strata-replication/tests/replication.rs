@@ -395,104 +395,151 @@ fn subscribe(sub: Subscribe) -> ReplicaMessage {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn grpc_bad_subscriptions_are_refused_with_the_documented_status() {
-    let dir = tempfile::tempdir().unwrap();
-    let node = primary(dir.path()).await;
+/// A primary with some writes, and its database id.
+async fn primary_with_writes(dir: &Path) -> (Node, std::sync::Arc<Db>, Vec<u8>) {
+    let node = primary(dir).await;
     let db = node.db.get().unwrap();
     write_batches(&db, 0, 20);
     let id = db.database_id().to_le_bytes().to_vec();
-    let code = |status: tonic::Status| status.code();
+    (node, db, id)
+}
 
-    // Missing or malformed fields.
-    let empty_id = subscribe(Subscribe::default());
-    assert_eq!(
-        code(subscribe_status(node.addr, empty_id).await),
-        tonic::Code::InvalidArgument
-    );
-    let bad_id = subscribe(Subscribe {
-        replica_id: "../etc".into(),
-        ..Subscribe::default()
-    });
-    assert_eq!(
-        code(subscribe_status(node.addr, bad_id).await),
-        tonic::Code::InvalidArgument
-    );
+async fn refused_with(addr: SocketAddr, sub: Subscribe, code: tonic::Code) {
+    let status = subscribe_status(addr, subscribe(sub)).await;
+    assert_eq!(status.code(), code, "{status:?}");
+    assert!(!status.message().is_empty(), "the status says why");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_missing_replica_id_is_invalid_argument() {
+    let dir = tempfile::tempdir().unwrap();
+    let (node, _, _) = primary_with_writes(dir.path()).await;
+    refused_with(
+        node.addr,
+        Subscribe::default(),
+        tonic::Code::InvalidArgument,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_malformed_replica_id_is_invalid_argument() {
+    let dir = tempfile::tempdir().unwrap();
+    let (node, _, _) = primary_with_writes(dir.path()).await;
+    for id in ["../etc", "a b", &"x".repeat(129)] {
+        let sub = Subscribe {
+            replica_id: id.into(),
+            ..Subscribe::default()
+        };
+        refused_with(node.addr, sub, tonic::Code::InvalidArgument).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_ack_before_subscribe_is_invalid_argument() {
+    let dir = tempfile::tempdir().unwrap();
+    let (node, _, _) = primary_with_writes(dir.path()).await;
     let ack_first = ReplicaMessage {
         kind: Some(replica_message::Kind::Ack(Ack::default())),
     };
-    assert_eq!(
-        code(subscribe_status(node.addr, ack_first).await),
-        tonic::Code::InvalidArgument
-    );
-    let short_db_id = subscribe(Subscribe {
+    let status = subscribe_status(node.addr, ack_first).await;
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    let empty = ReplicaMessage { kind: None };
+    let status = subscribe_status(node.addr, empty).await;
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_short_database_id_is_invalid_argument() {
+    let dir = tempfile::tempdir().unwrap();
+    let (node, _, _) = primary_with_writes(dir.path()).await;
+    let sub = Subscribe {
         replica_id: "r".into(),
         database_id: vec![1, 2, 3],
         applied_seq: 1,
         ..Subscribe::default()
-    });
-    assert_eq!(
-        code(subscribe_status(node.addr, short_db_id).await),
-        tonic::Code::InvalidArgument
-    );
-    let seq_without_db = subscribe(Subscribe {
+    };
+    refused_with(node.addr, sub, tonic::Code::InvalidArgument).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_applied_seq_without_database_id_is_invalid_argument() {
+    let dir = tempfile::tempdir().unwrap();
+    let (node, _, _) = primary_with_writes(dir.path()).await;
+    let sub = Subscribe {
         replica_id: "r".into(),
         applied_seq: 5,
         ..Subscribe::default()
-    });
-    assert_eq!(
-        code(subscribe_status(node.addr, seq_without_db).await),
-        tonic::Code::InvalidArgument
-    );
+    };
+    refused_with(node.addr, sub, tonic::Code::InvalidArgument).await;
+}
 
-    // Another database: bootstrap.
-    let other_db = subscribe(Subscribe {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_another_database_is_failed_precondition() {
+    let dir = tempfile::tempdir().unwrap();
+    let (node, _, _) = primary_with_writes(dir.path()).await;
+    let sub = Subscribe {
         replica_id: "r".into(),
         database_id: vec![7; 16],
         applied_seq: 1,
         ..Subscribe::default()
-    });
-    assert_eq!(
-        code(subscribe_status(node.addr, other_db).await),
-        tonic::Code::FailedPrecondition
-    );
-    // Ahead of the primary's durable log.
-    let ahead = subscribe(Subscribe {
+    };
+    refused_with(node.addr, sub, tonic::Code::FailedPrecondition).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_from_seq_beyond_the_durable_log_is_out_of_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let (node, db, id) = primary_with_writes(dir.path()).await;
+    let sub = Subscribe {
         replica_id: "r".into(),
-        database_id: id.clone(),
+        database_id: id,
         applied_seq: db.durable_seq().get() + 10,
         ..Subscribe::default()
-    });
-    assert_eq!(
-        code(subscribe_status(node.addr, ahead).await),
-        tonic::Code::OutOfRange
-    );
-    // A newer epoch than the upstream's.
-    let newer = subscribe(Subscribe {
+    };
+    refused_with(node.addr, sub, tonic::Code::OutOfRange).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_newer_epoch_than_the_upstream_is_aborted() {
+    let dir = tempfile::tempdir().unwrap();
+    let (node, _, id) = primary_with_writes(dir.path()).await;
+    let sub = Subscribe {
         replica_id: "r".into(),
-        database_id: id.clone(),
-        applied_seq: 0,
+        database_id: id,
         epoch: 9,
         ..Subscribe::default()
-    });
-    assert_eq!(
-        code(subscribe_status(node.addr, newer).await),
-        tonic::Code::Aborted
-    );
-    // A hash that does not match the record at the position: a fork.
-    let forked = subscribe(Subscribe {
+    };
+    refused_with(node.addr, sub, tonic::Code::Aborted).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_prev_hash_mismatch_is_aborted() {
+    let dir = tempfile::tempdir().unwrap();
+    let (node, _, id) = primary_with_writes(dir.path()).await;
+    // Record 1..=2 is the first batch; its hash is not all zeros.
+    let sub = Subscribe {
         replica_id: "r".into(),
         database_id: id.clone(),
         applied_seq: 2,
         applied_hash: vec![0; 8],
         ..Subscribe::default()
-    });
-    assert_eq!(
-        code(subscribe_status(node.addr, forked).await),
-        tonic::Code::Aborted
-    );
+    };
+    refused_with(node.addr, sub, tonic::Code::Aborted).await;
+    // A position inside a batch is a different history too.
+    let sub = Subscribe {
+        replica_id: "r".into(),
+        database_id: id,
+        applied_seq: 1,
+        ..Subscribe::default()
+    };
+    refused_with(node.addr, sub, tonic::Code::Aborted).await;
+}
 
-    // Older than the retained log: bootstrap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_from_seq_older_than_the_retained_log_is_failed_precondition() {
+    let dir = tempfile::tempdir().unwrap();
+    let (node, db, id) = primary_with_writes(dir.path()).await;
     for i in 0..4000u64 {
         db.put(format!("fill{i:06}").as_bytes(), &[0u8; 100])
             .unwrap();
@@ -504,38 +551,134 @@ async fn grpc_bad_subscriptions_are_refused_with_the_documented_status() {
         db.put(b"more", &[0u8; 100]).unwrap();
         db.flush().unwrap();
     }
-    let truncated = subscribe(Subscribe {
+    let sub = Subscribe {
         replica_id: "r".into(),
-        database_id: id.clone(),
-        applied_seq: 1,
+        database_id: id,
+        applied_seq: 2,
         ..Subscribe::default()
-    });
-    assert_eq!(
-        code(subscribe_status(node.addr, truncated).await),
-        tonic::Code::FailedPrecondition
-    );
-    let empty_replica = subscribe(Subscribe {
+    };
+    refused_with(node.addr, sub, tonic::Code::FailedPrecondition).await;
+    // An empty replica when the log no longer starts at 1: bootstrap too.
+    let sub = Subscribe {
         replica_id: "r".into(),
         ..Subscribe::default()
-    });
-    assert_eq!(
-        code(subscribe_status(node.addr, empty_replica).await),
-        tonic::Code::FailedPrecondition
-    );
+    };
+    refused_with(node.addr, sub, tonic::Code::FailedPrecondition).await;
+}
 
-    // An oversized message is refused before it is decoded; the server
-    // keeps serving.
-    let huge = subscribe(Subscribe {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_frame_over_the_decoding_limit_is_refused_and_the_server_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let (node, _, _) = primary_with_writes(dir.path()).await;
+    let huge = Subscribe {
         replica_id: "r".repeat(2 << 20),
         ..Subscribe::default()
-    });
-    let status = subscribe_status(node.addr, huge).await;
+    };
+    let status = subscribe_status(node.addr, subscribe(huge)).await;
     assert_ne!(status.code(), tonic::Code::Ok, "{status:?}");
-    let again = subscribe(Subscribe::default());
-    assert_eq!(
-        code(subscribe_status(node.addr, again).await),
-        tonic::Code::InvalidArgument
-    );
+    refused_with(
+        node.addr,
+        Subscribe::default(),
+        tonic::Code::InvalidArgument,
+    )
+    .await;
+}
+
+/// Sends raw bytes as the stream's first message (whatever protobuf says).
+#[derive(Debug, Clone, Default)]
+struct RawCodec;
+
+struct RawEncoder;
+struct UpstreamDecoder;
+
+impl tonic::codec::Encoder for RawEncoder {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn encode(
+        &mut self,
+        item: Vec<u8>,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        bytes::BufMut::put_slice(dst, &item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for UpstreamDecoder {
+    type Item = strata_proto::v1::UpstreamMessage;
+    type Error = tonic::Status;
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<Self::Item>, tonic::Status> {
+        prost::Message::decode(src)
+            .map(Some)
+            .map_err(|e| tonic::Status::internal(e.to_string()))
+    }
+}
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = strata_proto::v1::UpstreamMessage;
+    type Encoder = RawEncoder;
+    type Decoder = UpstreamDecoder;
+    fn encoder(&mut self) -> RawEncoder {
+        RawEncoder
+    }
+    fn decoder(&mut self) -> UpstreamDecoder {
+        UpstreamDecoder
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_invalid_protobuf_bytes_are_refused_without_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let (node, _, _) = primary_with_writes(dir.path()).await;
+    for garbage in [
+        vec![0xff; 32],                                 // invalid tags and varints
+        vec![0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f],       // a length far past the end
+        vec![0x0a, 0x05, 0x0a, 0x03, 0xc3, 0x28, 0x41], // replica_id not UTF-8
+    ] {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", node.addr))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut grpc = tonic::client::Grpc::new(channel);
+        grpc.ready().await.unwrap();
+        let request = tonic::Request::new(tokio_stream::iter(vec![garbage.clone()]));
+        let path = tonic::codegen::http::uri::PathAndQuery::from_static(
+            "/strata.v1.Replication/Subscribe",
+        );
+        let result = grpc.streaming(request, path, RawCodec).await;
+        let status = match result {
+            Err(status) => status,
+            Ok(response) => {
+                let mut stream = response.into_inner();
+                loop {
+                    match stream.message().await {
+                        Err(status) => break status,
+                        Ok(None) => break tonic::Status::ok("ended"),
+                        Ok(Some(_)) => {}
+                    }
+                }
+            }
+        };
+        assert!(
+            matches!(
+                status.code(),
+                tonic::Code::Internal | tonic::Code::InvalidArgument
+            ),
+            "{garbage:?}: {status:?}"
+        );
+    }
+    // Still serving.
+    refused_with(
+        node.addr,
+        Subscribe::default(),
+        tonic::Code::InvalidArgument,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
