@@ -663,29 +663,18 @@ async fn session(shared: &Arc<Shared>) -> End {
             };
             match message.kind {
                 Some(upstream_message::Kind::Record(record)) => {
-                    match check_record(&record, applied, group_hash) {
-                        Checked::Duplicate => {
-                            shared.counters.duplicates.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Checked::Next { payload, hash } => {
-                            group.push(payload);
-                            group_hash = Some(hash);
-                            applied = record.last_seq;
-                        }
-                        Checked::Gap(why) => {
-                            shared.counters.gaps.fetch_add(1, Ordering::Relaxed);
-                            return End::Retry(why);
-                        }
-                        Checked::Mismatch(why) => {
-                            shared
-                                .counters
-                                .hash_mismatches
-                                .fetch_add(1, Ordering::Relaxed);
-                            return End::Retry(why);
-                        }
-                        Checked::Bad(why) => {
-                            shared.counters.bad_records.fetch_add(1, Ordering::Relaxed);
-                            return End::Retry(why);
+                    if let Err(end) =
+                        take_record(shared, &record, &mut applied, &mut group_hash, &mut group)
+                    {
+                        return end;
+                    }
+                }
+                Some(upstream_message::Kind::Records(batch)) => {
+                    for record in &batch.records {
+                        if let Err(end) =
+                            take_record(shared, record, &mut applied, &mut group_hash, &mut group)
+                        {
+                            return end;
                         }
                     }
                 }
@@ -741,6 +730,43 @@ async fn session(shared: &Arc<Shared>) -> End {
         // A full outbound buffer only delays an ack; the next one covers it.
         let _ = tx.try_send(ack);
     }
+}
+
+/// Checks one received record and adds it to the group to apply, or ends
+/// the session (counting why).
+fn take_record(
+    shared: &Shared,
+    record: &Record,
+    applied: &mut u64,
+    group_hash: &mut Option<[u8; 8]>,
+    group: &mut Vec<Vec<u8>>,
+) -> Result<(), End> {
+    match check_record(record, *applied, *group_hash) {
+        Checked::Duplicate => {
+            shared.counters.duplicates.fetch_add(1, Ordering::Relaxed);
+        }
+        Checked::Next { payload, hash } => {
+            group.push(payload);
+            *group_hash = Some(hash);
+            *applied = record.last_seq;
+        }
+        Checked::Gap(why) => {
+            shared.counters.gaps.fetch_add(1, Ordering::Relaxed);
+            return Err(End::Retry(why));
+        }
+        Checked::Mismatch(why) => {
+            shared
+                .counters
+                .hash_mismatches
+                .fetch_add(1, Ordering::Relaxed);
+            return Err(End::Retry(why));
+        }
+        Checked::Bad(why) => {
+            shared.counters.bad_records.fetch_add(1, Ordering::Relaxed);
+            return Err(End::Retry(why));
+        }
+    }
+    Ok(())
 }
 
 enum Checked {

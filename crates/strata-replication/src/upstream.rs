@@ -33,8 +33,9 @@ use strata::wal::{LogPin, LogReader};
 use strata::{Db, Error, SeqNo};
 use strata_proto::v1::replication_server::{Replication, ReplicationServer};
 use strata_proto::v1::{
-    Ack, BeginSnapshotRequest, FetchSnapshotRequest, Heartbeat, Record, ReplicaMessage,
-    SnapshotChunk, SnapshotInfo, UpstreamMessage, Welcome, replica_message, upstream_message,
+    Ack, BeginSnapshotRequest, FetchSnapshotRequest, Heartbeat, Record, RecordBatch,
+    ReplicaMessage, SnapshotChunk, SnapshotInfo, UpstreamMessage, Welcome, replica_message,
+    upstream_message,
 };
 use tokio::sync::mpsc;
 use tokio_stream::Stream;
@@ -55,7 +56,8 @@ pub struct UpstreamConfig {
     /// replica further behind loses its slot and must bootstrap from a
     /// snapshot. Default: 1 GiB.
     pub slot_max_bytes: u64,
-    /// Messages buffered per stream before the pump waits. Default: 64.
+    /// Messages (each up to about 1 MiB of records) buffered per stream
+    /// before the pump waits. Default: 16.
     pub stream_buffer: usize,
     /// Where snapshots are built (on the same file system as the data, so
     /// tables are hard-linked). Required.
@@ -79,7 +81,7 @@ impl UpstreamConfig {
         Self {
             heartbeat_interval: Duration::from_millis(200),
             slot_max_bytes: 1 << 30,
-            stream_buffer: 64,
+            stream_buffer: 16,
             snapshot_dir: snapshot_dir.into(),
             snapshot_lease: Duration::from_secs(60),
             chunk_bytes: 1 << 20,
@@ -579,6 +581,9 @@ impl Replication for Upstream {
     }
 }
 
+/// Records are packed into one message up to about this many bytes.
+const PACK_BYTES: usize = 1 << 20;
+
 /// How long a pump waits for records written without sync to become
 /// durable before it syncs the log itself.
 const SYNC_WAIT: Duration = Duration::from_millis(2);
@@ -606,8 +611,8 @@ impl Pump {
                 wait = wait.min(SYNC_WAIT);
             }
             let message = match reader.next(wait) {
-                Ok(Some(record)) => match self.record(&record) {
-                    Ok(message) => message,
+                Ok(Some(record)) => match self.pack(record, &mut reader) {
+                    Ok(message) => Some(message),
                     Err(status) => {
                         let _ = self.tx.blocking_send(Err(status));
                         break;
@@ -662,10 +667,33 @@ impl Pump {
         self.upstream.disconnect(&self.id, self.stream);
     }
 
-    fn record(
+    /// One message holding `first` and the records right behind it that
+    /// are already durable, up to `PACK_BYTES`.
+    fn pack(
         &mut self,
-        record: &strata::wal::LogRecord,
-    ) -> Result<Option<UpstreamMessage>, Status> {
+        first: strata::wal::LogRecord,
+        reader: &mut LogReader,
+    ) -> Result<UpstreamMessage, Status> {
+        let first = self.record(first)?;
+        let mut bytes = first.record.len();
+        let mut records = vec![first];
+        while bytes < PACK_BYTES {
+            match reader.next(Duration::ZERO) {
+                Ok(Some(next)) => {
+                    let record = self.record(next)?;
+                    bytes += record.record.len();
+                    records.push(record);
+                }
+                // Nothing ready, or an error the next read reports again.
+                _ => break,
+            }
+        }
+        Ok(UpstreamMessage {
+            kind: Some(upstream_message::Kind::Records(RecordBatch { records })),
+        })
+    }
+
+    fn record(&mut self, record: strata::wal::LogRecord) -> Result<Record, Status> {
         let payload = strata_format::wal::decode_record(&record.bytes)
             .map_err(|e| {
                 Status::internal(format!(
@@ -684,14 +712,12 @@ impl Pump {
                     .push_back((record.last_seq.get(), Instant::now()));
             }
         }
-        Ok(Some(UpstreamMessage {
-            kind: Some(upstream_message::Kind::Record(Record {
-                first_seq: record.first_seq.get(),
-                last_seq: record.last_seq.get(),
-                record: record.bytes.clone(),
-                prev_hash,
-            })),
-        }))
+        Ok(Record {
+            first_seq: record.first_seq.get(),
+            last_seq: record.last_seq.get(),
+            record: record.bytes,
+            prev_hash,
+        })
     }
 
     /// Drops the slot's pin once the replica is more than `slot_max_bytes`

@@ -160,11 +160,13 @@ pub(crate) fn start(inner: &Arc<Inner>) -> Result<Vec<JoinHandle<()>>> {
 }
 
 fn fail(inner: &Inner, error: &Error) {
-    inner.stall_hint.store(true, Ordering::Release);
     let mut work = inner.work.lock();
     if work.error.is_none() {
         work.error = Some(Arc::from(format!("background work failed: {error}")));
     }
+    // Under the work lock, as `refresh_stall_hint` stores: a refresh that
+    // read no error cannot clear the hint after this sets it.
+    inner.stall_hint.store(true, Ordering::Release);
     inner.work_changed.notify_all();
 }
 
@@ -451,11 +453,15 @@ pub(crate) fn refresh_stall_hint(inner: &Inner) {
     let options = &inner.options;
     let frozen = inner.mem.read().frozen.len();
     let (level0, pending) = backlog(inner, &|_| true);
-    let hint = frozen >= options.immutable_memtables_max
+    let behind = frozen >= options.immutable_memtables_max
         || level0 >= options.level0_slowdown_writes
-        || pending >= options.level1_bytes_max.saturating_mul(8)
-        || inner.work.lock().error.is_some();
-    inner.stall_hint.store(hint, Ordering::Release);
+        || pending >= options.level1_bytes_max.saturating_mul(8);
+    // Read the error and store the hint under one hold of the work lock, so
+    // this never overwrites the hint `fail` set with a stale `false`.
+    let work = inner.work.lock();
+    inner
+        .stall_hint
+        .store(behind || work.error.is_some(), Ordering::Release);
 }
 
 /// Delays or stops a writer while flushes or compactions are behind: the
