@@ -68,6 +68,10 @@ pub struct ReplicaConfig {
     pub backoff_max: Duration,
     /// How long a connection attempt may take. Default: 2 s.
     pub connect_timeout: Duration,
+    /// A ready channel to the upstream, used instead of connecting to
+    /// `upstream` by address: an in-memory transport in tests, or a
+    /// channel with custom settings. Default: none.
+    pub channel: Option<Channel>,
     /// The key ranges to hold (a range-scoped replica; sorted, disjoint
     /// `[start, end)`, `None` for unbounded); empty: every key. Fixed for
     /// the replica's life: a replica restarted with other ranges refuses to
@@ -95,6 +99,7 @@ impl ReplicaConfig {
             backoff_initial: Duration::from_millis(50),
             backoff_max: Duration::from_secs(2),
             connect_timeout: Duration::from_secs(2),
+            channel: None,
             ranges: Vec::new(),
         }
     }
@@ -566,6 +571,11 @@ fn rand_fraction() -> f64 {
 }
 
 async fn connect(config: &ReplicaConfig) -> Result<ReplicationClient<Channel>, String> {
+    if let Some(channel) = &config.channel {
+        return Ok(ReplicationClient::new(channel.clone())
+            .max_decoding_message_size(64 << 20)
+            .max_encoding_message_size(1 << 20));
+    }
     let endpoint = Endpoint::from_shared(config.upstream.clone())
         .map_err(|e| format!("bad upstream address {:?}: {e}", config.upstream))?
         .connect_timeout(config.connect_timeout)

@@ -204,6 +204,11 @@ async fn a_restarted_replica_resumes_from_its_position_without_reapplying() {
     let second = write_batches(&db, 100, 200);
     let r = replica(dir.path(), "r1", node.addr);
     wait_applied(&r, second, Duration::from_secs(20)).await;
+    // The counters follow the apply by a moment.
+    let started = Instant::now();
+    while r.figures().records_applied < 200 && started.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let figures = r.figures();
     assert_eq!(figures.bootstraps, 0, "{figures:?}");
     assert_eq!(
