@@ -28,3 +28,8 @@
 pub mod v1 {
     tonic::include_proto!("strata.v1");
 }
+
+/// The encoded `FileDescriptorSet` of every `.proto` file, for gRPC server
+/// reflection (so `grpcurl` and similar tools work without the files).
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/strata_descriptor.bin"));

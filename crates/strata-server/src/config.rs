@@ -6,6 +6,7 @@
 //! role = "replica"                 # "primary" or "replica"
 //! data_dir = "data/replica-1"
 //! listen = "127.0.0.1:7002"        # Kv, Admin and Replication
+//! metrics_listen = "127.0.0.1:9102" # optional: Prometheus GET /metrics
 //!
 //! [replica]                        # only for role = "replica"
 //! upstream = "http://127.0.0.1:7001"
@@ -80,6 +81,9 @@ pub(crate) struct Config {
     pub(crate) data_dir: PathBuf,
     /// Where the node serves its gRPC services.
     pub(crate) listen: SocketAddr,
+    /// Where the node serves Prometheus metrics (`GET /metrics`); none
+    /// without it.
+    pub(crate) metrics_listen: Option<SocketAddr>,
     /// For a replica: whom it follows.
     pub(crate) replica: Option<ReplicaSection>,
 }
@@ -153,6 +157,14 @@ impl Config {
         }
         if self.listen.port() == 0 {
             return Err("listen needs a fixed port (not 0)".into());
+        }
+        if let Some(metrics) = self.metrics_listen {
+            if metrics.port() == 0 {
+                return Err("metrics_listen needs a fixed port (not 0)".into());
+            }
+            if metrics == self.listen {
+                return Err("metrics_listen must differ from listen".into());
+            }
         }
         Ok(())
     }

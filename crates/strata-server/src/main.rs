@@ -13,6 +13,7 @@
 
 mod client;
 mod config;
+mod metrics;
 mod services;
 
 use std::path::PathBuf;
@@ -120,6 +121,7 @@ async fn run(config: config::Config) -> Result<(), String> {
                     epoch,
                     upstream,
                     role: services::Role::Primary,
+                    metrics: Arc::new(metrics::RequestMetrics::new()),
                 },
                 None,
             )
@@ -150,6 +152,7 @@ async fn run(config: config::Config) -> Result<(), String> {
                         replica: Arc::clone(&replica),
                         upstream: section.upstream,
                     },
+                    metrics: Arc::new(metrics::RequestMetrics::new()),
                 },
                 Some(replica),
             )
@@ -158,6 +161,22 @@ async fn run(config: config::Config) -> Result<(), String> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| format!("listening on {}: {e}", config.listen))?;
+    if let Some(addr) = config.metrics_listen {
+        let metrics_listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("listening for metrics on {addr}: {e}"))?;
+        tokio::spawn(metrics::serve(metrics_listener, node.clone()));
+        println!("strata: metrics on http://{addr}/metrics");
+    }
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<KvServer<services::Node>>().await;
+    health
+        .set_serving::<strata_proto::v1::replication_server::ReplicationServer<Upstream>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(strata_proto::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| format!("building gRPC reflection: {e}"))?;
     println!("strata: serving {:?} on {}", config.role, config.listen);
     let shutdown = async {
         let mut term =
@@ -168,6 +187,8 @@ async fn run(config: config::Config) -> Result<(), String> {
         }
     };
     tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection)
         .add_service(node.upstream.service())
         .add_service(KvServer::new(node.clone()))
         .add_service(AdminServer::new(node.clone()))

@@ -42,6 +42,8 @@ pub(crate) struct Node {
     pub(crate) upstream: Upstream,
     /// Primary or replica.
     pub(crate) role: Role,
+    /// Request latencies and counts.
+    pub(crate) metrics: Arc<crate::metrics::RequestMetrics>,
 }
 
 fn to_status(error: &Error) -> Status {
@@ -75,7 +77,38 @@ impl Kv for Node {
         &self,
         request: Request<WriteRequest>,
     ) -> Result<Response<WriteResponse>, Status> {
-        let request = request.into_inner();
+        let started = std::time::Instant::now();
+        let result = self.write_inner(request.into_inner()).await;
+        self.metrics
+            .write_seconds
+            .observe(started.elapsed().as_secs_f64());
+        self.count("write", result.is_ok());
+        result
+    }
+
+    async fn get(&self, request: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
+        let started = std::time::Instant::now();
+        let result = self.get_inner(request.into_inner()).await;
+        self.metrics
+            .read_seconds
+            .observe(started.elapsed().as_secs_f64());
+        self.count("get", result.is_ok());
+        result
+    }
+}
+
+impl Node {
+    fn count(&self, method: &'static str, ok: bool) {
+        self.metrics
+            .requests
+            .get_or_create(&crate::metrics::RequestLabels {
+                method,
+                outcome: if ok { "ok" } else { "error" },
+            })
+            .inc();
+    }
+
+    async fn write_inner(&self, request: WriteRequest) -> Result<Response<WriteResponse>, Status> {
         if let Role::Replica { upstream, .. } = &self.role {
             return Err(Status::failed_precondition(format!(
                 "this node is a read-only replica; write to the primary (its upstream is {upstream})"
@@ -130,8 +163,7 @@ impl Kv for Node {
         Ok(Response::new(answer))
     }
 
-    async fn get(&self, request: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
-        let request = request.into_inner();
+    async fn get_inner(&self, request: GetRequest) -> Result<Response<GetResponse>, Status> {
         let options = ReadOptions {
             min_seq: (request.min_seq > 0).then_some(SeqNo(request.min_seq)),
             max_staleness: (request.max_staleness_millis > 0)

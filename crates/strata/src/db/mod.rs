@@ -501,6 +501,16 @@ impl Db {
         self.inner.wal.durable_seq()
     }
 
+    /// Why the database refuses writes, if it does: a failed log write or
+    /// sync, or a failed flush or compaction (reopen to recover).
+    #[must_use]
+    pub fn poisoned(&self) -> Option<String> {
+        if let Some(reason) = self.inner.wal.poisoned() {
+            return Some(reason.to_string());
+        }
+        self.inner.work.lock().error.as_ref().map(|r| r.to_string())
+    }
+
     /// The oldest sequence number the commit log still holds.
     #[must_use]
     pub fn oldest_retained_seq(&self) -> SeqNo {

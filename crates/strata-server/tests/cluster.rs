@@ -1,0 +1,347 @@
+//! The `strata` binary as a user runs it, from the example configs in
+//! `examples/cluster/` (copied with free ports): a primary and two
+//! replicas; writes through gRPC, reads from a replica with `min_seq`, a
+//! replica killed and restarted, health checks, `/metrics` scraped and
+//! parsed, and the alert rules in `examples/monitoring/` checked against
+//! what the scrape exports.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    missing_docs
+)]
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use strata_proto::v1::admin_client::AdminClient;
+use strata_proto::v1::kv_client::KvClient;
+use strata_proto::v1::{GetRequest, Operation, StatusRequest, WriteRequest, operation};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Node {
+    config: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+    grpc: String,
+    metrics: String,
+}
+
+impl Node {
+    fn start(&mut self) {
+        let log = std::fs::File::create(&self.log).unwrap();
+        self.child = Some(
+            Command::new(env!("CARGO_BIN_EXE_strata"))
+                .args(["serve", "--config"])
+                .arg(&self.config)
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .stdin(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Copies an example config into `dir`, swapping its ports for free ones.
+fn example(dir: &Path, name: &str, ports: &BTreeMap<&str, u16>) -> Node {
+    let mut text =
+        std::fs::read_to_string(repo().join("examples/cluster").join(format!("{name}.toml")))
+            .unwrap();
+    for (from, to) in ports {
+        text = text.replace(&format!("127.0.0.1:{from}"), &format!("127.0.0.1:{to}"));
+    }
+    let config = dir.join(format!("{name}.toml"));
+    std::fs::write(&config, &text).unwrap();
+    let port = |key: &str| {
+        let line = text.lines().find(|l| l.starts_with(key)).unwrap();
+        line.split('"').nth(1).unwrap().to_string()
+    };
+    Node {
+        config,
+        log: dir.join(format!("{name}.log")),
+        child: None,
+        grpc: format!("http://{}", port("listen")),
+        metrics: port("metrics_listen"),
+    }
+}
+
+async fn wait_up(node: &Node) {
+    let started = Instant::now();
+    loop {
+        if let Ok(mut admin) = AdminClient::connect(node.grpc.clone()).await
+            && admin.status(StatusRequest {}).await.is_ok()
+        {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{} did not come up: {}",
+            node.grpc,
+            std::fs::read_to_string(&node.log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn scrape(addr: &str) -> String {
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: strata\r\n\r\n")
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    response.split("\r\n\r\n").nth(1).unwrap().to_string()
+}
+
+/// `name{labels}` -> value, for every sample line; panics on a malformed one.
+fn parse(text: &str) -> BTreeMap<String, f64> {
+    let mut samples = BTreeMap::new();
+    assert!(text.trim_end().ends_with("# EOF"), "no # EOF");
+    for line in text.lines() {
+        if line.starts_with('#') || line.is_empty() {
+            continue;
+        }
+        let (series, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("bad line {line:?}"));
+        let value: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("bad value in {line:?}"));
+        let name = series.split('{').next().unwrap();
+        assert!(
+            name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+            "bad metric name in {line:?}"
+        );
+        samples.insert(series.to_string(), value);
+    }
+    samples
+}
+
+fn metric_names(samples: &BTreeMap<String, f64>) -> std::collections::BTreeSet<String> {
+    samples
+        .keys()
+        .map(|s| s.split('{').next().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_and_two_replicas_from_the_example_configs() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ports = BTreeMap::new();
+    for port in ["7001", "7002", "7003", "9101", "9102", "9103"] {
+        ports.insert(port, free_port());
+    }
+    let mut primary = example(dir.path(), "primary", &ports);
+    let mut r1 = example(dir.path(), "replica-1", &ports);
+    let mut r2 = example(dir.path(), "replica-2", &ports);
+    primary.start();
+    wait_up(&primary).await;
+    r1.start();
+    r2.start();
+    wait_up(&r1).await;
+    wait_up(&r2).await;
+
+    // Health and reflection are served.
+    let channel = tonic::transport::Endpoint::from_shared(primary.grpc.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let serving = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "strata.v1.Kv".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        serving.status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+
+    let mut kv = KvClient::connect(primary.grpc.clone()).await.unwrap();
+    let mut last = 0;
+    for (key, value) in [("greeting", "hello"), ("eu/alice", "1"), ("us/bob", "2")] {
+        last = kv
+            .write(WriteRequest {
+                operations: vec![Operation {
+                    kind: operation::Kind::Put as i32,
+                    key: key.into(),
+                    value: value.into(),
+                }],
+                sync: true,
+                ..WriteRequest::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .seq;
+    }
+    let read = |node: &str, key: &str, min_seq: u64| {
+        let node = node.to_string();
+        let key = key.to_string();
+        async move {
+            KvClient::connect(node)
+                .await
+                .unwrap()
+                .get(GetRequest {
+                    key: key.into_bytes(),
+                    min_seq,
+                    timeout_millis: 10_000,
+                    ..GetRequest::default()
+                })
+                .await
+        }
+    };
+    let answer = read(&r1.grpc, "greeting", last).await.unwrap().into_inner();
+    assert_eq!(
+        (answer.found, answer.value.as_slice()),
+        (true, &b"hello"[..])
+    );
+    assert!(answer.seq >= last);
+    // replica-2 holds only "eu/" keys.
+    let eu = read(&r2.grpc, "eu/alice", last).await.unwrap().into_inner();
+    assert_eq!(eu.value, b"1");
+    let outside = read(&r2.grpc, "us/bob", last).await.unwrap_err();
+    assert!(outside.message().contains("outside"), "{outside:?}");
+    // Replicas refuse writes, naming the primary.
+    let refused = KvClient::connect(r1.grpc.clone())
+        .await
+        .unwrap()
+        .write(WriteRequest {
+            operations: vec![Operation {
+                kind: operation::Kind::Put as i32,
+                key: b"x".to_vec(),
+                value: b"y".to_vec(),
+            }],
+            ..WriteRequest::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+
+    // Kill replica-1, write meanwhile, restart it: it catches up.
+    r1.kill();
+    let after = kv
+        .write(WriteRequest {
+            operations: vec![Operation {
+                kind: operation::Kind::Put as i32,
+                key: b"while-down".to_vec(),
+                value: b"ok".to_vec(),
+            }],
+            sync: true,
+            ..WriteRequest::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .seq;
+    r1.start();
+    wait_up(&r1).await;
+    let answer = read(&r1.grpc, "while-down", after)
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(answer.value, b"ok");
+
+    // Metrics: scraped, parsed, and the ones that matter are there.
+    let primary_samples = parse(&scrape(&primary.metrics));
+    let replica_samples = parse(&scrape(&r1.metrics));
+    for name in [
+        "strata_last_seq",
+        "strata_durable_seq",
+        "strata_poisoned",
+        "strata_wal_fsyncs_total",
+        "strata_level_tables",
+        "strata_write_stalls_total",
+        "strata_block_cache_hit_ratio",
+        "strata_range_table_bytes",
+        "strata_replica_lag_records",
+        "strata_replica_lag_seconds",
+        "strata_write_seconds_bucket",
+        "strata_write_seconds_count",
+        "strata_requests_total",
+    ] {
+        assert!(
+            metric_names(&primary_samples).contains(name),
+            "the primary exports no {name}"
+        );
+    }
+    assert!(primary_samples["strata_write_seconds_count"] >= 4.0);
+    assert_eq!(primary_samples["strata_poisoned"], 0.0);
+    assert!(metric_names(&replica_samples).contains("strata_follower_lag_records"));
+    // One read since replica-1 restarted.
+    assert!(replica_samples["strata_read_seconds_count"] >= 1.0);
+
+    // The alert rules name only metrics the nodes export (or node_exporter's
+    // and Prometheus' own), and every rule is complete.
+    let rules =
+        std::fs::read_to_string(repo().join("examples/monitoring/strata-alerts.yml")).unwrap();
+    let mut exported = metric_names(&primary_samples);
+    exported.extend(metric_names(&replica_samples));
+    let mut alerts = 0;
+    for line in rules.lines() {
+        let line = line.trim();
+        if line.starts_with("- alert:") {
+            alerts += 1;
+        }
+        if let Some(expr) = line.strip_prefix("expr:") {
+            for token in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                if token.starts_with("strata_") {
+                    let known = exported.contains(token)
+                        || exported.contains(&format!("{token}_total"))
+                        || exported.iter().any(|e| e.starts_with(token));
+                    assert!(known, "alert rule uses {token}, which no node exports");
+                }
+            }
+        }
+    }
+    assert!(alerts >= 8);
+    for field in ["expr:", "for:", "severity:", "summary:"] {
+        assert_eq!(
+            rules.matches(field).count(),
+            alerts,
+            "every rule has {field}"
+        );
+    }
+    let dashboard: String =
+        std::fs::read_to_string(repo().join("examples/monitoring/strata-dashboard.json")).unwrap();
+    for token in dashboard.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+        if token.starts_with("strata_") {
+            assert!(
+                exported.iter().any(|e| e.starts_with(token)),
+                "the dashboard uses {token}, which no node exports"
+            );
+        }
+    }
+}
