@@ -411,6 +411,13 @@ impl Replica {
         }
     }
 
+    /// Whether the replica still follows its upstream (false once stopped
+    /// or promoted).
+    #[must_use]
+    pub fn following(&self) -> bool {
+        !self.shared.stop.load(Ordering::Acquire)
+    }
+
     /// Stops following (the database stays open for reads).
     pub async fn stop(&self) {
         self.shared.stop.store(true, Ordering::Release);

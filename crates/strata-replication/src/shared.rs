@@ -45,6 +45,29 @@ impl SharedDb {
         self.db.read().clone()
     }
 
+    /// Closes the database for a shutdown: takes it out, waits up to `wait`
+    /// for every other holder (readers, log streams) to let go, then closes
+    /// it (flush, sync); if some holder is still busy, only syncs.
+    ///
+    /// # Errors
+    /// The flush or sync failed.
+    pub fn close(&self, wait: std::time::Duration) -> strata::Result<()> {
+        let Some(mut db) = self.take() else {
+            return Ok(());
+        };
+        let deadline = std::time::Instant::now() + wait;
+        loop {
+            match Arc::try_unwrap(db) {
+                Ok(db) => return db.close(),
+                Err(shared) if std::time::Instant::now() < deadline => {
+                    db = shared;
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(shared) => return shared.sync().map(|_| ()),
+            }
+        }
+    }
+
     /// Takes the database out (readers then see none).
     pub(crate) fn take(&self) -> Option<Arc<Db>> {
         self.db.write().take()

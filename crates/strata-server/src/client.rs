@@ -2,7 +2,10 @@
 
 use strata_proto::v1::admin_client::AdminClient;
 use strata_proto::v1::kv_client::KvClient;
-use strata_proto::v1::{GetRequest, Operation, StatusRequest, WriteRequest, operation};
+use strata_proto::v1::{
+    GetRequest, MergeRangesRequest, Operation, PromoteRequest, RangesRequest, SplitRangeRequest,
+    StatusRequest, WriteRequest, operation,
+};
 
 use crate::Command;
 
@@ -22,7 +25,9 @@ pub(crate) fn run(command: Command) -> Result<(), String> {
     runtime.block_on(async move {
         let describe = |e: tonic::Status| format!("{:?}: {}", e.code(), e.message());
         match command {
-            Command::Serve { .. } => Err("serve is not a client command".into()),
+            Command::Serve { .. } | Command::Verify { .. } | Command::Checkpoint { .. } => {
+                Err("not a client command".into())
+            }
             Command::Put { node, sync, key, value } => {
                 let mut kv = KvClient::connect(address(&node))
                     .await
@@ -62,6 +67,59 @@ pub(crate) fn run(command: Command) -> Result<(), String> {
                 } else {
                     println!("(not found at seq {})", answer.seq);
                 }
+                Ok(())
+            }
+            Command::Ranges { node } => {
+                let mut admin = AdminClient::connect(address(&node))
+                    .await
+                    .map_err(|e| format!("connecting to {node}: {e}"))?;
+                let ranges = admin.ranges(RangesRequest {}).await.map_err(describe)?.into_inner();
+                for r in ranges.ranges {
+                    let end = if r.unbounded { "end".to_string() } else { format!("{:?}", String::from_utf8_lossy(&r.end)) };
+                    println!(
+                        "range {}  [{:?}, {end})  {} bytes  ~{} keys  {} writes ({:.0}/s)  last seq {}  ({})",
+                        r.id,
+                        String::from_utf8_lossy(&r.start),
+                        r.table_bytes,
+                        r.approximate_keys,
+                        r.writes,
+                        r.writes_per_sec,
+                        r.last_applied_seq,
+                        r.origin
+                    );
+                }
+                Ok(())
+            }
+            Command::Split { node, at } => {
+                let mut admin = AdminClient::connect(address(&node))
+                    .await
+                    .map_err(|e| format!("connecting to {node}: {e}"))?;
+                let split = admin
+                    .split_range(SplitRangeRequest { at: at.into_bytes() })
+                    .await
+                    .map_err(describe)?
+                    .into_inner();
+                println!("split into ranges {} and {}", split.left, split.right);
+                Ok(())
+            }
+            Command::Merge { node, left, right } => {
+                let mut admin = AdminClient::connect(address(&node))
+                    .await
+                    .map_err(|e| format!("connecting to {node}: {e}"))?;
+                let merged = admin
+                    .merge_ranges(MergeRangesRequest { left, right })
+                    .await
+                    .map_err(describe)?
+                    .into_inner();
+                println!("merged into range {}", merged.merged);
+                Ok(())
+            }
+            Command::Promote { node } => {
+                let mut admin = AdminClient::connect(address(&node))
+                    .await
+                    .map_err(|e| format!("connecting to {node}: {e}"))?;
+                let promoted = admin.promote(PromoteRequest {}).await.map_err(describe)?.into_inner();
+                println!("promoted: now a primary at epoch {}", promoted.epoch);
                 Ok(())
             }
             Command::Status { node } => {

@@ -7,7 +7,7 @@
 //! `serve` checks the whole config before touching any data, opens (or
 //! creates) the database, and serves `Kv`, `Admin` and `Replication` on the
 //! configured address until SIGTERM or SIGINT, then stops following (a
-//! replica), syncs, and exits. A primary takes writes and ships its log; a
+//! replica), flushes, syncs and closes the database, and exits. A primary takes writes and ships its log; a
 //! replica follows its upstream (bootstrapping from a snapshot when it has
 //! no data) and serves reads and downstream replicas.
 
@@ -77,12 +77,61 @@ pub(crate) enum Command {
         #[arg(long, default_value = "127.0.0.1:7001")]
         node: String,
     },
+    /// List a running node's key ranges and their figures.
+    Ranges {
+        /// The node's address.
+        #[arg(long, default_value = "127.0.0.1:7001")]
+        node: String,
+    },
+    /// Split the range holding a key, online.
+    Split {
+        /// The node's address.
+        #[arg(long, default_value = "127.0.0.1:7001")]
+        node: String,
+        /// The first key of the new right-hand range.
+        at: String,
+    },
+    /// Merge two adjacent ranges (by id, left then right), online.
+    Merge {
+        /// The node's address.
+        #[arg(long, default_value = "127.0.0.1:7001")]
+        node: String,
+        /// The left range's id.
+        left: u64,
+        /// The right range's id.
+        right: u64,
+    },
+    /// Check every checksum of a data directory (the node must be stopped):
+    /// opens it (replaying the log), verifies every table, and reports.
+    Verify {
+        /// The database directory.
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
+    /// Write an openable copy of a stopped node's database into a new
+    /// directory (tables hard-linked).
+    Checkpoint {
+        /// The database directory.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Where to put the copy (missing or empty).
+        #[arg(long)]
+        to: PathBuf,
+    },
+    /// Promote a replica to primary (it stops following and takes writes).
+    Promote {
+        /// The replica's address.
+        #[arg(long)]
+        node: String,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve { config } => serve(&config),
+        Command::Verify { data_dir } => verify(&data_dir),
+        Command::Checkpoint { data_dir, to } => checkpoint(&data_dir, &to),
         other => client::run(other),
     };
     match result {
@@ -92,6 +141,55 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn open_existing(data_dir: &std::path::Path) -> Result<Db, String> {
+    Db::open(
+        data_dir,
+        Options {
+            create_if_missing: false,
+            ..Options::default()
+        },
+    )
+    .map_err(|e| format!("opening {}: {e}", data_dir.display()))
+}
+
+fn verify(data_dir: &std::path::Path) -> Result<(), String> {
+    let started = std::time::Instant::now();
+    let db = open_existing(data_dir)?;
+    let report = db.recovery_report().clone();
+    println!(
+        "log: replayed up to seq {}{}",
+        db.last_seq().get(),
+        report
+            .torn_tail
+            .as_ref()
+            .map_or(String::new(), |t| format!(" (a torn tail was cut: {t:?})"))
+    );
+    let tables = db
+        .verify_tables()
+        .map_err(|e| format!("verify failed: {e}"))?;
+    let stats = db.stats();
+    println!(
+        "tables: {tables} verified ({} bytes), {} key ranges; every checksum and ordering rule holds ({:.1}s)",
+        stats.level_bytes.iter().sum::<u64>(),
+        stats.ranges.len(),
+        started.elapsed().as_secs_f64()
+    );
+    db.close().map_err(|e| format!("closing: {e}"))
+}
+
+fn checkpoint(data_dir: &std::path::Path, to: &std::path::Path) -> Result<(), String> {
+    let db = open_existing(data_dir)?;
+    let seq = db
+        .checkpoint(to)
+        .map_err(|e| format!("checkpoint into {}: {e}", to.display()))?;
+    println!(
+        "checkpoint of everything up to seq {} in {}",
+        seq.get(),
+        to.display()
+    );
+    db.close().map_err(|e| format!("closing: {e}"))
 }
 
 fn serve(path: &std::path::Path) -> Result<(), String> {
@@ -201,8 +299,13 @@ async fn run(config: config::Config) -> Result<(), String> {
     if let Some(replica) = replica {
         replica.stop().await;
     }
-    if let Some(db) = node.db.get() {
-        db.sync().map_err(|e| format!("syncing at shutdown: {e}"))?;
-    }
+    // Flush and sync: the next start replays no log.
+    let db = node.db.clone();
+    drop(node);
+    tokio::task::spawn_blocking(move || db.close(std::time::Duration::from_secs(5)))
+        .await
+        .map_err(|e| format!("closing: {e}"))?
+        .map_err(|e| format!("closing the database: {e}"))?;
+    println!("strata: stopped cleanly");
     Ok(())
 }

@@ -11,7 +11,9 @@ use strata::{Error, SeqNo, WriteBatch, WriteOptions};
 use strata_proto::v1::admin_server::Admin;
 use strata_proto::v1::kv_server::Kv;
 use strata_proto::v1::{
-    DigestRequest, DigestResponse, GetRequest, GetResponse, ReplicaState, StatusRequest,
+    DigestRequest, DigestResponse, GetRequest, GetResponse, MergeRangesRequest,
+    MergeRangesResponse, PromoteRequest, PromoteResponse, RangeState, RangesRequest,
+    RangesResponse, ReplicaState, SplitRangeRequest, SplitRangeResponse, StatusRequest,
     StatusResponse, WriteRequest, WriteResponse, operation,
 };
 use strata_replication::{ReadOptions, Replica, SharedDb, Upstream, epoch::Epoch};
@@ -109,11 +111,8 @@ impl Node {
     }
 
     async fn write_inner(&self, request: WriteRequest) -> Result<Response<WriteResponse>, Status> {
-        if let Role::Replica { upstream, .. } = &self.role {
-            return Err(Status::failed_precondition(format!(
-                "this node is a read-only replica; write to the primary (its upstream is {upstream})"
-            )));
-        }
+        // A replica's database refuses writes (ReadOnly, naming the primary)
+        // until it is promoted.
         if request.operations.is_empty() {
             return Err(Status::invalid_argument(
                 "a write needs at least one operation",
@@ -210,7 +209,8 @@ impl Admin for Node {
         let mut status = StatusResponse {
             role: match self.role {
                 Role::Primary => "primary".into(),
-                Role::Replica { .. } => "replica".into(),
+                Role::Replica { ref replica, .. } if replica.following() => "replica".into(),
+                Role::Replica { .. } => "primary".into(),
             },
             last_seq: db.as_ref().map_or(0, |db| db.last_seq().get()),
             durable_seq: db.as_ref().map_or(0, |db| db.durable_seq().get()),
@@ -250,6 +250,82 @@ impl Admin for Node {
             status.last_error = f.last_error.unwrap_or_default();
         }
         Ok(Response::new(status))
+    }
+
+    async fn ranges(&self, _: Request<RangesRequest>) -> Result<Response<RangesResponse>, Status> {
+        let db = self.db()?;
+        let ranges = tokio::task::spawn_blocking(move || db.ranges())
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(RangesResponse {
+            ranges: ranges
+                .into_iter()
+                .map(|r| RangeState {
+                    id: r.id.0,
+                    unbounded: r.end.is_none(),
+                    start: r.start,
+                    end: r.end.unwrap_or_default(),
+                    origin: r.origin,
+                    table_bytes: r.table_bytes,
+                    approximate_keys: r.approximate_keys,
+                    writes: r.writes,
+                    reads: r.reads,
+                    writes_per_sec: r.writes_per_sec,
+                    pending_compaction_bytes: r.pending_compaction_bytes,
+                    last_applied_seq: r.last_applied_seq.get(),
+                })
+                .collect(),
+        }))
+    }
+
+    async fn split_range(
+        &self,
+        request: Request<SplitRangeRequest>,
+    ) -> Result<Response<SplitRangeResponse>, Status> {
+        let at = request.into_inner().at;
+        if at.is_empty() {
+            return Err(Status::invalid_argument("at: a split key is required"));
+        }
+        let db = self.db()?;
+        let (left, right) = tokio::task::spawn_blocking(move || db.split_range(&at))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(|e| to_status(&e))?;
+        Ok(Response::new(SplitRangeResponse {
+            left: left.0,
+            right: right.0,
+        }))
+    }
+
+    async fn merge_ranges(
+        &self,
+        request: Request<MergeRangesRequest>,
+    ) -> Result<Response<MergeRangesResponse>, Status> {
+        let request = request.into_inner();
+        let db = self.db()?;
+        let merged = tokio::task::spawn_blocking(move || {
+            db.merge_ranges(
+                strata::RangeId(request.left),
+                strata::RangeId(request.right),
+            )
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(|e| to_status(&e))?;
+        Ok(Response::new(MergeRangesResponse { merged: merged.0 }))
+    }
+
+    async fn promote(
+        &self,
+        _: Request<PromoteRequest>,
+    ) -> Result<Response<PromoteResponse>, Status> {
+        let Role::Replica { replica, .. } = &self.role else {
+            return Err(Status::failed_precondition(
+                "this node is already a primary",
+            ));
+        };
+        let epoch = replica.promote().await.map_err(|e| to_status(&e))?;
+        Ok(Response::new(PromoteResponse { epoch }))
     }
 
     async fn digest(&self, _: Request<DigestRequest>) -> Result<Response<DigestResponse>, Status> {

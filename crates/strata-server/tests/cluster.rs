@@ -19,7 +19,10 @@ use std::time::{Duration, Instant};
 
 use strata_proto::v1::admin_client::AdminClient;
 use strata_proto::v1::kv_client::KvClient;
-use strata_proto::v1::{GetRequest, Operation, StatusRequest, WriteRequest, operation};
+use strata_proto::v1::{
+    GetRequest, MergeRangesRequest, Operation, PromoteRequest, RangesRequest, SplitRangeRequest,
+    StatusRequest, WriteRequest, operation,
+};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -344,4 +347,77 @@ async fn a_primary_and_two_replicas_from_the_example_configs() {
             );
         }
     }
+
+    // Admin: ranges, an online split and merge on the primary.
+    let mut admin = AdminClient::connect(primary.grpc.clone()).await.unwrap();
+    let split = admin
+        .split_range(SplitRangeRequest { at: b"m".to_vec() })
+        .await
+        .unwrap()
+        .into_inner();
+    let ranges = admin
+        .ranges(RangesRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .ranges;
+    assert_eq!(ranges.len(), 2);
+    assert_eq!((ranges[0].id, ranges[1].id), (split.left, split.right));
+    assert!(ranges[1].unbounded && ranges[1].start == b"m");
+    let refused = admin
+        .merge_ranges(MergeRangesRequest {
+            left: split.right,
+            right: split.left,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    admin
+        .merge_ranges(MergeRangesRequest {
+            left: split.left,
+            right: split.right,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        admin
+            .ranges(RangesRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .ranges
+            .len(),
+        1
+    );
+    let primary_promote = admin.promote(PromoteRequest {}).await.unwrap_err();
+    assert_eq!(primary_promote.code(), tonic::Code::FailedPrecondition);
+
+    // Promote replica-1: it takes writes at a new epoch.
+    let mut r1_admin = AdminClient::connect(r1.grpc.clone()).await.unwrap();
+    let promoted = r1_admin
+        .promote(PromoteRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(promoted.epoch, 1);
+    let status = r1_admin
+        .status(StatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((status.role.as_str(), status.epoch), ("primary", 1));
+    KvClient::connect(r1.grpc.clone())
+        .await
+        .unwrap()
+        .write(WriteRequest {
+            operations: vec![Operation {
+                kind: operation::Kind::Put as i32,
+                key: b"after-promotion".to_vec(),
+                value: b"yes".to_vec(),
+            }],
+            sync: true,
+            ..WriteRequest::default()
+        })
+        .await
+        .unwrap();
 }

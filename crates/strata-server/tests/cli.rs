@@ -1,0 +1,117 @@
+//! The `strata` binary's offline commands and config refusals, as a user
+//! runs them: exit codes and messages.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn strata(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+fn make_db(dir: &Path) {
+    let db = strata::Db::open(dir, strata::Options::default()).unwrap();
+    for i in 0..100u32 {
+        db.put(format!("k{i:03}").as_bytes(), &[7u8; 50]).unwrap();
+    }
+    db.close().unwrap(); // flushed into a table
+}
+
+#[test]
+fn verify_passes_a_healthy_directory_and_its_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("d");
+    make_db(&data);
+    let ok = strata(&["verify", "--data-dir", data.to_str().unwrap()]);
+    assert!(ok.status.success(), "{}", text(&ok));
+    assert!(text(&ok).contains("verified"));
+    let copy = dir.path().join("copy");
+    let cp = strata(&[
+        "checkpoint",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--to",
+        copy.to_str().unwrap(),
+    ]);
+    assert!(cp.status.success(), "{}", text(&cp));
+    let again = strata(&["verify", "--data-dir", copy.to_str().unwrap()]);
+    assert!(again.status.success(), "{}", text(&again));
+}
+
+#[test]
+fn verify_names_a_damaged_table_and_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("d");
+    make_db(&data);
+    let table = std::fs::read_dir(&data)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "sst"))
+        .unwrap();
+    let mut bytes = std::fs::read(&table).unwrap();
+    if let Some(b) = bytes.get_mut(20) {
+        *b ^= 0xff;
+    }
+    std::fs::write(&table, bytes).unwrap();
+    let out = strata(&["verify", "--data-dir", data.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let message = text(&out);
+    assert!(
+        message.contains(table.file_name().unwrap().to_str().unwrap()),
+        "{message}"
+    );
+}
+
+#[test]
+fn verify_of_a_missing_directory_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nope");
+    let out = strata(&["verify", "--data-dir", missing.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("no database"), "{}", text(&out));
+    assert!(!missing.exists());
+}
+
+#[test]
+fn serve_refuses_a_bad_config_before_touching_data() {
+    let dir = tempfile::tempdir().unwrap();
+    for (body, needle) in [
+        (
+            "role = \"primary\"\ndata_dir = \"d\"\nlisten = \"127.0.0.1:7001\"\ncolour = 1\n",
+            "colour",
+        ),
+        (
+            "role = \"replica\"\ndata_dir = \"d\"\nlisten = \"127.0.0.1:7002\"\n[replica]\nupstream = \"http://127.0.0.1:7002\"\nid = \"r\"\n",
+            "itself",
+        ),
+        (
+            "role = \"primary\"\ndata_dir = \"d\"\nlisten = \"127.0.0.1:99999\"\n",
+            "listen",
+        ),
+    ] {
+        let config = dir.path().join("node.toml");
+        std::fs::write(&config, body).unwrap();
+        let out = strata(&["serve", "--config", config.to_str().unwrap()]);
+        assert!(!out.status.success());
+        assert!(text(&out).contains(needle), "{needle}: {}", text(&out));
+        assert!(!dir.path().join("d").exists(), "nothing created");
+    }
+    let out = strata(&[
+        "serve",
+        "--config",
+        dir.path().join("missing.toml").to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("missing.toml"));
+}
