@@ -25,7 +25,10 @@ pub(crate) fn run(command: Command) -> Result<(), String> {
     runtime.block_on(async move {
         let describe = |e: tonic::Status| format!("{:?}: {}", e.code(), e.message());
         match command {
-            Command::Serve { .. } | Command::Verify { .. } | Command::Checkpoint { .. } => {
+            Command::Serve { .. }
+            | Command::Verify { .. }
+            | Command::Checkpoint { .. }
+            | Command::Bench(_) => {
                 Err("not a client command".into())
             }
             Command::Put { node, sync, key, value } => {

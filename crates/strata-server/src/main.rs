@@ -11,6 +11,7 @@
 //! replica follows its upstream (bootstrapping from a snapshot when it has
 //! no data) and serves reads and downstream replicas.
 
+mod bench;
 mod client;
 mod config;
 mod metrics;
@@ -101,6 +102,9 @@ pub(crate) enum Command {
         /// The right range's id.
         right: u64,
     },
+    /// Run a db_bench-style workload embedded (--data-dir) or against a
+    /// running node (--node), with progress and latency percentiles.
+    Bench(bench::BenchArgs),
     /// Check every checksum of a data directory (the node must be stopped):
     /// opens it (replaying the log), verifies every table, and reports.
     Verify {
@@ -132,6 +136,7 @@ fn main() -> ExitCode {
         Command::Serve { config } => serve(&config),
         Command::Verify { data_dir } => verify(&data_dir),
         Command::Checkpoint { data_dir, to } => checkpoint(&data_dir, &to),
+        Command::Bench(args) => bench::run(args),
         other => client::run(other),
     };
     match result {

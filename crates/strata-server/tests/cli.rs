@@ -115,3 +115,40 @@ fn serve_refuses_a_bad_config_before_touching_data() {
     assert!(!out.status.success());
     assert!(text(&out).contains("missing.toml"));
 }
+
+#[test]
+fn bench_runs_a_fill_then_reads_and_reports_percentiles() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("bench");
+    let data = data.to_str().unwrap();
+    let fill = strata(&[
+        "bench",
+        "--data-dir",
+        data,
+        "--workload",
+        "fillrandom",
+        "--num",
+        "2000",
+        "--threads",
+        "2",
+    ]);
+    assert!(fill.status.success(), "{}", text(&fill));
+    assert!(
+        text(&fill).contains("ops/s") && text(&fill).contains("p99"),
+        "{}",
+        text(&fill)
+    );
+    let read = strata(&[
+        "bench",
+        "--data-dir",
+        data,
+        "--workload",
+        "readrandom",
+        "--num",
+        "2000",
+    ]);
+    assert!(read.status.success(), "{}", text(&read));
+    let bad = strata(&["bench", "--data-dir", data, "--workload", "nope"]);
+    assert!(!bad.status.success());
+    assert!(text(&bad).contains("unknown workload"));
+}
