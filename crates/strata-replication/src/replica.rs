@@ -536,21 +536,25 @@ async fn follow(shared: Arc<Shared>) {
         let wait = match end {
             End::Stopped => return,
             End::Retry(why) => {
+                tracing::warn!(upstream = %config.upstream, reason = %why, "replication stream ended; reconnecting");
                 shared.counters.reconnects.fetch_add(1, Ordering::Relaxed);
                 *shared.last_error.lock() = Some(why);
                 backoff
             }
             End::Refused(why) => {
+                tracing::error!(upstream = %config.upstream, reason = %why, "upstream refused: this replica will not follow it");
                 shared.counters.refusals.fetch_add(1, Ordering::Relaxed);
                 *shared.last_error.lock() = Some(format!("refused: {why}"));
                 config.backoff_max
             }
             End::Bootstrap(why) => match bootstrap(&shared).await {
                 Ok(()) => {
+                    tracing::info!(upstream = %config.upstream, reason = %why, "bootstrapped from a snapshot");
                     backoff = config.backoff_initial;
                     continue;
                 }
                 Err(error) => {
+                    tracing::warn!(upstream = %config.upstream, reason = %why, %error, "bootstrap failed; retrying");
                     shared.counters.reconnects.fetch_add(1, Ordering::Relaxed);
                     *shared.last_error.lock() = Some(format!("bootstrap ({why}) failed: {error}"));
                     backoff

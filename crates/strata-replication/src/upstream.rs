@@ -479,6 +479,7 @@ impl Replication for Upstream {
             Status::failed_precondition(format!("cannot hold the log for the replica: {e}"))
         })?;
 
+        tracing::info!(replica = %sub.replica_id, applied, epoch, "replica subscribed");
         let stream_id = self.shared.next_stream.fetch_add(1, Ordering::Relaxed);
         let cancel = Arc::new(AtomicBool::new(false));
         {
@@ -729,6 +730,12 @@ impl Pump {
             && slot.pin.is_some()
             && self.db.log_bytes_from(SeqNo(slot.applied + 1)) > max
         {
+            tracing::warn!(
+                replica = %self.id,
+                applied = slot.applied,
+                slot_max_bytes = max,
+                "replica too far behind: its slot no longer holds the log (it will bootstrap)"
+            );
             slot.pin = None;
         }
     }

@@ -199,6 +199,18 @@ fn checkpoint(data_dir: &std::path::Path, to: &std::path::Path) -> Result<(), St
 
 fn serve(path: &std::path::Path) -> Result<(), String> {
     let config = config::Config::load(path)?;
+    // Structured logs on stderr: RUST_LOG filters (default info);
+    // STRATA_LOG_FORMAT=json for one JSON object per line.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if std::env::var("STRATA_LOG_FORMAT").is_ok_and(|f| f == "json") {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -269,7 +281,7 @@ async fn run(config: config::Config) -> Result<(), String> {
             .await
             .map_err(|e| format!("listening for metrics on {addr}: {e}"))?;
         tokio::spawn(metrics::serve(metrics_listener, node.clone()));
-        println!("strata: metrics on http://{addr}/metrics");
+        tracing::info!(%addr, "serving metrics at /metrics");
     }
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<KvServer<services::Node>>().await;
@@ -280,7 +292,7 @@ async fn run(config: config::Config) -> Result<(), String> {
         .register_encoded_file_descriptor_set(strata_proto::FILE_DESCRIPTOR_SET)
         .build_v1()
         .map_err(|e| format!("building gRPC reflection: {e}"))?;
-    println!("strata: serving {:?} on {}", config.role, config.listen);
+    tracing::info!(role = ?config.role, listen = %config.listen, data_dir = %config.data_dir.display(), "serving");
     let shutdown = async {
         let mut term =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
@@ -311,6 +323,6 @@ async fn run(config: config::Config) -> Result<(), String> {
         .await
         .map_err(|e| format!("closing: {e}"))?
         .map_err(|e| format!("closing the database: {e}"))?;
-    println!("strata: stopped cleanly");
+    tracing::info!("stopped cleanly (flushed, synced, closed)");
     Ok(())
 }
