@@ -28,7 +28,8 @@ pub(crate) fn run(command: Command) -> Result<(), String> {
             Command::Serve { .. }
             | Command::Verify { .. }
             | Command::Checkpoint { .. }
-            | Command::Bench(_) => {
+            | Command::Bench(_)
+            | Command::Inspect { .. } => {
                 Err("not a client command".into())
             }
             Command::Put { node, sync, key, value } => {

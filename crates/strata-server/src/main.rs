@@ -14,6 +14,7 @@
 mod bench;
 mod client;
 mod config;
+mod inspect;
 mod metrics;
 mod services;
 
@@ -105,6 +106,15 @@ pub(crate) enum Command {
     /// Run a db_bench-style workload embedded (--data-dir) or against a
     /// running node (--node), with progress and latency percentiles.
     Bench(bench::BenchArgs),
+    /// Decode a log segment (*.wal), a table (*.sst) or a manifest
+    /// (MANIFEST-*) for humans.
+    Inspect {
+        /// The file.
+        file: PathBuf,
+        /// Every operation or entry, not only the summary.
+        #[arg(long)]
+        verbose: bool,
+    },
     /// Check every checksum of a data directory (the node must be stopped):
     /// opens it (replaying the log), verifies every table, and reports.
     Verify {
@@ -137,6 +147,7 @@ fn main() -> ExitCode {
         Command::Verify { data_dir } => verify(&data_dir),
         Command::Checkpoint { data_dir, to } => checkpoint(&data_dir, &to),
         Command::Bench(args) => bench::run(args),
+        Command::Inspect { file, verbose } => inspect::run(&file, verbose),
         other => client::run(other),
     };
     match result {
