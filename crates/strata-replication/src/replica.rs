@@ -875,8 +875,26 @@ async fn bootstrap(shared: &Arc<Shared>) -> Result<(), String> {
     let staging = config.data_dir.with_extension("bootstrap");
     prepare_staging(&staging, &info.snapshot_id)
         .map_err(|e| format!("staging {}: {e}", staging.display()))?;
-    for file in &info.files {
+    let total: u64 = info.files.iter().map(|f| f.size).sum();
+    tracing::info!(
+        snapshot = %info.snapshot_id,
+        seq = info.seq,
+        files = info.files.len(),
+        bytes = total,
+        "bootstrapping from a snapshot"
+    );
+    let mut fetched = 0u64;
+    for (index, file) in info.files.iter().enumerate() {
         fetch_file(&mut client, &info.snapshot_id, file, &staging).await?;
+        fetched += file.size;
+        tracing::info!(
+            file = %file.path,
+            done = index + 1,
+            of = info.files.len(),
+            bytes = fetched,
+            total,
+            "snapshot file fetched and checked"
+        );
     }
     // Every file is here and checked: swap the directories.
     let old = shared.db.take();

@@ -15,6 +15,14 @@
 //! [[replica.ranges]]               # optional: hold only these key ranges
 //! start = "eu/"
 //! end = "eu0"                      # optional: unbounded without it
+//!
+//! [engine]                         # optional: sync policy and limits
+//! sync_interval_ms = 10            # background log sync (absent: none)
+//! memtable_bytes = 67108864
+//! block_cache_bytes = 67108864
+//! key_bytes_max = 65536
+//! value_bytes_max = 8388608
+//! batch_bytes_max = 16777216       # at most 16 MiB (one replication message)
 //! ```
 
 use std::net::SocketAddr;
@@ -86,6 +94,72 @@ pub(crate) struct Config {
     pub(crate) metrics_listen: Option<SocketAddr>,
     /// For a replica: whom it follows.
     pub(crate) replica: Option<ReplicaSection>,
+    /// Durability and limits (all optional).
+    #[serde(default)]
+    pub(crate) engine: EngineSection,
+}
+
+/// The `[engine]` section: sync policy and limits.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct EngineSection {
+    /// Sync the log in the background every this many milliseconds (0 or
+    /// absent: only when a write asks, and as replication needs).
+    pub(crate) sync_interval_ms: Option<u64>,
+    /// Memtable size before a flush, in bytes.
+    pub(crate) memtable_bytes: Option<u64>,
+    /// Block cache size, in bytes.
+    pub(crate) block_cache_bytes: Option<u64>,
+    /// The longest key, in bytes.
+    pub(crate) key_bytes_max: Option<u64>,
+    /// The longest value, in bytes (default 8 MiB).
+    pub(crate) value_bytes_max: Option<u64>,
+    /// The largest batch, in bytes (default and most 16 MiB: what
+    /// replication ships in one message).
+    pub(crate) batch_bytes_max: Option<u64>,
+}
+
+impl EngineSection {
+    /// The database options these settings give.
+    pub(crate) fn options(&self) -> strata::Options {
+        let mut options = strata::Options::default();
+        if let Some(ms) = self.sync_interval_ms.filter(|&ms| ms > 0) {
+            options.wal_sync_interval = Some(std::time::Duration::from_millis(ms));
+        }
+        let size = |v: Option<u64>, d: usize| v.map_or(d, |v| v as usize);
+        options.memtable_bytes_max = size(self.memtable_bytes, options.memtable_bytes_max);
+        options.block_cache_bytes = self.block_cache_bytes.unwrap_or(options.block_cache_bytes);
+        options.key_bytes_max = size(self.key_bytes_max, options.key_bytes_max);
+        // A node's default leaves room for the key in a batch replication
+        // can ship: 8 MiB values in 16 MiB batches.
+        options.value_bytes_max = size(self.value_bytes_max, 8 << 20);
+        options.batch_bytes_max = size(self.batch_bytes_max, 16 << 20);
+        options
+    }
+
+    fn check(&self) -> Result<(), String> {
+        let within = |name: &str, value: Option<u64>, min: u64, max: u64| match value {
+            Some(v) if v < min || v > max => {
+                Err(format!("engine.{name} = {v} is outside {min}..={max}"))
+            }
+            _ => Ok(()),
+        };
+        within("sync_interval_ms", self.sync_interval_ms, 0, 60_000)?;
+        within("memtable_bytes", self.memtable_bytes, 64 << 10, 4 << 30)?;
+        within("block_cache_bytes", self.block_cache_bytes, 0, 1 << 40)?;
+        within("key_bytes_max", self.key_bytes_max, 1, 1 << 20)?;
+        within("value_bytes_max", self.value_bytes_max, 0, 64 << 20)?;
+        within("batch_bytes_max", self.batch_bytes_max, 1 << 10, 16 << 20)?;
+        let options = self.options();
+        if options.key_bytes_max + options.value_bytes_max > options.batch_bytes_max {
+            return Err(format!(
+                "engine: key_bytes_max + value_bytes_max ({}) exceed batch_bytes_max ({}): a single put could never be written",
+                options.key_bytes_max + options.value_bytes_max,
+                options.batch_bytes_max
+            ));
+        }
+        options.validate().map_err(|e| format!("engine: {e}"))
+    }
 }
 
 impl Config {
@@ -152,6 +226,7 @@ impl Config {
             }
             (Role::Primary, None) => {}
         }
+        self.engine.check()?;
         if self.data_dir.as_os_str().is_empty() {
             return Err("data_dir is empty".into());
         }
@@ -235,6 +310,26 @@ mod tests {
             (
                 "role = \"replica\"\ndata_dir = \"r\"\nlisten = \"127.0.0.1:7002\"\n[replica]\nupstream = \"http://127.0.0.1:7001\"\nid = \"a\"\n[[replica.ranges]]\nstart = \"m\"\nend = \"c\"\n",
                 "replica.ranges",
+            ),
+            (
+                "role = \"primary\"\ndata_dir = \"p\"\nlisten = \"127.0.0.1:7001\"\n[engine]\nmemtable_bytes = 10\n",
+                "engine.memtable_bytes",
+            ),
+            (
+                "role = \"primary\"\ndata_dir = \"p\"\nlisten = \"127.0.0.1:7001\"\n[engine]\nbatch_bytes_max = 1073741824\n",
+                "engine.batch_bytes_max",
+            ),
+            (
+                "role = \"primary\"\ndata_dir = \"p\"\nlisten = \"127.0.0.1:7001\"\n[engine]\nvalue_bytes_max = 16777216\n",
+                "exceed batch_bytes_max",
+            ),
+            (
+                "role = \"primary\"\ndata_dir = \"p\"\nlisten = \"127.0.0.1:7001\"\n[engine]\nsync = true\n",
+                "sync",
+            ),
+            (
+                "role = \"primary\"\ndata_dir = \"p\"\nlisten = \"127.0.0.1:7001\"\n[engine]\nmemtable_bytes = \"big\"\n",
+                "memtable_bytes",
             ),
         ] {
             let err = Config::parse(text).unwrap_err();

@@ -234,7 +234,7 @@ async fn run(config: config::Config) -> Result<(), String> {
     let snapshots = config.data_dir.with_extension("snapshots");
     let (node, replica) = match config.role {
         config::Role::Primary => {
-            let db = Db::open(&config.data_dir, Options::default())
+            let db = Db::open(&config.data_dir, config.engine.options())
                 .map_err(|e| format!("opening {}: {e}", config.data_dir.display()))?;
             let epoch =
                 Epoch::open(&config.data_dir).map_err(|e| format!("reading the epoch: {e}"))?;
@@ -263,6 +263,7 @@ async fn run(config: config::Config) -> Result<(), String> {
                 &config.data_dir,
             );
             replica_config.ranges = section.intervals();
+            replica_config.options = config.engine.options();
             let replica = Arc::new(
                 Replica::start(replica_config).map_err(|e| format!("starting the replica: {e}"))?,
             );

@@ -11,10 +11,11 @@ use strata::{Error, SeqNo, WriteBatch, WriteOptions};
 use strata_proto::v1::admin_server::Admin;
 use strata_proto::v1::kv_server::Kv;
 use strata_proto::v1::{
-    DigestRequest, DigestResponse, GetRequest, GetResponse, MergeRangesRequest,
-    MergeRangesResponse, PromoteRequest, PromoteResponse, RangeState, RangesRequest,
-    RangesResponse, ReplicaState, SplitRangeRequest, SplitRangeResponse, StatusRequest,
-    StatusResponse, WriteRequest, WriteResponse, operation,
+    DeleteRequest, DigestRequest, DigestResponse, GetRequest, GetResponse, KeyValue,
+    MergeRangesRequest, MergeRangesResponse, Operation, PromoteRequest, PromoteResponse,
+    PutRequest, RangeState, RangesRequest, RangesResponse, ReplicaState, ScanRequest, ScanResponse,
+    SplitRangeRequest, SplitRangeResponse, StatusRequest, StatusResponse, WriteRequest,
+    WriteResponse, operation,
 };
 use strata_replication::{ReadOptions, Replica, SharedDb, Upstream, epoch::Epoch};
 use tonic::{Request, Response, Status};
@@ -57,6 +58,16 @@ fn to_status(error: &Error) -> Status {
     }
 }
 
+/// The waits of a read request (0: none; timeout 0: one second).
+fn read_options(min_seq: u64, max_staleness_millis: u64, timeout_millis: u64) -> ReadOptions {
+    ReadOptions {
+        min_seq: (min_seq > 0).then_some(SeqNo(min_seq)),
+        max_staleness: (max_staleness_millis > 0)
+            .then(|| Duration::from_millis(max_staleness_millis)),
+        timeout: millis(timeout_millis, 1000),
+    }
+}
+
 fn millis(value: u64, default: u64) -> Duration {
     Duration::from_millis(if value == 0 {
         default
@@ -85,6 +96,47 @@ impl Kv for Node {
             .write_seconds
             .observe(started.elapsed().as_secs_f64());
         self.count("write", result.is_ok());
+        result
+    }
+
+    async fn put(&self, request: Request<PutRequest>) -> Result<Response<WriteResponse>, Status> {
+        let put = request.into_inner();
+        let write = WriteRequest {
+            operations: vec![Operation {
+                kind: operation::Kind::Put as i32,
+                key: put.key,
+                value: put.value,
+            }],
+            sync: put.sync,
+            ..WriteRequest::default()
+        };
+        self.write(Request::new(write)).await
+    }
+
+    async fn delete(
+        &self,
+        request: Request<DeleteRequest>,
+    ) -> Result<Response<WriteResponse>, Status> {
+        let delete = request.into_inner();
+        let write = WriteRequest {
+            operations: vec![Operation {
+                kind: operation::Kind::Delete as i32,
+                key: delete.key,
+                value: Vec::new(),
+            }],
+            sync: delete.sync,
+            ..WriteRequest::default()
+        };
+        self.write(Request::new(write)).await
+    }
+
+    async fn scan(&self, request: Request<ScanRequest>) -> Result<Response<ScanResponse>, Status> {
+        let started = std::time::Instant::now();
+        let result = self.scan_inner(request.into_inner()).await;
+        self.metrics
+            .read_seconds
+            .observe(started.elapsed().as_secs_f64());
+        self.count("scan", result.is_ok());
         result
     }
 
@@ -162,33 +214,94 @@ impl Node {
         Ok(Response::new(answer))
     }
 
-    async fn get_inner(&self, request: GetRequest) -> Result<Response<GetResponse>, Status> {
-        let options = ReadOptions {
-            min_seq: (request.min_seq > 0).then_some(SeqNo(request.min_seq)),
-            max_staleness: (request.max_staleness_millis > 0)
-                .then(|| Duration::from_millis(request.max_staleness_millis)),
-            timeout: millis(request.timeout_millis, 1000),
+    /// A snapshot once the read's waits are met (a replica waits for
+    /// `min_seq` and staleness; a primary for `min_seq`). Blocking.
+    fn read_snapshot(&self, options: &ReadOptions) -> Result<strata::Snapshot, Status> {
+        match &self.role {
+            Role::Replica { replica, .. } => replica
+                .snapshot(options)
+                .map_err(|e| Status::unavailable(e.to_string())),
+            Role::Primary => {
+                let db = self.db()?;
+                if let Some(min) = options.min_seq
+                    && !db.wait_for_seq(min, options.timeout)
+                {
+                    return Err(Status::unavailable(format!(
+                        "not yet at {} (at {})",
+                        min.get(),
+                        db.last_seq().get()
+                    )));
+                }
+                Ok(db.snapshot())
+            }
+        }
+    }
+
+    async fn scan_inner(&self, request: ScanRequest) -> Result<Response<ScanResponse>, Status> {
+        let limit = match request.limit {
+            0 => 1000,
+            n if n > 100_000 => {
+                return Err(Status::invalid_argument(
+                    "limit: at most 100000 entries per scan",
+                ));
+            }
+            n => n as usize,
         };
+        if !request.unbounded && request.end <= request.start {
+            return Err(Status::invalid_argument(
+                "end must be above start (or set unbounded)",
+            ));
+        }
+        let options = read_options(
+            request.min_seq,
+            request.max_staleness_millis,
+            request.timeout_millis,
+        );
+        let node = self.clone();
+        let answer = tokio::task::spawn_blocking(move || -> Result<ScanResponse, Status> {
+            let snapshot = node.read_snapshot(&options)?;
+            let start = std::ops::Bound::Included(request.start.as_slice());
+            let end = if request.unbounded {
+                std::ops::Bound::Unbounded
+            } else {
+                std::ops::Bound::Excluded(request.end.as_slice())
+            };
+            let iter = if request.reverse {
+                snapshot.scan_rev((start, end))
+            } else {
+                snapshot.scan((start, end))
+            }
+            .map_err(|e| to_status(&e))?;
+            let mut entries = Vec::new();
+            let mut more = false;
+            for item in iter {
+                let (key, value) = item.map_err(|e| to_status(&e))?;
+                if entries.len() == limit {
+                    more = true;
+                    break;
+                }
+                entries.push(KeyValue { key, value });
+            }
+            Ok(ScanResponse {
+                entries,
+                seq: snapshot.seq().get(),
+                more,
+            })
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))??;
+        Ok(Response::new(answer))
+    }
+
+    async fn get_inner(&self, request: GetRequest) -> Result<Response<GetResponse>, Status> {
+        let options = read_options(
+            request.min_seq,
+            request.max_staleness_millis,
+            request.timeout_millis,
+        );
         let node = self.clone();
         let answer = tokio::task::spawn_blocking(move || -> Result<GetResponse, Status> {
-            let snapshot = match &node.role {
-                Role::Replica { replica, .. } => replica
-                    .snapshot(&options)
-                    .map_err(|e| Status::unavailable(e.to_string()))?,
-                Role::Primary => {
-                    let db = node.db()?;
-                    if let Some(min) = options.min_seq
-                        && !db.wait_for_seq(min, options.timeout)
-                    {
-                        return Err(Status::unavailable(format!(
-                            "not yet at {} (at {})",
-                            min.get(),
-                            db.last_seq().get()
-                        )));
-                    }
-                    db.snapshot()
-                }
-            };
+            let snapshot = node.read_snapshot(&options)?;
             let value = snapshot.get(&request.key).map_err(|e| to_status(&e))?;
             Ok(GetResponse {
                 found: value.is_some(),

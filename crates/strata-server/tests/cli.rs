@@ -199,3 +199,19 @@ fn inspect_decodes_a_log_segment_a_table_and_a_manifest() {
     let out = strata(&["inspect", data.join("CURRENT").to_str().unwrap()]);
     assert!(!out.status.success());
 }
+
+#[test]
+fn serve_refuses_an_unwritable_data_dir_with_a_message() {
+    let dir = tempfile::tempdir().unwrap();
+    // data_dir under a regular file: nothing can be created there.
+    std::fs::write(dir.path().join("file"), b"x").unwrap();
+    let config = dir.path().join("node.toml");
+    std::fs::write(
+        &config,
+        "role = \"primary\"\ndata_dir = \"file/d\"\nlisten = \"127.0.0.1:7399\"\n",
+    )
+    .unwrap();
+    let out = strata(&["serve", "--config", config.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("file/d"), "{}", text(&out));
+}

@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 use strata_proto::v1::admin_client::AdminClient;
 use strata_proto::v1::kv_client::KvClient;
 use strata_proto::v1::{
-    GetRequest, MergeRangesRequest, Operation, PromoteRequest, RangesRequest, SplitRangeRequest,
-    StatusRequest, WriteRequest, operation,
+    DeleteRequest, GetRequest, MergeRangesRequest, Operation, PromoteRequest, PutRequest,
+    RangesRequest, ScanRequest, SplitRangeRequest, StatusRequest, WriteRequest, operation,
 };
 
 fn repo() -> PathBuf {
@@ -347,6 +347,58 @@ async fn a_primary_and_two_replicas_from_the_example_configs() {
             );
         }
     }
+
+    // Put, Delete and Scan (forward, reverse, limited) on the primary, and a
+    // scan on a replica waiting for the commit token.
+    for key in ["s1", "s2", "s3", "s4"] {
+        kv.put(PutRequest {
+            key: key.into(),
+            value: b"v".to_vec(),
+            sync: false,
+        })
+        .await
+        .unwrap();
+    }
+    let deleted = kv
+        .delete(DeleteRequest {
+            key: b"s2".to_vec(),
+            sync: true,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .seq;
+    let scan = |node: String, reverse: bool, limit: u32, min_seq: u64| async move {
+        KvClient::connect(node)
+            .await
+            .unwrap()
+            .scan(ScanRequest {
+                start: b"s".to_vec(),
+                end: b"t".to_vec(),
+                limit,
+                reverse,
+                min_seq,
+                timeout_millis: 10_000,
+                ..ScanRequest::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+    };
+    let keys = |r: &strata_proto::v1::ScanResponse| -> Vec<Vec<u8>> {
+        r.entries.iter().map(|e| e.key.clone()).collect()
+    };
+    let forward = scan(primary.grpc.clone(), false, 0, 0).await;
+    assert_eq!(
+        keys(&forward),
+        vec![b"s1".to_vec(), b"s3".to_vec(), b"s4".to_vec()]
+    );
+    let reverse = scan(primary.grpc.clone(), true, 2, 0).await;
+    assert_eq!(keys(&reverse), vec![b"s4".to_vec(), b"s3".to_vec()]);
+    assert!(reverse.more);
+    let on_replica = scan(r1.grpc.clone(), false, 0, deleted).await;
+    assert_eq!(keys(&on_replica), keys(&forward));
+    assert!(on_replica.seq >= deleted);
 
     // Admin: ranges, an online split and merge on the primary.
     let mut admin = AdminClient::connect(primary.grpc.clone()).await.unwrap();
