@@ -97,6 +97,11 @@ pub(crate) struct Config {
     /// Durability and limits (all optional).
     #[serde(default)]
     pub(crate) engine: EngineSection,
+    /// Accept a non-loopback `listen` / `metrics_listen` without TLS. Off
+    /// by default: a node's ports carry every write and the whole database,
+    /// so plaintext on a network must be asked for plainly.
+    #[serde(default)]
+    pub(crate) allow_plaintext_non_loopback: bool,
 }
 
 /// The `[engine]` section: sync policy and limits.
@@ -233,6 +238,19 @@ impl Config {
         if self.listen.port() == 0 {
             return Err("listen needs a fixed port (not 0)".into());
         }
+        for (key, addr) in [
+            ("listen", Some(self.listen)),
+            ("metrics_listen", self.metrics_listen),
+        ] {
+            if let Some(addr) = addr
+                && !addr.ip().is_loopback()
+                && !self.allow_plaintext_non_loopback
+            {
+                return Err(format!(
+                    "{key} = {addr} is not a loopback address and this build serves plaintext only: set allow_plaintext_non_loopback = true to accept that on a network you trust"
+                ));
+            }
+        }
         if let Some(metrics) = self.metrics_listen {
             if metrics.port() == 0 {
                 return Err("metrics_listen needs a fixed port (not 0)".into());
@@ -261,6 +279,11 @@ mod tests {
         )
         .unwrap();
         assert_eq!(replica.replica.unwrap().id, "r1");
+        let open = Config::parse(
+            "role = \"primary\"\ndata_dir = \"p\"\nlisten = \"0.0.0.0:7001\"\nallow_plaintext_non_loopback = true\n",
+        )
+        .unwrap();
+        assert!(open.allow_plaintext_non_loopback);
     }
 
     #[test]

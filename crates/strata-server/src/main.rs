@@ -313,7 +313,16 @@ async fn run(config: config::Config) -> Result<(), String> {
             () = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
         }
     };
+    // Limits, set explicitly: streams per connection, keepalives so a dead
+    // or idle peer is noticed, header size and reset-flood bounds.
     tonic::transport::Server::builder()
+        .concurrency_limit_per_connection(256)
+        .max_concurrent_streams(Some(256))
+        .tcp_keepalive(Some(std::time::Duration::from_secs(60)))
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(20)))
+        .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
+        .http2_max_header_list_size(Some(16 << 10))
+        .http2_max_pending_accept_reset_streams(Some(64))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(node.upstream.service())

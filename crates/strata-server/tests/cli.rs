@@ -215,3 +215,56 @@ fn serve_refuses_an_unwritable_data_dir_with_a_message() {
     assert!(!out.status.success());
     assert!(text(&out).contains("file/d"), "{}", text(&out));
 }
+
+#[test]
+fn serve_refuses_a_config_that_is_not_utf8() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("node.toml");
+    std::fs::write(
+        &config,
+        b"role = \"primary\"\ndata_dir = \"\xff\xfe\"\nlisten = \"127.0.0.1:7001\"\n",
+    )
+    .unwrap();
+    let out = strata(&["serve", "--config", config.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("node.toml"), "{}", text(&out));
+}
+
+#[test]
+fn a_second_node_on_the_same_data_dir_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = |p: u16| {
+        let config = dir.path().join(format!("n{p}.toml"));
+        std::fs::write(
+            &config,
+            format!("role = \"primary\"\ndata_dir = \"shared\"\nlisten = \"127.0.0.1:{p}\"\n"),
+        )
+        .unwrap();
+        config
+    };
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let first_config = port(free());
+    let mut first = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(["serve", "--config", first_config.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until the first holds the lock (its CURRENT exists).
+    let started = std::time::Instant::now();
+    while !dir.path().join("shared/CURRENT").exists() {
+        assert!(started.elapsed() < std::time::Duration::from_secs(20));
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let second = strata(&["serve", "--config", port(free()).to_str().unwrap()]);
+    let _ = first.kill();
+    let _ = first.wait();
+    assert!(!second.status.success());
+    assert!(text(&second).contains("locked"), "{}", text(&second));
+}
