@@ -68,6 +68,10 @@ pub struct ReplicaConfig {
     pub backoff_max: Duration,
     /// How long a connection attempt may take. Default: 2 s.
     pub connect_timeout: Duration,
+    /// TLS for the connection to the upstream (the upstream's CA, this
+    /// replica's certificate and key for mutual TLS, the name to check).
+    /// Default: none (plaintext).
+    pub tls: Option<tonic::transport::ClientTlsConfig>,
     /// A ready channel to the upstream, used instead of connecting to
     /// `upstream` by address: an in-memory transport in tests, or a
     /// channel with custom settings. Default: none.
@@ -100,6 +104,7 @@ impl ReplicaConfig {
             backoff_max: Duration::from_secs(2),
             connect_timeout: Duration::from_secs(2),
             channel: None,
+            tls: None,
             ranges: Vec::new(),
         }
     }
@@ -587,10 +592,15 @@ async fn connect(config: &ReplicaConfig) -> Result<ReplicationClient<Channel>, S
             .max_decoding_message_size(64 << 20)
             .max_encoding_message_size(1 << 20));
     }
-    let endpoint = Endpoint::from_shared(config.upstream.clone())
+    let mut endpoint = Endpoint::from_shared(config.upstream.clone())
         .map_err(|e| format!("bad upstream address {:?}: {e}", config.upstream))?
         .connect_timeout(config.connect_timeout)
         .tcp_nodelay(true);
+    if let Some(tls) = &config.tls {
+        endpoint = endpoint
+            .tls_config(tls.clone())
+            .map_err(|e| format!("TLS settings for {}: {e}", config.upstream))?;
+    }
     let channel = endpoint
         .connect()
         .await

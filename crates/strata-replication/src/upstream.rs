@@ -72,6 +72,14 @@ pub struct UpstreamConfig {
     /// downstream replicas); empty: every key. A replica asking for keys
     /// outside them is refused.
     pub holds_ranges: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    /// With mutual TLS: the identities (DNS names in the client
+    /// certificate's subject alternative names) allowed to replicate. Every
+    /// call must present a certificate naming one of them, and a
+    /// `Subscribe`'s `replica_id` must be one of its certificate's names
+    /// (so a replica cannot take another's slot). CA membership alone is
+    /// not enough. `None`: no certificate check (plaintext or TLS without
+    /// client certificates).
+    pub allowed_peers: Option<Vec<String>>,
 }
 
 impl UpstreamConfig {
@@ -87,6 +95,7 @@ impl UpstreamConfig {
             chunk_bytes: 1 << 20,
             subscribe_timeout: Duration::from_secs(10),
             holds_ranges: Vec::new(),
+            allowed_peers: None,
         }
     }
 }
@@ -270,6 +279,30 @@ impl Upstream {
         })
     }
 
+    /// With `allowed_peers`: the caller's certificate identities, if one is
+    /// allowed; the refusal otherwise (no certificate: UNAUTHENTICATED; no
+    /// allowed identity: PERMISSION_DENIED). Messages name no path or
+    /// version.
+    fn authorize<T>(&self, request: &Request<T>) -> Result<Vec<String>, Status> {
+        let Some(allowed) = &self.shared.config.allowed_peers else {
+            return Ok(Vec::new());
+        };
+        let Some(certs) = request.peer_certs() else {
+            return Err(Status::unauthenticated("a client certificate is required"));
+        };
+        let names = certs
+            .first()
+            .map(|der| certificate_names(der.as_ref()))
+            .unwrap_or_default();
+        if names.iter().any(|n| allowed.contains(n)) {
+            Ok(names)
+        } else {
+            Err(Status::permission_denied(
+                "the client certificate names no identity allowed to replicate",
+            ))
+        }
+    }
+
     fn db(&self) -> Result<Arc<Db>, Status> {
         self.shared
             .db
@@ -327,6 +360,24 @@ pub struct SemiSyncOutcome {
     pub replicas: usize,
     /// Whether that is at least the number asked for.
     pub confirmed: bool,
+}
+
+/// The DNS names in a DER certificate's subject alternative names.
+fn certificate_names(der: &[u8]) -> Vec<String> {
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
+        return Vec::new();
+    };
+    let Ok(Some(san)) = cert.subject_alternative_name() else {
+        return Vec::new();
+    };
+    san.value
+        .general_names
+        .iter()
+        .filter_map(|name| match name {
+            x509_parser::extensions::GeneralName::DNSName(dns) => Some((*dns).to_string()),
+            _ => None,
+        })
+        .collect()
 }
 
 fn valid_replica_id(id: &str) -> bool {
@@ -415,6 +466,7 @@ impl Replication for Upstream {
         &self,
         request: Request<tonic::Streaming<ReplicaMessage>>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let identities = self.authorize(&request)?;
         let mut inbound = request.into_inner();
         let first = tokio::time::timeout(self.shared.config.subscribe_timeout, inbound.message())
             .await
@@ -428,6 +480,11 @@ impl Replication for Upstream {
         if !valid_replica_id(&sub.replica_id) {
             return Err(Status::invalid_argument(
                 "replica_id must be 1 to 128 bytes of [A-Za-z0-9._-]",
+            ));
+        }
+        if self.shared.config.allowed_peers.is_some() && !identities.contains(&sub.replica_id) {
+            return Err(Status::permission_denied(
+                "replica_id is not an identity of the client certificate",
             ));
         }
         let db = self.db()?;
@@ -554,6 +611,7 @@ impl Replication for Upstream {
         &self,
         request: Request<BeginSnapshotRequest>,
     ) -> Result<Response<SnapshotInfo>, Status> {
+        self.authorize(&request)?;
         let request = request.into_inner();
         if !valid_replica_id(&request.replica_id) {
             return Err(Status::invalid_argument(
@@ -573,6 +631,7 @@ impl Replication for Upstream {
         &self,
         request: Request<FetchSnapshotRequest>,
     ) -> Result<Response<Self::FetchSnapshotStream>, Status> {
+        self.authorize(&request)?;
         let request = request.into_inner();
         let rx = self
             .shared
