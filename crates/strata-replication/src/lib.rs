@@ -27,6 +27,7 @@
 //! The wire contract is `proto/strata/v1/replication.proto`; the design and
 //! its reasons are in `docs/design/replication.md`.
 
+pub mod auth;
 pub mod epoch;
 pub mod hash;
 pub mod replica;

@@ -72,6 +72,9 @@ pub struct ReplicaConfig {
     /// replica's certificate and key for mutual TLS, the name to check).
     /// Default: none (plaintext).
     pub tls: Option<tonic::transport::ClientTlsConfig>,
+    /// A replica token to present on every call, where the upstream wants
+    /// one. Default: none.
+    pub token: Option<crate::auth::Secret>,
     /// A ready channel to the upstream, used instead of connecting to
     /// `upstream` by address: an in-memory transport in tests, or a
     /// channel with custom settings. Default: none.
@@ -105,6 +108,7 @@ impl ReplicaConfig {
             connect_timeout: Duration::from_secs(2),
             channel: None,
             tls: None,
+            token: None,
             ranges: Vec::new(),
         }
     }
@@ -275,6 +279,15 @@ enum End {
     Refused(String),
     /// Stop was asked for.
     Stopped,
+}
+
+/// A request carrying the replica's token, if it has one.
+fn with_token<T>(config: &ReplicaConfig, message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    if let Some(token) = &config.token {
+        token.attach(&mut request);
+    }
+    request
 }
 
 fn classify(status: &Status) -> End {
@@ -635,7 +648,8 @@ async fn session(shared: &Arc<Shared>) -> End {
     if tx.send(subscribe).await.is_err() {
         return End::Retry("outbound stream closed".into());
     }
-    let mut inbound = match client.subscribe(ReceiverStream::new(rx)).await {
+    let request = with_token(&shared.config, ReceiverStream::new(rx));
+    let mut inbound = match client.subscribe(request).await {
         Ok(response) => response.into_inner(),
         Err(status) => return classify(&status),
     };
@@ -875,9 +889,12 @@ async fn bootstrap(shared: &Arc<Shared>) -> Result<(), String> {
     let config = &shared.config;
     let mut client = connect(config).await?;
     let info = client
-        .begin_snapshot(BeginSnapshotRequest {
-            replica_id: config.replica_id.clone(),
-        })
+        .begin_snapshot(with_token(
+            config,
+            BeginSnapshotRequest {
+                replica_id: config.replica_id.clone(),
+            },
+        ))
         .await
         .map_err(|s| format!("begin snapshot: {:?}: {}", s.code(), s.message()))?
         .into_inner();
@@ -895,7 +912,7 @@ async fn bootstrap(shared: &Arc<Shared>) -> Result<(), String> {
     );
     let mut fetched = 0u64;
     for (index, file) in info.files.iter().enumerate() {
-        fetch_file(&mut client, &info.snapshot_id, file, &staging).await?;
+        fetch_file(config, &mut client, &info.snapshot_id, file, &staging).await?;
         fetched += file.size;
         tracing::info!(
             file = %file.path,
@@ -975,6 +992,7 @@ fn prepare_staging(staging: &Path, snapshot_id: &str) -> std::io::Result<()> {
 }
 
 async fn fetch_file(
+    config: &ReplicaConfig,
     client: &mut ReplicationClient<Channel>,
     snapshot_id: &str,
     file: &strata_proto::v1::SnapshotFile,
@@ -996,11 +1014,14 @@ async fn fetch_file(
             .open(&local)
             .map_err(|e| format!("{}: {e}", local.display()))?;
         let mut chunks = client
-            .fetch_snapshot(FetchSnapshotRequest {
-                snapshot_id: snapshot_id.to_string(),
-                path: file.path.clone(),
-                offset: have,
-            })
+            .fetch_snapshot(with_token(
+                config,
+                FetchSnapshotRequest {
+                    snapshot_id: snapshot_id.to_string(),
+                    path: file.path.clone(),
+                    offset: have,
+                },
+            ))
             .await
             .map_err(|s| format!("fetch {}: {:?}: {}", file.path, s.code(), s.message()))?
             .into_inner();

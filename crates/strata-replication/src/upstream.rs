@@ -42,6 +42,7 @@ use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
+use crate::auth::{Auth, Principal, Role};
 use crate::epoch::Epoch;
 use crate::hash::record_hash;
 use crate::shared::SharedDb;
@@ -72,14 +73,11 @@ pub struct UpstreamConfig {
     /// downstream replicas); empty: every key. A replica asking for keys
     /// outside them is refused.
     pub holds_ranges: Vec<(Vec<u8>, Option<Vec<u8>>)>,
-    /// With mutual TLS: the identities (DNS names in the client
-    /// certificate's subject alternative names) allowed to replicate. Every
-    /// call must present a certificate naming one of them, and a
-    /// `Subscribe`'s `replica_id` must be one of its certificate's names
-    /// (so a replica cannot take another's slot). CA membership alone is
-    /// not enough. `None`: no certificate check (plaintext or TLS without
-    /// client certificates).
-    pub allowed_peers: Option<Vec<String>>,
+    /// Who may replicate: with credentials configured, every call must
+    /// present a replica token or a client certificate naming an allowed
+    /// identity, and may subscribe only as the replica id and for the key
+    /// ranges that credential names. Default: [`Auth::open`] (anyone).
+    pub auth: Auth,
 }
 
 impl UpstreamConfig {
@@ -95,7 +93,7 @@ impl UpstreamConfig {
             chunk_bytes: 1 << 20,
             subscribe_timeout: Duration::from_secs(10),
             holds_ranges: Vec::new(),
-            allowed_peers: None,
+            auth: Auth::open(),
         }
     }
 }
@@ -279,28 +277,11 @@ impl Upstream {
         })
     }
 
-    /// With `allowed_peers`: the caller's certificate identities, if one is
-    /// allowed; the refusal otherwise (no certificate: UNAUTHENTICATED; no
-    /// allowed identity: PERMISSION_DENIED). Messages name no path or
-    /// version.
-    fn authorize<T>(&self, request: &Request<T>) -> Result<Vec<String>, Status> {
-        let Some(allowed) = &self.shared.config.allowed_peers else {
-            return Ok(Vec::new());
-        };
-        let Some(certs) = request.peer_certs() else {
-            return Err(Status::unauthenticated("a client certificate is required"));
-        };
-        let names = certs
-            .first()
-            .map(|der| certificate_names(der.as_ref()))
-            .unwrap_or_default();
-        if names.iter().any(|n| allowed.contains(n)) {
-            Ok(names)
-        } else {
-            Err(Status::permission_denied(
-                "the client certificate names no identity allowed to replicate",
-            ))
-        }
+    /// The caller, if it may use the replication service.
+    fn authorize<T>(&self, request: &Request<T>) -> Result<Principal, Status> {
+        let principal = self.shared.config.auth.authenticate(request)?;
+        principal.require(&[Role::Replica], "replicate")?;
+        Ok(principal)
     }
 
     fn db(&self) -> Result<Arc<Db>, Status> {
@@ -362,22 +343,15 @@ pub struct SemiSyncOutcome {
     pub confirmed: bool,
 }
 
-/// The DNS names in a DER certificate's subject alternative names.
-fn certificate_names(der: &[u8]) -> Vec<String> {
-    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
-        return Vec::new();
-    };
-    let Ok(Some(san)) = cert.subject_alternative_name() else {
-        return Vec::new();
-    };
-    san.value
-        .general_names
-        .iter()
-        .filter_map(|name| match name {
-            x509_parser::extensions::GeneralName::DNSName(dns) => Some((*dns).to_string()),
-            _ => None,
-        })
-        .collect()
+/// A snapshot holds the whole database: not for a range-limited credential.
+fn refuse_whole_snapshot(principal: &Principal) -> Result<(), Status> {
+    if principal.ranges.is_empty() {
+        Ok(())
+    } else {
+        Err(Status::permission_denied(
+            "snapshots hold every key range: a range-limited credential cannot fetch one",
+        ))
+    }
 }
 
 fn valid_replica_id(id: &str) -> bool {
@@ -466,7 +440,7 @@ impl Replication for Upstream {
         &self,
         request: Request<tonic::Streaming<ReplicaMessage>>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
-        let identities = self.authorize(&request)?;
+        let principal = self.authorize(&request)?;
         let mut inbound = request.into_inner();
         let first = tokio::time::timeout(self.shared.config.subscribe_timeout, inbound.message())
             .await
@@ -482,9 +456,11 @@ impl Replication for Upstream {
                 "replica_id must be 1 to 128 bytes of [A-Za-z0-9._-]",
             ));
         }
-        if self.shared.config.allowed_peers.is_some() && !identities.contains(&sub.replica_id) {
+        if let Some(ids) = &principal.replica_ids
+            && !ids.contains(&sub.replica_id)
+        {
             return Err(Status::permission_denied(
-                "replica_id is not an identity of the client certificate",
+                "replica_id is not the one this credential names",
             ));
         }
         let db = self.db()?;
@@ -505,6 +481,11 @@ impl Replication for Upstream {
             }
         }
         let wanted = crate::ranges_from_proto(&sub.ranges).map_err(Status::invalid_argument)?;
+        if !crate::covers(&principal.ranges, &wanted) {
+            return Err(Status::permission_denied(
+                "the replica asks for key ranges its credential does not allow",
+            ));
+        }
         if !crate::covers(&self.shared.config.holds_ranges, &wanted) {
             return Err(Status::permission_denied(
                 "the replica asks for key ranges this node does not hold",
@@ -611,8 +592,16 @@ impl Replication for Upstream {
         &self,
         request: Request<BeginSnapshotRequest>,
     ) -> Result<Response<SnapshotInfo>, Status> {
-        self.authorize(&request)?;
+        let principal = self.authorize(&request)?;
+        refuse_whole_snapshot(&principal)?;
         let request = request.into_inner();
+        if let Some(ids) = &principal.replica_ids
+            && !ids.contains(&request.replica_id)
+        {
+            return Err(Status::permission_denied(
+                "replica_id is not the one this credential names",
+            ));
+        }
         if !valid_replica_id(&request.replica_id) {
             return Err(Status::invalid_argument(
                 "replica_id must be 1 to 128 bytes of [A-Za-z0-9._-]",
@@ -631,7 +620,8 @@ impl Replication for Upstream {
         &self,
         request: Request<FetchSnapshotRequest>,
     ) -> Result<Response<Self::FetchSnapshotStream>, Status> {
-        self.authorize(&request)?;
+        let principal = self.authorize(&request)?;
+        refuse_whole_snapshot(&principal)?;
         let request = request.into_inner();
         let rx = self
             .shared

@@ -17,6 +17,7 @@ use rcgen::{BasicConstraints, Certificate, CertificateParams, DnType, IsCa, KeyP
 use strata::{Db, Options};
 use strata_proto::v1::replication_client::ReplicationClient;
 use strata_proto::v1::{BeginSnapshotRequest, ReplicaMessage, Subscribe, replica_message};
+use strata_replication::auth::{Auth, PeerGrant};
 use strata_replication::epoch::Epoch;
 use strata_replication::{Replica, ReplicaConfig, SharedDb, Upstream, UpstreamConfig};
 use tokio_stream::wrappers::TcpListenerStream;
@@ -69,7 +70,15 @@ async fn primary() -> Primary {
     db.put(b"k", b"v").unwrap();
     db.sync().unwrap();
     let mut config = UpstreamConfig::new(dir.path().join("p.snapshots"));
-    config.allowed_peers = Some(vec!["replica-1".into(), "replica-2".into()]);
+    config.auth = Auth::new(
+        Vec::new(),
+        ["replica-1", "replica-2"]
+            .map(|identity| PeerGrant {
+                identity: identity.into(),
+                ranges: Vec::new(),
+            })
+            .into(),
+    );
     let upstream = Upstream::new(
         SharedDb::new(db),
         Epoch::open(&dir.path().join("p")).unwrap(),

@@ -1,0 +1,244 @@
+//! Token authentication on the replication service: a replica token lets a
+//! replica follow as the id it names and for the ranges it names; every
+//! other case is refused with the expected status, each a named test.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    missing_docs
+)]
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use strata::{Db, Options};
+use strata_proto::v1::replication_client::ReplicationClient;
+use strata_proto::v1::{
+    BeginSnapshotRequest, KeyRange, ReplicaMessage, Subscribe, replica_message,
+};
+use strata_replication::auth::{Auth, Role, Secret, TokenGrant};
+use strata_replication::epoch::Epoch;
+use strata_replication::{Replica, ReplicaConfig, SharedDb, Upstream, UpstreamConfig};
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::Code;
+use tonic::transport::Server;
+
+const REPLICA_TOKEN: &str = "replica-1-token-0123456789";
+const SCOPED_TOKEN: &str = "replica-eu-token-0123456789";
+const CLIENT_TOKEN: &str = "client-token-0123456789abc";
+
+struct Primary {
+    addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+async fn primary() -> Primary {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path().join("p"), Options::default()).unwrap();
+    db.put(b"eu/k", b"v").unwrap();
+    db.sync().unwrap();
+    let mut config = UpstreamConfig::new(dir.path().join("p.snapshots"));
+    config.auth = Auth::new(
+        vec![
+            TokenGrant::new(
+                "replica-1",
+                Role::Replica,
+                REPLICA_TOKEN.as_bytes(),
+                Vec::new(),
+            ),
+            TokenGrant::new(
+                "replica-eu",
+                Role::Replica,
+                SCOPED_TOKEN.as_bytes(),
+                vec![(b"eu/".to_vec(), Some(b"eu0".to_vec()))],
+            ),
+            TokenGrant::new("app", Role::Client, CLIENT_TOKEN.as_bytes(), Vec::new()),
+        ],
+        Vec::new(),
+    );
+    let upstream = Upstream::new(
+        SharedDb::new(db),
+        Epoch::open(&dir.path().join("p")).unwrap(),
+        config,
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = Server::builder().add_service(upstream.service());
+    tokio::spawn(async move {
+        let _ = server
+            .serve_with_incoming(TcpListenerStream::new(listener))
+            .await;
+    });
+    Primary { addr, _dir: dir }
+}
+
+/// Subscribes with this raw `authorization` value (none: no header), as
+/// `id`, for `ranges`; the status code of the answer (Ok when accepted).
+async fn subscribe(
+    addr: SocketAddr,
+    authorization: Option<&str>,
+    id: &str,
+    ranges: Vec<KeyRange>,
+) -> Result<(), (Code, String)> {
+    let mut client = ReplicationClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel(2);
+    tx.send(ReplicaMessage {
+        kind: Some(replica_message::Kind::Subscribe(Subscribe {
+            replica_id: id.into(),
+            ranges,
+            ..Subscribe::default()
+        })),
+    })
+    .await
+    .unwrap();
+    let mut request = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+    if let Some(value) = authorization {
+        request
+            .metadata_mut()
+            .insert("authorization", value.parse().unwrap());
+    }
+    let answer = client.subscribe(request).await;
+    drop(tx);
+    answer
+        .map(|_| ())
+        .map_err(|s| (s.code(), s.message().to_string()))
+}
+
+fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
+
+fn eu() -> Vec<KeyRange> {
+    vec![KeyRange {
+        start: b"eu/".to_vec(),
+        end: b"eu0".to_vec(),
+        unbounded: false,
+    }]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_replica_with_its_token_follows() {
+    let p = primary().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = ReplicaConfig::new(format!("http://{}", p.addr), "replica-1", dir.path());
+    config.token = Some(Secret::new(REPLICA_TOKEN).unwrap());
+    let replica = Replica::start(config).unwrap();
+    let started = Instant::now();
+    while replica.figures().applied_seq < 1 {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{:?}",
+            replica.figures()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A range-limited token follows its own ranges.
+    assert_eq!(
+        subscribe(p.addr, Some(&bearer(SCOPED_TOKEN)), "replica-eu", eu()).await,
+        Ok(())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_missing_is_unauthenticated() {
+    let p = primary().await;
+    let (code, message) = subscribe(p.addr, None, "replica-1", Vec::new())
+        .await
+        .unwrap_err();
+    assert_eq!(code, Code::Unauthenticated, "{message}");
+    assert!(!message.contains('/'), "reveals nothing: {message}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_wrong_is_unauthenticated() {
+    let p = primary().await;
+    let (code, message) = subscribe(
+        p.addr,
+        Some(&bearer("replica-1-token-0123456788")),
+        "replica-1",
+        Vec::new(),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(code, Code::Unauthenticated, "{message}");
+    assert!(!message.contains("replica-1-token"), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_with_a_trailing_space_is_unauthenticated() {
+    let p = primary().await;
+    let result = subscribe(
+        p.addr,
+        Some(&format!("{} ", bearer(REPLICA_TOKEN))),
+        "replica-1",
+        Vec::new(),
+    )
+    .await;
+    // Nothing is trimmed: the token with a space is another token.
+    let (code, message) = result.unwrap_err();
+    assert_eq!(code, Code::Unauthenticated, "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_of_a_client_cannot_subscribe() {
+    let p = primary().await;
+    let (code, message) = subscribe(p.addr, Some(&bearer(CLIENT_TOKEN)), "app", Vec::new())
+        .await
+        .unwrap_err();
+    assert_eq!(code, Code::PermissionDenied, "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_of_one_replica_cannot_take_another_replicas_id() {
+    let p = primary().await;
+    let (code, message) = subscribe(
+        p.addr,
+        Some(&bearer(REPLICA_TOKEN)),
+        "replica-2",
+        Vec::new(),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(code, Code::PermissionDenied, "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_limited_to_ranges_cannot_ask_for_others() {
+    let p = primary().await;
+    // Every key.
+    let (code, message) = subscribe(
+        p.addr,
+        Some(&bearer(SCOPED_TOKEN)),
+        "replica-eu",
+        Vec::new(),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(code, Code::PermissionDenied, "{message}");
+    // Another range.
+    let us = vec![KeyRange {
+        start: b"us/".to_vec(),
+        end: b"us0".to_vec(),
+        unbounded: false,
+    }];
+    let (code, message) = subscribe(p.addr, Some(&bearer(SCOPED_TOKEN)), "replica-eu", us)
+        .await
+        .unwrap_err();
+    assert_eq!(code, Code::PermissionDenied, "{message}");
+    // A whole-database snapshot.
+    let mut request = tonic::Request::new(BeginSnapshotRequest {
+        replica_id: "replica-eu".into(),
+    });
+    request
+        .metadata_mut()
+        .insert("authorization", bearer(SCOPED_TOKEN).parse().unwrap());
+    let status = ReplicationClient::connect(format!("http://{}", p.addr))
+        .await
+        .unwrap()
+        .begin_snapshot(request)
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+}
