@@ -42,6 +42,8 @@ pub(crate) struct BenchArgs {
     /// Run against this running node over gRPC.
     #[arg(long)]
     node: Option<String>,
+    #[command(flatten)]
+    security: crate::connect::Security,
 }
 
 fn key(workload: &str, i: u64) -> [u8; 16] {
@@ -172,20 +174,14 @@ async fn embedded(args: &BenchArgs, dir: &std::path::Path) -> Result<(), String>
 }
 
 async fn remote(args: &BenchArgs, node: &str) -> Result<(), String> {
-    let address = if node.starts_with("http://") {
-        node.to_string()
-    } else {
-        format!("http://{node}")
-    };
     let done = Arc::new(AtomicU64::new(0));
     let ticker = progress(Arc::clone(&done), args.num);
     let started = Instant::now();
     let per_thread = args.num / args.threads;
     let mut handles = Vec::new();
     for t in 0..args.threads {
-        let mut kv = KvClient::connect(address.clone())
-            .await
-            .map_err(|e| format!("connecting to {node}: {e}"))?;
+        let (channel, token) = args.security.channel(node).await?;
+        let mut kv = KvClient::with_interceptor(channel, token);
         let done = Arc::clone(&done);
         let args = args.clone();
         handles.push(tokio::spawn(async move {

@@ -1,21 +1,11 @@
 //! The client subcommands: `put`, `get` and `status` against a running node.
 
-use strata_proto::v1::admin_client::AdminClient;
-use strata_proto::v1::kv_client::KvClient;
 use strata_proto::v1::{
     GetRequest, MergeRangesRequest, Operation, PromoteRequest, RangesRequest, SplitRangeRequest,
     StatusRequest, WriteRequest, operation,
 };
 
 use crate::Command;
-
-fn address(node: &str) -> String {
-    if node.starts_with("http://") {
-        node.to_string()
-    } else {
-        format!("http://{node}")
-    }
-}
 
 pub(crate) fn run(command: Command) -> Result<(), String> {
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -33,9 +23,7 @@ pub(crate) fn run(command: Command) -> Result<(), String> {
                 Err("not a client command".into())
             }
             Command::Put { node, sync, key, value } => {
-                let mut kv = KvClient::connect(address(&node))
-                    .await
-                    .map_err(|e| format!("connecting to {node}: {e}"))?;
+                let mut kv = node.kv().await?;
                 let answer = kv
                     .write(WriteRequest {
                         operations: vec![Operation {
@@ -53,9 +41,7 @@ pub(crate) fn run(command: Command) -> Result<(), String> {
                 Ok(())
             }
             Command::Get { node, min_seq, timeout_ms, key } => {
-                let mut kv = KvClient::connect(address(&node))
-                    .await
-                    .map_err(|e| format!("connecting to {node}: {e}"))?;
+                let mut kv = node.kv().await?;
                 let answer = kv
                     .get(GetRequest {
                         key: key.into_bytes(),
@@ -74,9 +60,7 @@ pub(crate) fn run(command: Command) -> Result<(), String> {
                 Ok(())
             }
             Command::Ranges { node } => {
-                let mut admin = AdminClient::connect(address(&node))
-                    .await
-                    .map_err(|e| format!("connecting to {node}: {e}"))?;
+                let mut admin = node.admin().await?;
                 let ranges = admin.ranges(RangesRequest {}).await.map_err(describe)?.into_inner();
                 for r in ranges.ranges {
                     let end = if r.unbounded { "end".to_string() } else { format!("{:?}", String::from_utf8_lossy(&r.end)) };
@@ -95,9 +79,7 @@ pub(crate) fn run(command: Command) -> Result<(), String> {
                 Ok(())
             }
             Command::Split { node, at } => {
-                let mut admin = AdminClient::connect(address(&node))
-                    .await
-                    .map_err(|e| format!("connecting to {node}: {e}"))?;
+                let mut admin = node.admin().await?;
                 let split = admin
                     .split_range(SplitRangeRequest { at: at.into_bytes() })
                     .await
@@ -107,9 +89,7 @@ pub(crate) fn run(command: Command) -> Result<(), String> {
                 Ok(())
             }
             Command::Merge { node, left, right } => {
-                let mut admin = AdminClient::connect(address(&node))
-                    .await
-                    .map_err(|e| format!("connecting to {node}: {e}"))?;
+                let mut admin = node.admin().await?;
                 let merged = admin
                     .merge_ranges(MergeRangesRequest { left, right })
                     .await
@@ -119,17 +99,13 @@ pub(crate) fn run(command: Command) -> Result<(), String> {
                 Ok(())
             }
             Command::Promote { node } => {
-                let mut admin = AdminClient::connect(address(&node))
-                    .await
-                    .map_err(|e| format!("connecting to {node}: {e}"))?;
+                let mut admin = node.admin().await?;
                 let promoted = admin.promote(PromoteRequest {}).await.map_err(describe)?.into_inner();
                 println!("promoted: now a primary at epoch {}", promoted.epoch);
                 Ok(())
             }
             Command::Status { node } => {
-                let mut admin = AdminClient::connect(address(&node))
-                    .await
-                    .map_err(|e| format!("connecting to {node}: {e}"))?;
+                let mut admin = node.admin().await?;
                 let s = admin.status(StatusRequest {}).await.map_err(describe)?.into_inner();
                 println!("role {}  epoch {}  last_seq {}  durable_seq {}", s.role, s.epoch, s.last_seq, s.durable_seq);
                 if s.role == "replica" {

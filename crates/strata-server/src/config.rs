@@ -16,6 +16,29 @@
 //! start = "eu/"
 //! end = "eu0"                      # optional: unbounded without it
 //!
+//! [replica.tls]                    # with an https:// upstream
+//! ca = "certs/ca.pem"              # the CA that signs the upstream's certificate
+//! cert = "certs/replica-1.pem"     # optional: this replica's certificate (mutual TLS)
+//! key = "certs/replica-1.key"      # its key (mode 0600)
+//! server_name = "primary"          # optional: the name the upstream's certificate must carry
+//!
+//! [tls]                            # optional: TLS on `listen`
+//! cert = "certs/node.pem"
+//! key = "certs/node.key"           # refused if readable by group or others
+//! client_ca = "certs/ca.pem"       # optional: verify client certificates
+//!
+//! [[auth.tokens]]                  # optional: tokens accepted (any: one is required)
+//! name = "app"                     # a label; for role "replica" the replica id
+//! role = "client"                  # client, admin or replica
+//! file = "secrets/app.token"       # or env = "STRATA_APP_TOKEN" (never inline)
+//!
+//! [[auth.replicas]]                # optional: mutual-TLS identities that may replicate
+//! identity = "replica-1"           # a DNS name in the certificate's SAN
+//!
+//! [limits]                         # optional: connection limits
+//! max_connections = 4096
+//! handshake_timeout_ms = 10000     # TLS handshake / first byte
+//!
 //! [engine]                         # optional: sync policy and limits
 //! sync_interval_ms = 10            # background log sync (absent: none)
 //! memtable_bytes = 67108864
@@ -51,6 +74,134 @@ pub(crate) struct ReplicaSection {
     /// The key ranges to hold (empty: all).
     #[serde(default)]
     pub(crate) ranges: Vec<KeyRangeSection>,
+    /// TLS to the upstream (required for an `https://` upstream).
+    pub(crate) tls: Option<ClientTlsSection>,
+    /// A file holding this replica's token for the upstream.
+    pub(crate) token_file: Option<PathBuf>,
+    /// An environment variable holding this replica's token.
+    pub(crate) token_env: Option<String>,
+}
+
+/// `[replica.tls]`: how a replica checks its upstream and proves itself.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ClientTlsSection {
+    /// The CA certificate (PEM) the upstream's certificate must chain to.
+    pub(crate) ca: PathBuf,
+    /// This replica's certificate (PEM), for mutual TLS.
+    pub(crate) cert: Option<PathBuf>,
+    /// Its private key (PEM); refused if readable by group or others.
+    pub(crate) key: Option<PathBuf>,
+    /// The name the upstream's certificate must carry (default: the
+    /// upstream's host).
+    pub(crate) server_name: Option<String>,
+}
+
+/// `[tls]`: TLS on the node's `listen` address.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ServerTlsSection {
+    /// The node's certificate chain (PEM).
+    pub(crate) cert: PathBuf,
+    /// Its private key (PEM); refused if readable by group or others.
+    pub(crate) key: PathBuf,
+    /// A CA certificate (PEM): client certificates signed by it are
+    /// verified (mutual TLS); without it none are asked for.
+    pub(crate) client_ca: Option<PathBuf>,
+}
+
+/// `[auth]`: the credentials the node accepts. With none, anyone who can
+/// connect may do anything.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AuthSection {
+    /// Bearer tokens.
+    #[serde(default)]
+    pub(crate) tokens: Vec<TokenSection>,
+    /// Mutual-TLS identities allowed to replicate.
+    #[serde(default)]
+    pub(crate) replicas: Vec<PeerSection>,
+}
+
+/// One `[[auth.tokens]]` entry. The token itself never appears in the
+/// config: it comes from a file or an environment variable.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TokenSection {
+    /// A label (logs, metrics); for a replica token, the replica id it may
+    /// subscribe as.
+    pub(crate) name: String,
+    /// `client`, `admin` or `replica`.
+    pub(crate) role: AccessRole,
+    /// A file holding the token (one line; refused if readable by group or
+    /// others).
+    pub(crate) file: Option<PathBuf>,
+    /// An environment variable holding the token.
+    pub(crate) env: Option<String>,
+    /// For a replica token: the key ranges it may ask for (empty: all).
+    #[serde(default)]
+    pub(crate) ranges: Vec<KeyRangeSection>,
+}
+
+/// One `[[auth.replicas]]` entry.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PeerSection {
+    /// A DNS name the replica's certificate carries in its SAN (also the
+    /// replica id it may subscribe as).
+    pub(crate) identity: String,
+    /// The key ranges it may ask for (empty: all).
+    #[serde(default)]
+    pub(crate) ranges: Vec<KeyRangeSection>,
+}
+
+/// A credential's role in the config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum AccessRole {
+    /// Kv reads and writes, Admin reads.
+    Client,
+    /// Also Admin changes.
+    Admin,
+    /// Replication only.
+    Replica,
+}
+
+/// `[limits]`: connection limits.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct LimitsSection {
+    /// Connections open at once; more are closed on accept (default 4096).
+    pub(crate) max_connections: Option<u64>,
+    /// How long a new connection may take to finish its TLS handshake (or,
+    /// in plaintext, to send its first byte) before it is closed, in
+    /// milliseconds (default 10000).
+    pub(crate) handshake_timeout_ms: Option<u64>,
+}
+
+impl LimitsSection {
+    /// Connections open at once.
+    pub(crate) fn max_connections(&self) -> usize {
+        self.max_connections.map_or(4096, |v| v as usize)
+    }
+
+    /// The handshake / first-byte deadline.
+    pub(crate) fn handshake_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.handshake_timeout_ms.unwrap_or(10_000))
+    }
+}
+
+/// The intervals of a list of range sections.
+pub(crate) fn intervals(ranges: &[KeyRangeSection]) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+    ranges
+        .iter()
+        .map(|r| {
+            (
+                r.start.as_bytes().to_vec(),
+                r.end.as_ref().map(|e| e.as_bytes().to_vec()),
+            )
+        })
+        .collect()
 }
 
 /// One `[[replica.ranges]]` entry: `[start, end)`.
@@ -66,15 +217,7 @@ pub(crate) struct KeyRangeSection {
 impl ReplicaSection {
     /// The ranges as byte intervals.
     pub(crate) fn intervals(&self) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
-        self.ranges
-            .iter()
-            .map(|r| {
-                (
-                    r.start.as_bytes().to_vec(),
-                    r.end.as_ref().map(|e| e.as_bytes().to_vec()),
-                )
-            })
-            .collect()
+        intervals(&self.ranges)
     }
 }
 
@@ -97,6 +240,14 @@ pub(crate) struct Config {
     /// Durability and limits (all optional).
     #[serde(default)]
     pub(crate) engine: EngineSection,
+    /// TLS on `listen`.
+    pub(crate) tls: Option<ServerTlsSection>,
+    /// Credentials the node accepts.
+    #[serde(default)]
+    pub(crate) auth: AuthSection,
+    /// Connection limits.
+    #[serde(default)]
+    pub(crate) limits: LimitsSection,
     /// Accept a non-loopback `listen` / `metrics_listen` without TLS. Off
     /// by default: a node's ports carry every write and the whole database,
     /// so plaintext on a network must be asked for plainly.
@@ -177,10 +328,8 @@ impl Config {
             .map_err(|e| format!("cannot read config {}: {e}", path.display()))?;
         let mut config =
             Self::parse(&text).map_err(|e| format!("config {}: {e}", path.display()))?;
-        if config.data_dir.is_relative()
-            && let Some(dir) = path.parent()
-        {
-            config.data_dir = dir.join(&config.data_dir);
+        if let Some(dir) = path.parent() {
+            config.resolve_paths(dir);
         }
         Ok(config)
     }
@@ -195,7 +344,121 @@ impl Config {
         Ok(config)
     }
 
+    /// Makes every relative path in the config relative to `dir` (the
+    /// config file's directory).
+    fn resolve_paths(&mut self, dir: &Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = dir.join(&*p);
+            }
+        };
+        fix(&mut self.data_dir);
+        if let Some(tls) = &mut self.tls {
+            fix(&mut tls.cert);
+            fix(&mut tls.key);
+            tls.client_ca.as_mut().map(fix);
+        }
+        for token in &mut self.auth.tokens {
+            token.file.as_mut().map(fix);
+        }
+        if let Some(replica) = &mut self.replica {
+            replica.token_file.as_mut().map(fix);
+            if let Some(tls) = &mut replica.tls {
+                fix(&mut tls.ca);
+                tls.cert.as_mut().map(fix);
+                tls.key.as_mut().map(fix);
+            }
+        }
+    }
+
+    fn check_security(&self) -> Result<(), String> {
+        for (i, token) in self.auth.tokens.iter().enumerate() {
+            let at = format!("auth.tokens[{i}] ({:?})", token.name);
+            match (&token.file, &token.env) {
+                (Some(_), Some(_)) => {
+                    return Err(format!("{at}: give file or env, not both"));
+                }
+                (None, None) => {
+                    return Err(format!(
+                        "{at}: needs file or env (a token is never written in the config)"
+                    ));
+                }
+                _ => {}
+            }
+            if token.name.is_empty() {
+                return Err(format!("{at}: name is empty"));
+            }
+            if token.role == AccessRole::Replica && !valid_id(&token.name) {
+                return Err(format!(
+                    "{at}: a replica token's name is the replica id it may use: 1 to 128 bytes of [A-Za-z0-9._-]"
+                ));
+            }
+            if token.role != AccessRole::Replica && !token.ranges.is_empty() {
+                return Err(format!("{at}: ranges limit replica tokens only"));
+            }
+            strata_replication::check_intervals(&intervals(&token.ranges))
+                .map_err(|e| format!("{at}.ranges: {e}"))?;
+        }
+        for (i, peer) in self.auth.replicas.iter().enumerate() {
+            let at = format!("auth.replicas[{i}]");
+            if !valid_id(&peer.identity) {
+                return Err(format!(
+                    "{at}: identity must be 1 to 128 bytes of [A-Za-z0-9._-] (it is also the replica id)"
+                ));
+            }
+            strata_replication::check_intervals(&intervals(&peer.ranges))
+                .map_err(|e| format!("{at}.ranges: {e}"))?;
+        }
+        if !self.auth.replicas.is_empty() && self.tls.as_ref().is_none_or(|t| t.client_ca.is_none())
+        {
+            return Err(
+                "auth.replicas needs [tls] with client_ca: identities come from verified client certificates"
+                    .into(),
+            );
+        }
+        if let Some(replica) = &self.replica {
+            let https = replica.upstream.starts_with("https://");
+            match (&replica.tls, https) {
+                (Some(_), false) => {
+                    return Err("[replica.tls] needs an https:// replica.upstream".into());
+                }
+                (None, true) => {
+                    return Err(
+                        "an https:// replica.upstream needs [replica.tls] with the upstream's ca"
+                            .into(),
+                    );
+                }
+                _ => {}
+            }
+            if let Some(tls) = &replica.tls
+                && tls.cert.is_some() != tls.key.is_some()
+            {
+                return Err("[replica.tls]: cert and key go together".into());
+            }
+            if replica.token_file.is_some() && replica.token_env.is_some() {
+                return Err("[replica]: give token_file or token_env, not both".into());
+            }
+        }
+        let limits = &self.limits;
+        if let Some(n) = limits.max_connections
+            && !(16..=1_000_000).contains(&n)
+        {
+            return Err(format!(
+                "limits.max_connections = {n} is outside 16..=1000000"
+            ));
+        }
+        if let Some(ms) = limits.handshake_timeout_ms
+            && !(100..=300_000).contains(&ms)
+        {
+            return Err(format!(
+                "limits.handshake_timeout_ms = {ms} is outside 100..=300000"
+            ));
+        }
+        Ok(())
+    }
+
     fn check(&self) -> Result<(), String> {
+        self.check_security()?;
         match (self.role, &self.replica) {
             (Role::Primary, Some(_)) => {
                 return Err("a [replica] section is only for role = \"replica\"".into());
@@ -209,7 +472,8 @@ impl Config {
                 let upstream = replica
                     .upstream
                     .strip_prefix("http://")
-                    .ok_or("replica.upstream must start with http://")?;
+                    .or_else(|| replica.upstream.strip_prefix("https://"))
+                    .ok_or("replica.upstream must start with http:// or https://")?;
                 let own = self.listen.to_string();
                 if upstream.trim_end_matches('/') == own {
                     return Err(format!(
@@ -217,13 +481,7 @@ impl Config {
                         replica.upstream
                     ));
                 }
-                if replica.id.is_empty()
-                    || replica.id.len() > 128
-                    || !replica
-                        .id
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-                {
+                if !valid_id(&replica.id) {
                     return Err("replica.id must be 1 to 128 bytes of [A-Za-z0-9._-]".into());
                 }
                 strata_replication::check_intervals(&replica.intervals())
@@ -238,16 +496,17 @@ impl Config {
         if self.listen.port() == 0 {
             return Err("listen needs a fixed port (not 0)".into());
         }
-        for (key, addr) in [
-            ("listen", Some(self.listen)),
-            ("metrics_listen", self.metrics_listen),
+        for (key, addr, tls) in [
+            ("listen", Some(self.listen), self.tls.is_some()),
+            ("metrics_listen", self.metrics_listen, false),
         ] {
             if let Some(addr) = addr
                 && !addr.ip().is_loopback()
+                && !tls
                 && !self.allow_plaintext_non_loopback
             {
                 return Err(format!(
-                    "{key} = {addr} is not a loopback address and this build serves plaintext only: set allow_plaintext_non_loopback = true to accept that on a network you trust"
+                    "{key} = {addr} is not a loopback address and is served without TLS: configure [tls] (listen only; metrics are plain HTTP), or set allow_plaintext_non_loopback = true to accept plaintext on a network you trust"
                 ));
             }
         }
@@ -261,6 +520,15 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// A replica id or identity: 1 to 128 bytes of `[A-Za-z0-9._-]`.
+fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 #[cfg(test)]

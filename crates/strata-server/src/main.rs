@@ -14,8 +14,11 @@
 mod bench;
 mod client;
 mod config;
+mod connect;
 mod inspect;
+mod listener;
 mod metrics;
+mod secrets;
 mod services;
 
 use std::path::PathBuf;
@@ -46,9 +49,8 @@ pub(crate) enum Command {
     },
     /// Write a key on a running primary; prints the commit token.
     Put {
-        /// The node's address.
-        #[arg(long, default_value = "127.0.0.1:7001")]
-        node: String,
+        #[command(flatten)]
+        node: connect::NodeArgs,
         /// Wait until the write is durable.
         #[arg(long)]
         sync: bool,
@@ -60,9 +62,8 @@ pub(crate) enum Command {
     /// Read a key from a running node (primary or replica); prints the value
     /// and the sequence number the answer reflects.
     Get {
-        /// The node's address.
-        #[arg(long, default_value = "127.0.0.1:7001")]
-        node: String,
+        #[command(flatten)]
+        node: connect::NodeArgs,
         /// Wait until the node has applied this commit token.
         #[arg(long, default_value_t = 0)]
         min_seq: u64,
@@ -75,29 +76,25 @@ pub(crate) enum Command {
     /// Ask a running node for its role, sequence numbers, epoch and
     /// replicas.
     Status {
-        /// The node's address.
-        #[arg(long, default_value = "127.0.0.1:7001")]
-        node: String,
+        #[command(flatten)]
+        node: connect::NodeArgs,
     },
     /// List a running node's key ranges and their figures.
     Ranges {
-        /// The node's address.
-        #[arg(long, default_value = "127.0.0.1:7001")]
-        node: String,
+        #[command(flatten)]
+        node: connect::NodeArgs,
     },
     /// Split the range holding a key, online.
     Split {
-        /// The node's address.
-        #[arg(long, default_value = "127.0.0.1:7001")]
-        node: String,
+        #[command(flatten)]
+        node: connect::NodeArgs,
         /// The first key of the new right-hand range.
         at: String,
     },
     /// Merge two adjacent ranges (by id, left then right), online.
     Merge {
-        /// The node's address.
-        #[arg(long, default_value = "127.0.0.1:7001")]
-        node: String,
+        #[command(flatten)]
+        node: connect::NodeArgs,
         /// The left range's id.
         left: u64,
         /// The right range's id.
@@ -134,9 +131,8 @@ pub(crate) enum Command {
     },
     /// Promote a replica to primary (it stops following and takes writes).
     Promote {
-        /// The replica's address.
-        #[arg(long)]
-        node: String,
+        #[command(flatten)]
+        node: connect::NodeArgs,
     },
 }
 
@@ -232,6 +228,21 @@ fn serve(path: &std::path::Path) -> Result<(), String> {
 
 async fn run(config: config::Config) -> Result<(), String> {
     let snapshots = config.data_dir.with_extension("snapshots");
+    // Every certificate, key and token is read and checked before any
+    // data is touched.
+    let auth = secrets::auth(&config.auth)?;
+    let server_tls = config
+        .tls
+        .as_ref()
+        .map(|tls| {
+            secrets::server_tls(
+                tls,
+                config.limits.handshake_timeout(),
+                !config.auth.tokens.is_empty(),
+            )
+        })
+        .transpose()?;
+    let connections = Arc::new(listener::ConnectionFigures::default());
     let (node, replica) = match config.role {
         config::Role::Primary => {
             let db = Db::open(&config.data_dir, config.engine.options())
@@ -239,8 +250,9 @@ async fn run(config: config::Config) -> Result<(), String> {
             let epoch =
                 Epoch::open(&config.data_dir).map_err(|e| format!("reading the epoch: {e}"))?;
             let db = SharedDb::new(db);
-            let upstream =
-                Upstream::new(db.clone(), epoch.clone(), UpstreamConfig::new(&snapshots));
+            let mut upstream_config = UpstreamConfig::new(&snapshots);
+            upstream_config.auth = auth.clone();
+            let upstream = Upstream::new(db.clone(), epoch.clone(), upstream_config);
             (
                 services::Node {
                     db,
@@ -248,6 +260,8 @@ async fn run(config: config::Config) -> Result<(), String> {
                     upstream,
                     role: services::Role::Primary,
                     metrics: Arc::new(metrics::RequestMetrics::new()),
+                    auth: auth.clone(),
+                    connections: Arc::clone(&connections),
                 },
                 None,
             )
@@ -264,11 +278,20 @@ async fn run(config: config::Config) -> Result<(), String> {
             );
             replica_config.ranges = section.intervals();
             replica_config.options = config.engine.options();
+            replica_config.tls = section
+                .tls
+                .as_ref()
+                .map(secrets::client_tls)
+                .transpose()
+                .map_err(|e| format!("[replica.tls]: {e}"))?;
+            replica_config.token =
+                secrets::replica_token(&section).map_err(|e| format!("[replica]: {e}"))?;
             let replica = Arc::new(
                 Replica::start(replica_config).map_err(|e| format!("starting the replica: {e}"))?,
             );
             let mut upstream_config = UpstreamConfig::new(&snapshots);
             upstream_config.holds_ranges = section.intervals();
+            upstream_config.auth = auth.clone();
             let upstream = Upstream::new(replica.db(), replica.epoch(), upstream_config);
             (
                 services::Node {
@@ -280,6 +303,8 @@ async fn run(config: config::Config) -> Result<(), String> {
                         upstream: section.upstream,
                     },
                     metrics: Arc::new(metrics::RequestMetrics::new()),
+                    auth: auth.clone(),
+                    connections: Arc::clone(&connections),
                 },
                 Some(replica),
             )
@@ -304,7 +329,14 @@ async fn run(config: config::Config) -> Result<(), String> {
         .register_encoded_file_descriptor_set(strata_proto::FILE_DESCRIPTOR_SET)
         .build_v1()
         .map_err(|e| format!("building gRPC reflection: {e}"))?;
-    tracing::info!(role = ?config.role, listen = %config.listen, data_dir = %config.data_dir.display(), "serving");
+    tracing::info!(
+        role = ?config.role,
+        listen = %config.listen,
+        data_dir = %config.data_dir.display(),
+        tls = server_tls.is_some(),
+        credentials_required = auth.is_required(),
+        "serving"
+    );
     let shutdown = async {
         let mut term =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
@@ -313,9 +345,25 @@ async fn run(config: config::Config) -> Result<(), String> {
             () = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
         }
     };
-    // Limits, set explicitly: streams per connection, keepalives so a dead
-    // or idle peer is noticed, header size and reset-flood bounds.
-    tonic::transport::Server::builder()
+    // Limits, set explicitly: connections (bounded, silent ones closed),
+    // streams per connection, keepalives so a dead or idle peer is
+    // noticed, header size and reset-flood bounds, message sizes (a Kv
+    // write carries at most one batch; compressed messages are not
+    // accepted at all).
+    let batch_limit = config.engine.options().batch_bytes_max;
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = server_tls {
+        builder = builder
+            .tls_config(tls)
+            .map_err(|e| format!("TLS settings: {e}"))?;
+    }
+    let incoming = listener::incoming(
+        listener,
+        config.limits.max_connections(),
+        config.limits.handshake_timeout(),
+        Arc::clone(&connections),
+    );
+    builder
         .concurrency_limit_per_connection(256)
         .max_concurrent_streams(Some(256))
         .tcp_keepalive(Some(std::time::Duration::from_secs(60)))
@@ -326,12 +374,13 @@ async fn run(config: config::Config) -> Result<(), String> {
         .add_service(health_service)
         .add_service(reflection)
         .add_service(node.upstream.service())
-        .add_service(KvServer::new(node.clone()))
-        .add_service(AdminServer::new(node.clone()))
-        .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
-            shutdown,
+        .add_service(
+            KvServer::new(node.clone())
+                .max_decoding_message_size(batch_limit + (1 << 20))
+                .max_encoding_message_size(64 << 20),
         )
+        .add_service(AdminServer::new(node.clone()))
+        .serve_with_incoming_shutdown(incoming, shutdown)
         .await
         .map_err(|e| format!("serving: {e}"))?;
     if let Some(replica) = replica {

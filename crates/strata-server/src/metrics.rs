@@ -60,7 +60,7 @@ impl RequestMetrics {
         );
         registry.register(
             "strata_requests",
-            "Kv requests by method and outcome (ok or error)",
+            "Kv and Admin requests by method and outcome (ok, error, or denied: no valid credential or one without the right)",
             requests.clone(),
         );
         Self {
@@ -398,6 +398,32 @@ pub(crate) fn render(node: &Node) -> String {
             "This replica: records refused (gap, hash mismatch, bad checksum) since start",
             "counter",
             &one((f.gaps + f.hash_mismatches + f.bad_records) as f64),
+        );
+    }
+    let c = &node.connections;
+    for (name, help, value) in [
+        (
+            "strata_connections_accepted",
+            "Connections accepted since start",
+            &c.accepted,
+        ),
+        (
+            "strata_connections_refused",
+            "Connections closed on accept because limits.max_connections were open",
+            &c.refused,
+        ),
+        (
+            "strata_connections_timed_out",
+            "Connections closed because they sent nothing within limits.handshake_timeout_ms",
+            &c.timed_out,
+        ),
+    ] {
+        gauge(
+            &mut out,
+            name,
+            help,
+            "counter",
+            &one(value.load(std::sync::atomic::Ordering::Relaxed) as f64),
         );
     }
     let mut registry_text = String::new();

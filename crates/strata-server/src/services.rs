@@ -17,6 +17,7 @@ use strata_proto::v1::{
     SplitRangeRequest, SplitRangeResponse, StatusRequest, StatusResponse, WriteRequest,
     WriteResponse, operation,
 };
+use strata_replication::auth::{Auth, Role as Access};
 use strata_replication::{ReadOptions, Replica, SharedDb, Upstream, epoch::Epoch};
 use tonic::{Request, Response, Status};
 
@@ -47,6 +48,10 @@ pub(crate) struct Node {
     pub(crate) role: Role,
     /// Request latencies and counts.
     pub(crate) metrics: Arc<crate::metrics::RequestMetrics>,
+    /// Who may call `Kv` and `Admin`.
+    pub(crate) auth: Auth,
+    /// The listener's figures.
+    pub(crate) connections: Arc<crate::listener::ConnectionFigures>,
 }
 
 fn to_status(error: &Error) -> Status {
@@ -76,7 +81,40 @@ fn millis(value: u64, default: u64) -> Duration {
     })
 }
 
+/// Who may call what: `Kv` and `Admin` reads take a client or admin
+/// credential; `Admin` changes an admin one. (Replica credentials only
+/// replicate.)
+const READERS: &[Access] = &[Access::Client, Access::Admin];
+const WRITERS: &[Access] = &[Access::Client, Access::Admin];
+const ADMINS: &[Access] = &[Access::Admin];
+
 impl Node {
+    /// Refuses the call unless its credential has one of `roles`; counts
+    /// refusals as outcome "denied".
+    fn allow<T>(
+        &self,
+        request: &Request<T>,
+        method: &'static str,
+        roles: &[Access],
+        what: &str,
+    ) -> Result<(), Status> {
+        let allowed = self
+            .auth
+            .authenticate(request)
+            .and_then(|principal| principal.require(roles, what));
+        if let Err(status) = &allowed {
+            self.metrics
+                .requests
+                .get_or_create(&crate::metrics::RequestLabels {
+                    method,
+                    outcome: "denied",
+                })
+                .inc();
+            tracing::debug!(method, code = ?status.code(), "request refused");
+        }
+        allowed
+    }
+
     fn db(&self) -> Result<Arc<strata::Db>, Status> {
         self.db
             .get()
@@ -90,16 +128,12 @@ impl Kv for Node {
         &self,
         request: Request<WriteRequest>,
     ) -> Result<Response<WriteResponse>, Status> {
-        let started = std::time::Instant::now();
-        let result = self.write_inner(request.into_inner()).await;
-        self.metrics
-            .write_seconds
-            .observe(started.elapsed().as_secs_f64());
-        self.count("write", result.is_ok());
-        result
+        self.allow(&request, "write", WRITERS, "write")?;
+        self.write_timed(request.into_inner()).await
     }
 
     async fn put(&self, request: Request<PutRequest>) -> Result<Response<WriteResponse>, Status> {
+        self.allow(&request, "write", WRITERS, "write")?;
         let put = request.into_inner();
         let write = WriteRequest {
             operations: vec![Operation {
@@ -110,13 +144,14 @@ impl Kv for Node {
             sync: put.sync,
             ..WriteRequest::default()
         };
-        self.write(Request::new(write)).await
+        self.write_timed(write).await
     }
 
     async fn delete(
         &self,
         request: Request<DeleteRequest>,
     ) -> Result<Response<WriteResponse>, Status> {
+        self.allow(&request, "write", WRITERS, "write")?;
         let delete = request.into_inner();
         let write = WriteRequest {
             operations: vec![Operation {
@@ -127,10 +162,11 @@ impl Kv for Node {
             sync: delete.sync,
             ..WriteRequest::default()
         };
-        self.write(Request::new(write)).await
+        self.write_timed(write).await
     }
 
     async fn scan(&self, request: Request<ScanRequest>) -> Result<Response<ScanResponse>, Status> {
+        self.allow(&request, "scan", READERS, "read")?;
         let started = std::time::Instant::now();
         let result = self.scan_inner(request.into_inner()).await;
         self.metrics
@@ -141,6 +177,7 @@ impl Kv for Node {
     }
 
     async fn get(&self, request: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
+        self.allow(&request, "get", READERS, "read")?;
         let started = std::time::Instant::now();
         let result = self.get_inner(request.into_inner()).await;
         self.metrics
@@ -152,6 +189,16 @@ impl Kv for Node {
 }
 
 impl Node {
+    async fn write_timed(&self, request: WriteRequest) -> Result<Response<WriteResponse>, Status> {
+        let started = std::time::Instant::now();
+        let result = self.write_inner(request).await;
+        self.metrics
+            .write_seconds
+            .observe(started.elapsed().as_secs_f64());
+        self.count("write", result.is_ok());
+        result
+    }
+
     fn count(&self, method: &'static str, ok: bool) {
         self.metrics
             .requests
@@ -317,7 +364,11 @@ impl Node {
 
 #[tonic::async_trait]
 impl Admin for Node {
-    async fn status(&self, _: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
+    async fn status(
+        &self,
+        request: Request<StatusRequest>,
+    ) -> Result<Response<StatusResponse>, Status> {
+        self.allow(&request, "status", READERS, "read status")?;
         let db = self.db.get();
         let mut status = StatusResponse {
             role: match self.role {
@@ -365,7 +416,11 @@ impl Admin for Node {
         Ok(Response::new(status))
     }
 
-    async fn ranges(&self, _: Request<RangesRequest>) -> Result<Response<RangesResponse>, Status> {
+    async fn ranges(
+        &self,
+        request: Request<RangesRequest>,
+    ) -> Result<Response<RangesResponse>, Status> {
+        self.allow(&request, "ranges", READERS, "read ranges")?;
         let db = self.db()?;
         let ranges = tokio::task::spawn_blocking(move || db.ranges())
             .await
@@ -395,6 +450,7 @@ impl Admin for Node {
         &self,
         request: Request<SplitRangeRequest>,
     ) -> Result<Response<SplitRangeResponse>, Status> {
+        self.allow(&request, "split_range", ADMINS, "split ranges")?;
         let at = request.into_inner().at;
         if at.is_empty() {
             return Err(Status::invalid_argument("at: a split key is required"));
@@ -414,6 +470,7 @@ impl Admin for Node {
         &self,
         request: Request<MergeRangesRequest>,
     ) -> Result<Response<MergeRangesResponse>, Status> {
+        self.allow(&request, "merge_ranges", ADMINS, "merge ranges")?;
         let request = request.into_inner();
         let db = self.db()?;
         let merged = tokio::task::spawn_blocking(move || {
@@ -430,8 +487,9 @@ impl Admin for Node {
 
     async fn promote(
         &self,
-        _: Request<PromoteRequest>,
+        request: Request<PromoteRequest>,
     ) -> Result<Response<PromoteResponse>, Status> {
+        self.allow(&request, "promote", ADMINS, "promote")?;
         let Role::Replica { replica, .. } = &self.role else {
             return Err(Status::failed_precondition(
                 "this node is already a primary",
@@ -441,7 +499,11 @@ impl Admin for Node {
         Ok(Response::new(PromoteResponse { epoch }))
     }
 
-    async fn digest(&self, _: Request<DigestRequest>) -> Result<Response<DigestResponse>, Status> {
+    async fn digest(
+        &self,
+        request: Request<DigestRequest>,
+    ) -> Result<Response<DigestResponse>, Status> {
+        self.allow(&request, "digest", READERS, "read the digest")?;
         let db = self.db()?;
         let answer = tokio::task::spawn_blocking(move || -> Result<DigestResponse, Status> {
             let snapshot = db.snapshot();

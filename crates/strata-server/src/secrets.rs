@@ -1,0 +1,207 @@
+//! Reading the files and variables a node's security settings name: TLS
+//! certificates and keys, tokens. Checked before the node serves anything.
+//!
+//! Invariants:
+//! - A private key or token file that the group or others may read is
+//!   refused, naming the file and its mode (as `ssh` refuses such keys).
+//! - A token file holds one token: one trailing newline is dropped, nothing
+//!   else is trimmed; the token must be 16 to 4096 printable ASCII
+//!   characters. Errors name the file or variable, never the token.
+
+use std::path::Path;
+
+use strata_replication::auth::{Auth, PeerGrant, Role, Secret, TokenGrant, check_token};
+use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
+
+use crate::config::{
+    AccessRole, AuthSection, ClientTlsSection, ReplicaSection, ServerTlsSection, intervals,
+};
+
+/// Reads a file that holds a secret (a key or a token): refused if the
+/// group or others may read it.
+fn read_private(path: &Path, what: &str) -> Result<Vec<u8>, String> {
+    let meta = std::fs::metadata(path).map_err(|e| format!("{what} {}: {e}", path.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(format!(
+                "{what} {} is readable by group or others (mode {mode:04o}): chmod 600 it",
+                path.display()
+            ));
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = meta;
+    std::fs::read(path).map_err(|e| format!("{what} {}: {e}", path.display()))
+}
+
+fn read_public(path: &Path, what: &str) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("{what} {}: {e}", path.display()))
+}
+
+/// The PEM must hold at least one block of `label`.
+fn check_pem(bytes: &[u8], label: &str, path: &Path) -> Result<(), String> {
+    let text = std::str::from_utf8(bytes)
+        .map_err(|_| format!("{} is not a PEM file (not UTF-8)", path.display()))?;
+    if text.contains("-----BEGIN ") && text.contains(label) {
+        Ok(())
+    } else {
+        Err(format!("{} holds no PEM {label} block", path.display()))
+    }
+}
+
+/// A token from a file (one trailing newline dropped).
+pub(crate) fn token_from_file(path: &Path) -> Result<Vec<u8>, String> {
+    let mut bytes = read_private(path, "token file")?;
+    if bytes.last() == Some(&b'\n') {
+        bytes.pop();
+        if bytes.last() == Some(&b'\r') {
+            bytes.pop();
+        }
+    }
+    check_token(&bytes).map_err(|e| format!("token file {}: {e}", path.display()))?;
+    Ok(bytes)
+}
+
+/// A token from an environment variable.
+pub(crate) fn token_from_env(name: &str) -> Result<Vec<u8>, String> {
+    let value = std::env::var_os(name)
+        .ok_or_else(|| format!("environment variable {name} (a token) is not set"))?;
+    let bytes = value.into_encoded_bytes();
+    check_token(&bytes).map_err(|e| format!("environment variable {name}: {e}"))?;
+    Ok(bytes)
+}
+
+/// The node's TLS settings for `listen`.
+pub(crate) fn server_tls(
+    section: &ServerTlsSection,
+    handshake_timeout: std::time::Duration,
+    tokens_too: bool,
+) -> Result<ServerTlsConfig, String> {
+    let cert = read_public(&section.cert, "tls.cert")?;
+    check_pem(&cert, "CERTIFICATE", &section.cert)?;
+    let key = read_private(&section.key, "tls.key")?;
+    check_pem(&key, "PRIVATE KEY", &section.key)?;
+    let mut tls = ServerTlsConfig::new()
+        .identity(Identity::from_pem(cert, key))
+        .timeout(handshake_timeout);
+    if let Some(ca) = &section.client_ca {
+        let pem = read_public(ca, "tls.client_ca")?;
+        check_pem(&pem, "CERTIFICATE", ca)?;
+        // With tokens accepted too, a client may come without a
+        // certificate (and must then present a token).
+        tls = tls
+            .client_ca_root(Certificate::from_pem(pem))
+            .client_auth_optional(tokens_too);
+    }
+    Ok(tls)
+}
+
+/// The credentials the node accepts.
+pub(crate) fn auth(section: &AuthSection) -> Result<Auth, String> {
+    let mut tokens = Vec::new();
+    for (i, token) in section.tokens.iter().enumerate() {
+        let bytes = match (&token.file, &token.env) {
+            (Some(file), _) => token_from_file(file),
+            (None, Some(env)) => token_from_env(env),
+            (None, None) => Err("no file or env".into()),
+        }
+        .map_err(|e| format!("auth.tokens[{i}] ({:?}): {e}", token.name))?;
+        let role = match token.role {
+            AccessRole::Client => Role::Client,
+            AccessRole::Admin => Role::Admin,
+            AccessRole::Replica => Role::Replica,
+        };
+        tokens.push(TokenGrant::new(
+            token.name.clone(),
+            role,
+            &bytes,
+            intervals(&token.ranges),
+        ));
+    }
+    let peers = section
+        .replicas
+        .iter()
+        .map(|p| PeerGrant {
+            identity: p.identity.clone(),
+            ranges: intervals(&p.ranges),
+        })
+        .collect();
+    Ok(Auth::new(tokens, peers))
+}
+
+/// A client's TLS settings (a replica to its upstream, or the CLI).
+pub(crate) fn client_tls(section: &ClientTlsSection) -> Result<ClientTlsConfig, String> {
+    let ca = read_public(&section.ca, "ca")?;
+    check_pem(&ca, "CERTIFICATE", &section.ca)?;
+    let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca));
+    if let Some(name) = &section.server_name {
+        tls = tls.domain_name(name.clone());
+    }
+    match (&section.cert, &section.key) {
+        (Some(cert_path), Some(key_path)) => {
+            let cert = read_public(cert_path, "cert")?;
+            check_pem(&cert, "CERTIFICATE", cert_path)?;
+            let key = read_private(key_path, "key")?;
+            check_pem(&key, "PRIVATE KEY", key_path)?;
+            tls = tls.identity(Identity::from_pem(cert, key));
+        }
+        (None, None) => {}
+        _ => return Err("a client certificate and its key go together".into()),
+    }
+    Ok(tls)
+}
+
+/// A replica's token for its upstream, if configured.
+pub(crate) fn replica_token(section: &ReplicaSection) -> Result<Option<Secret>, String> {
+    let bytes = match (&section.token_file, &section.token_env) {
+        (Some(file), _) => token_from_file(file)?,
+        (None, Some(env)) => token_from_env(env)?,
+        (None, None) => return Ok(None),
+    };
+    secret(bytes).map(Some)
+}
+
+/// Token bytes (already checked) as a secret to present.
+pub(crate) fn secret(bytes: Vec<u8>) -> Result<Secret, String> {
+    let text = String::from_utf8(bytes).map_err(|_| "a token must be ASCII".to_string())?;
+    Secret::new(&text)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn token_files_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t");
+        std::fs::write(&path, "0123456789abcdef0123\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = token_from_file(&path).unwrap_err();
+        assert!(
+            err.contains("readable by group or others") && err.contains("0644"),
+            "{err}"
+        );
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(token_from_file(&path).unwrap(), b"0123456789abcdef0123");
+        // Only one newline goes: a space stays, and is refused.
+        std::fs::write(&path, "0123456789abcdef0123 \n").unwrap();
+        let err = token_from_file(&path).unwrap_err();
+        assert!(
+            err.contains("printable ASCII") && !err.contains("0123456789"),
+            "{err}"
+        );
+        std::fs::write(&path, "short\n").unwrap();
+        assert!(token_from_file(&path).unwrap_err().contains("16 to 4096"));
+        assert!(
+            token_from_env("STRATA_TEST_SURELY_UNSET")
+                .unwrap_err()
+                .contains("not set")
+        );
+    }
+}
