@@ -19,6 +19,8 @@ pub(crate) fn run(command: Command) -> Result<(), String> {
             | Command::Verify { .. }
             | Command::Checkpoint { .. }
             | Command::Bench(_)
+            | Command::Certs(_)
+            | Command::Token(_)
             | Command::Inspect { .. } => {
                 Err("not a client command".into())
             }

@@ -22,11 +22,11 @@ pub(crate) struct Security {
     #[arg(long)]
     ca: Option<PathBuf>,
     /// Mutual TLS: this client's certificate (PEM).
-    #[arg(long, requires = "key", requires = "ca")]
-    cert: Option<PathBuf>,
+    #[arg(long, requires = "client_key", requires = "ca")]
+    client_cert: Option<PathBuf>,
     /// Mutual TLS: this client's private key (PEM, mode 0600).
-    #[arg(long, requires = "cert")]
-    key: Option<PathBuf>,
+    #[arg(long, requires = "client_cert")]
+    client_key: Option<PathBuf>,
     /// The name the node's certificate must carry (default: the host of
     /// the address).
     #[arg(long, requires = "ca")]
@@ -86,8 +86,8 @@ impl Security {
             .map(|ca| {
                 crate::secrets::client_tls(&ClientTlsSection {
                     ca: ca.clone(),
-                    cert: self.cert.clone(),
-                    key: self.key.clone(),
+                    cert: self.client_cert.clone(),
+                    key: self.client_key.clone(),
                     server_name: self.server_name.clone(),
                 })
             })

@@ -30,6 +30,10 @@ pub(crate) struct ConnectionFigures {
     pub(crate) timed_out: AtomicU64,
     /// Connections accepted.
     pub(crate) accepted: AtomicU64,
+    /// Connections open now.
+    pub(crate) open: AtomicU64,
+    /// The most connections open at once since start.
+    pub(crate) open_peak: AtomicU64,
 }
 
 /// The accepted connections of `listener`, bounded as the module says.
@@ -50,6 +54,8 @@ pub(crate) fn incoming(
         match Arc::clone(&slots).try_acquire_owned() {
             Ok(permit) => {
                 figures.accepted.fetch_add(1, Ordering::Relaxed);
+                let open = figures.open.fetch_add(1, Ordering::Relaxed) + 1;
+                figures.open_peak.fetch_max(open, Ordering::Relaxed);
                 let _ = stream.set_nodelay(true);
                 Some(Ok(Limited {
                     stream,
@@ -75,6 +81,12 @@ pub(crate) struct Limited {
     /// Until the first byte arrives.
     deadline: Option<Pin<Box<tokio::time::Sleep>>>,
     figures: Arc<ConnectionFigures>,
+}
+
+impl Drop for Limited {
+    fn drop(&mut self) {
+        self.figures.open.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Connected for Limited {
@@ -179,5 +191,8 @@ mod tests {
         let err = first.read(&mut byte).await.unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);
         assert_eq!(figures.timed_out.load(Ordering::Relaxed), 1);
+        assert_eq!(figures.open_peak.load(Ordering::Relaxed), 2);
+        drop(first);
+        assert_eq!(figures.open.load(Ordering::Relaxed), 1);
     }
 }

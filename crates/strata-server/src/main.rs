@@ -12,6 +12,7 @@
 //! no data) and serves reads and downstream replicas.
 
 mod bench;
+mod certs;
 mod client;
 mod config;
 mod connect;
@@ -129,6 +130,11 @@ pub(crate) enum Command {
         #[arg(long)]
         to: PathBuf,
     },
+    /// Write a private CA and a certificate per node name (for TLS and
+    /// mutual TLS between nodes).
+    Certs(certs::CertsArgs),
+    /// Write a random token into a new file (mode 0600).
+    Token(certs::TokenArgs),
     /// Promote a replica to primary (it stops following and takes writes).
     Promote {
         #[command(flatten)]
@@ -143,6 +149,8 @@ fn main() -> ExitCode {
         Command::Verify { data_dir } => verify(&data_dir),
         Command::Checkpoint { data_dir, to } => checkpoint(&data_dir, &to),
         Command::Bench(args) => bench::run(args),
+        Command::Certs(args) => certs::certs(&args),
+        Command::Token(args) => certs::token(&args),
         Command::Inspect { file, verbose } => inspect::run(&file, verbose),
         other => client::run(other),
     };

@@ -426,6 +426,22 @@ pub(crate) fn render(node: &Node) -> String {
             &one(value.load(std::sync::atomic::Ordering::Relaxed) as f64),
         );
     }
+    for (name, help, value) in [
+        ("strata_connections_open", "Connections open now", &c.open),
+        (
+            "strata_connections_open_peak",
+            "The most connections open at once since start",
+            &c.open_peak,
+        ),
+    ] {
+        gauge(
+            &mut out,
+            name,
+            help,
+            "gauge",
+            &one(value.load(std::sync::atomic::Ordering::Relaxed) as f64),
+        );
+    }
     let mut registry_text = String::new();
     if prometheus_client::encoding::text::encode(&mut registry_text, &node.metrics.registry).is_ok()
     {

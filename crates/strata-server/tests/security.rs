@@ -1,0 +1,705 @@
+//! The security of a running node, as processes from the example configs in
+//! `examples/cluster-tls/` (certificates and tokens made with `strata certs`
+//! and `strata token`, ports swapped for free ones): replication over
+//! mutual TLS, and the negative matrix, each case a named test with the
+//! status it must get.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    missing_docs
+)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use strata_proto::v1::admin_client::AdminClient;
+use strata_proto::v1::kv_client::KvClient;
+use strata_proto::v1::{
+    GetRequest, Operation, SplitRangeRequest, StatusRequest, WriteRequest, operation,
+};
+use tonic::Code;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn strata(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+struct Node {
+    config: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+    addr: String,
+    metrics: String,
+}
+
+impl Node {
+    fn start(&mut self) {
+        let log = std::fs::File::create(&self.log).unwrap();
+        self.child = Some(
+            Command::new(env!("CARGO_BIN_EXE_strata"))
+                .args(["serve", "--config"])
+                .arg(&self.config)
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .stdin(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A directory with certificates, tokens and the example configs.
+struct Setup {
+    dir: tempfile::TempDir,
+    ports: BTreeMap<&'static str, u16>,
+}
+
+impl Setup {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let out = strata(&[
+            "certs",
+            "--out",
+            d.join("certs").to_str().unwrap(),
+            "--names",
+            "primary,replica-1,replica-2,intruder",
+        ]);
+        assert!(out.status.success(), "{out:?}");
+        std::fs::create_dir(d.join("secrets")).unwrap();
+        for name in ["app", "admin", "replica-9"] {
+            let file = d.join("secrets").join(format!("{name}.token"));
+            let out = strata(&["token", "--out", file.to_str().unwrap()]);
+            assert!(out.status.success(), "{out:?}");
+        }
+        let mut ports = BTreeMap::new();
+        for port in ["7101", "7102", "7103", "9201", "9202", "9203"] {
+            ports.insert(port, free_port());
+        }
+        Self { dir, ports }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn token(&self, name: &str) -> String {
+        std::fs::read_to_string(self.path().join("secrets").join(format!("{name}.token")))
+            .unwrap()
+            .trim_end()
+            .to_string()
+    }
+
+    /// An example config, ports swapped, `extra` appended.
+    fn node(&self, name: &str, edit: impl Fn(String) -> String) -> Node {
+        let mut text = std::fs::read_to_string(
+            repo()
+                .join("examples/cluster-tls")
+                .join(format!("{name}.toml")),
+        )
+        .unwrap();
+        for (from, to) in &self.ports {
+            text = text.replace(&format!("127.0.0.1:{from}"), &format!("127.0.0.1:{to}"));
+        }
+        let text = edit(text);
+        let config = self.path().join(format!("{name}.toml"));
+        std::fs::write(&config, &text).unwrap();
+        let value = |key: &str| {
+            text.lines()
+                .find(|l| l.starts_with(key))
+                .unwrap()
+                .split('"')
+                .nth(1)
+                .unwrap()
+                .to_string()
+        };
+        Node {
+            config,
+            log: self.path().join(format!("{name}.log")),
+            child: None,
+            addr: value("listen"),
+            metrics: value("metrics_listen"),
+        }
+    }
+
+    /// The primary, with a replica token for "replica-9" accepted too and a
+    /// short handshake timeout.
+    fn primary(&self) -> Node {
+        self.node("primary", |text| {
+            text.replace("handshake_timeout_ms = 10000", "handshake_timeout_ms = 8000")
+                .replace("max_connections = 4096", "max_connections = 1024")
+                + "\n[[auth.tokens]]\nname = \"replica-9\"\nrole = \"replica\"\nfile = \"secrets/replica-9.token\"\n"
+        })
+    }
+
+    fn tls(&self, identity: Option<&str>) -> ClientTlsConfig {
+        let certs = self.path().join("certs");
+        let mut tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(
+                std::fs::read(certs.join("ca.pem")).unwrap(),
+            ))
+            .domain_name("localhost");
+        if let Some(name) = identity {
+            tls = tls.identity(Identity::from_pem(
+                std::fs::read(certs.join(format!("{name}.pem"))).unwrap(),
+                std::fs::read(certs.join(format!("{name}.key"))).unwrap(),
+            ));
+        }
+        tls
+    }
+
+    async fn channel(&self, node: &Node) -> Channel {
+        Endpoint::from_shared(format!("https://{}", node.addr))
+            .unwrap()
+            .tls_config(self.tls(None))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    }
+}
+
+/// A request with `authorization: Bearer <token>` (none: no header).
+fn with_token<T>(message: T, token: Option<&str>) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    if let Some(token) = token {
+        request
+            .metadata_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    }
+    request
+}
+
+fn put(key: &str, value: Vec<u8>) -> WriteRequest {
+    WriteRequest {
+        operations: vec![Operation {
+            kind: operation::Kind::Put as i32,
+            key: key.into(),
+            value,
+        }],
+        ..WriteRequest::default()
+    }
+}
+
+async fn wait_up(setup: &Setup, node: &Node) {
+    let started = Instant::now();
+    let token = setup.token("app");
+    loop {
+        if let Ok(channel) = Endpoint::from_shared(format!("https://{}", node.addr))
+            .unwrap()
+            .tls_config(setup.tls(None))
+            .unwrap()
+            .connect()
+            .await
+            && AdminClient::new(channel)
+                .status(with_token(StatusRequest {}, Some(&token)))
+                .await
+                .is_ok()
+        {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{} did not come up: {}",
+            node.addr,
+            node.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn running_primary(setup: &Setup) -> Node {
+    let mut primary = setup.primary();
+    primary.start();
+    wait_up(setup, &primary).await;
+    primary
+}
+
+fn scrape(addr: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: strata\r\n\r\n")
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mtls_cluster_from_the_example_configs_replicates() {
+    let setup = Setup::new();
+    let mut primary = setup.primary();
+    let mut r1 = setup.node("replica-1", |t| t);
+    let mut r2 = setup.node("replica-2", |t| t);
+    primary.start();
+    wait_up(&setup, &primary).await;
+    r1.start();
+    r2.start();
+    wait_up(&setup, &r1).await;
+    wait_up(&setup, &r2).await;
+    // The CLI, as a user runs it: TLS and a token file.
+    let d = setup.path();
+    let ca = d.join("certs/ca.pem");
+    let app = d.join("secrets/app.token");
+    let cli = |args: &[&str], node: &Node| {
+        let mut full = args.to_vec();
+        full.extend([
+            "--node",
+            &node.addr,
+            "--ca",
+            ca.to_str().unwrap(),
+            "--server-name",
+            "localhost",
+            "--token-file",
+            app.to_str().unwrap(),
+        ]);
+        strata(&full)
+    };
+    let mut seq = 0;
+    for (key, value) in [("greeting", "hello"), ("eu/alice", "1")] {
+        let out = cli(&["put", "--sync", key, value], &primary);
+        assert!(out.status.success(), "{out:?}\n{}", primary.log());
+        seq = String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .strip_prefix("seq ")
+            .unwrap()
+            .parse()
+            .unwrap();
+    }
+    let min_seq = seq.to_string();
+    let out = cli(&["get", "--min-seq", &min_seq, "greeting"], &r1);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("hello"),
+        "{out:?}\n{}",
+        r1.log()
+    );
+    let out = cli(&["get", "--min-seq", &min_seq, "eu/alice"], &r2);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with('1'),
+        "{out:?}\n{}",
+        r2.log()
+    );
+    // Without the token the CLI is refused, naming the status.
+    let out = strata(&[
+        "get",
+        "greeting",
+        "--node",
+        &primary.addr,
+        "--ca",
+        ca.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Unauthenticated"),
+        "{out:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kv_without_a_token_is_unauthenticated() {
+    let setup = Setup::new();
+    let primary = running_primary(&setup).await;
+    let mut kv = KvClient::new(setup.channel(&primary).await);
+    let status = kv
+        .write(with_token(put("k", b"v".to_vec()), None))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    assert!(
+        !status.message().contains('/') && !status.message().contains("0.1."),
+        "reveals nothing: {status:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kv_with_a_wrong_token_is_unauthenticated() {
+    let setup = Setup::new();
+    let primary = running_primary(&setup).await;
+    let mut kv = KvClient::new(setup.channel(&primary).await);
+    let mut wrong = setup.token("app");
+    wrong.replace_range(0..1, if wrong.starts_with('0') { "1" } else { "0" });
+    let status = kv
+        .get(with_token(
+            GetRequest {
+                key: b"k".to_vec(),
+                ..GetRequest::default()
+            },
+            Some(&wrong),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    assert!(!status.message().contains(&wrong), "{status:?}");
+    assert!(!primary.log().contains(&wrong), "the token is never logged");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kv_token_with_a_trailing_space_is_unauthenticated() {
+    let setup = Setup::new();
+    let primary = running_primary(&setup).await;
+    let mut kv = KvClient::new(setup.channel(&primary).await);
+    let spaced = format!("{} ", setup.token("app"));
+    let status = kv
+        .write(with_token(put("k", b"v".to_vec()), Some(&spaced)))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kv_replica_token_cannot_write_and_client_token_cannot_administer() {
+    let setup = Setup::new();
+    let primary = running_primary(&setup).await;
+    let channel = setup.channel(&primary).await;
+    let status = KvClient::new(channel.clone())
+        .write(with_token(
+            put("k", b"v".to_vec()),
+            Some(&setup.token("replica-9")),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    // A client token writes but may not split; an admin token may.
+    KvClient::new(channel.clone())
+        .write(with_token(
+            put("k", b"v".to_vec()),
+            Some(&setup.token("app")),
+        ))
+        .await
+        .unwrap();
+    let split = |token: String| {
+        let channel = channel.clone();
+        async move {
+            AdminClient::new(channel)
+                .split_range(with_token(
+                    SplitRangeRequest { at: b"m".to_vec() },
+                    Some(&token),
+                ))
+                .await
+        }
+    };
+    let status = split(setup.token("app")).await.unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    split(setup.token("admin")).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plaintext_to_the_tls_port_is_refused() {
+    let setup = Setup::new();
+    let primary = running_primary(&setup).await;
+    let result = async {
+        let channel = Endpoint::from_shared(format!("http://{}", primary.addr))
+            .unwrap()
+            .connect_timeout(Duration::from_secs(3))
+            .connect()
+            .await
+            .map_err(|e| e.to_string())?;
+        KvClient::new(channel)
+            .write(with_token(
+                put("k", b"v".to_vec()),
+                Some(&setup.token("app")),
+            ))
+            .await
+            .map_err(|s| format!("{:?}", s.code()))
+    }
+    .await;
+    assert!(result.is_err(), "{result:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replica_certificate_not_allowed_cannot_replicate_and_cannot_write() {
+    let setup = Setup::new();
+    let primary = running_primary(&setup).await;
+    // "intruder" has a certificate from the cluster CA but is not listed.
+    let channel = Endpoint::from_shared(format!("https://{}", primary.addr))
+        .unwrap()
+        .tls_config(setup.tls(Some("intruder")))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let status = strata_proto::v1::replication_client::ReplicationClient::new(channel.clone())
+        .begin_snapshot(strata_proto::v1::BeginSnapshotRequest {
+            replica_id: "intruder".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    // A listed replica's certificate does not make a client.
+    let channel = Endpoint::from_shared(format!("https://{}", primary.addr))
+        .unwrap()
+        .tls_config(setup.tls(Some("replica-1")))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let status = KvClient::new(channel)
+        .write(with_token(put("k", b"v".to_vec()), None))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_messages_are_refused_and_the_node_serves_on() {
+    let setup = Setup::new();
+    let primary = running_primary(&setup).await;
+    let token = setup.token("app");
+    let mut kv = KvClient::new(setup.channel(&primary).await).max_encoding_message_size(64 << 20);
+    // Over the message limit (batch_bytes_max + 1 MiB): refused undecoded.
+    let status = kv
+        .write(with_token(put("big", vec![7u8; 20 << 20]), Some(&token)))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(status.code(), Code::ResourceExhausted | Code::OutOfRange),
+        "{status:?}"
+    );
+    // Within the message limit but over what one batch (and so one
+    // replication message) may hold: refused at write time.
+    let operations = (0..3)
+        .map(|i| Operation {
+            kind: operation::Kind::Put as i32,
+            key: format!("k{i}").into_bytes(),
+            value: vec![1u8; 11 << 19],
+        })
+        .collect();
+    let status = kv
+        .write(with_token(
+            WriteRequest {
+                operations,
+                ..WriteRequest::default()
+            },
+            Some(&token),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("batch"), "{status:?}");
+    // Still serving.
+    kv.write(with_token(put("small", b"v".to_vec()), Some(&token)))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compression_bomb_is_refused_without_decompressing() {
+    let setup = Setup::new();
+    let primary = running_primary(&setup).await;
+    let before = rss_kib(primary.pid());
+    // 32 MiB of zeros, a few tens of KiB on the wire.
+    let mut kv = KvClient::new(setup.channel(&primary).await)
+        .send_compressed(tonic::codec::CompressionEncoding::Gzip)
+        .max_encoding_message_size(64 << 20);
+    let status = kv
+        .write(with_token(
+            put("bomb", vec![0u8; 32 << 20]),
+            Some(&setup.token("app")),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unimplemented, "{status:?}");
+    let after = rss_kib(primary.pid());
+    assert!(
+        after < before + 16 * 1024,
+        "the node's memory grew from {before} KiB to {after} KiB"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_idle_connections_stay_bounded_and_a_replica_keeps_streaming() {
+    let setup = Setup::new();
+    let mut primary = setup.primary();
+    let mut r1 = setup.node("replica-1", |t| t);
+    primary.start();
+    wait_up(&setup, &primary).await;
+    r1.start();
+    wait_up(&setup, &r1).await;
+    let token = setup.token("app");
+    // Connections made before the flood keep working through it.
+    let mut writer = KvClient::new(setup.channel(&primary).await);
+    let mut reader = KvClient::new(setup.channel(&r1).await);
+    writer
+        .write(with_token(put("warm", b"1".to_vec()), Some(&token)))
+        .await
+        .unwrap();
+    let before = rss_kib(primary.pid());
+    let t0 = Instant::now();
+    let addr: std::net::SocketAddr = primary.addr.parse().unwrap();
+    let mut idle = Vec::with_capacity(10_000);
+    let mut refused_at_connect = 0;
+    for n in 0..10_000 {
+        // Paced a little, so the flood does not overflow the listen backlog
+        // (which costs the connecting side a one-second SYN retry).
+        if n % 256 == 255 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        match std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
+            Ok(stream) => idle.push(stream),
+            Err(_) => refused_at_connect += 1,
+        }
+    }
+    let connect_time = t0.elapsed();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let during = rss_kib(primary.pid());
+    // The replica keeps streaming: writes made now reach it.
+    let mut last = 0;
+    for i in 0..50 {
+        last = writer
+            .write(with_token(
+                put(&format!("during/{i}"), b"v".to_vec()),
+                Some(&token),
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .seq;
+    }
+    let answer = reader
+        .get(with_token(
+            GetRequest {
+                key: b"during/49".to_vec(),
+                min_seq: last,
+                timeout_millis: 10_000,
+                ..GetRequest::default()
+            },
+            Some(&token),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(answer.found, "the replica stopped streaming");
+    // Memory stays bounded: at most max_connections (1024 here) are held,
+    // each for at most the handshake timeout.
+    assert!(
+        during < before + 128 * 1024,
+        "the node's memory grew from {before} KiB to {during} KiB with {} idle connections",
+        idle.len()
+    );
+    // After the handshake timeout the silent connections are gone and new
+    // ones are served again.
+    tokio::time::sleep(Duration::from_millis(8500)).await;
+    let figures = scrape(&primary.metrics);
+    let figure = |name: &str| -> f64 {
+        figures
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let (held, refused, timed_out, open, peak) = (
+        figure("strata_connections_accepted"),
+        figure("strata_connections_refused"),
+        figure("strata_connections_timed_out"),
+        figure("strata_connections_open "),
+        figure("strata_connections_open_peak"),
+    );
+    assert!(
+        peak <= 1024.0,
+        "{peak} connections open at once, over max_connections"
+    );
+    eprintln!(
+        "flood: {} connected in {connect_time:?}; accepted {held}, refused {refused}, timed out {timed_out}, open {open}, peak {peak}",
+        idle.len()
+    );
+    assert!(refused > 0.0, "the flood never reached max_connections");
+    assert!(
+        timed_out >= 1000.0,
+        "only {timed_out} silent connections timed out"
+    );
+    assert!(
+        open < 16.0,
+        "{open} connections still open after the timeout"
+    );
+    let fresh = KvClient::new(setup.channel(&primary).await)
+        .get(with_token(
+            GetRequest {
+                key: b"warm".to_vec(),
+                ..GetRequest::default()
+            },
+            Some(&token),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(fresh.found);
+    let after = rss_kib(primary.pid());
+    eprintln!(
+        "idle connections: {} opened ({refused_at_connect} failed at connect) in {:?}; node: {held} accepted, {refused} refused at accept, {timed_out} timed out, peak {peak} open; RSS {before} KiB before, {during} KiB during, {after} KiB after the timeout",
+        idle.len(),
+        connect_time
+    );
+    drop(idle);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_or_token_file_readable_by_others_is_refused_at_start() {
+    use std::os::unix::fs::PermissionsExt;
+    let setup = Setup::new();
+    let primary = setup.primary();
+    for file in ["certs/primary.key", "secrets/app.token"] {
+        let path = setup.path().join(file);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let out = strata(&["serve", "--config", primary.config.to_str().unwrap()]);
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(file.rsplit('/').next().unwrap()) && err.contains("0644"),
+            "{err}"
+        );
+        assert!(
+            !setup.path().join("data").exists(),
+            "nothing is created before the check"
+        );
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+}
