@@ -552,6 +552,31 @@ mod tests {
         )
         .unwrap();
         assert!(open.allow_plaintext_non_loopback);
+        // TLS makes a non-loopback listen address acceptable.
+        let tls = Config::parse(
+            "role = \"primary\"\ndata_dir = \"p\"\nlisten = \"0.0.0.0:7001\"\n[tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\nclient_ca = \"ca.pem\"\n[[auth.replicas]]\nidentity = \"r1\"\n[[auth.tokens]]\nname = \"app\"\nrole = \"client\"\nenv = \"APP_TOKEN\"\n[limits]\nmax_connections = 100\n",
+        )
+        .unwrap();
+        assert_eq!(tls.auth.tokens.len(), 1);
+        assert_eq!(tls.limits.max_connections(), 100);
+    }
+
+    #[test]
+    fn relative_security_paths_follow_the_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        std::fs::write(
+            &path,
+            "role = \"replica\"\ndata_dir = \"r\"\nlisten = \"127.0.0.1:7002\"\n[replica]\nupstream = \"https://127.0.0.1:7001\"\nid = \"r1\"\ntoken_file = \"s/t\"\n[replica.tls]\nca = \"c/ca.pem\"\n[tls]\ncert = \"c/r.pem\"\nkey = \"/abs/r.key\"\n",
+        )
+        .unwrap();
+        let config = Config::load(&path).unwrap();
+        let replica = config.replica.unwrap();
+        assert_eq!(replica.token_file.unwrap(), dir.path().join("s/t"));
+        assert_eq!(replica.tls.unwrap().ca, dir.path().join("c/ca.pem"));
+        let tls = config.tls.unwrap();
+        assert_eq!(tls.cert, dir.path().join("c/r.pem"));
+        assert_eq!(tls.key, PathBuf::from("/abs/r.key"));
     }
 
     #[test]
@@ -621,6 +646,70 @@ mod tests {
             (
                 "role = \"primary\"\ndata_dir = \"p\"\nlisten = \"127.0.0.1:7001\"\n[engine]\nmemtable_bytes = \"big\"\n",
                 "memtable_bytes",
+            ),
+            (
+                "role = \"primary\"\ndata_dir = \"p\"\nlisten = \"127.0.0.1:7001\"\n[[auth.tokens]]\nname = \"app\"\nrole = \"client\"\n",
+                "needs file or env",
+            ),
+            (
+                "role = \"primary\"\ndata_dir = \"p\"\nlisten = \"127.0.0.1:7001\"\n[[auth.tokens]]\nname = \"app\"\nrole = \"client\"\nfile = \"t\"\nenv = \"T\"\n",
+                "not both",
+            ),
+            (
+                "role = \"primary\"\ndata_dir = \"p\"\nlisten = \"127.0.0.1:7001\"\n[[auth.tokens]]\nname = \"app\"\nrole = \"client\"\ntoken = \"inline-secret\"\n",
+                "token",
+            ),
+            (
+                "role = \"primary\"\ndata_dir = \"p\"\nlisten = \"127.0.0.1:7001\"\n[[auth.tokens]]\nname = \"app\"\nrole = \"root\"\nfile = \"t\"\n",
+                "root",
+            ),
+            (
+                "role = \"primary\"\ndata_dir = \"p\"\nlisten = \"127.0.0.1:7001\"\n[[auth.tokens]]\nname = \"a b\"\nrole = \"replica\"\nfile = \"t\"\n",
+                "replica id",
+            ),
+            (
+                "role = \"primary\"\ndata_dir = \"p\"\nlisten = \"127.0.0.1:7001\"\n[[auth.tokens]]\nname = \"app\"\nrole = \"client\"\nfile = \"t\"\n[[auth.tokens.ranges]]\nstart = \"a\"\n",
+                "replica tokens only",
+            ),
+            (
+                "role = \"primary\"\ndata_dir = \"p\"\nlisten = \"127.0.0.1:7001\"\n[[auth.replicas]]\nidentity = \"r1\"\n",
+                "client_ca",
+            ),
+            (
+                "role = \"primary\"\ndata_dir = \"p\"\nlisten = \"127.0.0.1:7001\"\n[[auth.replicas]]\nidentity = \"\"\n[tls]\ncert = \"c\"\nkey = \"k\"\nclient_ca = \"ca\"\n",
+                "identity",
+            ),
+            (
+                "role = \"primary\"\ndata_dir = \"p\"\nlisten = \"127.0.0.1:7001\"\n[tls]\ncert = \"c\"\n",
+                "key",
+            ),
+            (
+                "role = \"primary\"\ndata_dir = \"p\"\nlisten = \"127.0.0.1:7001\"\n[limits]\nmax_connections = 1\n",
+                "limits.max_connections",
+            ),
+            (
+                "role = \"primary\"\ndata_dir = \"p\"\nlisten = \"127.0.0.1:7001\"\n[limits]\nhandshake_timeout_ms = 0\n",
+                "limits.handshake_timeout_ms",
+            ),
+            (
+                "role = \"replica\"\ndata_dir = \"r\"\nlisten = \"127.0.0.1:7002\"\n[replica]\nupstream = \"https://127.0.0.1:7001\"\nid = \"r1\"\n",
+                "[replica.tls]",
+            ),
+            (
+                "role = \"replica\"\ndata_dir = \"r\"\nlisten = \"127.0.0.1:7002\"\n[replica]\nupstream = \"http://127.0.0.1:7001\"\nid = \"r1\"\n[replica.tls]\nca = \"ca\"\n",
+                "https://",
+            ),
+            (
+                "role = \"replica\"\ndata_dir = \"r\"\nlisten = \"127.0.0.1:7002\"\n[replica]\nupstream = \"https://127.0.0.1:7001\"\nid = \"r1\"\n[replica.tls]\nca = \"ca\"\ncert = \"c\"\n",
+                "go together",
+            ),
+            (
+                "role = \"replica\"\ndata_dir = \"r\"\nlisten = \"127.0.0.1:7002\"\n[replica]\nupstream = \"http://127.0.0.1:7001\"\nid = \"r1\"\ntoken_file = \"t\"\ntoken_env = \"T\"\n",
+                "not both",
+            ),
+            (
+                "role = \"primary\"\ndata_dir = \"p\"\nlisten = \"0.0.0.0:7001\"\nmetrics_listen = \"0.0.0.0:9100\"\n[tls]\ncert = \"c\"\nkey = \"k\"\n",
+                "metrics_listen",
             ),
         ] {
             let err = Config::parse(text).unwrap_err();
