@@ -39,7 +39,8 @@ pub(crate) struct CertsArgs {
 /// `strata token` arguments.
 #[derive(clap::Args, Debug, Clone)]
 pub(crate) struct TokenArgs {
-    /// The file to write the token into (mode 0600; must not exist).
+    /// The file to write the token into (mode 0600; must not exist; a
+    /// missing directory is created mode 0700).
     #[arg(long)]
     out: PathBuf,
 }
@@ -136,6 +137,20 @@ pub(crate) fn token(args: &TokenArgs) -> Result<(), String> {
         .try_fill_bytes(&mut bytes)
         .map_err(|e| format!("the OS random generator: {e}"))?;
     let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    if let Some(parent) = args.out.parent().filter(|p| !p.as_os_str().is_empty())
+        && !parent.exists()
+    {
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            builder.mode(0o700);
+        }
+        builder
+            .create(parent)
+            .map_err(|e| format!("{}: {e}", parent.display()))?;
+    }
     write_new(&args.out, format!("{hex}\n").as_bytes(), true)?;
     println!("wrote a token into {}", args.out.display());
     Ok(())

@@ -510,6 +510,12 @@ impl Config {
                 ));
             }
         }
+        if self.tls.is_none() && !self.listen.ip().is_loopback() && !self.auth.tokens.is_empty() {
+            return Err(format!(
+                "auth.tokens on listen = {} without [tls]: tokens would cross the network in cleartext (configure [tls])",
+                self.listen
+            ));
+        }
         if let Some(metrics) = self.metrics_listen {
             if metrics.port() == 0 {
                 return Err("metrics_listen needs a fixed port (not 0)".into());
@@ -710,6 +716,10 @@ mod tests {
             (
                 "role = \"primary\"\ndata_dir = \"p\"\nlisten = \"0.0.0.0:7001\"\nmetrics_listen = \"0.0.0.0:9100\"\n[tls]\ncert = \"c\"\nkey = \"k\"\n",
                 "metrics_listen",
+            ),
+            (
+                "role = \"primary\"\ndata_dir = \"p\"\nlisten = \"0.0.0.0:7001\"\nallow_plaintext_non_loopback = true\n[[auth.tokens]]\nname = \"app\"\nrole = \"client\"\nenv = \"T\"\n",
+                "cleartext",
             ),
         ] {
             let err = Config::parse(text).unwrap_err();
