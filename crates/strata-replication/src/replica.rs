@@ -1007,6 +1007,15 @@ async fn fetch_file(
         std::fs::remove_file(&local).map_err(|e| format!("{}: {e}", local.display()))?;
         have = 0;
     }
+    if file.size == 0 {
+        // Nothing to fetch, but the file must exist.
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&local)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| format!("{}: {e}", local.display()))?;
+    }
     if have < file.size {
         let mut out = std::fs::OpenOptions::new()
             .create(true)

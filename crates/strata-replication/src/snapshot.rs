@@ -3,8 +3,15 @@
 //! chunks from any offset (so a replica resumes an interrupted transfer),
 //! and deleted once its lease (renewed by every fetch) runs out.
 //!
+//! A snapshot for a credential limited to key ranges is cut down before it
+//! is listed: the checkpoint is opened with those ranges retained and every
+//! table holding other keys is rewritten without them (the log is flushed
+//! first), so no file of it holds a key outside the ranges.
+//!
 //! Invariants: a snapshot is immutable once listed; only listed paths are
-//! served (no path from a request touches the file system otherwise).
+//! served (no path from a request touches the file system otherwise); a
+//! range-limited credential is served only snapshots cut to exactly its
+//! ranges.
 
 use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom};
@@ -19,6 +26,7 @@ use strata_proto::v1::{FetchSnapshotRequest, SnapshotChunk, SnapshotFile, Snapsh
 use tokio::sync::mpsc;
 use tonic::Status;
 
+use crate::auth::Ranges;
 use crate::hash::record_hash;
 
 #[derive(Debug)]
@@ -26,6 +34,8 @@ struct Entry {
     path: PathBuf,
     files: Vec<SnapshotFile>,
     last_used: Instant,
+    /// The key ranges it was cut to (empty: every key).
+    ranges: Ranges,
 }
 
 #[derive(Debug, Clone)]
@@ -58,8 +68,14 @@ impl Snapshots {
         });
     }
 
-    /// Builds a snapshot of `db` and lists it.
-    pub(crate) fn begin(&self, db: &Db, epoch: u64) -> Result<SnapshotInfo, Status> {
+    /// Builds a snapshot of `db`, cut to `ranges` unless empty, and lists
+    /// it.
+    pub(crate) fn begin(
+        &self,
+        db: &Db,
+        epoch: u64,
+        ranges: &Ranges,
+    ) -> Result<SnapshotInfo, Status> {
         self.expire();
         let id = format!(
             "{:x}-{}",
@@ -72,6 +88,14 @@ impl Snapshots {
         let seq = db
             .checkpoint(&path)
             .map_err(|e| Status::internal(format!("building the snapshot: {e}")))?;
+        if !ranges.is_empty()
+            && let Err(e) = cut_to_ranges(&path, ranges)
+        {
+            let _ = std::fs::remove_dir_all(&path);
+            return Err(Status::internal(format!(
+                "cutting the snapshot to its key ranges: {e}"
+            )));
+        }
         let mut files = Vec::new();
         list(&path, &path, &mut files)
             .map_err(|e| Status::internal(format!("listing the snapshot: {e}")))?;
@@ -92,16 +116,20 @@ impl Snapshots {
                 path,
                 files,
                 last_used: Instant::now(),
+                ranges: ranges.clone(),
             },
         );
         Ok(info)
     }
 
     /// Streams one listed file from an offset.
+    /// A caller limited to `allowed` ranges (empty: none) may fetch only a
+    /// snapshot cut to exactly them.
     pub(crate) fn fetch(
         &self,
         request: &FetchSnapshotRequest,
         chunk_bytes: usize,
+        allowed: &Ranges,
     ) -> Result<mpsc::Receiver<Result<SnapshotChunk, Status>>, Status> {
         self.expire();
         let (file_path, size) = {
@@ -112,6 +140,11 @@ impl Snapshots {
                     request.snapshot_id
                 ))
             })?;
+            if !allowed.is_empty() && entry.ranges != *allowed {
+                return Err(Status::permission_denied(
+                    "this snapshot holds key ranges the credential does not allow",
+                ));
+            }
             entry.last_used = Instant::now();
             let file = entry
                 .files
@@ -181,6 +214,21 @@ impl Snapshots {
 }
 
 /// The hash of the record ending at `seq`, if the log still holds it.
+/// Opens the checkpoint at `path` retaining only `ranges` and rewrites
+/// every file that holds other keys.
+fn cut_to_ranges(path: &Path, ranges: &Ranges) -> Result<(), strata::Error> {
+    let db = Db::open(
+        path,
+        strata::Options {
+            retain_ranges: ranges.clone(),
+            create_if_missing: false,
+            ..strata::Options::default()
+        },
+    )?;
+    db.purge_outside_retained()?;
+    db.close()
+}
+
 fn seq_hash(db: &Db, seq: SeqNo) -> Vec<u8> {
     if seq.get() == 0 {
         return Vec::new();
@@ -204,6 +252,10 @@ fn list(root: &Path, dir: &Path, out: &mut Vec<SnapshotFile>) -> std::io::Result
         let path = entry.path();
         if entry.file_type()?.is_dir() {
             list(root, &path, out)?;
+            continue;
+        }
+        // The lock of the process that cut the snapshot is not part of it.
+        if dir == root && entry.file_name() == "LOCK" {
             continue;
         }
         let size = entry.metadata()?.len();

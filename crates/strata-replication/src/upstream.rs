@@ -343,17 +343,6 @@ pub struct SemiSyncOutcome {
     pub confirmed: bool,
 }
 
-/// A snapshot holds the whole database: not for a range-limited credential.
-fn refuse_whole_snapshot(principal: &Principal) -> Result<(), Status> {
-    if principal.ranges.is_empty() {
-        Ok(())
-    } else {
-        Err(Status::permission_denied(
-            "snapshots hold every key range: a range-limited credential cannot fetch one",
-        ))
-    }
-}
-
 fn valid_replica_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 128
@@ -593,7 +582,6 @@ impl Replication for Upstream {
         request: Request<BeginSnapshotRequest>,
     ) -> Result<Response<SnapshotInfo>, Status> {
         let principal = self.authorize(&request)?;
-        refuse_whole_snapshot(&principal)?;
         let request = request.into_inner();
         if let Some(ids) = &principal.replica_ids
             && !ids.contains(&request.replica_id)
@@ -610,7 +598,9 @@ impl Replication for Upstream {
         let db = self.db()?;
         let epoch = self.shared.epoch.get();
         let snapshots = self.shared.snapshots.clone();
-        let info = tokio::task::spawn_blocking(move || snapshots.begin(&db, epoch))
+        // A range-limited credential gets a snapshot cut to its ranges.
+        let ranges = principal.ranges;
+        let info = tokio::task::spawn_blocking(move || snapshots.begin(&db, epoch, &ranges))
             .await
             .map_err(|e| Status::internal(e.to_string()))??;
         Ok(Response::new(info))
@@ -621,12 +611,12 @@ impl Replication for Upstream {
         request: Request<FetchSnapshotRequest>,
     ) -> Result<Response<Self::FetchSnapshotStream>, Status> {
         let principal = self.authorize(&request)?;
-        refuse_whole_snapshot(&principal)?;
         let request = request.into_inner();
-        let rx = self
-            .shared
-            .snapshots
-            .fetch(&request, self.shared.config.chunk_bytes)?;
+        let rx = self.shared.snapshots.fetch(
+            &request,
+            self.shared.config.chunk_bytes,
+            &principal.ranges,
+        )?;
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }

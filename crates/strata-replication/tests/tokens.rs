@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 use strata::{Db, Options};
 use strata_proto::v1::replication_client::ReplicationClient;
 use strata_proto::v1::{
-    BeginSnapshotRequest, KeyRange, ReplicaMessage, Subscribe, replica_message,
+    BeginSnapshotRequest, FetchSnapshotRequest, KeyRange, ReplicaMessage, Subscribe,
+    replica_message,
 };
 use strata_replication::auth::{Auth, Role, Secret, TokenGrant};
 use strata_replication::epoch::Epoch;
@@ -35,7 +36,14 @@ struct Primary {
 async fn primary() -> Primary {
     let dir = tempfile::tempdir().unwrap();
     let db = Db::open(dir.path().join("p"), Options::default()).unwrap();
-    db.put(b"eu/k", b"v").unwrap();
+    // Tables and log that mix both ranges.
+    for i in 0..100 {
+        db.put(format!("eu/{i}").as_bytes(), b"EU-VALUE").unwrap();
+        db.put(format!("us/{i}").as_bytes(), b"US-SECRET").unwrap();
+        if i == 50 {
+            db.flush().unwrap();
+        }
+    }
     db.sync().unwrap();
     let mut config = UpstreamConfig::new(dir.path().join("p.snapshots"));
     config.auth = Auth::new(
@@ -227,18 +235,88 @@ async fn token_limited_to_ranges_cannot_ask_for_others() {
         .await
         .unwrap_err();
     assert_eq!(code, Code::PermissionDenied, "{message}");
-    // A whole-database snapshot.
-    let mut request = tonic::Request::new(BeginSnapshotRequest {
-        replica_id: "replica-eu".into(),
-    });
-    request
-        .metadata_mut()
-        .insert("authorization", bearer(SCOPED_TOKEN).parse().unwrap());
-    let status = ReplicationClient::connect(format!("http://{}", p.addr))
+    // Another id's snapshot... is refused for the id, and a snapshot begun
+    // by an unrestricted credential cannot be fetched with this one.
+    let client = || async {
+        ReplicationClient::connect(format!("http://{}", p.addr))
+            .await
+            .unwrap()
+    };
+    let full = client()
+        .await
+        .begin_snapshot(with(
+            BeginSnapshotRequest {
+                replica_id: "replica-1".into(),
+            },
+            REPLICA_TOKEN,
+        ))
         .await
         .unwrap()
-        .begin_snapshot(request)
+        .into_inner();
+    let status = client()
+        .await
+        .fetch_snapshot(with(
+            FetchSnapshotRequest {
+                snapshot_id: full.snapshot_id.clone(),
+                path: full.files[0].path.clone(),
+                offset: 0,
+            },
+            SCOPED_TOKEN,
+        ))
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+}
+
+fn with<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request
+        .metadata_mut()
+        .insert("authorization", bearer(token).parse().unwrap());
+    request
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_limited_to_ranges_gets_a_snapshot_holding_only_its_ranges() {
+    let p = primary().await;
+    let mut client = ReplicationClient::connect(format!("http://{}", p.addr))
+        .await
+        .unwrap();
+    let info = client
+        .begin_snapshot(with(
+            BeginSnapshotRequest {
+                replica_id: "replica-eu".into(),
+            },
+            SCOPED_TOKEN,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    // Every byte of every file, as the wire carries them.
+    let mut eu_values = 0;
+    for file in &info.files {
+        let mut chunks = client
+            .fetch_snapshot(with(
+                FetchSnapshotRequest {
+                    snapshot_id: info.snapshot_id.clone(),
+                    path: file.path.clone(),
+                    offset: 0,
+                },
+                SCOPED_TOKEN,
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        let mut bytes = Vec::new();
+        while let Some(chunk) = chunks.message().await.unwrap() {
+            bytes.extend_from_slice(&chunk.data);
+        }
+        assert!(
+            !bytes.windows(9).any(|w| w == b"US-SECRET"),
+            "{} carries another range's value",
+            file.path
+        );
+        eu_values += bytes.windows(8).filter(|w| *w == b"EU-VALUE").count();
+    }
+    assert!(eu_values >= 1, "the snapshot holds its own range's values");
 }

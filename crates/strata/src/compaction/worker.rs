@@ -231,6 +231,51 @@ pub(crate) fn split_table(
     ))
 }
 
+/// Rewrites `table` (of `level`) keeping only the entries whose user key
+/// `keep` accepts. Returns the new table (none if nothing is kept) and the
+/// bytes moved.
+pub(crate) fn filter_table(
+    ctx: &Context<'_>,
+    table: &crate::version::TableMeta,
+    level: usize,
+    keep: &dyn Fn(&[u8]) -> bool,
+) -> Result<(Option<TableEntry>, JobBytes)> {
+    let everything = KeyRange {
+        start: std::ops::Bound::Unbounded,
+        end: std::ops::Bound::Unbounded,
+    };
+    let path = ctx
+        .dir
+        .join(strata_format::manifest::table_file_name(table.number));
+    let open = ctx
+        .tables
+        .get_or_open(ctx.fs, &path, table.number, table.size)?;
+    let mut cursor = TableCursor::new(open, &everything, true);
+    let mut writer: Option<TableWriter> = None;
+    while let Some(entry) = cursor.next_entry()? {
+        if !keep(&entry.user_key) {
+            continue;
+        }
+        let writer = match &mut writer {
+            Some(writer) => writer,
+            None => writer.insert(new_writer(ctx, level)?),
+        };
+        writer.add(&entry)?;
+    }
+    let output = writer.map(|w| w.finish(level as u8)).transpose()?;
+    ctx.fs
+        .sync_dir(ctx.dir)
+        .map_err(|e| Error::io("sync directory", ctx.dir, e))?;
+    let written = output.as_ref().map_or(0, |t| t.size);
+    Ok((
+        output,
+        JobBytes {
+            read: table.size,
+            written,
+        },
+    ))
+}
+
 /// Runs `choice` against `version`, keeping every version visible at or
 /// above `oldest_snapshot`. Returns the edit to log and the bytes moved.
 pub(crate) fn compact(

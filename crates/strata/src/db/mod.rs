@@ -482,6 +482,48 @@ impl Db {
         self.inner.merge_ranges(left, right)
     }
 
+    /// Makes sure no file of the database holds a key outside
+    /// [`Options::retain_ranges`]: flushes, then rewrites the tables that
+    /// hold such keys (tables wholly outside the ranges are dropped when
+    /// the database opens). Returns the bytes written. With no
+    /// `retain_ranges`, does nothing.
+    ///
+    /// Used to cut a range-scoped copy out of a checkpoint (a snapshot for
+    /// a replica allowed only some key ranges): open the checkpoint with
+    /// `retain_ranges`, call this, close.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use strata::{Db, MemFileSystem, Options};
+    /// # use std::sync::Arc;
+    /// let fs = Arc::new(MemFileSystem::new());
+    /// let options = || Options { file_system: fs.clone(), ..Options::default() };
+    /// let db = Db::open("full", options())?;
+    /// db.put(b"eu/1", b"a")?;
+    /// db.put(b"us/1", b"b")?;
+    /// db.close()?;
+    /// let eu = Db::open("full", Options {
+    ///     retain_ranges: vec![(b"eu/".to_vec(), Some(b"eu0".to_vec()))],
+    ///     ..options()
+    /// })?;
+    /// eu.purge_outside_retained()?;
+    /// assert_eq!(eu.get(b"eu/1")?.as_deref(), Some(&b"a"[..]));
+    /// # Ok::<(), strata::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Io`] or [`Error::Poisoned`] if flushing, rewriting or
+    /// logging fails.
+    pub fn purge_outside_retained(&self) -> Result<u64> {
+        self.inner.check_open()?;
+        if self.inner.retain.is_everything() {
+            return Ok(0);
+        }
+        self.flush()?;
+        self.inner.purge_outside_retained()
+    }
+
     /// The database's id (from `IDENTITY`; the same in its checkpoints and
     /// on its replicas).
     #[must_use]

@@ -103,6 +103,46 @@ impl Inner {
         Ok(ids)
     }
 
+    /// (After a flush) rewrites every table holding keys outside the
+    /// retained ranges so that no table file holds one (tables wholly
+    /// outside were dropped at open). Returns the bytes written.
+    pub(crate) fn purge_outside_retained(&self) -> Result<u64> {
+        if self.retain.is_everything() {
+            return Ok(0);
+        }
+        let _layout = self.layout_exclusive();
+        let version = Arc::clone(&self.current.read());
+        let new_number = || self.versions.lock().new_file_number();
+        let ctx = background::context(self, &new_number);
+        let retain = &self.retain;
+        let keep = |key: &[u8]| retain.contains(key);
+        let mut edit = VersionEdit::default();
+        let mut written = 0;
+        for (level, tables) in version.levels.iter().enumerate() {
+            for table in tables {
+                let (smallest, largest) = (table.smallest_user_key(), table.largest_user_key());
+                if !retain.overlaps(smallest, largest) {
+                    edit.deleted.push((level as u8, table.number));
+                } else if !(retain.contains(smallest)
+                    && retain.contains(largest)
+                    && retain.same_interval(smallest, largest))
+                {
+                    let (output, bytes) = worker::filter_table(&ctx, table, level, &keep)?;
+                    edit.deleted.push((level as u8, table.number));
+                    edit.added.extend(output);
+                    written += bytes.written;
+                }
+            }
+        }
+        // The replaced tables' files go once no version holds them: not
+        // this one either.
+        drop(version);
+        if !edit.deleted.is_empty() {
+            self.install_layout(edit)?;
+        }
+        Ok(written)
+    }
+
     /// Merges ranges `left` and `right`, which must be adjacent in that
     /// order.
     pub(crate) fn merge_ranges(&self, left: RangeId, right: RangeId) -> Result<RangeId> {

@@ -53,6 +53,16 @@ impl Retain {
             })
     }
 
+    /// Whether `a` and `b` (both contained) lie in the same interval, so
+    /// that every key between them is contained too.
+    pub(crate) fn same_interval(&self, a: &[u8], b: &[u8]) -> bool {
+        let at = |key: &[u8]| {
+            self.intervals
+                .partition_point(|(start, _)| start.as_slice() <= key)
+        };
+        self.intervals.is_empty() || at(a) == at(b)
+    }
+
     /// Checks the intervals: each non-empty, sorted, disjoint.
     pub(crate) fn check(intervals: &[(Vec<u8>, Option<Vec<u8>>)]) -> Result<(), String> {
         for (i, (start, end)) in intervals.iter().enumerate() {
