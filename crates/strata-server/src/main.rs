@@ -387,7 +387,11 @@ async fn run(config: config::Config) -> Result<(), String> {
                 .max_decoding_message_size(batch_limit + (1 << 20))
                 .max_encoding_message_size(64 << 20),
         )
-        .add_service(AdminServer::new(node.clone()))
+        .add_service(
+            AdminServer::new(node.clone())
+                .max_decoding_message_size(1 << 20)
+                .max_encoding_message_size(64 << 20),
+        )
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
         .map_err(|e| format!("serving: {e}"))?;
