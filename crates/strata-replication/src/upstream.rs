@@ -343,7 +343,16 @@ pub struct SemiSyncOutcome {
     pub confirmed: bool,
 }
 
-fn valid_replica_id(id: &str) -> bool {
+/// Whether `id` is a valid replica id: 1 to 128 bytes of `[A-Za-z0-9._-]`
+/// (also what a replica token's name and a certificate identity must be).
+///
+/// ```
+/// use strata_replication::upstream::valid_replica_id;
+/// assert!(valid_replica_id("replica-1"));
+/// assert!(!valid_replica_id("a b"));
+/// ```
+#[must_use]
+pub fn valid_replica_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 128
         && id

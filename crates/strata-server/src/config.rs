@@ -388,7 +388,9 @@ impl Config {
             if token.name.is_empty() {
                 return Err(format!("{at}: name is empty"));
             }
-            if token.role == AccessRole::Replica && !valid_id(&token.name) {
+            if token.role == AccessRole::Replica
+                && !strata_replication::upstream::valid_replica_id(&token.name)
+            {
                 return Err(format!(
                     "{at}: a replica token's name is the replica id it may use: 1 to 128 bytes of [A-Za-z0-9._-]"
                 ));
@@ -401,7 +403,7 @@ impl Config {
         }
         for (i, peer) in self.auth.replicas.iter().enumerate() {
             let at = format!("auth.replicas[{i}]");
-            if !valid_id(&peer.identity) {
+            if !strata_replication::upstream::valid_replica_id(&peer.identity) {
                 return Err(format!(
                     "{at}: identity must be 1 to 128 bytes of [A-Za-z0-9._-] (it is also the replica id)"
                 ));
@@ -481,7 +483,7 @@ impl Config {
                         replica.upstream
                     ));
                 }
-                if !valid_id(&replica.id) {
+                if !strata_replication::upstream::valid_replica_id(&replica.id) {
                     return Err("replica.id must be 1 to 128 bytes of [A-Za-z0-9._-]".into());
                 }
                 strata_replication::check_intervals(&replica.intervals())
@@ -526,15 +528,6 @@ impl Config {
         }
         Ok(())
     }
-}
-
-/// A replica id or identity: 1 to 128 bytes of `[A-Za-z0-9._-]`.
-fn valid_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 128
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 #[cfg(test)]

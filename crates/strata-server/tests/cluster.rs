@@ -13,8 +13,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use strata_proto::v1::admin_client::AdminClient;
@@ -24,76 +23,14 @@ use strata_proto::v1::{
     RangesRequest, ScanRequest, SplitRangeRequest, StatusRequest, WriteRequest, operation,
 };
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+#[path = "common/node.rs"]
+mod node;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Node {
-    config: PathBuf,
-    log: PathBuf,
-    child: Option<Child>,
-    grpc: String,
-    metrics: String,
-}
-
-impl Node {
-    fn start(&mut self) {
-        let log = std::fs::File::create(&self.log).unwrap();
-        self.child = Some(
-            Command::new(env!("CARGO_BIN_EXE_strata"))
-                .args(["serve", "--config"])
-                .arg(&self.config)
-                .stdout(log.try_clone().unwrap())
-                .stderr(log)
-                .stdin(Stdio::null())
-                .spawn()
-                .unwrap(),
-        );
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
+use node::{Node, free_port, repo};
 
 /// Copies an example config into `dir`, swapping its ports for free ones.
 fn example(dir: &Path, name: &str, ports: &BTreeMap<&str, u16>) -> Node {
-    let mut text =
-        std::fs::read_to_string(repo().join("examples/cluster").join(format!("{name}.toml")))
-            .unwrap();
-    for (from, to) in ports {
-        text = text.replace(&format!("127.0.0.1:{from}"), &format!("127.0.0.1:{to}"));
-    }
-    let config = dir.join(format!("{name}.toml"));
-    std::fs::write(&config, &text).unwrap();
-    let port = |key: &str| {
-        let line = text.lines().find(|l| l.starts_with(key)).unwrap();
-        line.split('"').nth(1).unwrap().to_string()
-    };
-    Node {
-        config,
-        log: dir.join(format!("{name}.log")),
-        child: None,
-        grpc: format!("http://{}", port("listen")),
-        metrics: port("metrics_listen"),
-    }
+    node::example(dir, "cluster", name, ports, |text| text)
 }
 
 async fn wait_up(node: &Node) {

@@ -11,8 +11,8 @@
 )]
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use strata_proto::v1::admin_client::AdminClient;
@@ -23,64 +23,16 @@ use strata_proto::v1::{
 use tonic::Code;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+#[path = "common/node.rs"]
+mod node;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use node::{Node, free_port};
 
 fn strata(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_strata"))
         .args(args)
         .output()
         .unwrap()
-}
-
-struct Node {
-    config: PathBuf,
-    log: PathBuf,
-    child: Option<Child>,
-    addr: String,
-    metrics: String,
-}
-
-impl Node {
-    fn start(&mut self) {
-        let log = std::fs::File::create(&self.log).unwrap();
-        self.child = Some(
-            Command::new(env!("CARGO_BIN_EXE_strata"))
-                .args(["serve", "--config"])
-                .arg(&self.config)
-                .stdout(log.try_clone().unwrap())
-                .stderr(log)
-                .stdin(Stdio::null())
-                .spawn()
-                .unwrap(),
-        );
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.as_ref().unwrap().id()
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
 }
 
 /// A directory with certificates, tokens and the example configs.
@@ -125,36 +77,9 @@ impl Setup {
             .to_string()
     }
 
-    /// An example config, ports swapped, `extra` appended.
+    /// An example config, ports swapped, `edit` applied.
     fn node(&self, name: &str, edit: impl Fn(String) -> String) -> Node {
-        let mut text = std::fs::read_to_string(
-            repo()
-                .join("examples/cluster-tls")
-                .join(format!("{name}.toml")),
-        )
-        .unwrap();
-        for (from, to) in &self.ports {
-            text = text.replace(&format!("127.0.0.1:{from}"), &format!("127.0.0.1:{to}"));
-        }
-        let text = edit(text);
-        let config = self.path().join(format!("{name}.toml"));
-        std::fs::write(&config, &text).unwrap();
-        let value = |key: &str| {
-            text.lines()
-                .find(|l| l.starts_with(key))
-                .unwrap()
-                .split('"')
-                .nth(1)
-                .unwrap()
-                .to_string()
-        };
-        Node {
-            config,
-            log: self.path().join(format!("{name}.log")),
-            child: None,
-            addr: value("listen"),
-            metrics: value("metrics_listen"),
-        }
+        node::example(self.path(), "cluster-tls", name, &self.ports, edit)
     }
 
     /// The primary, with a replica token for "replica-9" accepted too and a

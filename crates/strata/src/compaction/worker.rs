@@ -178,16 +178,8 @@ fn new_writer(ctx: &Context<'_>, level: usize) -> Result<TableWriter> {
     TableWriter::create(ctx.fs, path, number, table_options(ctx.options, level))
 }
 
-/// Rewrites `table` (of `level`) as the table of its keys below `at` and
-/// the table of the rest, for a range split. Returns the new tables (one
-/// may be missing if empty, though a straddling table has keys on both
-/// sides) and the bytes moved.
-pub(crate) fn split_table(
-    ctx: &Context<'_>,
-    table: &crate::version::TableMeta,
-    level: usize,
-    at: &[u8],
-) -> Result<(Vec<TableEntry>, JobBytes)> {
+/// A cursor over every entry of `table`.
+fn whole_table(ctx: &Context<'_>, table: &crate::version::TableMeta) -> Result<TableCursor> {
     let everything = KeyRange {
         start: std::ops::Bound::Unbounded,
         end: std::ops::Bound::Unbounded,
@@ -198,7 +190,20 @@ pub(crate) fn split_table(
     let open = ctx
         .tables
         .get_or_open(ctx.fs, &path, table.number, table.size)?;
-    let mut cursor = TableCursor::new(open, &everything, true);
+    Ok(TableCursor::new(open, &everything, true))
+}
+
+/// Rewrites `table` (of `level`) as the table of its keys below `at` and
+/// the table of the rest, for a range split. Returns the new tables (one
+/// may be missing if empty, though a straddling table has keys on both
+/// sides) and the bytes moved.
+pub(crate) fn split_table(
+    ctx: &Context<'_>,
+    table: &crate::version::TableMeta,
+    level: usize,
+    at: &[u8],
+) -> Result<(Vec<TableEntry>, JobBytes)> {
+    let mut cursor = whole_table(ctx, table)?;
     let mut outputs = Vec::new();
     let mut writer: Option<TableWriter> = None;
     let mut crossed = false;
@@ -240,17 +245,7 @@ pub(crate) fn filter_table(
     level: usize,
     keep: &dyn Fn(&[u8]) -> bool,
 ) -> Result<(Option<TableEntry>, JobBytes)> {
-    let everything = KeyRange {
-        start: std::ops::Bound::Unbounded,
-        end: std::ops::Bound::Unbounded,
-    };
-    let path = ctx
-        .dir
-        .join(strata_format::manifest::table_file_name(table.number));
-    let open = ctx
-        .tables
-        .get_or_open(ctx.fs, &path, table.number, table.size)?;
-    let mut cursor = TableCursor::new(open, &everything, true);
+    let mut cursor = whole_table(ctx, table)?;
     let mut writer: Option<TableWriter> = None;
     while let Some(entry) = cursor.next_entry()? {
         if !keep(&entry.user_key) {
