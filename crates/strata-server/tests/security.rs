@@ -306,6 +306,30 @@ async fn kv_with_a_wrong_token_is_unauthenticated() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_never_reach_the_log_even_at_trace_level() {
+    let setup = Setup::new();
+    let mut primary = setup.primary();
+    primary.start_with(&[("RUST_LOG", "trace")]);
+    wait_up(&setup, &primary).await;
+    let good = setup.token("app");
+    let wrong = "wrong-token-0123456789abcdef".to_string();
+    let mut kv = KvClient::new(setup.channel(&primary).await);
+    kv.write(with_token(put("k", b"v".to_vec()), Some(&good)))
+        .await
+        .unwrap();
+    let status = kv
+        .write(with_token(put("k", b"v".to_vec()), Some(&wrong)))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated);
+    primary.kill();
+    let log = primary.log();
+    assert!(log.lines().count() > 50, "trace logging was on: {log}");
+    assert!(!log.contains(&good), "the client token is in the log");
+    assert!(!log.contains(&wrong), "a presented token is in the log");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kv_token_with_a_trailing_space_is_unauthenticated() {
     let setup = Setup::new();
     let primary = running_primary(&setup).await;

@@ -36,9 +36,15 @@ pub(crate) struct Node {
 
 impl Node {
     pub(crate) fn start(&mut self) {
+        self.start_with(&[]);
+    }
+
+    /// Starts the node with these environment variables set.
+    pub(crate) fn start_with(&mut self, env: &[(&str, &str)]) {
         let log = std::fs::File::create(&self.log).unwrap();
         self.child = Some(
             Command::new(env!("CARGO_BIN_EXE_strata"))
+                .envs(env.iter().copied())
                 .args(["serve", "--config"])
                 .arg(&self.config)
                 .stdout(log.try_clone().unwrap())
