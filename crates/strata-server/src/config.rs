@@ -7,6 +7,7 @@
 //! data_dir = "data/replica-1"
 //! listen = "127.0.0.1:7002"        # Kv, Admin and Replication
 //! metrics_listen = "127.0.0.1:9102" # optional: Prometheus GET /metrics
+//! replication_listen = "127.0.0.1:7012" # optional: replication apart from Kv/Admin
 //!
 //! [replica]                        # only for role = "replica"
 //! upstream = "http://127.0.0.1:7001"
@@ -235,6 +236,9 @@ pub(crate) struct Config {
     /// Where the node serves Prometheus metrics (`GET /metrics`); none
     /// without it.
     pub(crate) metrics_listen: Option<SocketAddr>,
+    /// Where the node serves the replication service, apart from the
+    /// client API (same TLS and credentials); without it, on `listen`.
+    pub(crate) replication_listen: Option<SocketAddr>,
     /// For a replica: whom it follows.
     pub(crate) replica: Option<ReplicaSection>,
     /// Durability and limits (all optional).
@@ -500,6 +504,11 @@ impl Config {
         }
         for (key, addr, tls) in [
             ("listen", Some(self.listen), self.tls.is_some()),
+            (
+                "replication_listen",
+                self.replication_listen,
+                self.tls.is_some(),
+            ),
             ("metrics_listen", self.metrics_listen, false),
         ] {
             if let Some(addr) = addr
@@ -517,6 +526,14 @@ impl Config {
                 "auth.tokens on listen = {} without [tls]: tokens would cross the network in cleartext (configure [tls])",
                 self.listen
             ));
+        }
+        if let Some(replication) = self.replication_listen {
+            if replication.port() == 0 {
+                return Err("replication_listen needs a fixed port (not 0)".into());
+            }
+            if replication == self.listen || Some(replication) == self.metrics_listen {
+                return Err("replication_listen must differ from listen and metrics_listen".into());
+            }
         }
         if let Some(metrics) = self.metrics_listen {
             if metrics.port() == 0 {
@@ -713,6 +730,14 @@ mod tests {
             (
                 "role = \"primary\"\ndata_dir = \"p\"\nlisten = \"0.0.0.0:7001\"\nallow_plaintext_non_loopback = true\n[[auth.tokens]]\nname = \"app\"\nrole = \"client\"\nenv = \"T\"\n",
                 "cleartext",
+            ),
+            (
+                "role = \"primary\"\ndata_dir = \"p\"\nlisten = \"127.0.0.1:7001\"\nreplication_listen = \"127.0.0.1:7001\"\n",
+                "replication_listen must differ",
+            ),
+            (
+                "role = \"primary\"\ndata_dir = \"p\"\nlisten = \"127.0.0.1:7001\"\nreplication_listen = \"0.0.0.0:7011\"\n",
+                "replication_listen",
             ),
         ] {
             let err = Config::parse(text).unwrap_err();

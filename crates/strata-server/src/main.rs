@@ -163,6 +163,47 @@ fn main() -> ExitCode {
     }
 }
 
+/// What every listener of a node shares: TLS and the limits, set
+/// explicitly: connections (bounded, silent ones closed), streams per
+/// connection, keepalives so a dead or idle peer is noticed, header size
+/// and reset-flood bounds. Message sizes are per service; compressed
+/// messages are not accepted at all (no service enables compression).
+struct Limits {
+    tls: Option<tonic::transport::ServerTlsConfig>,
+    max_connections: usize,
+    handshake_timeout: std::time::Duration,
+    figures: Arc<listener::ConnectionFigures>,
+}
+
+impl Limits {
+    fn builder(&self) -> Result<tonic::transport::Server, tonic::transport::Error> {
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = &self.tls {
+            builder = builder.tls_config(tls.clone())?;
+        }
+        Ok(builder
+            .concurrency_limit_per_connection(256)
+            .max_concurrent_streams(Some(256))
+            .tcp_keepalive(Some(std::time::Duration::from_secs(60)))
+            .http2_keepalive_interval(Some(std::time::Duration::from_secs(20)))
+            .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
+            .http2_max_header_list_size(Some(16 << 10))
+            .http2_max_pending_accept_reset_streams(Some(64)))
+    }
+
+    fn incoming(
+        &self,
+        listener: tokio::net::TcpListener,
+    ) -> impl tokio_stream::Stream<Item = std::io::Result<listener::Limited>> + use<> {
+        listener::incoming(
+            listener,
+            self.max_connections,
+            self.handshake_timeout,
+            Arc::clone(&self.figures),
+        )
+    }
+}
+
 fn open_existing(data_dir: &std::path::Path) -> Result<Db, String> {
     Db::open(
         data_dir,
@@ -345,43 +386,43 @@ async fn run(config: config::Config) -> Result<(), String> {
         credentials_required = auth.is_required(),
         "serving"
     );
-    let shutdown = async {
+    // One stop signal for every listener.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
         let mut term =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             () = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
         }
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
     };
-    // Limits, set explicitly: connections (bounded, silent ones closed),
-    // streams per connection, keepalives so a dead or idle peer is
-    // noticed, header size and reset-flood bounds, message sizes (a Kv
-    // write carries at most one batch; compressed messages are not
-    // accepted at all).
+    let limits = Limits {
+        tls: server_tls,
+        max_connections: config.limits.max_connections(),
+        handshake_timeout: config.limits.handshake_timeout(),
+        figures: Arc::clone(&connections),
+    };
+    // With replication_listen, the replication service is served there
+    // only (a firewall can then keep clients off it); else on `listen`.
+    let separate = match config.replication_listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("listening for replication on {addr}: {e}"))?,
+        ),
+        None => None,
+    };
     let batch_limit = config.engine.options().batch_bytes_max;
-    let mut builder = tonic::transport::Server::builder();
-    if let Some(tls) = server_tls {
-        builder = builder
-            .tls_config(tls)
-            .map_err(|e| format!("TLS settings: {e}"))?;
-    }
-    let incoming = listener::incoming(
-        listener,
-        config.limits.max_connections(),
-        config.limits.handshake_timeout(),
-        Arc::clone(&connections),
-    );
-    builder
-        .concurrency_limit_per_connection(256)
-        .max_concurrent_streams(Some(256))
-        .tcp_keepalive(Some(std::time::Duration::from_secs(60)))
-        .http2_keepalive_interval(Some(std::time::Duration::from_secs(20)))
-        .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
-        .http2_max_header_list_size(Some(16 << 10))
-        .http2_max_pending_accept_reset_streams(Some(64))
-        .add_service(health_service)
+    let main = limits
+        .builder()
+        .map_err(|e| format!("TLS settings: {e}"))?
+        .add_service(health_service.clone())
         .add_service(reflection)
-        .add_service(node.upstream.service())
+        .add_optional_service(separate.is_none().then(|| node.upstream.service()))
         .add_service(
             KvServer::new(node.clone())
                 .max_decoding_message_size(batch_limit + (1 << 20))
@@ -392,9 +433,27 @@ async fn run(config: config::Config) -> Result<(), String> {
                 .max_decoding_message_size(1 << 20)
                 .max_encoding_message_size(64 << 20),
         )
-        .serve_with_incoming_shutdown(incoming, shutdown)
-        .await
-        .map_err(|e| format!("serving: {e}"))?;
+        .serve_with_incoming_shutdown(limits.incoming(listener), stopped(stop_rx.clone()));
+    let replication = async {
+        match separate {
+            Some(listener) => {
+                tracing::info!(addr = %config.replication_listen.map(|a| a.to_string()).unwrap_or_default(), "serving replication on its own listener");
+                limits
+                    .builder()?
+                    .add_service(health_service)
+                    .add_service(node.upstream.service())
+                    .serve_with_incoming_shutdown(
+                        limits.incoming(listener),
+                        stopped(stop_rx.clone()),
+                    )
+                    .await
+            }
+            None => Ok(()),
+        }
+    };
+    let (main, replication) = tokio::join!(main, replication);
+    main.map_err(|e| format!("serving: {e}"))?;
+    replication.map_err(|e| format!("serving replication: {e}"))?;
     if let Some(replica) = replica {
         replica.stop().await;
     }

@@ -652,3 +652,80 @@ async fn key_or_token_file_readable_by_others_is_refused_at_start() {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replication_on_its_own_listener_is_not_on_the_client_port() {
+    let setup = Setup::new();
+    let replication_port = free_port();
+    let mut primary = setup.node("primary", |text| {
+        text.replacen(
+            "listen = ",
+            &format!("replication_listen = \"127.0.0.1:{replication_port}\"\nlisten = "),
+            1,
+        )
+    });
+    let primary_client_port = primary.addr.clone();
+    let mut r1 = setup.node("replica-1", |text| {
+        text.replace(
+            &format!("upstream = \"https://{primary_client_port}\""),
+            &format!("upstream = \"https://127.0.0.1:{replication_port}\""),
+        )
+    });
+    primary.start();
+    wait_up(&setup, &primary).await;
+    r1.start();
+    wait_up(&setup, &r1).await;
+    let token = setup.token("app");
+    let seq = KvClient::new(setup.channel(&primary).await)
+        .write(with_token(put("k", b"v".to_vec()), Some(&token)))
+        .await
+        .unwrap()
+        .into_inner()
+        .seq;
+    let answer = KvClient::new(setup.channel(&r1).await)
+        .get(with_token(
+            GetRequest {
+                key: b"k".to_vec(),
+                min_seq: seq,
+                timeout_millis: 10_000,
+                ..GetRequest::default()
+            },
+            Some(&token),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        answer.found,
+        "the replica follows through the replication port"
+    );
+    // Replication is not served on the client port...
+    let on_client_port = Endpoint::from_shared(format!("https://{}", primary.addr))
+        .unwrap()
+        .tls_config(setup.tls(Some("replica-1")))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let status = strata_proto::v1::replication_client::ReplicationClient::new(on_client_port)
+        .begin_snapshot(strata_proto::v1::BeginSnapshotRequest {
+            replica_id: "replica-1".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unimplemented, "{status:?}");
+    // ...nor the client API on the replication port.
+    let on_replication_port =
+        Endpoint::from_shared(format!("https://127.0.0.1:{replication_port}"))
+            .unwrap()
+            .tls_config(setup.tls(None))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+    let status = KvClient::new(on_replication_port)
+        .write(with_token(put("k", b"v".to_vec()), Some(&token)))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unimplemented, "{status:?}");
+}
