@@ -30,6 +30,7 @@
 
 use std::sync::Arc;
 
+use parking_lot::RwLock;
 use ring::digest::{SHA256, digest};
 use subtle::ConstantTimeEq;
 use tonic::{Request, Status};
@@ -226,13 +227,20 @@ impl Principal {
 /// ```
 #[derive(Debug, Clone, Default)]
 pub struct Auth {
-    inner: Arc<Inner>,
+    /// Swapped whole by [`Auth::replace`]; every clone sees the swap.
+    inner: Arc<RwLock<Arc<Inner>>>,
 }
 
 #[derive(Debug, Default)]
 struct Inner {
     tokens: Vec<TokenGrant>,
     peers: Vec<PeerGrant>,
+}
+
+impl Inner {
+    fn required(&self) -> bool {
+        !self.tokens.is_empty() || !self.peers.is_empty()
+    }
 }
 
 impl Auth {
@@ -247,14 +255,51 @@ impl Auth {
     #[must_use]
     pub fn new(tokens: Vec<TokenGrant>, peers: Vec<PeerGrant>) -> Self {
         Self {
-            inner: Arc::new(Inner { tokens, peers }),
+            inner: Arc::new(RwLock::new(Arc::new(Inner { tokens, peers }))),
         }
     }
 
     /// Whether any credential is required.
     #[must_use]
     pub fn is_required(&self) -> bool {
-        !self.inner.tokens.is_empty() || !self.inner.peers.is_empty()
+        self.current().required()
+    }
+
+    fn current(&self) -> Arc<Inner> {
+        Arc::clone(&self.inner.read())
+    }
+
+    /// Swaps in new credentials (a reload), for this value and every clone
+    /// of it; calls already authenticated keep their principal. Turning
+    /// credentials on or off takes a restart (a node started open may have
+    /// been started without TLS client checks, and dropping every
+    /// credential by a reload would open the node).
+    ///
+    /// ```
+    /// use strata_replication::auth::{Auth, Role, TokenGrant};
+    /// let auth = Auth::new(vec![TokenGrant::new("app", Role::Client, b"old-token-0123456789", Vec::new())], Vec::new());
+    /// let seen_by_a_service = auth.clone();
+    /// auth.replace(vec![TokenGrant::new("app", Role::Client, b"new-token-0123456789", Vec::new())], Vec::new()).unwrap();
+    /// let mut request = tonic::Request::new(());
+    /// request.metadata_mut().insert("authorization", "Bearer new-token-0123456789".parse().unwrap());
+    /// assert!(seen_by_a_service.authenticate(&request).is_ok());
+    /// assert!(auth.replace(Vec::new(), Vec::new()).is_err());
+    /// ```
+    ///
+    /// # Errors
+    /// The new credentials would turn requiring credentials on or off.
+    pub fn replace(&self, tokens: Vec<TokenGrant>, peers: Vec<PeerGrant>) -> Result<(), String> {
+        let next = Inner { tokens, peers };
+        let mut current = self.inner.write();
+        if next.required() != current.required() {
+            return Err(if next.required() {
+                "credentials cannot be turned on by a reload: restart the node".into()
+            } else {
+                "a reload cannot remove every credential (that would open the node): restart it to run without credentials".into()
+            });
+        }
+        *current = Arc::new(next);
+        Ok(())
     }
 
     /// Who is calling: from a bearer token if one is presented (a wrong
@@ -266,7 +311,8 @@ impl Auth {
     /// allowed credential at all; `PERMISSION_DENIED` for a certificate
     /// that names no allowed identity.
     pub fn authenticate<T>(&self, request: &Request<T>) -> Result<Principal, Status> {
-        if !self.is_required() {
+        let inner = self.current();
+        if !inner.required() {
             return Ok(Principal {
                 name: "anonymous".into(),
                 role: Role::Admin,
@@ -282,7 +328,7 @@ impl Auth {
             let presented = token_digest(token);
             // Compare against every grant, without stopping at a match.
             let mut found: Option<&TokenGrant> = None;
-            for grant in &self.inner.tokens {
+            for grant in &inner.tokens {
                 if bool::from(grant.digest.ct_eq(&presented)) && found.is_none() {
                     found = Some(grant);
                 }
@@ -304,8 +350,7 @@ impl Auth {
                 "a token or a client certificate is required",
             ));
         };
-        let grant = self
-            .inner
+        let grant = inner
             .peers
             .iter()
             .find(|p| names.contains(&p.identity))
@@ -318,7 +363,7 @@ impl Auth {
             name: grant.identity.clone(),
             role: Role::Replica,
             replica_ids: Some(
-                self.inner
+                inner
                     .peers
                     .iter()
                     .filter(|p| names.contains(&p.identity))

@@ -272,10 +272,52 @@ fn serve(path: &std::path::Path) -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(|e| format!("starting the runtime: {e}"))?;
-    runtime.block_on(run(config))
+    runtime.block_on(run(config, path.to_path_buf()))
 }
 
-async fn run(config: config::Config) -> Result<(), String> {
+/// On SIGHUP: reads the config file again and swaps in its `[auth]`
+/// credentials (tokens re-read from their files or variables). A config
+/// that fails its checks, or that would turn credentials on or off, is
+/// refused and the old credentials stay; changes outside `[auth]` wait for
+/// a restart (logged).
+fn reload_credentials_on_hangup(
+    path: std::path::PathBuf,
+    running: config::Config,
+    auth: strata_replication::auth::Auth,
+) {
+    tokio::spawn(async move {
+        let Ok(mut hangup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            tracing::warn!("cannot watch SIGHUP: credentials reload only with a restart");
+            return;
+        };
+        while hangup.recv().await.is_some() {
+            let reloaded = config::Config::load(&path).and_then(|fresh| {
+                let (tokens, peers) = secrets::grants(&fresh.auth)?;
+                let (token_count, peer_count) = (tokens.len(), peers.len());
+                auth.replace(tokens, peers)?;
+                let mut rest = fresh;
+                rest.auth = running.auth.clone();
+                Ok((token_count, peer_count, rest != running))
+            });
+            match reloaded {
+                Ok((tokens, identities, other_changes)) => {
+                    tracing::info!(tokens, identities, "credentials reloaded");
+                    if other_changes {
+                        tracing::warn!(
+                            "the config changed outside [auth]: those changes take effect at the next restart"
+                        );
+                    }
+                }
+                Err(error) => {
+                    tracing::error!(%error, "credentials reload refused; the previous credentials stay in force");
+                }
+            }
+        }
+    });
+}
+
+async fn run(config: config::Config, path: std::path::PathBuf) -> Result<(), String> {
     let snapshots = config.data_dir.with_extension("snapshots");
     // Every certificate, key and token is read and checked before any
     // data is touched.
@@ -292,6 +334,7 @@ async fn run(config: config::Config) -> Result<(), String> {
         })
         .transpose()?;
     let connections = Arc::new(listener::ConnectionFigures::default());
+    reload_credentials_on_hangup(path, config.clone(), auth.clone());
     let (node, replica) = match config.role {
         config::Role::Primary => {
             let db = Db::open(&config.data_dir, config.engine.options())

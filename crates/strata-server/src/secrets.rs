@@ -101,6 +101,12 @@ pub(crate) fn server_tls(
 
 /// The credentials the node accepts.
 pub(crate) fn auth(section: &AuthSection) -> Result<Auth, String> {
+    let (tokens, peers) = grants(section)?;
+    Ok(Auth::new(tokens, peers))
+}
+
+/// The grants an `[auth]` section names, every token read and checked.
+pub(crate) fn grants(section: &AuthSection) -> Result<(Vec<TokenGrant>, Vec<PeerGrant>), String> {
     let mut tokens = Vec::new();
     for (i, token) in section.tokens.iter().enumerate() {
         let bytes = match (&token.file, &token.env) {
@@ -129,7 +135,7 @@ pub(crate) fn auth(section: &AuthSection) -> Result<Auth, String> {
             ranges: intervals(&p.ranges),
         })
         .collect();
-    Ok(Auth::new(tokens, peers))
+    Ok((tokens, peers))
 }
 
 /// A client's TLS settings (a replica to its upstream, or the CLI).

@@ -729,3 +729,88 @@ async fn replication_on_its_own_listener_is_not_on_the_client_port() {
         .unwrap_err();
     assert_eq!(status.code(), Code::Unimplemented, "{status:?}");
 }
+
+fn hangup(node: &Node) {
+    let status = Command::new("kill")
+        .args(["-HUP", &node.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// Whether `token` is accepted for a write right now.
+async fn accepted(setup: &Setup, node: &Node, token: &str) -> bool {
+    KvClient::new(setup.channel(node).await)
+        .write(with_token(put("k", b"v".to_vec()), Some(token)))
+        .await
+        .is_ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_reload_on_sighup_and_a_bad_reload_keeps_the_old_ones() {
+    let setup = Setup::new();
+    let primary = running_primary(&setup).await;
+    let old = setup.token("app");
+    assert!(accepted(&setup, &primary, &old).await);
+    // Rotate: the config now names a new token file.
+    let new_file = setup.path().join("secrets/app-new.token");
+    let out = strata(&["token", "--out", new_file.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+    let new = std::fs::read_to_string(&new_file)
+        .unwrap()
+        .trim_end()
+        .to_string();
+    let text = std::fs::read_to_string(&primary.config).unwrap();
+    std::fs::write(
+        &primary.config,
+        text.replace("secrets/app.token", "secrets/app-new.token"),
+    )
+    .unwrap();
+    hangup(&primary);
+    let started = Instant::now();
+    while !accepted(&setup, &primary, &new).await {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the new token was never accepted: {}",
+            primary.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        !accepted(&setup, &primary, &old).await,
+        "the old token still works"
+    );
+    // A reload that would drop every credential is refused, and one naming a
+    // token file others can read too; the new token keeps working.
+    let with_auth = std::fs::read_to_string(&primary.config).unwrap();
+    let without_auth: String = with_auth.split("\n[[auth.").next().unwrap().to_string();
+    std::fs::write(&primary.config, &without_auth).unwrap();
+    hangup(&primary);
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let started = Instant::now();
+        while !primary.log().contains("reload refused") {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "{}",
+                primary.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        std::fs::write(&primary.config, &with_auth).unwrap();
+        std::fs::set_permissions(&new_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        hangup(&primary);
+        let started = Instant::now();
+        while primary.log().matches("reload refused").count() < 2 {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "{}",
+                primary.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    assert!(accepted(&setup, &primary, &new).await);
+    assert!(!accepted(&setup, &primary, &old).await);
+    assert!(!primary.log().contains(&new), "the token is never logged");
+}
