@@ -99,6 +99,7 @@ pub(crate) fn check_batch(data: &[u8]) {
             BatchOp::Put { key, value } => builder.put(key, value),
             BatchOp::Delete { key } => builder.delete(key),
             BatchOp::DeleteRange { start, end } => builder.delete_range(start, end),
+            BatchOp::Skip => builder.skip(),
         }
         ops += 1;
     }

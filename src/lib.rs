@@ -94,6 +94,9 @@ pub enum Op {
         /// The end (exclusive).
         end: Vec<u8>,
     },
+    /// A sequence number replication withheld (never generated; kept so a
+    /// replica's log still compares).
+    Skip,
 }
 
 impl Op {
@@ -108,6 +111,7 @@ impl Op {
                 start: start.to_vec(),
                 end: end.to_vec(),
             },
+            BatchOp::Skip => Op::Skip,
         }
     }
 }
@@ -132,6 +136,7 @@ impl GenBatch {
                 Op::Put { key, value } => builder.put(key, value),
                 Op::Delete { key } => builder.delete(key),
                 Op::DeleteRange { start, end } => builder.delete_range(start, end),
+                Op::Skip => builder.skip(),
             }
         }
         builder
@@ -335,6 +340,7 @@ impl Model {
                         k.as_slice() < start.as_slice() || k.as_slice() >= end.as_slice()
                     });
                 }
+                Op::Skip => {}
             }
         }
         self.batches += 1;

@@ -29,6 +29,7 @@
 
 pub mod auth;
 pub mod epoch;
+mod filter;
 pub mod hash;
 pub mod replica;
 pub mod shared;

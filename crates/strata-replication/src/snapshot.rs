@@ -100,7 +100,7 @@ impl Snapshots {
         list(&path, &path, &mut files)
             .map_err(|e| Status::internal(format!("listing the snapshot: {e}")))?;
         files.sort_by(|a, b| a.path.cmp(&b.path));
-        let seq_hash = seq_hash(db, seq);
+        let seq_hash = seq_hash(db, seq, crate::filter::RangeFilter::new(ranges).as_ref());
         let info = SnapshotInfo {
             snapshot_id: id.clone(),
             seq: seq.get(),
@@ -229,7 +229,8 @@ fn cut_to_ranges(path: &Path, ranges: &Ranges) -> Result<(), strata::Error> {
     db.close()
 }
 
-fn seq_hash(db: &Db, seq: SeqNo) -> Vec<u8> {
+/// The hash of the record ending at `seq`, as `filter` shows it.
+fn seq_hash(db: &Db, seq: SeqNo, filter: Option<&crate::filter::RangeFilter>) -> Vec<u8> {
     if seq.get() == 0 {
         return Vec::new();
     }
@@ -238,9 +239,16 @@ fn seq_hash(db: &Db, seq: SeqNo) -> Vec<u8> {
     };
     match reader.next(Duration::from_secs(1)) {
         Ok(Some(record)) if record.last_seq == seq => {
-            strata_format::wal::decode_record(&record.bytes)
-                .map(|r| record_hash(r.payload).to_vec())
-                .unwrap_or_default()
+            let Ok(view) = strata_format::wal::decode_record(&record.bytes) else {
+                return Vec::new();
+            };
+            match filter {
+                Some(filter) => filter
+                    .payload(view.payload)
+                    .map(|shown| record_hash(&shown).to_vec())
+                    .unwrap_or_default(),
+                None => record_hash(view.payload).to_vec(),
+            }
         }
         _ => Vec::new(),
     }

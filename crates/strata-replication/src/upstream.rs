@@ -44,6 +44,7 @@ use tonic::{Request, Response, Status};
 
 use crate::auth::{Auth, Principal, Role};
 use crate::epoch::Epoch;
+use crate::filter::RangeFilter;
 use crate::hash::record_hash;
 use crate::shared::SharedDb;
 use crate::snapshot::Snapshots;
@@ -378,6 +379,7 @@ fn open_position(
     db: &Db,
     applied: u64,
     applied_hash: &[u8],
+    filter: Option<&RangeFilter>,
 ) -> Result<(LogReader, Option<[u8; 8]>), Status> {
     let truncated = |e: Error| match e {
         Error::LogTruncated {
@@ -410,7 +412,13 @@ fn open_position(
     let payload = strata_format::wal::decode_record(&record.bytes)
         .map_err(|e| Status::internal(format!("this node's log record at {applied}: {e}")))?
         .payload;
-    let hash = record_hash(payload);
+    let hash =
+        match filter {
+            Some(filter) => record_hash(&filter.payload(payload).map_err(|e| {
+                Status::internal(format!("this node's log record at {applied}: {e}"))
+            })?),
+            None => record_hash(payload),
+        };
     if record.last_seq.get() != applied {
         return Err(Status::aborted(format!(
             "forked history: the replica's last batch ends at {applied}, but this node's batch holding {applied} spans {}..={}",
@@ -506,8 +514,16 @@ impl Replication for Upstream {
         let applied = sub.applied_seq;
         let position_db = Arc::clone(&db);
         let applied_hash = sub.applied_hash.clone();
+        // A range-limited credential is shown only its ranges' operations.
+        let filter = RangeFilter::new(&principal.ranges);
+        let position_filter = filter.clone();
         let (reader, prev) = tokio::task::spawn_blocking(move || {
-            open_position(&position_db, applied, &applied_hash)
+            open_position(
+                &position_db,
+                applied,
+                &applied_hash,
+                position_filter.as_ref(),
+            )
         })
         .await
         .map_err(|e| Status::internal(e.to_string()))??;
@@ -561,6 +577,7 @@ impl Replication for Upstream {
             cancel: Arc::clone(&cancel),
             tx,
             prev,
+            filter,
         };
         std::thread::Builder::new()
             .name("strata-ship".into())
@@ -646,6 +663,8 @@ struct Pump {
     cancel: Arc<AtomicBool>,
     tx: mpsc::Sender<Result<UpstreamMessage, Status>>,
     prev: Option<[u8; 8]>,
+    /// For a range-limited credential: what it is shown of each record.
+    filter: Option<RangeFilter>,
 }
 
 impl Pump {
@@ -752,7 +771,22 @@ impl Pump {
             })?
             .payload;
         let prev_hash = self.prev.map(|h| h.to_vec()).unwrap_or_default();
-        self.prev = Some(record_hash(payload));
+        let shown = match &self.filter {
+            Some(filter) => {
+                let shown = filter.payload(payload).map_err(|e| {
+                    Status::internal(format!(
+                        "this node's log record at {}: {e}",
+                        record.first_seq.get()
+                    ))
+                })?;
+                self.prev = Some(record_hash(&shown));
+                Some(RangeFilter::record(&shown))
+            }
+            None => {
+                self.prev = Some(record_hash(payload));
+                None
+            }
+        };
         {
             let mut slots = self.upstream.shared.slots.lock();
             if let Some(slot) = slots.get_mut(&self.id).filter(|s| s.stream == self.stream) {
@@ -764,7 +798,7 @@ impl Pump {
         Ok(Record {
             first_seq: record.first_seq.get(),
             last_seq: record.last_seq.get(),
-            record: record.bytes,
+            record: shown.unwrap_or(record.bytes),
             prev_hash,
         })
     }

@@ -11,7 +11,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use strata::{Db, Options};
+use strata::{Db, Options, WriteBatch, WriteOptions};
 use strata_proto::v1::replication_client::ReplicationClient;
 use strata_proto::v1::{
     BeginSnapshotRequest, FetchSnapshotRequest, KeyRange, ReplicaMessage, Subscribe,
@@ -30,6 +30,7 @@ const CLIENT_TOKEN: &str = "client-token-0123456789abc";
 
 struct Primary {
     addr: SocketAddr,
+    db: SharedDb,
     _dir: tempfile::TempDir,
 }
 
@@ -64,8 +65,9 @@ async fn primary() -> Primary {
         ],
         Vec::new(),
     );
+    let shared = SharedDb::new(db);
     let upstream = Upstream::new(
-        SharedDb::new(db),
+        shared.clone(),
         Epoch::open(&dir.path().join("p")).unwrap(),
         config,
     );
@@ -77,7 +79,11 @@ async fn primary() -> Primary {
             .serve_with_incoming(TcpListenerStream::new(listener))
             .await;
     });
-    Primary { addr, _dir: dir }
+    Primary {
+        addr,
+        db: shared,
+        _dir: dir,
+    }
 }
 
 /// Subscribes with this raw `authorization` value (none: no header), as
@@ -319,4 +325,118 @@ async fn token_limited_to_ranges_gets_a_snapshot_holding_only_its_ranges() {
         eu_values += bytes.windows(8).filter(|w| *w == b"EU-VALUE").count();
     }
     assert!(eu_values >= 1, "the snapshot holds its own range's values");
+}
+
+/// Every file under `dir`, searched for `needle`; the paths holding it.
+fn files_holding(dir: &std::path::Path, needle: &[u8]) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(path) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&path) else {
+            continue;
+        };
+        for entry in entries {
+            let entry = entry.unwrap().path();
+            if entry.is_dir() {
+                stack.push(entry);
+            } else if std::fs::read(&entry)
+                .unwrap_or_default()
+                .windows(needle.len())
+                .any(|w| w == needle)
+            {
+                found.push(entry.display().to_string());
+            }
+        }
+    }
+    found
+}
+
+async fn caught_up(replica: &Replica, seq: u64) {
+    let started = Instant::now();
+    while replica.figures().applied_seq < seq {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{:?}",
+            replica.figures()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_limited_to_ranges_is_never_sent_another_ranges_keys() {
+    let p = primary().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = || {
+        let mut config = ReplicaConfig::new(
+            format!("http://{}", p.addr),
+            "replica-eu",
+            dir.path().join("r"),
+        );
+        config.token = Some(Secret::new(SCOPED_TOKEN).unwrap());
+        config.ranges = vec![(b"eu/".to_vec(), Some(b"eu0".to_vec()))];
+        config
+    };
+    let db = p.db.get().unwrap();
+    let write_mixed = |round: u32| {
+        // Batches that mix both ranges, and a range deletion across both.
+        for i in 0..50 {
+            let mut batch = WriteBatch::new();
+            batch.put(format!("eu/{round}-{i}").as_bytes(), b"EU-VALUE");
+            batch.put(format!("us/{round}-{i}").as_bytes(), b"US-SECRET");
+            db.write(batch, &WriteOptions::default()).unwrap();
+        }
+        let mut batch = WriteBatch::new();
+        batch.delete_range(format!("eu/{round}-4").as_bytes(), b"us/zzz");
+        batch.put(format!("us/{round}-tail").as_bytes(), b"US-SECRET");
+        db.write(batch, &WriteOptions { sync: true }).unwrap();
+    };
+    let replica = Replica::start(config()).unwrap();
+    write_mixed(1);
+    caught_up(&replica, db.last_seq().get()).await;
+    let figures = replica.figures();
+    assert_eq!(
+        (
+            figures.hash_mismatches,
+            figures.gaps,
+            figures.bad_records,
+            figures.refusals
+        ),
+        (0, 0, 0, 0),
+        "{figures:?}"
+    );
+    // Restarted, it continues the shown chain: no fork, no mismatch.
+    replica.stop().await;
+    drop(replica);
+    let replica = Replica::start(config()).unwrap();
+    write_mixed(2);
+    caught_up(&replica, db.last_seq().get()).await;
+    let figures = replica.figures();
+    assert_eq!(
+        (figures.hash_mismatches, figures.gaps, figures.refusals),
+        (0, 0, 0),
+        "{figures:?}"
+    );
+    // It holds exactly the primary's eu/ keys.
+    let primary_eu: Vec<_> = db
+        .scan(&b"eu/"[..]..&b"eu0"[..])
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect();
+    let replica_db = replica.db().get().unwrap();
+    let replica_eu: Vec<_> = replica_db
+        .scan(&b"eu/"[..]..&b"eu0"[..])
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect();
+    assert_eq!(primary_eu, replica_eu);
+    assert!(!primary_eu.is_empty());
+    replica.stop().await;
+    drop(replica_db);
+    drop(replica);
+    // Nothing of the other range ever reached it: not in its log, its
+    // tables, its snapshot or its state.
+    let leaked = files_holding(dir.path(), b"US-SECRET");
+    assert!(leaked.is_empty(), "another range's values in {leaked:?}");
+    assert!(!files_holding(dir.path(), b"us/1-").iter().any(|_| true));
 }

@@ -98,6 +98,7 @@ fn segment(bytes: &[u8], verbose: bool) -> Result<String, String> {
                                 BatchOp::DeleteRange { start, end } => {
                                     format!("delete_range [{}, {})", show(start), show(end))
                                 }
+                                BatchOp::Skip => "skip (withheld by replication)".to_string(),
                             };
                             let _ = writeln!(out, "    {seq}: {line}");
                         }

@@ -74,6 +74,9 @@ impl Memtable {
     ) {
         self.max_seq.fetch_max(batch.last_seq(), Ordering::Relaxed);
         for (seq, op) in (batch.first_seq..).zip(batch.ops()) {
+            if matches!(op, BatchOp::Skip) {
+                continue;
+            }
             if !retain.is_everything()
                 && !matches!(op, BatchOp::DeleteRange { .. })
                 && !retain.contains(op.key())
@@ -83,6 +86,7 @@ impl Memtable {
             let (key, value) = match op {
                 BatchOp::Put { key, value } => (key, MemValue::Put(value.to_vec())),
                 BatchOp::Delete { key } => (key, MemValue::Delete),
+                BatchOp::Skip => continue,
                 BatchOp::DeleteRange { start, end } => {
                     self.bytes.fetch_add(
                         start.len() + end.len() + ENTRY_OVERHEAD_BYTES,

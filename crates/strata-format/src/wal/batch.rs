@@ -43,6 +43,10 @@ pub const OP_PUT: u8 = 1;
 pub const OP_DELETE: u8 = 2;
 /// Operation kind byte of a range deletion.
 pub const OP_DELETE_RANGE: u8 = 3;
+/// Operation kind byte of a skip: a sequence number used by an operation
+/// that replication withheld (a key outside the ranges a range-limited
+/// replica may see). No body; applying it changes nothing.
+pub const OP_SKIP: u8 = 4;
 
 /// One operation of a batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,15 +70,19 @@ pub enum BatchOp<'a> {
         /// The first key after the range (exclusive); above `start`.
         end: &'a [u8],
     },
+    /// Nothing: the sequence number of an operation withheld from a
+    /// range-limited replica.
+    Skip,
 }
 
 impl<'a> BatchOp<'a> {
-    /// The operation's key.
+    /// The operation's key (empty for a skip).
     #[must_use]
     pub fn key(&self) -> &'a [u8] {
         match *self {
             Self::Put { key, .. } | Self::Delete { key } => key,
             Self::DeleteRange { start, .. } => start,
+            Self::Skip => &[],
         }
     }
 }
@@ -166,6 +174,13 @@ impl BatchBuilder {
         self.bytes.push(OP_DELETE_RANGE);
         push_slice(&mut self.bytes, start);
         push_slice(&mut self.bytes, end);
+        self.bump();
+    }
+
+    /// Appends a skip: one sequence number, no effect (replication's
+    /// stand-in for an operation it withholds).
+    pub fn skip(&mut self) {
+        self.bytes.push(OP_SKIP);
         self.bump();
     }
 
@@ -312,6 +327,7 @@ fn decode_op<'a>(c: &mut Cursor<'a>) -> Result<BatchOp<'a>, DecodeError> {
             }
             Ok(BatchOp::DeleteRange { start, end })
         }
+        OP_SKIP => Ok(BatchOp::Skip),
         kind => Err(DecodeError::new(
             at,
             DecodeErrorKind::UnknownOpKind { kind },

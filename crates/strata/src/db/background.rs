@@ -435,6 +435,9 @@ fn ranges_of_batch(inner: &Inner, batch: &[u8]) -> Vec<usize> {
     let map = Arc::clone(&inner.current.read().ranges);
     let mut touched: Vec<usize> = Vec::new();
     for op in view.ops() {
+        if matches!(op, strata_format::wal::BatchOp::Skip) {
+            continue;
+        }
         let first = map.index_of(op.key());
         let last = match op {
             strata_format::wal::BatchOp::DeleteRange { end, .. } => map.index_of(end),

@@ -933,6 +933,7 @@ impl Inner {
                 BatchOp::Put { key, value } => (key, key.len() + value.len()),
                 BatchOp::Delete { key } => (key, key.len()),
                 BatchOp::DeleteRange { start, end } => (start, start.len() + end.len()),
+                BatchOp::Skip => continue,
             };
             if let Some(counters) = router.counters_for(key) {
                 counters.writes.fetch_add(1, Ordering::Relaxed);

@@ -52,6 +52,7 @@ fn open_collect(
                     String::from_utf8_lossy(start),
                     String::from_utf8_lossy(end)
                 ),
+                BatchOp::Skip => "~".to_string(),
             })
             .collect();
         seen.push((view.first_seq, ops));
