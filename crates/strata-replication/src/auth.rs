@@ -186,6 +186,16 @@ pub struct Principal {
     /// The key ranges it may ask for (empty: all).
     pub ranges: Ranges,
     anonymous: bool,
+    /// What proved it (to check it again after a reload).
+    credential: Credential,
+}
+
+/// What a principal presented.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Credential {
+    None,
+    Token([u8; 32]),
+    Certificate(String),
 }
 
 impl Principal {
@@ -229,6 +239,8 @@ impl Principal {
 pub struct Auth {
     /// Swapped whole by [`Auth::replace`]; every clone sees the swap.
     inner: Arc<RwLock<Arc<Inner>>>,
+    /// Bumped by every [`Auth::replace`].
+    generation: Arc<std::sync::atomic::AtomicU64>,
 }
 
 #[derive(Debug, Default)]
@@ -256,6 +268,7 @@ impl Auth {
     pub fn new(tokens: Vec<TokenGrant>, peers: Vec<PeerGrant>) -> Self {
         Self {
             inner: Arc::new(RwLock::new(Arc::new(Inner { tokens, peers }))),
+            generation: Arc::default(),
         }
     }
 
@@ -299,7 +312,49 @@ impl Auth {
             });
         }
         *current = Arc::new(next);
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::Release);
         Ok(())
+    }
+
+    /// Changes with every [`Auth::replace`]: long-lived calls (a
+    /// replication stream) compare it to notice a reload.
+    #[must_use]
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Whether the credentials in force still grant what `principal` was
+    /// granted (the same credential, role and ranges): false once its token
+    /// or identity was removed or changed by a reload.
+    ///
+    /// ```
+    /// use strata_replication::auth::{Auth, Role, TokenGrant};
+    /// let grant = |t: &[u8]| TokenGrant::new("r1", Role::Replica, t, Vec::new());
+    /// let auth = Auth::new(vec![grant(b"first-token-0123456789")], Vec::new());
+    /// let mut request = tonic::Request::new(());
+    /// request.metadata_mut().insert("authorization", "Bearer first-token-0123456789".parse().unwrap());
+    /// let principal = auth.authenticate(&request).unwrap();
+    /// assert!(auth.still_grants(&principal));
+    /// auth.replace(vec![grant(b"other-token-0123456789")], Vec::new()).unwrap();
+    /// assert!(!auth.still_grants(&principal));
+    /// ```
+    #[must_use]
+    pub fn still_grants(&self, principal: &Principal) -> bool {
+        let inner = self.current();
+        match &principal.credential {
+            Credential::None => !inner.required(),
+            Credential::Token(digest) => inner.tokens.iter().any(|g| {
+                bool::from(g.digest.ct_eq(digest))
+                    && g.role == principal.role
+                    && g.ranges == principal.ranges
+                    && g.name == principal.name
+            }),
+            Credential::Certificate(identity) => inner
+                .peers
+                .iter()
+                .any(|p| &p.identity == identity && p.ranges == principal.ranges),
+        }
     }
 
     /// Who is calling: from a bearer token if one is presented (a wrong
@@ -319,6 +374,7 @@ impl Auth {
                 replica_ids: None,
                 ranges: Vec::new(),
                 anonymous: true,
+                credential: Credential::None,
             });
         }
         if let Some(value) = request.metadata().get("authorization") {
@@ -340,6 +396,7 @@ impl Auth {
                 replica_ids: (grant.role == Role::Replica).then(|| vec![grant.name.clone()]),
                 ranges: grant.ranges.clone(),
                 anonymous: false,
+                credential: Credential::Token(presented),
             });
         }
         let names = request
@@ -372,6 +429,7 @@ impl Auth {
             ),
             ranges: grant.ranges.clone(),
             anonymous: false,
+            credential: Credential::Certificate(grant.identity.clone()),
         })
     }
 }

@@ -446,6 +446,8 @@ impl Replication for Upstream {
         &self,
         request: Request<tonic::Streaming<ReplicaMessage>>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
+        // Read before the check, so a reload right after it is noticed.
+        let auth_generation = self.shared.config.auth.generation();
         let principal = self.authorize(&request)?;
         let mut inbound = request.into_inner();
         let first = tokio::time::timeout(self.shared.config.subscribe_timeout, inbound.message())
@@ -578,6 +580,8 @@ impl Replication for Upstream {
             tx,
             prev,
             filter,
+            principal,
+            auth_generation,
         };
         std::thread::Builder::new()
             .name("strata-ship".into())
@@ -665,6 +669,9 @@ struct Pump {
     prev: Option<[u8; 8]>,
     /// For a range-limited credential: what it is shown of each record.
     filter: Option<RangeFilter>,
+    /// Who subscribed, checked again after every credentials reload.
+    principal: Principal,
+    auth_generation: u64,
 }
 
 impl Pump {
@@ -720,6 +727,12 @@ impl Pump {
             }
             if last_heartbeat.elapsed() >= interval {
                 last_heartbeat = Instant::now();
+                if !self.still_allowed() {
+                    let _ = self.tx.blocking_send(Err(Status::permission_denied(
+                        "the credential this stream was opened with was revoked or changed",
+                    )));
+                    break;
+                }
                 let heartbeat = UpstreamMessage {
                     kind: Some(upstream_message::Kind::Heartbeat(Heartbeat {
                         durable_seq: self.db.durable_seq().get(),
@@ -733,6 +746,26 @@ impl Pump {
             }
         }
         self.upstream.disconnect(&self.id, self.stream);
+    }
+
+    /// False once a credentials reload no longer grants this stream's
+    /// principal what it was granted (it is then ended).
+    fn still_allowed(&mut self) -> bool {
+        let auth = &self.upstream.shared.config.auth;
+        let generation = auth.generation();
+        if generation == self.auth_generation {
+            return true;
+        }
+        self.auth_generation = generation;
+        let allowed = auth.still_grants(&self.principal);
+        if !allowed {
+            tracing::warn!(
+                replica = %self.id,
+                credential = %self.principal.name,
+                "credential revoked: ending the replica's stream"
+            );
+        }
+        allowed
     }
 
     /// One message holding `first` and the records right behind it that

@@ -31,6 +31,7 @@ const CLIENT_TOKEN: &str = "client-token-0123456789abc";
 struct Primary {
     addr: SocketAddr,
     db: SharedDb,
+    auth: Auth,
     _dir: tempfile::TempDir,
 }
 
@@ -65,6 +66,7 @@ async fn primary() -> Primary {
         ],
         Vec::new(),
     );
+    let auth = config.auth.clone();
     let shared = SharedDb::new(db);
     let upstream = Upstream::new(
         shared.clone(),
@@ -82,6 +84,7 @@ async fn primary() -> Primary {
     Primary {
         addr,
         db: shared,
+        auth,
         _dir: dir,
     }
 }
@@ -439,4 +442,57 @@ async fn token_limited_to_ranges_is_never_sent_another_ranges_keys() {
     let leaked = files_holding(dir.path(), b"US-SECRET");
     assert!(leaked.is_empty(), "another range's values in {leaked:?}");
     assert!(!files_holding(dir.path(), b"us/1-").iter().any(|_| true));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_revoked_by_a_reload_ends_the_open_stream() {
+    let p = primary().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = ReplicaConfig::new(format!("http://{}", p.addr), "replica-1", dir.path());
+    config.token = Some(Secret::new(REPLICA_TOKEN).unwrap());
+    let replica = Replica::start(config).unwrap();
+    let db = p.db.get().unwrap();
+    caught_up(&replica, db.last_seq().get()).await;
+    let client = || TokenGrant::new("app", Role::Client, CLIENT_TOKEN.as_bytes(), Vec::new());
+    // The replica's token is removed: its open stream ends within about a
+    // heartbeat, and it is refused from then on.
+    p.auth.replace(vec![client()], Vec::new()).unwrap();
+    let started = Instant::now();
+    while !replica
+        .figures()
+        .last_error
+        .is_some_and(|e| e.contains("PermissionDenied") || e.contains("Unauthenticated"))
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the stream outlived its credential: {:?}",
+            replica.figures()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let before = replica.figures().applied_seq;
+    db.put(b"after-revocation", b"x").unwrap();
+    db.sync().unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        replica.figures().applied_seq,
+        before,
+        "a revoked replica received new records"
+    );
+    // Restored, it follows again.
+    p.auth
+        .replace(
+            vec![
+                client(),
+                TokenGrant::new(
+                    "replica-1",
+                    Role::Replica,
+                    REPLICA_TOKEN.as_bytes(),
+                    Vec::new(),
+                ),
+            ],
+            Vec::new(),
+        )
+        .unwrap();
+    caught_up(&replica, db.last_seq().get()).await;
 }
