@@ -27,6 +27,7 @@
 //! cert = "certs/node.pem"
 //! key = "certs/node.key"           # refused if readable by group or others
 //! client_ca = "certs/ca.pem"       # optional: verify client certificates
+//! client_crl = "certs/ca.crl"      # optional: refuse the certificates it revokes
 //!
 //! [[auth.tokens]]                  # optional: tokens accepted (any: one is required)
 //! name = "app"                     # a label; for role "replica" the replica id
@@ -109,6 +110,9 @@ pub(crate) struct ServerTlsSection {
     /// A CA certificate (PEM): client certificates signed by it are
     /// verified (mutual TLS); without it none are asked for.
     pub(crate) client_ca: Option<PathBuf>,
+    /// Certificate revocation lists (PEM) from that CA: client
+    /// certificates they list are refused at the handshake.
+    pub(crate) client_crl: Option<PathBuf>,
 }
 
 /// `[auth]`: the credentials the node accepts. With none, anyone who can
@@ -361,6 +365,7 @@ impl Config {
             fix(&mut tls.cert);
             fix(&mut tls.key);
             tls.client_ca.as_mut().map(fix);
+            tls.client_crl.as_mut().map(fix);
         }
         for token in &mut self.auth.tokens {
             token.file.as_mut().map(fix);
@@ -420,6 +425,14 @@ impl Config {
             return Err(
                 "auth.replicas needs [tls] with client_ca: identities come from verified client certificates"
                     .into(),
+            );
+        }
+        if let Some(tls) = &self.tls
+            && tls.client_crl.is_some()
+            && tls.client_ca.is_none()
+        {
+            return Err(
+                "tls.client_crl needs tls.client_ca (the CA whose revocations it lists)".into(),
             );
         }
         if let Some(replica) = &self.replica {

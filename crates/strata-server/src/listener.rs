@@ -5,6 +5,12 @@
 //! most that long before its TLS handshake (or first plaintext byte); after
 //! it, HTTP/2 keepalives notice dead peers.
 //!
+//! With TLS, the handshakes run here (each in its own task, bounded by the
+//! same timeout, so a slow one holds back no other connection) with the
+//! node's rustls configuration, which a reload may swap for new
+//! certificates, keys and revocation lists; connections already open keep
+//! theirs.
+//!
 //! Invariant: a connection's slot is released exactly when its socket is
 //! dropped (the permit lives in the stream).
 
@@ -34,6 +40,84 @@ pub(crate) struct ConnectionFigures {
     pub(crate) open: AtomicU64,
     /// The most connections open at once since start.
     pub(crate) open_peak: AtomicU64,
+    /// TLS handshakes that failed (no or a refused client certificate, a
+    /// plaintext client, a wrong protocol) or timed out.
+    pub(crate) tls_failed: AtomicU64,
+}
+
+/// The TLS configuration new connections get; swapped by a reload.
+#[derive(Clone)]
+pub(crate) struct TlsConfigCell(Arc<parking_lot::RwLock<Arc<rustls::ServerConfig>>>);
+
+impl TlsConfigCell {
+    pub(crate) fn new(config: Arc<rustls::ServerConfig>) -> Self {
+        Self(Arc::new(parking_lot::RwLock::new(config)))
+    }
+
+    /// New connections get `config` from now on.
+    pub(crate) fn replace(&self, config: Arc<rustls::ServerConfig>) {
+        *self.0.write() = config;
+    }
+
+    fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
+        tokio_rustls::TlsAcceptor::from(Arc::clone(&self.0.read()))
+    }
+}
+
+/// The accepted connections of `listener` after their TLS handshakes,
+/// bounded as the module says.
+pub(crate) fn incoming_tls(
+    listener: TcpListener,
+    max_connections: usize,
+    handshake_timeout: Duration,
+    figures: Arc<ConnectionFigures>,
+    tls: TlsConfigCell,
+) -> impl Stream<Item = io::Result<tokio_rustls::server::TlsStream<Limited>>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let mut accepted = Box::pin(incoming(
+        listener,
+        max_connections,
+        handshake_timeout,
+        Arc::clone(&figures),
+    ));
+    tokio::spawn(async move {
+        loop {
+            let next = tokio::select! {
+                () = tx.closed() => return,
+                next = accepted.next() => next,
+            };
+            let conn = match next {
+                Some(Ok(conn)) => conn,
+                Some(Err(e)) => {
+                    // Out of descriptors or a reset before accept: pause a
+                    // moment rather than spin.
+                    tracing::debug!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+                None => return,
+            };
+            let acceptor = tls.acceptor();
+            let tx = tx.clone();
+            let figures = Arc::clone(&figures);
+            tokio::spawn(async move {
+                match tokio::time::timeout(handshake_timeout, acceptor.accept(conn)).await {
+                    Ok(Ok(stream)) => {
+                        let _ = tx.send(Ok(stream)).await;
+                    }
+                    Ok(Err(e)) => {
+                        figures.tls_failed.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(error = %e, "TLS handshake failed");
+                    }
+                    Err(_) => {
+                        figures.tls_failed.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!("TLS handshake timed out");
+                    }
+                }
+            });
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
 }
 
 /// The accepted connections of `listener`, bounded as the module says.

@@ -169,38 +169,53 @@ fn main() -> ExitCode {
 /// and reset-flood bounds. Message sizes are per service; compressed
 /// messages are not accepted at all (no service enables compression).
 struct Limits {
-    tls: Option<tonic::transport::ServerTlsConfig>,
+    tls: Option<listener::TlsConfigCell>,
     max_connections: usize,
     handshake_timeout: std::time::Duration,
     figures: Arc<listener::ConnectionFigures>,
 }
 
 impl Limits {
-    fn builder(&self) -> Result<tonic::transport::Server, tonic::transport::Error> {
-        let mut builder = tonic::transport::Server::builder();
-        if let Some(tls) = &self.tls {
-            builder = builder.tls_config(tls.clone())?;
-        }
-        Ok(builder
+    fn builder(&self) -> tonic::transport::Server {
+        tonic::transport::Server::builder()
             .concurrency_limit_per_connection(256)
             .max_concurrent_streams(Some(256))
             .tcp_keepalive(Some(std::time::Duration::from_secs(60)))
             .http2_keepalive_interval(Some(std::time::Duration::from_secs(20)))
             .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
             .http2_max_header_list_size(Some(16 << 10))
-            .http2_max_pending_accept_reset_streams(Some(64)))
+            .http2_max_pending_accept_reset_streams(Some(64))
     }
 
-    fn incoming(
+    /// Serves `router` on `listener` (TLS or not) until `stop`.
+    async fn serve(
         &self,
+        router: tonic::transport::server::Router,
         listener: tokio::net::TcpListener,
-    ) -> impl tokio_stream::Stream<Item = std::io::Result<listener::Limited>> + use<> {
-        listener::incoming(
-            listener,
-            self.max_connections,
-            self.handshake_timeout,
-            Arc::clone(&self.figures),
-        )
+        stop: impl std::future::Future<Output = ()>,
+    ) -> Result<(), tonic::transport::Error> {
+        let figures = Arc::clone(&self.figures);
+        match &self.tls {
+            Some(tls) => {
+                let incoming = listener::incoming_tls(
+                    listener,
+                    self.max_connections,
+                    self.handshake_timeout,
+                    figures,
+                    tls.clone(),
+                );
+                router.serve_with_incoming_shutdown(incoming, stop).await
+            }
+            None => {
+                let incoming = listener::incoming(
+                    listener,
+                    self.max_connections,
+                    self.handshake_timeout,
+                    figures,
+                );
+                router.serve_with_incoming_shutdown(incoming, stop).await
+            }
+        }
     }
 }
 
@@ -276,14 +291,16 @@ fn serve(path: &std::path::Path) -> Result<(), String> {
 }
 
 /// On SIGHUP: reads the config file again and swaps in its `[auth]`
-/// credentials (tokens re-read from their files or variables). A config
-/// that fails its checks, or that would turn credentials on or off, is
-/// refused and the old credentials stay; changes outside `[auth]` wait for
-/// a restart (logged).
-fn reload_credentials_on_hangup(
+/// credentials (tokens re-read from their files or variables) and its
+/// `[tls]` certificate, key, client CA and revocation lists (for new
+/// connections). A config that fails its checks, or that would turn
+/// credentials or TLS on or off, is refused and everything stays as it
+/// was; other changes wait for a restart (logged).
+fn reload_on_hangup(
     path: std::path::PathBuf,
     running: config::Config,
     auth: strata_replication::auth::Auth,
+    tls: Option<listener::TlsConfigCell>,
 ) {
     tokio::spawn(async move {
         let Ok(mut hangup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
@@ -295,9 +312,25 @@ fn reload_credentials_on_hangup(
             let reloaded = config::Config::load(&path).and_then(|fresh| {
                 let (tokens, peers) = secrets::grants(&fresh.auth)?;
                 let (token_count, peer_count) = (tokens.len(), peers.len());
+                // Everything is read and checked before anything is swapped.
+                let new_tls = match (&tls, &fresh.tls) {
+                    (Some(_), Some(section)) => {
+                        Some(secrets::server_tls(section, !fresh.auth.tokens.is_empty())?)
+                    }
+                    (None, None) => None,
+                    _ => {
+                        return Err(
+                            "TLS cannot be turned on or off by a reload: restart the node".into(),
+                        );
+                    }
+                };
                 auth.replace(tokens, peers)?;
+                if let (Some(cell), Some(config)) = (&tls, new_tls) {
+                    cell.replace(config);
+                }
                 let mut rest = fresh;
                 rest.auth = running.auth.clone();
+                rest.tls = running.tls.clone();
                 Ok((token_count, peer_count, rest != running))
             });
             match reloaded {
@@ -305,7 +338,7 @@ fn reload_credentials_on_hangup(
                     tracing::info!(tokens, identities, "credentials reloaded");
                     if other_changes {
                         tracing::warn!(
-                            "the config changed outside [auth]: those changes take effect at the next restart"
+                            "the config changed outside [auth] and [tls]: those changes take effect at the next restart"
                         );
                     }
                 }
@@ -325,16 +358,11 @@ async fn run(config: config::Config, path: std::path::PathBuf) -> Result<(), Str
     let server_tls = config
         .tls
         .as_ref()
-        .map(|tls| {
-            secrets::server_tls(
-                tls,
-                config.limits.handshake_timeout(),
-                !config.auth.tokens.is_empty(),
-            )
-        })
-        .transpose()?;
+        .map(|tls| secrets::server_tls(tls, !config.auth.tokens.is_empty()))
+        .transpose()?
+        .map(listener::TlsConfigCell::new);
     let connections = Arc::new(listener::ConnectionFigures::default());
-    reload_credentials_on_hangup(path, config.clone(), auth.clone());
+    reload_on_hangup(path, config.clone(), auth.clone(), server_tls.clone());
     let (node, replica) = match config.role {
         config::Role::Primary => {
             let db = Db::open(&config.data_dir, config.engine.options())
@@ -444,7 +472,7 @@ async fn run(config: config::Config, path: std::path::PathBuf) -> Result<(), Str
         let _ = rx.wait_for(|stop| *stop).await;
     };
     let limits = Limits {
-        tls: server_tls,
+        tls: server_tls.clone(),
         max_connections: config.limits.max_connections(),
         handshake_timeout: config.limits.handshake_timeout(),
         figures: Arc::clone(&connections),
@@ -460,9 +488,8 @@ async fn run(config: config::Config, path: std::path::PathBuf) -> Result<(), Str
         None => None,
     };
     let batch_limit = config.engine.options().batch_bytes_max;
-    let main = limits
+    let main_router = limits
         .builder()
-        .map_err(|e| format!("TLS settings: {e}"))?
         .add_service(health_service.clone())
         .add_service(reflection)
         .add_optional_service(separate.is_none().then(|| node.upstream.service()))
@@ -475,20 +502,18 @@ async fn run(config: config::Config, path: std::path::PathBuf) -> Result<(), Str
             AdminServer::new(node.clone())
                 .max_decoding_message_size(1 << 20)
                 .max_encoding_message_size(64 << 20),
-        )
-        .serve_with_incoming_shutdown(limits.incoming(listener), stopped(stop_rx.clone()));
+        );
+    let main = limits.serve(main_router, listener, stopped(stop_rx.clone()));
     let replication = async {
         match separate {
             Some(listener) => {
                 tracing::info!(addr = %config.replication_listen.map(|a| a.to_string()).unwrap_or_default(), "serving replication on its own listener");
-                limits
-                    .builder()?
+                let router = limits
+                    .builder()
                     .add_service(health_service)
-                    .add_service(node.upstream.service())
-                    .serve_with_incoming_shutdown(
-                        limits.incoming(listener),
-                        stopped(stop_rx.clone()),
-                    )
+                    .add_service(node.upstream.service());
+                limits
+                    .serve(router, listener, stopped(stop_rx.clone()))
                     .await
             }
             None => Ok(()),

@@ -417,6 +417,11 @@ pub(crate) fn render(node: &Node) -> String {
             "Connections closed because they sent nothing within limits.handshake_timeout_ms",
             &c.timed_out,
         ),
+        (
+            "strata_connections_tls_failed",
+            "TLS handshakes that failed (refused, revoked or missing client certificates, plaintext clients) or timed out",
+            &c.tls_failed,
+        ),
     ] {
         gauge(
             &mut out,

@@ -9,9 +9,10 @@
 //!   characters. Errors name the file or variable, never the token.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use strata_replication::auth::{Auth, PeerGrant, Role, Secret, TokenGrant, check_token};
-use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
+use tonic::transport::{Certificate, ClientTlsConfig, Identity};
 
 use crate::config::{
     AccessRole, AuthSection, ClientTlsSection, ReplicaSection, ServerTlsSection, intervals,
@@ -74,29 +75,66 @@ pub(crate) fn token_from_env(name: &str) -> Result<Vec<u8>, String> {
     Ok(bytes)
 }
 
-/// The node's TLS settings for `listen`.
+/// The node's TLS settings for its listeners: its certificate chain and
+/// key, and with `client_ca` a client-certificate verifier (optional when
+/// tokens are accepted too, so token clients need no certificate) that
+/// also refuses certificates `client_crl` revokes. HTTP/2 only (ALPN h2).
 pub(crate) fn server_tls(
     section: &ServerTlsSection,
-    handshake_timeout: std::time::Duration,
     tokens_too: bool,
-) -> Result<ServerTlsConfig, String> {
-    let cert = read_public(&section.cert, "tls.cert")?;
-    check_pem(&cert, "CERTIFICATE", &section.cert)?;
-    let key = read_private(&section.key, "tls.key")?;
-    check_pem(&key, "PRIVATE KEY", &section.key)?;
-    let mut tls = ServerTlsConfig::new()
-        .identity(Identity::from_pem(cert, key))
-        .timeout(handshake_timeout);
-    if let Some(ca) = &section.client_ca {
-        let pem = read_public(ca, "tls.client_ca")?;
-        check_pem(&pem, "CERTIFICATE", ca)?;
-        // With tokens accepted too, a client may come without a
-        // certificate (and must then present a token).
-        tls = tls
-            .client_ca_root(Certificate::from_pem(pem))
-            .client_auth_optional(tokens_too);
-    }
-    Ok(tls)
+) -> Result<Arc<rustls::ServerConfig>, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
+    let certs_in = |bytes: &[u8], path: &Path| -> Result<Vec<CertificateDer<'static>>, String> {
+        check_pem(bytes, "CERTIFICATE", path)?;
+        CertificateDer::pem_slice_iter(bytes)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("{}: {e}", path.display()))
+    };
+    let chain = certs_in(&read_public(&section.cert, "tls.cert")?, &section.cert)?;
+    let key_pem = read_private(&section.key, "tls.key")?;
+    check_pem(&key_pem, "PRIVATE KEY", &section.key)?;
+    let key = PrivateKeyDer::from_pem_slice(&key_pem)
+        .map_err(|e| format!("tls.key {}: {e}", section.key.display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS settings: {e}"))?;
+    let builder = match &section.client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in certs_in(&read_public(ca, "tls.client_ca")?, ca)? {
+                roots
+                    .add(cert)
+                    .map_err(|e| format!("tls.client_ca {}: {e}", ca.display()))?;
+            }
+            let mut verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                Arc::clone(&provider),
+            );
+            if let Some(crl) = &section.client_crl {
+                let pem = read_public(crl, "tls.client_crl")?;
+                check_pem(&pem, "X509 CRL", crl)?;
+                let crls = CertificateRevocationListDer::pem_slice_iter(&pem)
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| format!("tls.client_crl {}: {e}", crl.display()))?;
+                verifier = verifier.with_crls(crls);
+            }
+            if tokens_too {
+                verifier = verifier.allow_unauthenticated();
+            }
+            let verifier = verifier
+                .build()
+                .map_err(|e| format!("tls.client_ca {}: {e}", ca.display()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder
+        .with_single_cert(chain, key)
+        .map_err(|e| format!("tls.cert and tls.key: {e}"))?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(config))
 }
 
 /// The credentials the node accepts.
