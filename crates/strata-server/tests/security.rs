@@ -175,17 +175,6 @@ async fn running_primary(setup: &Setup) -> Node {
     primary
 }
 
-fn scrape(addr: &str) -> String {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: strata\r\n\r\n")
-        .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    response
-}
-
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     status
@@ -575,7 +564,7 @@ async fn ten_thousand_idle_connections_stay_bounded_and_a_replica_keeps_streamin
     // After the handshake timeout the silent connections are gone and new
     // ones are served again.
     tokio::time::sleep(Duration::from_millis(8500)).await;
-    let figures = scrape(&primary.metrics);
+    let figures = node::scrape_text(&primary.metrics);
     let figure = |name: &str| -> f64 {
         figures
             .lines()
@@ -815,160 +804,71 @@ async fn credentials_reload_on_sighup_and_a_bad_reload_keeps_the_old_ones() {
     assert!(!primary.log().contains(&new), "the token is never logged");
 }
 
-/// A CA, node certificates with fixed serial numbers, and CRLs, made here
-/// (`strata certs` makes no CRLs).
-struct Pki {
-    ca: rcgen::Certificate,
-    ca_key: rcgen::KeyPair,
-}
-
-impl Pki {
-    fn new() -> Self {
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "revoking ca");
-        params.key_usages = vec![
-            rcgen::KeyUsagePurpose::KeyCertSign,
-            rcgen::KeyUsagePurpose::CrlSign,
-            rcgen::KeyUsagePurpose::DigitalSignature,
-        ];
-        let ca_key = rcgen::KeyPair::generate().unwrap();
-        let ca = params.self_signed(&ca_key).unwrap();
-        Self { ca, ca_key }
-    }
-
-    /// (certificate PEM, key PEM) for `names` with serial `serial`.
-    fn leaf(&self, names: &[&str], serial: u64) -> (String, String) {
-        let mut params = rcgen::CertificateParams::new(
-            names.iter().map(|n| (*n).to_string()).collect::<Vec<_>>(),
-        )
-        .unwrap();
-        params.serial_number = Some(rcgen::SerialNumber::from(serial));
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, names[0]);
-        let key = rcgen::KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &self.ca, &self.ca_key).unwrap();
-        (cert.pem(), key.serialize_pem())
-    }
-
-    fn crl(&self, revoked: &[u64], number: u64) -> String {
-        let now = time::OffsetDateTime::now_utc();
-        rcgen::CertificateRevocationListParams {
-            this_update: now - time::Duration::minutes(1),
-            next_update: now + time::Duration::days(1),
-            crl_number: rcgen::SerialNumber::from(number),
-            issuing_distribution_point: None,
-            revoked_certs: revoked
-                .iter()
-                .map(|&serial| rcgen::RevokedCertParams {
-                    serial_number: rcgen::SerialNumber::from(serial),
-                    revocation_time: now - time::Duration::minutes(1),
-                    reason_code: Some(rcgen::RevocationReason::KeyCompromise),
-                    invalidity_date: None,
-                })
-                .collect(),
-            key_identifier_method: rcgen::KeyIdMethod::Sha256,
-        }
-        .signed_by(&self.ca, &self.ca_key)
-        .unwrap()
-        .pem()
-        .unwrap()
-    }
-}
-
-fn write_private(path: &Path, text: &str) {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::write(path, text).unwrap();
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoked_client_certificate_is_refused_and_a_new_crl_applies_on_sighup() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let pki = Pki::new();
-    std::fs::write(d.join("ca.pem"), pki.ca.pem()).unwrap();
-    let (cert, key) = pki.leaf(&["primary", "localhost", "127.0.0.1"], 1);
-    std::fs::write(d.join("primary.pem"), cert).unwrap();
-    write_private(&d.join("primary.key"), &key);
-    let identities: Vec<(String, String)> = [("replica-1", 42), ("replica-2", 43)]
-        .iter()
-        .map(|(name, serial)| pki.leaf(&[name], *serial))
-        .collect();
-    std::fs::write(d.join("ca.crl"), pki.crl(&[42], 1)).unwrap();
-    let port = free_port();
-    let config = d.join("primary.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "role = \"primary\"\ndata_dir = \"data\"\nlisten = \"127.0.0.1:{port}\"\n\n[tls]\ncert = \"primary.pem\"\nkey = \"primary.key\"\nclient_ca = \"ca.pem\"\nclient_crl = \"ca.crl\"\n\n[[auth.replicas]]\nidentity = \"replica-1\"\n\n[[auth.replicas]]\nidentity = \"replica-2\"\n"
-        ),
-    )
-    .unwrap();
-    let mut node = Node {
-        config: config.clone(),
-        log: d.join("primary.log"),
-        child: None,
-        addr: format!("127.0.0.1:{port}"),
-        grpc: format!("https://127.0.0.1:{port}"),
-        metrics: String::new(),
+    let setup = Setup::new();
+    let certs = setup.path().join("certs");
+    let revoke = |name: &str| {
+        let out = strata(&["certs", "--out", certs.to_str().unwrap(), "--revoke", name]);
+        assert!(out.status.success(), "{out:?}");
     };
-    node.start();
-    let ca = pki.ca.pem();
-    let attempt = |identity: usize| {
-        let (cert, key) = identities[identity].clone();
-        let ca = ca.clone();
+    revoke("replica-1");
+    let mut primary = setup.node("primary", |text| {
+        text.replace("# client_crl = ", "client_crl = ")
+    });
+    assert!(
+        std::fs::read_to_string(&primary.config)
+            .unwrap()
+            .contains("\nclient_crl = \"certs/ca.crl\"")
+    );
+    primary.start();
+    wait_up(&setup, &primary).await;
+    let attempt = |identity: &'static str| {
+        let tls = setup.tls(Some(identity));
+        let addr = primary.addr.clone();
         async move {
-            let channel = Endpoint::from_shared(format!("https://127.0.0.1:{port}"))
+            let channel = Endpoint::from_shared(format!("https://{addr}"))
                 .unwrap()
                 .connect_timeout(Duration::from_secs(2))
-                .tls_config(
-                    ClientTlsConfig::new()
-                        .ca_certificate(Certificate::from_pem(ca))
-                        .domain_name("localhost")
-                        .identity(Identity::from_pem(cert, key)),
-                )
+                .tls_config(tls)
                 .unwrap()
                 .connect()
                 .await
                 .map_err(|e| format!("connect: {e}"))?;
             strata_proto::v1::replication_client::ReplicationClient::new(channel)
                 .begin_snapshot(strata_proto::v1::BeginSnapshotRequest {
-                    replica_id: format!("replica-{}", identity + 1),
+                    replica_id: identity.into(),
                 })
                 .await
                 .map(|_| ())
                 .map_err(|s| format!("{:?}: {}", s.code(), s.message()))
         }
     };
-    // replica-2 (not revoked) is served; replica-1 (serial 42) is refused.
+    // replica-2 is served; replica-1, revoked, is refused at the handshake.
+    attempt("replica-2").await.unwrap();
+    let refused = attempt("replica-1").await.unwrap_err();
+    assert!(!refused.contains("PermissionDenied"), "{refused}");
+    // Revoking replica-2 too extends the list; SIGHUP applies it.
+    revoke("replica-2");
+    hangup(&primary);
     let started = Instant::now();
-    while attempt(1).await.is_err() {
+    while attempt("replica-2").await.is_ok() {
         assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "{}",
-            node.log()
+            started.elapsed() < Duration::from_secs(10),
+            "the new CRL never applied: {}",
+            primary.log()
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(
-        attempt(0).await.is_err(),
-        "a revoked certificate was accepted"
+        attempt("replica-1").await.is_err(),
+        "the list lost a revocation"
     );
-    // A new CRL revoking replica-2 as well applies on SIGHUP.
-    std::fs::write(d.join("ca.crl"), pki.crl(&[42, 43], 2)).unwrap();
-    hangup(&node);
-    let started = Instant::now();
-    while attempt(1).await.is_ok() {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "the new CRL never applied: {}",
-            node.log()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(attempt(0).await.is_err());
+    let figures = node::scrape_text(&primary.metrics);
+    assert!(
+        figures
+            .lines()
+            .any(|l| l.starts_with("strata_connections_tls_failed_total ") && !l.ends_with(" 0")),
+        "failed handshakes are counted"
+    );
 }

@@ -118,3 +118,19 @@ pub(crate) fn example(
         metrics: value("metrics_listen"),
     }
 }
+
+/// The body of `GET /metrics` at `addr`.
+pub(crate) fn scrape_text(addr: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: strata\r\n\r\n")
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .to_string()
+}
