@@ -103,6 +103,13 @@ impl std::fmt::Debug for Secret {
 /// Checks a token's bytes: 16 to 4096 printable ASCII characters, no
 /// whitespace (a token read from a file loses one trailing newline first).
 ///
+/// ```
+/// use strata_replication::auth::check_token;
+/// assert!(check_token(b"0123456789abcdef").is_ok());
+/// assert!(check_token(b"0123456789abcdef ").is_err()); // a space
+/// assert!(check_token(b"short").is_err());
+/// ```
+///
 /// # Errors
 /// What is wrong with it, never its content.
 pub fn check_token(token: &[u8]) -> Result<(), String> {
@@ -201,6 +208,22 @@ enum Credential {
 impl Principal {
     /// Refuses the call unless this principal has one of `roles`
     /// (`PERMISSION_DENIED`).
+    ///
+    /// ```
+    /// use strata_replication::auth::{Auth, Role, TokenGrant};
+    /// let auth = Auth::new(
+    ///     vec![TokenGrant::new("r1", Role::Replica, b"replica-token-0123", Vec::new())],
+    ///     Vec::new(),
+    /// );
+    /// let mut request = tonic::Request::new(());
+    /// request
+    ///     .metadata_mut()
+    ///     .insert("authorization", "Bearer replica-token-0123".parse().unwrap());
+    /// let replica = auth.authenticate(&request).unwrap();
+    /// assert!(replica.require(&[Role::Replica], "replicate").is_ok());
+    /// let refused = replica.require(&[Role::Client], "write").unwrap_err();
+    /// assert_eq!(refused.code(), tonic::Code::PermissionDenied);
+    /// ```
     ///
     /// # Errors
     /// `PERMISSION_DENIED` naming the role, never the credential.
