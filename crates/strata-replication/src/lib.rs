@@ -36,6 +36,13 @@ pub mod shared;
 mod snapshot;
 pub mod upstream;
 
+/// The largest batch a replicated database accepts: what fits, with the
+/// message's framing, in one replication message (the upstream encodes and
+/// the replica decodes at most 64 MiB). A database put under replication
+/// ([`SharedDb`]) refuses larger batches when they are written, whatever its
+/// `batch_bytes_max`.
+pub const MAX_SHIPPED_BATCH_BYTES: usize = 60 << 20;
+
 pub use replica::{ReadAnswer, ReadOptions, Replica, ReplicaConfig, ReplicaFigures};
 pub use shared::SharedDb;
 pub use upstream::{ReplicaStatus, Upstream, UpstreamConfig};

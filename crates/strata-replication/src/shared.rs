@@ -25,9 +25,12 @@ pub struct SharedDb {
 }
 
 impl SharedDb {
-    /// A handle holding `db`.
+    /// A handle holding `db`. From now on `db` refuses batches larger
+    /// than replication ships in one message
+    /// ([`crate::MAX_SHIPPED_BATCH_BYTES`]).
     #[must_use]
     pub fn new(db: Db) -> Self {
+        limit(&db);
         Self {
             db: Arc::new(RwLock::new(Some(Arc::new(db)))),
         }
@@ -73,8 +76,18 @@ impl SharedDb {
         self.db.write().take()
     }
 
-    /// Installs `db`.
+    /// Installs `db` (limited as in [`SharedDb::new`]).
     pub(crate) fn set(&self, db: Arc<Db>) {
+        limit(&db);
         *self.db.write() = Some(db);
     }
+}
+
+/// A database whose log is shipped takes no batch replication could not
+/// ship: refused when written, not found when shipped.
+fn limit(db: &Db) {
+    db.limit_batch_bytes(
+        crate::MAX_SHIPPED_BATCH_BYTES,
+        "the most replication ships in one message",
+    );
 }

@@ -871,3 +871,35 @@ async fn a_range_scoped_upstream_refuses_ranges_it_does_not_hold() {
     .await;
     assert!(status.is_err(), "the stream stays open: {status:?}");
 }
+
+#[test]
+fn a_batch_larger_than_replication_ships_is_refused_at_write_time() {
+    let dir = tempfile::tempdir().unwrap();
+    // The database alone would take 100 MiB batches...
+    let db = Db::open(
+        dir.path().join("p"),
+        Options {
+            batch_bytes_max: 100 << 20,
+            value_bytes_max: 100 << 20,
+            ..options()
+        },
+    )
+    .unwrap();
+    // ...but once its log is shipped, no more than one message holds.
+    let shared = SharedDb::new(db);
+    let db = shared.get().unwrap();
+    let before = db.last_seq();
+    let mut batch = WriteBatch::new();
+    batch.put(
+        b"big",
+        &vec![7u8; strata_replication::MAX_SHIPPED_BATCH_BYTES + 1],
+    );
+    let error = db.write(batch, &WriteOptions::default()).unwrap_err();
+    assert!(
+        matches!(error, strata::Error::InvalidArgument(_))
+            && error.to_string().contains("replication ships"),
+        "{error}"
+    );
+    assert_eq!(db.last_seq(), before, "nothing was written");
+    db.put(b"small", b"v").unwrap();
+}

@@ -144,6 +144,9 @@ struct MemState {
 }
 
 pub(crate) struct Inner {
+    /// A lower batch limit than `options.batch_bytes_max` set after open
+    /// ([`Db::limit_batch_bytes`]), and why; none: the option's.
+    batch_limit: parking_lot::Mutex<Option<(usize, String)>>,
     dir: PathBuf,
     options: Options,
     fs: Arc<dyn FileSystem>,
@@ -378,6 +381,7 @@ impl Db {
             replication_apply: Mutex::new(()),
             wal_database_id: database_id,
             retain: retain.clone(),
+            batch_limit: parking_lot::Mutex::new(None),
             router: RwLock::new(Arc::new(router)),
             rates: Rates::default(),
             layout: RwLock::new(()),
@@ -480,6 +484,36 @@ impl Db {
     pub fn merge_ranges(&self, left: RangeId, right: RangeId) -> Result<RangeId> {
         self.inner.check_open()?;
         self.inner.merge_ranges(left, right)
+    }
+
+    /// Lowers the largest batch this database accepts to `bytes` (never
+    /// raises it above `Options::batch_bytes_max` or a lower limit set
+    /// before), giving `why` in refusals: for a database whose log is
+    /// shipped in messages of bounded size, so that a batch replication
+    /// could not ship is refused when it is written, not when it is
+    /// shipped.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use strata::{Db, MemFileSystem, Options, WriteBatch, WriteOptions};
+    /// # use std::sync::Arc;
+    /// # let db = Db::open("d", Options { file_system: Arc::new(MemFileSystem::new()), ..Options::default() })?;
+    /// db.limit_batch_bytes(1 << 10, "what the test ships");
+    /// let mut batch = WriteBatch::new();
+    /// batch.put(b"k", &[0u8; 2048]);
+    /// let refused = db.write(batch, &WriteOptions::default()).unwrap_err();
+    /// assert!(refused.to_string().contains("what the test ships"));
+    /// # Ok::<(), strata::Error>(())
+    /// ```
+    pub fn limit_batch_bytes(&self, bytes: usize, why: &str) {
+        let mut limit = self.inner.batch_limit.lock();
+        let current = limit
+            .as_ref()
+            .map_or(self.inner.options.batch_bytes_max, |(l, _)| *l);
+        if bytes < current {
+            *limit = Some((bytes, why.to_string()));
+        }
     }
 
     /// Makes sure no file of the database holds a key outside
@@ -851,6 +885,14 @@ impl Inner {
                 "a batch of {} bytes exceeds the limit of {} bytes (batch_bytes_max); nothing was written",
                 batch.encoded_len(),
                 limits.batch_bytes_max
+            )));
+        }
+        if let Some((limit, why)) = &*self.batch_limit.lock()
+            && batch.encoded_len() > *limit
+        {
+            return Err(Error::InvalidArgument(format!(
+                "a batch of {} bytes exceeds the limit of {limit} bytes ({why}); nothing was written",
+                batch.encoded_len()
             )));
         }
         if batch.is_empty() {
