@@ -12,7 +12,6 @@
 )]
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -52,14 +51,7 @@ async fn wait_up(node: &Node) {
 }
 
 fn scrape(addr: &str) -> String {
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: strata\r\n\r\n")
-        .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
-    response.split("\r\n\r\n").nth(1).unwrap().to_string()
+    node::scrape_text(addr)
 }
 
 /// `name{labels}` -> value, for every sample line; panics on a malformed one.

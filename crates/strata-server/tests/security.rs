@@ -141,6 +141,27 @@ fn put(key: &str, value: Vec<u8>) -> WriteRequest {
     }
 }
 
+/// Reads `key` once the node has applied `min_seq` (waiting up to 10 s).
+async fn read_at(
+    kv: &mut KvClient<Channel>,
+    key: &str,
+    min_seq: u64,
+    token: &str,
+) -> strata_proto::v1::GetResponse {
+    kv.get(with_token(
+        GetRequest {
+            key: key.as_bytes().to_vec(),
+            min_seq,
+            timeout_millis: 10_000,
+            ..GetRequest::default()
+        },
+        Some(token),
+    ))
+    .await
+    .unwrap()
+    .into_inner()
+}
+
 async fn wait_up(setup: &Setup, node: &Node) {
     let started = Instant::now();
     let token = setup.token("app");
@@ -540,19 +561,7 @@ async fn ten_thousand_idle_connections_stay_bounded_and_a_replica_keeps_streamin
             .into_inner()
             .seq;
     }
-    let answer = reader
-        .get(with_token(
-            GetRequest {
-                key: b"during/49".to_vec(),
-                min_seq: last,
-                timeout_millis: 10_000,
-                ..GetRequest::default()
-            },
-            Some(&token),
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let answer = read_at(&mut reader, "during/49", last, &token).await;
     assert!(answer.found, "the replica stopped streaming");
     // Memory stays bounded: at most max_connections (1024 here) are held,
     // each for at most the handshake timeout.
@@ -671,19 +680,13 @@ async fn replication_on_its_own_listener_is_not_on_the_client_port() {
         .unwrap()
         .into_inner()
         .seq;
-    let answer = KvClient::new(setup.channel(&r1).await)
-        .get(with_token(
-            GetRequest {
-                key: b"k".to_vec(),
-                min_seq: seq,
-                timeout_millis: 10_000,
-                ..GetRequest::default()
-            },
-            Some(&token),
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let answer = read_at(
+        &mut KvClient::new(setup.channel(&r1).await),
+        "k",
+        seq,
+        &token,
+    )
+    .await;
     assert!(
         answer.found,
         "the replica follows through the replication port"

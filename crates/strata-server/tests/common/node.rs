@@ -128,6 +128,7 @@ pub(crate) fn scrape_text(addr: &str) -> String {
         .unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     response
         .split("\r\n\r\n")
         .nth(1)
