@@ -192,7 +192,6 @@ pub struct Principal {
     pub replica_ids: Option<Vec<String>>,
     /// The key ranges it may ask for (empty: all).
     pub ranges: Ranges,
-    anonymous: bool,
     /// What proved it (to check it again after a reload).
     credential: Credential,
 }
@@ -228,7 +227,7 @@ impl Principal {
     /// # Errors
     /// `PERMISSION_DENIED` naming the role, never the credential.
     pub fn require(&self, roles: &[Role], what: &str) -> Result<(), Status> {
-        if self.anonymous || roles.contains(&self.role) {
+        if self.credential == Credential::None || roles.contains(&self.role) {
             Ok(())
         } else {
             Err(Status::permission_denied(format!(
@@ -396,7 +395,6 @@ impl Auth {
                 role: Role::Admin,
                 replica_ids: None,
                 ranges: Vec::new(),
-                anonymous: true,
                 credential: Credential::None,
             });
         }
@@ -418,7 +416,6 @@ impl Auth {
                 role: grant.role,
                 replica_ids: (grant.role == Role::Replica).then(|| vec![grant.name.clone()]),
                 ranges: grant.ranges.clone(),
-                anonymous: false,
                 credential: Credential::Token(presented),
             });
         }
@@ -451,7 +448,6 @@ impl Auth {
                     .collect(),
             ),
             ranges: grant.ranges.clone(),
-            anonymous: false,
             credential: Credential::Certificate(grant.identity.clone()),
         })
     }

@@ -84,6 +84,21 @@ impl RangeFilter {
         Ok(bytes)
     }
 
+    /// The link hash of the batch `payload` as `filter` shows it (as it
+    /// is without a filter): what a replica holding it computes.
+    ///
+    /// # Errors
+    /// The payload is not a valid batch (only checked with a filter).
+    pub(crate) fn shown_hash(
+        filter: Option<&Self>,
+        payload: &[u8],
+    ) -> Result<[u8; 8], DecodeError> {
+        Ok(match filter {
+            Some(filter) => crate::hash::record_hash(&filter.payload(payload)?),
+            None => crate::hash::record_hash(payload),
+        })
+    }
+
     /// A whole log record (as framed on disk) around the shown payload.
     pub(crate) fn record(shown_payload: &[u8]) -> Vec<u8> {
         let mut out = Vec::with_capacity(shown_payload.len() + 16);

@@ -27,7 +27,6 @@ use tokio::sync::mpsc;
 use tonic::Status;
 
 use crate::auth::Ranges;
-use crate::hash::record_hash;
 
 #[derive(Debug)]
 struct Entry {
@@ -242,13 +241,9 @@ fn seq_hash(db: &Db, seq: SeqNo, filter: Option<&crate::filter::RangeFilter>) ->
             let Ok(view) = strata_format::wal::decode_record(&record.bytes) else {
                 return Vec::new();
             };
-            match filter {
-                Some(filter) => filter
-                    .payload(view.payload)
-                    .map(|shown| record_hash(&shown).to_vec())
-                    .unwrap_or_default(),
-                None => record_hash(view.payload).to_vec(),
-            }
+            crate::filter::RangeFilter::shown_hash(filter, view.payload)
+                .map(|hash| hash.to_vec())
+                .unwrap_or_default()
         }
         _ => Vec::new(),
     }

@@ -412,13 +412,8 @@ fn open_position(
     let payload = strata_format::wal::decode_record(&record.bytes)
         .map_err(|e| Status::internal(format!("this node's log record at {applied}: {e}")))?
         .payload;
-    let hash =
-        match filter {
-            Some(filter) => record_hash(&filter.payload(payload).map_err(|e| {
-                Status::internal(format!("this node's log record at {applied}: {e}"))
-            })?),
-            None => record_hash(payload),
-        };
+    let hash = RangeFilter::shown_hash(filter, payload)
+        .map_err(|e| Status::internal(format!("this node's log record at {applied}: {e}")))?;
     if record.last_seq.get() != applied {
         return Err(Status::aborted(format!(
             "forked history: the replica's last batch ends at {applied}, but this node's batch holding {applied} spans {}..={}",
