@@ -145,8 +145,10 @@ struct MemState {
 
 pub(crate) struct Inner {
     /// A lower batch limit than `options.batch_bytes_max` set after open
-    /// ([`Db::limit_batch_bytes`]), and why; none: the option's.
-    batch_limit: parking_lot::Mutex<Option<(usize, String)>>,
+    /// ([`Db::limit_batch_bytes`]; `usize::MAX`: none), read by every
+    /// write without a lock, and why it was set (read only to refuse).
+    batch_limit: std::sync::atomic::AtomicUsize,
+    batch_limit_why: parking_lot::Mutex<String>,
     dir: PathBuf,
     options: Options,
     fs: Arc<dyn FileSystem>,
@@ -381,7 +383,8 @@ impl Db {
             replication_apply: Mutex::new(()),
             wal_database_id: database_id,
             retain: retain.clone(),
-            batch_limit: parking_lot::Mutex::new(None),
+            batch_limit: std::sync::atomic::AtomicUsize::new(usize::MAX),
+            batch_limit_why: parking_lot::Mutex::new(String::new()),
             router: RwLock::new(Arc::new(router)),
             rates: Rates::default(),
             layout: RwLock::new(()),
@@ -507,12 +510,15 @@ impl Db {
     /// # Ok::<(), strata::Error>(())
     /// ```
     pub fn limit_batch_bytes(&self, bytes: usize, why: &str) {
-        let mut limit = self.inner.batch_limit.lock();
-        let current = limit
-            .as_ref()
-            .map_or(self.inner.options.batch_bytes_max, |(l, _)| *l);
+        let mut reason = self.inner.batch_limit_why.lock();
+        let current = self
+            .inner
+            .batch_limit
+            .load(Ordering::Acquire)
+            .min(self.inner.options.batch_bytes_max);
         if bytes < current {
-            *limit = Some((bytes, why.to_string()));
+            *reason = why.to_string();
+            self.inner.batch_limit.store(bytes, Ordering::Release);
         }
     }
 
@@ -887,12 +893,12 @@ impl Inner {
                 limits.batch_bytes_max
             )));
         }
-        if let Some((limit, why)) = &*self.batch_limit.lock()
-            && batch.encoded_len() > *limit
-        {
+        let limit = self.batch_limit.load(Ordering::Acquire);
+        if batch.encoded_len() > limit {
             return Err(Error::InvalidArgument(format!(
-                "a batch of {} bytes exceeds the limit of {limit} bytes ({why}); nothing was written",
-                batch.encoded_len()
+                "a batch of {} bytes exceeds the limit of {limit} bytes ({}); nothing was written",
+                batch.encoded_len(),
+                self.batch_limit_why.lock()
             )));
         }
         if batch.is_empty() {
