@@ -68,14 +68,8 @@ pub(crate) type Connected = InterceptedService<Channel, WithToken>;
 
 impl Security {
     fn token(&self) -> Result<Option<Secret>, String> {
-        let bytes = match &self.token_file {
-            Some(path) => crate::secrets::token_from_file(path)?,
-            None if std::env::var_os("STRATA_TOKEN").is_some() => {
-                crate::secrets::token_from_env("STRATA_TOKEN")?
-            }
-            None => return Ok(None),
-        };
-        crate::secrets::secret(bytes).map(Some)
+        let env = std::env::var_os("STRATA_TOKEN").map(|_| "STRATA_TOKEN");
+        crate::secrets::presented_token(self.token_file.as_deref(), env)
     }
 
     /// A channel to `node` with these settings.

@@ -200,18 +200,23 @@ pub(crate) fn client_tls(section: &ClientTlsSection) -> Result<ClientTlsConfig, 
 
 /// A replica's token for its upstream, if configured.
 pub(crate) fn replica_token(section: &ReplicaSection) -> Result<Option<Secret>, String> {
-    let bytes = match (&section.token_file, &section.token_env) {
+    presented_token(section.token_file.as_deref(), section.token_env.as_deref())
+}
+
+/// The token a client presents: from `file` if given, else from the
+/// environment variable `env` if given (and, for the CLI, set); none
+/// otherwise.
+pub(crate) fn presented_token(
+    file: Option<&Path>,
+    env: Option<&str>,
+) -> Result<Option<Secret>, String> {
+    let bytes = match (file, env) {
         (Some(file), _) => token_from_file(file)?,
         (None, Some(env)) => token_from_env(env)?,
         (None, None) => return Ok(None),
     };
-    secret(bytes).map(Some)
-}
-
-/// Token bytes (already checked) as a secret to present.
-pub(crate) fn secret(bytes: Vec<u8>) -> Result<Secret, String> {
     let text = String::from_utf8(bytes).map_err(|_| "a token must be ASCII".to_string())?;
-    Secret::new(&text)
+    Secret::new(&text).map(Some)
 }
 
 #[cfg(test)]
