@@ -65,6 +65,31 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
         .unwrap_or(0)
 }
 
+/// Waits for every worker, stops the progress line and prints the report.
+async fn finish(
+    handles: Vec<tokio::task::JoinHandle<Result<Vec<u64>, String>>>,
+    started: Instant,
+    ticker: tokio::task::JoinHandle<()>,
+    workload: &str,
+    target: &str,
+    done: &AtomicU64,
+) -> Result<(), String> {
+    let mut micros = Vec::new();
+    for handle in handles {
+        micros.extend(handle.await.map_err(|e| e.to_string())??);
+    }
+    let elapsed = started.elapsed();
+    ticker.abort();
+    report(
+        workload,
+        target,
+        done.load(Ordering::Relaxed),
+        elapsed,
+        micros,
+    );
+    Ok(())
+}
+
 fn report(workload: &str, target: &str, done: u64, elapsed: Duration, mut micros: Vec<u64>) {
     micros.sort_unstable();
     println!(
@@ -156,19 +181,15 @@ async fn embedded(args: &BenchArgs, dir: &std::path::Path) -> Result<(), String>
             },
         ));
     }
-    let mut micros = Vec::new();
-    for handle in handles {
-        micros.extend(handle.await.map_err(|e| e.to_string())??);
-    }
-    let elapsed = started.elapsed();
-    ticker.abort();
-    report(
+    finish(
+        handles,
+        started,
+        ticker,
         &args.workload,
         "an embedded database",
-        done.load(Ordering::Relaxed),
-        elapsed,
-        micros,
-    );
+        &done,
+    )
+    .await?;
     let db = Arc::try_unwrap(db).map_err(|_| "the database is still in use".to_string())?;
     db.close().map_err(|e| format!("closing: {e}"))
 }
@@ -217,18 +238,6 @@ async fn remote(args: &BenchArgs, node: &str) -> Result<(), String> {
             Ok::<_, String>(micros)
         }));
     }
-    let mut micros = Vec::new();
-    for handle in handles {
-        micros.extend(handle.await.map_err(|e| e.to_string())??);
-    }
-    let elapsed = started.elapsed();
-    ticker.abort();
-    report(
-        &args.workload,
-        node,
-        done.load(Ordering::Relaxed),
-        elapsed,
-        micros,
-    );
+    finish(handles, started, ticker, &args.workload, node, &done).await?;
     Ok(())
 }
