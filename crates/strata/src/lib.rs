@@ -28,6 +28,7 @@ mod db;
 pub mod env;
 mod error;
 mod memtable;
+mod merge;
 mod options;
 mod ranges;
 mod seqno;

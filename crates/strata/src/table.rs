@@ -19,13 +19,13 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 use self_cell::self_cell;
-use strata_format::key::{InternalKeyRef, MAX_SEQ, ValueKind, encode_internal_key};
+use strata_format::key::{MAX_SEQ, ValueKind, encode_internal_key};
 use strata_format::table::{TableIter, TableReader};
 
-use crate::db::iterator::{Cursor, KeyRange};
+use crate::db::iterator::KeyRange;
 use crate::env::{FileSystem, Mapped};
 use crate::error::{Error, Result};
-use crate::memtable::{Entry, MemValue};
+use crate::merge::{Cursor, EntryRef};
 
 self_cell!(
     struct OpenTable {
@@ -80,18 +80,29 @@ impl Table {
         })
     }
 
-    /// The newest version of `key` at or below `seq` in this table:
-    /// `Some((seq, Some(value)))`, `Some((seq, None))` for a tombstone,
-    /// `None` if absent.
-    pub(crate) fn get(&self, key: &[u8], seq: u64) -> Result<Option<(u64, Option<Vec<u8>>)>> {
+    /// The newest version of `key` at or below `seq` in this table, with
+    /// its value copied into `value` (cleared first; left empty for a
+    /// tombstone): `Some((seq, true))` for a value, `Some((seq, false))`
+    /// for a tombstone, `None` if absent. Allocates only if `value` must
+    /// grow.
+    pub(crate) fn get_into(
+        &self,
+        key: &[u8],
+        seq: u64,
+        value: &mut Vec<u8>,
+    ) -> Result<Option<(u64, bool)>> {
         let found = self
             .cell
             .borrow_dependent()
             .get_versioned(key, seq)
             .map_err(|e| Error::corruption(&self.path, e))?;
-        Ok(found.map(|(kind, found_seq, value)| match kind {
-            ValueKind::Put => (found_seq, Some(value.into_owned())),
-            _ => (found_seq, None),
+        value.clear();
+        Ok(found.map(|(kind, found_seq, bytes)| match kind {
+            ValueKind::Put => {
+                value.extend_from_slice(&bytes);
+                (found_seq, true)
+            }
+            _ => (found_seq, false),
         }))
     }
 
@@ -312,7 +323,7 @@ impl TableCursor {
 }
 
 impl Cursor for TableCursor {
-    fn next_entry(&mut self) -> Result<Option<Entry>> {
+    fn advance(&mut self) -> Result<bool> {
         let valid = if self.started {
             let forward = self.forward;
             self.cell
@@ -321,30 +332,18 @@ impl Cursor for TableCursor {
             self.started = true;
             self.position()
         };
-        let path = &self.path;
-        let valid = valid.map_err(|e| Error::corruption(path, e))?;
-        if !valid {
-            return Ok(None);
-        }
-        self.cell.with_dependent(|_, iter| {
-            let Some((key, value)) = iter.current() else {
-                return Ok(None);
-            };
-            let InternalKeyRef {
-                user_key,
-                seq,
-                kind,
-            } = key;
-            let value = match kind {
-                ValueKind::Put => MemValue::Put(value.to_vec()),
-                _ => MemValue::Delete,
-            };
-            Ok(Some(Entry {
-                user_key: user_key.to_vec(),
-                seq,
-                value,
-            }))
-        })
+        valid.map_err(|e| Error::corruption(&self.path, e))
+    }
+
+    fn entry(&self) -> EntryRef<'_> {
+        self.cell
+            .with_dependent(|_, iter| match iter.current_raw() {
+                Some((internal_key, value)) => EntryRef {
+                    internal_key,
+                    value,
+                },
+                None => EntryRef::EMPTY,
+            })
     }
 }
 
@@ -364,7 +363,6 @@ pub(crate) struct TableWriter {
     /// Entries with the same user key as the entry before them.
     obsolete_entries: u64,
     last_user_key: Vec<u8>,
-    key: Vec<u8>,
 }
 
 /// Output is drained to the file whenever this much has accumulated.
@@ -393,29 +391,31 @@ impl TableWriter {
             entries: 0,
             obsolete_entries: 0,
             last_user_key: Vec::new(),
-            key: Vec::new(),
         })
     }
 
     /// Adds an entry; entries must come in internal order.
-    pub(crate) fn add(&mut self, entry: &Entry) -> Result<()> {
-        self.key.clear();
-        let (kind, value): (ValueKind, &[u8]) = match &entry.value {
-            MemValue::Put(value) => (ValueKind::Put, value),
-            MemValue::Delete => (ValueKind::Delete, &[]),
+    pub(crate) fn add(&mut self, entry: EntryRef<'_>) -> Result<()> {
+        let value = if entry.is_delete() {
+            &[][..]
+        } else {
+            entry.value
         };
-        encode_internal_key(&entry.user_key, entry.seq, kind, &mut self.key);
-        self.builder.add(&self.key, value);
+        self.builder.add(entry.internal_key, value);
         if self.smallest.is_none() {
-            self.smallest = Some(self.key.clone());
+            self.smallest = Some(entry.internal_key.to_vec());
         }
-        self.largest.clone_from(&self.key);
-        self.smallest_seq = self.smallest_seq.min(entry.seq);
-        self.largest_seq = self.largest_seq.max(entry.seq);
-        if self.entries > 0 && self.last_user_key == entry.user_key {
+        self.largest.clear();
+        self.largest.extend_from_slice(entry.internal_key);
+        let seq = entry.seq();
+        self.smallest_seq = self.smallest_seq.min(seq);
+        self.largest_seq = self.largest_seq.max(seq);
+        let user_key = entry.user_key();
+        if self.entries > 0 && self.last_user_key == user_key {
             self.obsolete_entries += 1;
         } else {
-            self.last_user_key.clone_from(&entry.user_key);
+            self.last_user_key.clear();
+            self.last_user_key.extend_from_slice(user_key);
         }
         self.entries += 1;
         if self.builder.estimated_file_size() - self.offset >= DRAIN_BYTES as u64 {
@@ -502,16 +502,16 @@ impl LevelCursor {
 }
 
 impl Cursor for LevelCursor {
-    fn next_entry(&mut self) -> Result<Option<Entry>> {
+    fn advance(&mut self) -> Result<bool> {
         loop {
             if let Some(cursor) = &mut self.current {
-                if let Some(entry) = cursor.next_entry()? {
-                    return Ok(Some(entry));
+                if cursor.advance()? {
+                    return Ok(true);
                 }
                 self.current = None;
             }
             if self.started == self.tables.len() {
-                return Ok(None);
+                return Ok(false);
             }
             let index = if self.forward {
                 self.started
@@ -520,10 +520,14 @@ impl Cursor for LevelCursor {
             };
             self.started += 1;
             let Some(meta) = self.tables.get(index) else {
-                return Ok(None);
+                return Ok(false);
             };
             let table = (self.open)(meta)?;
             self.current = Some(TableCursor::new(table, &self.range, self.forward));
         }
+    }
+
+    fn entry(&self) -> EntryRef<'_> {
+        self.current.as_ref().map_or(EntryRef::EMPTY, Cursor::entry)
     }
 }

@@ -335,6 +335,40 @@ fn decode_op<'a>(c: &mut Cursor<'a>) -> Result<BatchOp<'a>, DecodeError> {
     }
 }
 
+/// A view of a batch the caller encoded itself with [`BatchBuilder`] (so
+/// its operations are valid by construction): reads the 12-byte header
+/// only, where [`decode_batch`] walks every operation. `None` if the header
+/// is missing, the count is 0 or the sequence range overflows. Should the
+/// bytes be malformed after all, [`BatchView::ops`] ends at the first bad
+/// operation; nothing panics.
+///
+/// # Examples
+///
+/// ```
+/// use strata_format::wal::{BatchBuilder, set_batch_first_seq, view_built_batch};
+/// let mut b = BatchBuilder::new();
+/// b.put(b"k", b"v");
+/// let mut bytes = b.into_bytes();
+/// set_batch_first_seq(&mut bytes, 7);
+/// let view = view_built_batch(&bytes).unwrap();
+/// assert_eq!((view.first_seq, view.last_seq(), view.ops().count()), (7, 7, 1));
+/// ```
+#[must_use]
+pub fn view_built_batch(bytes: &[u8]) -> Option<BatchView<'_>> {
+    let mut c = Cursor::new(bytes);
+    let first_seq = c.u64_le("batch header").ok()?;
+    let count = c.u32_le("batch header").ok()?;
+    if count == 0 || first_seq.checked_add(u64::from(count)).is_none() {
+        return None;
+    }
+    let ops = bytes.get(c.position()..).unwrap_or_default();
+    Some(BatchView {
+        first_seq,
+        count,
+        ops,
+    })
+}
+
 /// Decodes and validates a batch: header, every operation, the count, no
 /// trailing bytes, and a sequence range that fits in `u64`.
 ///

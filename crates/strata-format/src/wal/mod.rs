@@ -15,7 +15,7 @@ pub mod sync_point;
 
 pub use batch::{
     BATCH_HEADER_LEN, BatchBuilder, BatchOp, BatchOps, BatchView, OP_DELETE, OP_PUT, decode_batch,
-    set_batch_first_seq,
+    set_batch_first_seq, view_built_batch,
 };
 pub use record::{
     IGNORABLE_TYPE_BIT, MAX_RECORD_PAYLOAD, RECORD_HEADER_LEN, RecordType, RecordView,

@@ -30,10 +30,11 @@ use strata_format::table::{Compression, TableOptions};
 use crate::ranges::tombstones;
 
 use super::pick::{Choice, is_bottom_for};
-use crate::db::iterator::{Cursor, KeyRange, Merge};
+use crate::db::iterator::KeyRange;
 use crate::env::FileSystem;
 use crate::error::{Error, Result};
-use crate::memtable::{MemValue, Memtable};
+use crate::memtable::Memtable;
+use crate::merge::{Cursor, Merge};
 use crate::options::Options;
 use crate::table::{TableCache, TableCursor, TableWriter};
 use crate::version::Version;
@@ -138,7 +139,7 @@ pub(crate) fn flush(
     let mut outputs = Vec::new();
     let mut writer: Option<TableWriter> = None;
     for entry in memtable.entries() {
-        if cutter.crosses(&entry.user_key)
+        if cutter.crosses(entry.user_key())
             && let Some(full) = writer.take()
         {
             outputs.push(full.finish(0)?);
@@ -147,7 +148,7 @@ pub(crate) fn flush(
             Some(writer) => writer,
             None => writer.insert(new_writer(ctx, 0)?),
         };
-        writer.add(&entry)?;
+        writer.add(entry)?;
     }
     if let Some(last) = writer {
         outputs.push(last.finish(0)?);
@@ -207,8 +208,9 @@ pub(crate) fn split_table(
     let mut outputs = Vec::new();
     let mut writer: Option<TableWriter> = None;
     let mut crossed = false;
-    while let Some(entry) = cursor.next_entry()? {
-        if !crossed && entry.user_key.as_slice() >= at {
+    while cursor.advance()? {
+        let entry = cursor.entry();
+        if !crossed && entry.user_key() >= at {
             crossed = true;
             if let Some(left) = writer.take() {
                 outputs.push(left.finish(level as u8)?);
@@ -218,7 +220,7 @@ pub(crate) fn split_table(
             Some(writer) => writer,
             None => writer.insert(new_writer(ctx, level)?),
         };
-        writer.add(&entry)?;
+        writer.add(entry)?;
     }
     if let Some(last) = writer {
         outputs.push(last.finish(level as u8)?);
@@ -247,15 +249,16 @@ pub(crate) fn filter_table(
 ) -> Result<(Option<TableEntry>, JobBytes)> {
     let mut cursor = whole_table(ctx, table)?;
     let mut writer: Option<TableWriter> = None;
-    while let Some(entry) = cursor.next_entry()? {
-        if !keep(&entry.user_key) {
+    while cursor.advance()? {
+        let entry = cursor.entry();
+        if !keep(entry.user_key()) {
             continue;
         }
         let writer = match &mut writer {
             Some(writer) => writer,
             None => writer.insert(new_writer(ctx, level)?),
         };
-        writer.add(&entry)?;
+        writer.add(entry)?;
     }
     let output = writer.map(|w| w.finish(level as u8)).transpose()?;
     ctx.fs
@@ -322,16 +325,21 @@ pub(crate) fn compact(
 
     let mut outputs: Vec<TableEntry> = Vec::new();
     let mut writer: Option<TableWriter> = None;
-    let mut last_key: Option<Vec<u8>> = None;
+    let mut last_key: Vec<u8> = Vec::new();
+    let mut any = false;
     let mut newer_visible_to_all = false;
     let mut written = 0;
-    while let Some(entry) = merge.next()? {
-        let new_key = last_key.as_deref() != Some(entry.user_key.as_slice());
+    while merge.advance()? {
+        let entry = merge.entry();
+        let user_key = entry.user_key();
+        let seq = entry.seq();
+        let new_key = !any || last_key.as_slice() != user_key;
         if new_key {
+            any = true;
             newer_visible_to_all = false;
             // Cut the output between user keys only: when full, and at
             // range boundaries and range tombstones' bounds.
-            let must_cut = cutter.crosses(&entry.user_key);
+            let must_cut = cutter.crosses(user_key);
             if let Some(full) =
                 writer.take_if(|w| must_cut || w.estimated_size() >= ctx.options.table_bytes_max)
             {
@@ -339,19 +347,21 @@ pub(crate) fn compact(
                 written += table.size;
                 outputs.push(table);
             }
-            last_key = Some(entry.user_key.clone());
+            last_key.clear();
+            last_key.extend_from_slice(user_key);
         }
         let drop = if newer_visible_to_all
-            || tombstones::cover(&version.tombstones, &entry.user_key, oldest_snapshot) > entry.seq
-            || !retain.contains(&entry.user_key)
+            || (!version.tombstones.is_empty()
+                && tombstones::cover(&version.tombstones, user_key, oldest_snapshot) > seq)
+            || !retain.contains(user_key)
         {
             true
         } else {
-            matches!(entry.value, MemValue::Delete)
-                && entry.seq <= oldest_snapshot
-                && is_bottom_for(version, output_level, &entry.user_key)
+            entry.is_delete()
+                && seq <= oldest_snapshot
+                && is_bottom_for(version, output_level, user_key)
         };
-        if entry.seq <= oldest_snapshot {
+        if seq <= oldest_snapshot {
             newer_visible_to_all = true;
         }
         if drop {
@@ -361,7 +371,7 @@ pub(crate) fn compact(
             Some(writer) => writer,
             None => writer.insert(new_writer(ctx, output_level)?),
         };
-        writer.add(&entry)?;
+        writer.add(entry)?;
     }
     if let Some(last) = writer.filter(|w| w.entries() > 0) {
         let table = last.finish(output_level as u8)?;

@@ -215,6 +215,7 @@ fn flush_one(inner: &Inner, memtable: &Arc<Memtable>) -> Result<()> {
         // the order they were logged (flush and compaction race here).
         let mut versions = inner.versions.lock();
         *inner.current.write() = versions.log_and_apply(edit)?;
+        inner.publish_view();
         drop(versions);
         drop(layout);
         inner.counters.flushes.fetch_add(1, Ordering::Relaxed);
@@ -229,6 +230,7 @@ fn flush_one(inner: &Inner, memtable: &Arc<Memtable>) -> Result<()> {
             mem.frozen.pop_front();
         }
     }
+    inner.publish_view();
     let flushed = inner.versions.lock().flushed_seq();
     inner.flushed.store(flushed, Ordering::Relaxed);
     inner.wal.release_below(SeqNo(flushed + 1))?;
@@ -253,6 +255,7 @@ fn remove_settled_tombstones(inner: &Inner) -> Result<()> {
         ..Default::default()
     };
     *inner.current.write() = versions.log_and_apply(edit)?;
+    inner.publish_view();
     Ok(())
 }
 
@@ -323,6 +326,7 @@ fn compaction_loop(inner: &Inner) {
             let (edit, bytes) = worker::compact(&ctx, &version, &choice, inner.oldest_snapshot())?;
             let mut versions = inner.versions.lock();
             *inner.current.write() = versions.log_and_apply(edit)?;
+            inner.publish_view();
             drop(versions);
             inner.counters.compactions.fetch_add(1, Ordering::Relaxed);
             inner

@@ -1,88 +1,25 @@
 //! Scans: the newest visible version of every key in a range, merged from
 //! every source, in one direction.
 //!
-//! Sources (memtables now; sorted tables as they come) each yield entries
-//! in internal order (user key ascending, newest first) or its reverse. A
-//! heap merges them; [`DbIterator`] then keeps, for each user key, the
-//! newest version at or below the read's sequence number, and drops
-//! tombstones.
+//! Sources (memtables and sorted tables) each yield entries in internal
+//! order (user key ascending, newest first) or its reverse, merged by
+//! [`crate::merge::Merge`]; [`DbIterator`] then keeps, for each user key,
+//! the newest version at or below the read's sequence number, and drops
+//! tombstones. Entries are lent from the sources' memory: a forward scan
+//! copies only the current user key (to skip its older versions) into a
+//! buffer it reuses, and [`DbIterator::next_ref`] hands out entries without
+//! copying them at all.
 //!
 //! Invariants: a scan reads at one sequence number throughout, so it sees a
 //! consistent state even while writes continue.
 
-use std::cmp::{Ordering, Reverse};
-use std::collections::BinaryHeap;
 use std::ops::Bound;
-use std::sync::Arc;
 
 use strata_format::manifest::TombstoneEntry;
 
 use crate::error::Result;
-use crate::memtable::{Entry, MemKey, MemValue, Memtable};
+use crate::merge::{Cursor, Merge};
 use crate::ranges::tombstones;
-
-/// A source of entries in one direction.
-pub(crate) trait Cursor: Send {
-    /// The next entry, in this cursor's direction.
-    fn next_entry(&mut self) -> Result<Option<Entry>>;
-}
-
-/// A cursor over one memtable, by repeated seeks (so it holds no borrow and
-/// sees a stable order while writers insert).
-pub(crate) struct MemCursor {
-    memtable: Arc<Memtable>,
-    forward: bool,
-    start: Bound<MemKey>,
-    last: Option<MemKey>,
-}
-
-impl MemCursor {
-    /// A cursor from the start of `range` (forward) or its end (backward).
-    pub(crate) fn new(memtable: Arc<Memtable>, range: &KeyRange, forward: bool) -> Self {
-        let first = |key: &[u8]| MemKey {
-            user_key: key.to_vec(),
-            seq: Reverse(u64::MAX),
-        };
-        let last = |key: &[u8]| MemKey {
-            user_key: key.to_vec(),
-            seq: Reverse(0),
-        };
-        let start = if forward {
-            match &range.start {
-                Bound::Included(k) => Bound::Included(first(k)),
-                Bound::Excluded(k) => Bound::Excluded(last(k)),
-                Bound::Unbounded => Bound::Unbounded,
-            }
-        } else {
-            match &range.end {
-                Bound::Included(k) => Bound::Included(last(k)),
-                Bound::Excluded(k) => Bound::Excluded(first(k)),
-                Bound::Unbounded => Bound::Unbounded,
-            }
-        };
-        Self {
-            memtable,
-            forward,
-            start,
-            last: None,
-        }
-    }
-}
-
-impl Cursor for MemCursor {
-    fn next_entry(&mut self) -> Result<Option<Entry>> {
-        let bound = match &self.last {
-            Some(key) => Bound::Excluded(key),
-            None => self.start.as_ref(),
-        };
-        let entry = self.memtable.seek(bound, self.forward);
-        self.last = entry.as_ref().map(|e| MemKey {
-            user_key: e.user_key.clone(),
-            seq: Reverse(e.seq),
-        });
-        Ok(entry)
-    }
-}
 
 /// A range of user keys.
 #[derive(Clone, Debug)]
@@ -163,117 +100,27 @@ impl KeyRange {
     }
 }
 
-struct HeapItem {
-    entry: Entry,
-    source: usize,
-    forward: bool,
-}
-
-impl HeapItem {
-    fn internal_cmp(&self, other: &Self) -> Ordering {
-        self.entry
-            .user_key
-            .cmp(&other.entry.user_key)
-            .then_with(|| other.entry.seq.cmp(&self.entry.seq))
-    }
-}
-
-impl PartialEq for HeapItem {
-    fn eq(&self, other: &Self) -> bool {
-        self.cmp(other) == Ordering::Equal
-    }
-}
-impl Eq for HeapItem {}
-impl PartialOrd for HeapItem {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for HeapItem {
-    /// The heap pops its maximum: the smallest internal key when forward,
-    /// the largest when backward.
-    fn cmp(&self, other: &Self) -> Ordering {
-        if self.forward {
-            other.internal_cmp(self)
-        } else {
-            self.internal_cmp(other)
-        }
-    }
-}
-
-/// A heap merge of cursors that all run in one direction.
-pub(crate) struct Merge {
-    cursors: Vec<Box<dyn Cursor>>,
-    heap: BinaryHeap<HeapItem>,
-    /// The next entry to return, kept out of the heap: while one source
-    /// supplies a run of consecutive entries, they never touch the heap.
-    head: Option<HeapItem>,
-    forward: bool,
-    primed: bool,
-}
-
-impl Merge {
-    pub(crate) fn new(cursors: Vec<Box<dyn Cursor>>, forward: bool) -> Self {
-        Self {
-            cursors,
-            heap: BinaryHeap::new(),
-            head: None,
-            forward,
-            primed: false,
-        }
-    }
-
-    /// The next entry of all cursors, in their direction's internal order.
-    pub(crate) fn next(&mut self) -> Result<Option<Entry>> {
-        if !self.primed {
-            self.primed = true;
-            for source in 0..self.cursors.len() {
-                if let Some(item) = self.pull(source)? {
-                    self.heap.push(item);
-                }
-            }
-            self.head = self.heap.pop();
-        }
-        let Some(item) = self.head.take() else {
-            return Ok(None);
-        };
-        // The popped source's next entry comes next unless another
-        // source's head is before it.
-        self.head = match self.pull(item.source)? {
-            Some(next) if self.heap.peek().is_none_or(|top| next >= *top) => Some(next),
-            Some(next) => {
-                self.heap.push(next);
-                self.heap.pop()
-            }
-            None => self.heap.pop(),
-        };
-        Ok(Some(item.entry))
-    }
-
-    fn pull(&mut self, source: usize) -> Result<Option<HeapItem>> {
-        let Some(cursor) = self.cursors.get_mut(source) else {
-            return Ok(None);
-        };
-        Ok(cursor.next_entry()?.map(|entry| HeapItem {
-            entry,
-            source,
-            forward: self.forward,
-        }))
-    }
-}
-
 /// An iterator over the newest visible value of every key in a range, in
 /// key order ([`crate::Db::scan`]) or reverse key order
 /// ([`crate::Db::scan_rev`]). Items are `Result`s: a source that fails
 /// (for example a corrupted table block) ends the scan with its error,
 /// never with wrong data.
+///
+/// As an [`Iterator`] it yields owned keys and values; [`DbIterator::next_ref`]
+/// lends them instead, without copying.
 pub struct DbIterator {
     merge: Merge,
     range: KeyRange,
     seq: u64,
     forward: bool,
-    last_key: Option<Vec<u8>>,
-    peeked: Option<Entry>,
+    /// The user key last taken (forward: its older versions are skipped).
+    last_key: Vec<u8>,
+    has_last: bool,
+    /// Backward: the merge is already on the first entry of the next key.
+    peeked: bool,
+    /// Backward: the entry to hand out, copied (the merge moved past it).
+    key_buf: Vec<u8>,
+    value_buf: Vec<u8>,
     done: bool,
     /// Range tombstones visible to the read, sorted by start.
     tombstones: Vec<TombstoneEntry>,
@@ -308,8 +155,11 @@ impl DbIterator {
             range,
             seq,
             forward,
-            last_key: None,
-            peeked: None,
+            last_key: Vec::new(),
+            has_last: false,
+            peeked: false,
+            key_buf: Vec::new(),
+            value_buf: Vec::new(),
             done,
             tombstones,
             retain,
@@ -317,75 +167,129 @@ impl DbIterator {
         }
     }
 
-    /// Whether a range tombstone the read sees hides `entry`.
-    fn hidden(&self, entry: &Entry) -> bool {
-        self.hidden_at(&entry.user_key, entry.seq)
+    /// Whether a range tombstone the read sees, or the retained ranges,
+    /// hide version `seq` of `key`.
+    fn hidden(
+        tombstones: &[TombstoneEntry],
+        retain: &crate::ranges::retain::Retain,
+        read_seq: u64,
+        key: &[u8],
+        seq: u64,
+    ) -> bool {
+        (!tombstones.is_empty() && tombstones::cover(tombstones, key, read_seq) > seq)
+            || !retain.contains(key)
     }
 
-    fn hidden_at(&self, key: &[u8], seq: u64) -> bool {
-        (!self.tombstones.is_empty() && tombstones::cover(&self.tombstones, key, self.seq) > seq)
-            || !self.retain.contains(key)
-    }
-
-    fn next_forward(&mut self) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
-        while let Some(entry) = self.merge.next()? {
-            if self.range.after_end(&entry.user_key) {
-                return Ok(None);
+    /// Forward: moves the merge onto the next entry to hand out.
+    fn advance_forward(&mut self) -> Result<bool> {
+        while self.merge.advance()? {
+            let entry = self.merge.entry();
+            let user_key = entry.user_key();
+            if self.range.after_end(user_key) {
+                return Ok(false);
             }
-            if entry.seq > self.seq || self.last_key.as_deref() == Some(entry.user_key.as_slice()) {
+            let seq = entry.seq();
+            if seq > self.seq || (self.has_last && self.last_key.as_slice() == user_key) {
                 continue;
             }
-            match &mut self.last_key {
-                Some(last) => last.clone_from(&entry.user_key),
-                None => self.last_key = Some(entry.user_key.clone()),
-            }
-            if self.hidden(&entry) {
+            self.last_key.clear();
+            self.last_key.extend_from_slice(user_key);
+            self.has_last = true;
+            if Self::hidden(&self.tombstones, &self.retain, self.seq, user_key, seq) {
                 continue;
             }
-            if let MemValue::Put(value) = entry.value {
-                return Ok(Some((entry.user_key, value)));
+            if !entry.is_delete() {
+                return Ok(true);
             }
         }
-        Ok(None)
+        Ok(false)
     }
 
-    fn next_backward(&mut self) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+    /// Backward: finds the next key to hand out and copies its newest
+    /// visible version into the buffers.
+    fn advance_backward(&mut self) -> Result<bool> {
         loop {
-            let first = match self.peeked.take() {
-                Some(entry) => entry,
-                None => match self.merge.next()? {
-                    Some(entry) => entry,
-                    None => return Ok(None),
-                },
-            };
-            if self.range.before_start(&first.user_key) {
-                return Ok(None);
+            if !self.peeked && !self.merge.advance()? {
+                return Ok(false);
+            }
+            self.peeked = false;
+            let first = self.merge.entry();
+            if self.range.before_start(first.user_key()) {
+                return Ok(false);
             }
             // Backward, a key's versions come oldest first: keep the newest
             // one at or below the read's sequence number.
-            let key = first.user_key.clone();
-            let mut best = (first.seq <= self.seq).then_some(first);
+            self.key_buf.clear();
+            self.key_buf.extend_from_slice(first.user_key());
+            let mut best: Option<(u64, bool)> = None;
             loop {
-                match self.merge.next()? {
-                    Some(entry) if entry.user_key == key => {
-                        if entry.seq <= self.seq {
-                            best = Some(entry);
-                        }
-                    }
-                    other => {
-                        self.peeked = other;
-                        break;
-                    }
+                let entry = self.merge.entry();
+                if entry.user_key() != self.key_buf.as_slice() {
+                    self.peeked = true;
+                    break;
+                }
+                if entry.seq() <= self.seq {
+                    best = Some((entry.seq(), entry.is_delete()));
+                    self.value_buf.clear();
+                    self.value_buf.extend_from_slice(entry.value);
+                }
+                if !self.merge.advance()? {
+                    break;
                 }
             }
-            if let Some(Entry {
-                value: MemValue::Put(value),
-                seq,
-                ..
-            }) = best
-                && !self.hidden_at(&key, seq)
+            if let Some((seq, false)) = best
+                && !Self::hidden(&self.tombstones, &self.retain, self.seq, &self.key_buf, seq)
             {
-                return Ok(Some((key, value)));
+                return Ok(true);
+            }
+            if !self.peeked {
+                return Ok(false);
+            }
+        }
+    }
+
+    /// The next key and value, lent by the iterator until its next call:
+    /// no copy, no allocation (a forward scan reads them in place from the
+    /// memtable or the table block).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use strata::{Db, MemFileSystem, Options};
+    /// # use std::sync::Arc;
+    /// # let db = Db::open("d", Options { file_system: Arc::new(MemFileSystem::new()), ..Options::default() })?;
+    /// for k in [b"a", b"b", b"c"] { db.put(k, b"v")?; }
+    /// let mut scan = db.scan(b"b".as_slice()..)?;
+    /// let mut total = 0;
+    /// while let Some(entry) = scan.next_ref() {
+    ///     let (key, value) = entry?;
+    ///     total += key.len() + value.len();
+    /// }
+    /// assert_eq!(total, 4);
+    /// # Ok::<(), strata::Error>(())
+    /// ```
+    pub fn next_ref(&mut self) -> Option<Result<(&[u8], &[u8])>> {
+        if self.done {
+            return None;
+        }
+        let found = if self.forward {
+            self.advance_forward()
+        } else {
+            self.advance_backward()
+        };
+        match found {
+            Ok(true) if self.forward => {
+                let entry = self.merge.entry();
+                Some(Ok((entry.user_key(), entry.value)))
+            }
+            Ok(true) => Some(Ok((&self.key_buf, &self.value_buf))),
+            Ok(false) => {
+                self.done = true;
+                None
+            }
+            Err(error) => {
+                self.done = true;
+                Some(Err(error))
             }
         }
     }
@@ -395,25 +299,8 @@ impl Iterator for DbIterator {
     type Item = Result<(Vec<u8>, Vec<u8>)>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.done {
-            return None;
-        }
-        let next = if self.forward {
-            self.next_forward()
-        } else {
-            self.next_backward()
-        };
-        match next {
-            Ok(Some(item)) => Some(Ok(item)),
-            Ok(None) => {
-                self.done = true;
-                None
-            }
-            Err(error) => {
-                self.done = true;
-                Some(Err(error))
-            }
-        }
+        self.next_ref()
+            .map(|item| item.map(|(key, value)| (key.to_vec(), value.to_vec())))
     }
 }
 

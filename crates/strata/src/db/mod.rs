@@ -53,22 +53,23 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::{Condvar, Mutex, RwLock};
-use strata_format::wal::decode_batch;
+use strata_format::wal::{BatchOp, BatchView, decode_batch, view_built_batch};
 
 use crate::env::{DirLock, FileSystem};
 use crate::error::{Error, Result};
-use crate::memtable::Memtable;
+use crate::memtable::{MemCursor, Memtable};
+use crate::merge::Cursor;
 use crate::options::{Options, WriteOptions};
 use crate::ranges::map::{RangeId, RangeMap};
 use crate::ranges::stats::{RangeInfo, Rates, Router};
 use crate::seqno::SeqNo;
-use crate::table::{LevelCursor, TableCache, TableCursor};
+use crate::table::{LevelCursor, Table, TableCache, TableCursor};
 use crate::version::set::VersionSet;
-use crate::version::{LEVEL_COUNT, Version};
+use crate::version::{LEVEL_COUNT, TableMeta, Version};
 use crate::wal::{RecoveryReport, Wal, WalOptions, WalStats};
 use crate::write_batch::WriteBatch;
 use background::Counters;
-use iterator::{Cursor, DbIterator, KeyRange, MemCursor};
+use iterator::{DbIterator, KeyRange};
 use visibility::Visibility;
 
 /// Figures about a database, from [`Db::stats`].
@@ -143,6 +144,25 @@ struct MemState {
     frozen: VecDeque<Arc<Memtable>>,
 }
 
+/// Everything a read consults, published whole ([`Inner::publish_view`])
+/// after every change to the memtables, the version or the range map, so
+/// that a read takes no lock: it loads the current view (without even a
+/// reference count) and reads from it.
+pub(crate) struct ReadView {
+    pub(crate) active: Arc<Memtable>,
+    /// Frozen memtables, newest first.
+    pub(crate) frozen: Vec<Arc<Memtable>>,
+    pub(crate) version: Arc<Version>,
+    pub(crate) router: Arc<Router>,
+}
+
+impl ReadView {
+    /// The memtables, newest first.
+    fn memtables(&self) -> impl Iterator<Item = &Arc<Memtable>> {
+        std::iter::once(&self.active).chain(&self.frozen)
+    }
+}
+
 pub(crate) struct Inner {
     /// A lower batch limit than `options.batch_bytes_max` set after open
     /// ([`Db::limit_batch_bytes`]; `usize::MAX`: none), read by every
@@ -155,6 +175,10 @@ pub(crate) struct Inner {
     wal: Wal,
     write_gate: RwLock<()>,
     mem: RwLock<MemState>,
+    /// What readers read (see [`ReadView`]); replaced, never changed.
+    view: arc_swap::ArcSwap<ReadView>,
+    /// Serializes publications of `view`, so none overwrites a newer one.
+    view_publish: Mutex<()>,
     versions: Mutex<VersionSet>,
     current: RwLock<Arc<Version>>,
     tables: TableCache,
@@ -292,7 +316,7 @@ impl Db {
             let path = dir.join(strata_format::manifest::table_file_name(meta.number));
             tables.get_or_open(&*fs, &path, meta.number, meta.size)?;
         }
-        let memtable = Arc::new(Memtable::new());
+        let memtable = Arc::new(Memtable::new(options.memtable_bytes_max));
         let retain = crate::ranges::retain::Retain::new(&options.retain_ranges);
         let wal_options = WalOptions {
             segment_bytes_max: options.wal_segment_bytes_max,
@@ -308,7 +332,7 @@ impl Db {
             wal_options,
             SeqNo(flushed_seq + 1),
             |batch| {
-                memtable.apply_retained(&batch, &retain);
+                apply_batch(&memtable, &batch, &retain, None);
                 Ok(())
             },
         );
@@ -355,7 +379,13 @@ impl Db {
         recovery.manifest_torn_tail = versions.torn_manifest_tail.take();
         let visible = recovery.next_seq.get().saturating_sub(1);
         let current = versions.current();
-        let router = Router::new(Arc::clone(&current.ranges));
+        let router = Arc::new(Router::new(Arc::clone(&current.ranges)));
+        let view = ReadView {
+            active: Arc::clone(&memtable),
+            frozen: Vec::new(),
+            version: Arc::clone(&current),
+            router: Arc::clone(&router),
+        };
         let inner = Arc::new(Inner {
             dir,
             options,
@@ -366,6 +396,8 @@ impl Db {
                 active: memtable,
                 frozen: VecDeque::new(),
             }),
+            view: arc_swap::ArcSwap::from_pointee(view),
+            view_publish: Mutex::new(()),
             versions: Mutex::new(versions),
             current: RwLock::new(current),
             tables,
@@ -385,7 +417,7 @@ impl Db {
             retain: retain.clone(),
             batch_limit: std::sync::atomic::AtomicUsize::new(usize::MAX),
             batch_limit_why: parking_lot::Mutex::new(String::new()),
-            router: RwLock::new(Arc::new(router)),
+            router: RwLock::new(router),
             rates: Rates::default(),
             layout: RwLock::new(()),
             _lock: lock,
@@ -683,6 +715,33 @@ impl Db {
         self.inner.get_at(key, self.inner.visibility.visible())
     }
 
+    /// As [`Db::get`], into `value` (its old content replaced): returns
+    /// whether the key has a value. Allocates nothing when `value` already
+    /// has room, so a loop of reads can reuse one buffer.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use strata::{Db, MemFileSystem, Options};
+    /// # use std::sync::Arc;
+    /// # let db = Db::open("d", Options { file_system: Arc::new(MemFileSystem::new()), ..Options::default() })?;
+    /// db.put(b"k", b"v")?;
+    /// let mut value = Vec::with_capacity(128);
+    /// assert!(db.get_into(b"k", &mut value)?);
+    /// assert_eq!(value, b"v");
+    /// assert!(!db.get_into(b"absent", &mut value)?);
+    /// # Ok::<(), strata::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Db::get`].
+    pub fn get_into(&self, key: &[u8], value: &mut Vec<u8>) -> Result<bool> {
+        self.inner.check_open()?;
+        self.inner.check_retained(key)?;
+        self.inner
+            .get_into(key, self.inner.visibility.visible(), value)
+    }
+
     /// A consistent view of the database at the current sequence number,
     /// unaffected by later writes, flushes and compactions.
     #[must_use]
@@ -909,10 +968,14 @@ impl Inner {
         let last = {
             let _gate = self.write_gate.read();
             let (commit, bytes) = self.wal.append_returning(batch.inner, options.sync)?;
-            let view =
-                decode_batch(&bytes).map_err(|e| Error::corruption(self.dir.join("wal"), e))?;
-            self.mem.read().active.apply_retained(&view, &self.retain);
-            self.record_writes(&view);
+            let Some(batch) = view_built_batch(&bytes) else {
+                // The log took a batch this engine built; it cannot lack a header.
+                return Err(Error::Poisoned {
+                    reason: Arc::from("internal error: a committed batch lost its header"),
+                });
+            };
+            let current = self.view.load();
+            apply_batch(&current.active, &batch, &self.retain, Some(&current.router));
             self.visibility
                 .publish_and_wait(commit.first_seq.get(), commit.last_seq.get());
             commit.last_seq
@@ -959,12 +1022,11 @@ impl Inner {
         {
             let _gate = self.write_gate.read();
             let written = self.wal.append_many_returning(builders, true)?;
-            let active = Arc::clone(&self.mem.read().active);
+            let current = self.view.load();
             for (_, bytes) in &written {
-                let view =
+                let batch =
                     decode_batch(bytes).map_err(|e| Error::corruption(self.dir.join("wal"), e))?;
-                active.apply_retained(&view, &self.retain);
-                self.record_writes(&view);
+                apply_batch(&current.active, &batch, &self.retain, Some(&current.router));
             }
         }
         self.visibility.publish_and_wait(start, expected - 1);
@@ -972,40 +1034,39 @@ impl Inner {
         Ok(SeqNo(expected - 1))
     }
 
-    /// Counts the batch's operations against their ranges.
-    fn record_writes(&self, view: &strata_format::wal::BatchView<'_>) {
-        use strata_format::wal::BatchOp;
-        let router = self.router.read();
-        for (seq, op) in (view.first_seq..).zip(view.ops()) {
-            let (key, bytes) = match op {
-                BatchOp::Put { key, value } => (key, key.len() + value.len()),
-                BatchOp::Delete { key } => (key, key.len()),
-                BatchOp::DeleteRange { start, end } => (start, start.len() + end.len()),
-                BatchOp::Skip => continue,
-            };
-            if let Some(counters) = router.counters_for(key) {
-                counters.writes.fetch_add(1, Ordering::Relaxed);
-                counters
-                    .write_bytes
-                    .fetch_add(bytes as u64, Ordering::Relaxed);
-                counters.last_seq.fetch_max(seq, Ordering::Relaxed);
-            }
-        }
+    /// Publishes a new [`ReadView`] from the memtables, the version and
+    /// the router as they are now. Called after every change to any of
+    /// them (a freeze under the exclusive write gate, so no write reaches
+    /// the new memtable before readers can see it).
+    pub(crate) fn publish_view(&self) {
+        let _order = self.view_publish.lock();
+        let (active, frozen) = {
+            let mem = self.mem.read();
+            (
+                Arc::clone(&mem.active),
+                mem.frozen.iter().rev().cloned().collect(),
+            )
+        };
+        let version = Arc::clone(&self.current.read());
+        let router = Arc::clone(&self.router.read());
+        self.view.store(Arc::new(ReadView {
+            active,
+            frozen,
+            version,
+            router,
+        }));
     }
 
     /// The memtables, active first, then frozen newest first.
     fn memtables_newest_first(&self) -> Vec<Arc<Memtable>> {
-        let mem = self.mem.read();
-        std::iter::once(Arc::clone(&mem.active))
-            .chain(mem.frozen.iter().rev().cloned())
-            .collect()
+        self.view.load().memtables().cloned().collect()
     }
 
     /// Freezes the active memtable if it is full and wakes the flusher.
     /// Also when the log holds more unflushed bytes than a restart may
     /// replay (`wal_replay_bytes_max`), and nothing is being flushed.
     fn freeze_if_full(&self, batch_bytes: u64) {
-        if self.mem.read().active.approximate_bytes() >= self.options.memtable_bytes_max {
+        if self.view.load().active.approximate_bytes() >= self.options.memtable_bytes_max {
             self.freeze(false);
             return;
         }
@@ -1044,9 +1105,11 @@ impl Inner {
         if mem.active.is_empty() || !(always || full) {
             return;
         }
-        let frozen = std::mem::replace(&mut mem.active, Arc::new(Memtable::new()));
+        let fresh = Arc::new(Memtable::new(self.options.memtable_bytes_max));
+        let frozen = std::mem::replace(&mut mem.active, fresh);
         mem.frozen.push_back(frozen);
         drop(mem);
+        self.publish_view();
         background::refresh_stall_hint(self);
         let mut work = self.work.lock();
         work.generation += 1;
@@ -1058,44 +1121,74 @@ impl Inner {
         background::wait_flushed(self)
     }
 
-    pub(crate) fn get_at(&self, key: &[u8], seq: u64) -> Result<Option<Vec<u8>>> {
-        if let Some(counters) = self.router.read().counters_for(key) {
+    /// The value of `key` at `seq` into `value` (its old content
+    /// replaced); returns whether there is one. Takes no lock and allocates
+    /// only if `value` must grow.
+    pub(crate) fn get_into(&self, key: &[u8], seq: u64, value: &mut Vec<u8>) -> Result<bool> {
+        let view = self.view.load();
+        if let Some(counters) = view.router.counters_for(key) {
             counters.reads.fetch_add(1, Ordering::Relaxed);
         }
-        let memtables = self.memtables_newest_first();
-        let version = Arc::clone(&self.current.read());
+        let version = &view.version;
         // The newest range tombstone covering the key that this read sees:
         // any version older than it is hidden.
-        let cover = memtables
-            .iter()
-            .map(|m| m.tombstone_cover(key, seq))
-            .chain(std::iter::once(version.tombstone_cover(key, seq)))
-            .max()
-            .unwrap_or(0);
-        let visible = |(found_seq, value): (u64, Option<Vec<u8>>)| {
-            if found_seq < cover { None } else { value }
-        };
-        for memtable in &memtables {
-            if let Some(found) = memtable.get(key, seq) {
-                return Ok(visible(found));
+        let cover =
+            if version.tombstones.is_empty() && !view.memtables().any(|m| m.has_tombstones()) {
+                0
+            } else {
+                view.memtables()
+                    .map(|m| m.tombstone_cover(key, seq))
+                    .chain(std::iter::once(version.tombstone_cover(key, seq)))
+                    .max()
+                    .unwrap_or(0)
+            };
+        for memtable in view.memtables() {
+            if let Some((found_seq, found)) = memtable.get(key, seq) {
+                value.clear();
+                return Ok(match found {
+                    Some(bytes) if found_seq >= cover => {
+                        value.extend_from_slice(bytes);
+                        true
+                    }
+                    _ => false,
+                });
             }
         }
         for meta in version.tables_for_key(key) {
             if meta.smallest_seq > seq {
                 continue;
             }
+            let table = self.table(meta)?;
+            if let Some((found_seq, is_value)) = table.get_into(key, seq, value)? {
+                if is_value && found_seq >= cover {
+                    return Ok(true);
+                }
+                value.clear();
+                return Ok(false);
+            }
+        }
+        value.clear();
+        Ok(false)
+    }
+
+    /// As [`Inner::get_into`], into a new vector.
+    pub(crate) fn get_at(&self, key: &[u8], seq: u64) -> Result<Option<Vec<u8>>> {
+        let mut value = Vec::new();
+        Ok(self.get_into(key, seq, &mut value)?.then_some(value))
+    }
+
+    /// The open table of `meta` (opened, through the table cache, by the
+    /// first reader that needs it).
+    fn table<'m>(&self, meta: &'m TableMeta) -> Result<&'m Arc<Table>> {
+        meta.handle.get_or_open(|| {
             let path = self
                 .dir
                 .join(strata_format::manifest::table_file_name(meta.number));
-            let table = self.open_table(&path, meta.number, meta.size)?;
-            if let Some(found) = table.get(key, seq)? {
-                return Ok(visible(found));
-            }
-        }
-        Ok(None)
+            self.open_table(&path, meta.number, meta.size)
+        })
     }
 
-    fn open_table(&self, path: &Path, number: u64, size: u64) -> Result<Arc<crate::table::Table>> {
+    fn open_table(&self, path: &Path, number: u64, size: u64) -> Result<Arc<Table>> {
         self.tables.get_or_open(&*self.fs, path, number, size)
     }
 
@@ -1120,36 +1213,38 @@ impl Inner {
         forward: bool,
         hold: Option<Snapshot>,
     ) -> Result<DbIterator> {
-        let memtables: Vec<Arc<Memtable>> = {
-            let mem = self.mem.read();
-            std::iter::once(Arc::clone(&mem.active))
-                .chain(mem.frozen.iter().cloned())
-                .collect()
-        };
-        let version = Arc::clone(&self.current.read());
+        let view = self.view.load_full();
+        let version = Arc::clone(&view.version);
         if let Some(start) = range.user_bounds().0
-            && let Some(counters) = self.router.read().counters_for(start)
+            && let Some(counters) = view.router.counters_for(start)
         {
             counters.reads.fetch_add(1, Ordering::Relaxed);
         }
         let mut tombstones = version.tombstones.as_ref().clone();
-        for memtable in &memtables {
-            tombstones.extend(memtable.tombstones());
+        for memtable in view.memtables() {
+            if memtable.has_tombstones() {
+                tombstones.extend(memtable.tombstones());
+            }
         }
-        tombstones.retain(|t| t.seq <= seq);
-        crate::ranges::tombstones::sort(&mut tombstones);
+        if !tombstones.is_empty() {
+            tombstones.retain(|t| t.seq <= seq);
+            crate::ranges::tombstones::sort(&mut tombstones);
+        }
         let mut cursors: Vec<Box<dyn Cursor>> = Vec::new();
-        for memtable in memtables {
-            cursors.push(Box::new(MemCursor::new(memtable, &range, forward)));
+        for memtable in view.memtables() {
+            if !memtable.is_empty() {
+                cursors.push(Box::new(MemCursor::new(
+                    Arc::clone(memtable),
+                    &range,
+                    forward,
+                )));
+            }
         }
         let (start, end) = range.user_bounds();
         let [level0, deeper @ ..] = &version.levels;
         // Level-0 tables overlap: a cursor each.
         for meta in level0.iter().filter(|t| t.overlaps(start, end)) {
-            let path = self
-                .dir
-                .join(strata_format::manifest::table_file_name(meta.number));
-            let table = self.open_table(&path, meta.number, meta.size)?;
+            let table = Arc::clone(self.table(meta)?);
             cursors.push(Box::new(TableCursor::new(table, &range, forward)));
         }
         // Deeper levels do not: one cursor per level, opening its tables
@@ -1162,12 +1257,8 @@ impl Inner {
                 .collect();
             if !overlapping.is_empty() {
                 let inner = Arc::clone(self);
-                let open: crate::table::OpenFn = Box::new(move |meta| {
-                    let path = inner
-                        .dir
-                        .join(strata_format::manifest::table_file_name(meta.number));
-                    inner.open_table(&path, meta.number, meta.size)
-                });
+                let open: crate::table::OpenFn =
+                    Box::new(move |meta| inner.table(meta).map(Arc::clone));
                 cursors.push(Box::new(LevelCursor::new(
                     overlapping,
                     range.clone(),
@@ -1260,6 +1351,48 @@ impl Inner {
             .unwrap_or(visible)
             .min(visible)
     }
+}
+
+/// Inserts every operation of `batch` (operation `i` at `first_seq + i`)
+/// into `memtable`, in one pass over its encoding, skipping puts and
+/// deletes of keys `retain` does not hold (their sequence numbers stay
+/// used), and counts each operation against its range in `router`.
+fn apply_batch(
+    memtable: &Memtable,
+    batch: &BatchView<'_>,
+    retain: &crate::ranges::retain::Retain,
+    router: Option<&Router>,
+) {
+    let everything = retain.is_everything();
+    for (seq, op) in (batch.first_seq..).zip(batch.ops()) {
+        let (key, bytes) = match op {
+            BatchOp::Put { key, value } => {
+                if everything || retain.contains(key) {
+                    memtable.put(key, seq, value);
+                }
+                (key, key.len() + value.len())
+            }
+            BatchOp::Delete { key } => {
+                if everything || retain.contains(key) {
+                    memtable.delete(key, seq);
+                }
+                (key, key.len())
+            }
+            BatchOp::DeleteRange { start, end } => {
+                memtable.delete_range(start, end, seq);
+                (start, start.len() + end.len())
+            }
+            BatchOp::Skip => continue,
+        };
+        if let Some(counters) = router.and_then(|r| r.counters_for(key)) {
+            counters.writes.fetch_add(1, Ordering::Relaxed);
+            counters
+                .write_bytes
+                .fetch_add(bytes as u64, Ordering::Relaxed);
+            counters.last_seq.fetch_max(seq, Ordering::Relaxed);
+        }
+    }
+    memtable.note_applied(batch.last_seq());
 }
 
 /// A consistent, read-only view of the database at one sequence number.

@@ -189,6 +189,7 @@ impl Inner {
         let mut router = self.router.write();
         *router = Arc::new(router.remap(Arc::clone(&installed.ranges)));
         drop(router);
+        self.publish_view();
         drop(versions);
         background::refresh_stall_hint(self);
         background::delete_obsolete(self)?;

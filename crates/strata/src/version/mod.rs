@@ -43,6 +43,47 @@ pub(crate) struct TableMeta {
     /// Older versions of a key kept only for snapshots (garbage once no
     /// snapshot needs them).
     pub(crate) obsolete_entries: u64,
+    /// The open table, once a reader has opened it (then shared by every
+    /// version that holds this table, without a lookup).
+    pub(crate) handle: TableHandle,
+}
+
+/// The open table behind a [`TableMeta`], set once by the first reader
+/// that opens it. Compares equal to any other (it caches, it does not
+/// describe).
+#[derive(Default, Clone)]
+pub(crate) struct TableHandle(std::sync::OnceLock<Arc<crate::table::Table>>);
+
+impl TableHandle {
+    /// The open table, opening it with `open` the first time.
+    pub(crate) fn get_or_open(
+        &self,
+        open: impl FnOnce() -> Result<Arc<crate::table::Table>>,
+    ) -> Result<&Arc<crate::table::Table>> {
+        if let Some(table) = self.0.get() {
+            return Ok(table);
+        }
+        let table = open()?;
+        Ok(self.0.get_or_init(|| table))
+    }
+}
+
+impl PartialEq for TableHandle {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for TableHandle {}
+
+impl std::fmt::Debug for TableHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() {
+            "open"
+        } else {
+            "not open"
+        })
+    }
 }
 
 impl TableMeta {
@@ -56,6 +97,7 @@ impl TableMeta {
             largest_seq: entry.largest_seq,
             entries: entry.entries,
             obsolete_entries: entry.obsolete_entries,
+            handle: TableHandle::default(),
         }
     }
 
