@@ -18,6 +18,7 @@ use strata_format::table::{
     BLOCK_TRAILER_LEN, BlockBuilder, BlockHandle, BloomBuilder, Compression, FOOTER_LEN, Footer,
     MAX_BLOCK_UNCOMPRESSED, Properties, TABLE_FORMAT_VERSION, TABLE_MAGIC, TableBuilder,
     TableOptions, TableReader, bloom_hash, bloom_may_contain, decode_block, encode_block,
+    filter_hash,
 };
 use strata_format::wal::{
     BatchBuilder, MAX_RECORD_PAYLOAD, RECORD_HEADER_LEN, RecordType, SEGMENT_HEADER_LEN,
@@ -333,25 +334,46 @@ fn documented_hash(key: &[u8]) -> u64 {
 
 #[test]
 fn bloom_filter_layout() {
-    assert_eq!(BloomBuilder::new(10).finish(), [0, 0, 0, 0, 0, 0, 0, 0, 7]);
+    // Cache-local: one 64-byte block of zeros, then the marker 0x80 | k.
+    let empty = BloomBuilder::new(10).finish();
+    assert_eq!(empty.len(), 65);
+    assert!(empty[..64].iter().all(|&b| b == 0));
+    assert_eq!(empty[64], 0x80 | 7);
     for key in [&b""[..], b"a", b"user:42"] {
         assert_eq!(bloom_hash(key), documented_hash(key));
     }
-    // One key, 10 bits per key: 64 bits, k = 7, bits (h + j * delta) mod 64.
+    // XXH3-64, default seed (xxHash's reference values).
+    assert_eq!(filter_hash(b""), 0x2D06_8005_38D3_94C2);
+    assert_eq!(filter_hash(b"a"), 0xE6C6_32B6_1E96_4E1F);
+    // One key, 10 bits per key: one block, k = 7, bits g >> 23 with
+    // g = h as u32, then g *= 0x9E3779B9.
     let mut builder = BloomBuilder::new(10);
     builder.add_key(b"key");
     let filter = builder.finish();
+    let h = filter_hash(b"key");
+    assert_eq!((h >> 32) >> 32, 0, "one block: block ((h >> 32) * 1) >> 32 = 0");
+    let mut expected = [0u8; 65];
+    let mut g = h as u32;
+    for _ in 0..7 {
+        let bit = (g >> 23) as usize;
+        expected[bit / 8] |= 1 << (bit % 8);
+        g = g.wrapping_mul(0x9E37_79B9);
+    }
+    expected[64] = 0x80 | 7;
+    assert_eq!(filter, expected);
+    // Classic filters (tables written before): marker k, bits
+    // (h + j * delta) mod m over FNV-1a + fmix64.
     let h = documented_hash(b"key");
     let delta = h.rotate_left(32);
-    let mut expected = [0u8; 9];
+    let mut classic = [0u8; 9];
     for j in 0..7u64 {
         let bit = h.wrapping_add(j.wrapping_mul(delta)) % 64;
-        expected[(bit / 8) as usize] |= 1 << (bit % 8);
+        classic[(bit / 8) as usize] |= 1 << (bit % 8);
     }
-    expected[8] = 7;
-    assert_eq!(filter, expected);
+    classic[8] = 7;
+    assert!(bloom_may_contain(&classic, b"key"));
     // Anything that is not a valid filter answers "may contain".
-    for invalid in [&[][..], &[7], &[0, 0, 0], &[0, 0, 31]] {
+    for invalid in [&[][..], &[7], &[0, 0, 0], &[0, 0, 31], &[0, 0, 0x87]] {
         assert!(bloom_may_contain(invalid, b"x"));
     }
 }

@@ -85,16 +85,18 @@ impl Table {
     /// tombstone): `Some((seq, true))` for a value, `Some((seq, false))`
     /// for a tombstone, `None` if absent. Allocates only if `value` must
     /// grow.
+    /// `hash` is the key's `filter_hash`.
     pub(crate) fn get_into(
         &self,
         key: &[u8],
+        hash: u64,
         seq: u64,
         value: &mut Vec<u8>,
     ) -> Result<Option<(u64, bool)>> {
         let found = self
             .cell
             .borrow_dependent()
-            .get_versioned(key, seq)
+            .get_versioned_hashed(key, hash, seq)
             .map_err(|e| Error::corruption(&self.path, e))?;
         value.clear();
         Ok(found.map(|(kind, found_seq, bytes)| match kind {

@@ -2,31 +2,42 @@
 //! that cannot hold the key without reading any data block.
 //!
 //! FORMAT (the contents of the filter block; the block trailer of
-//! [`super::format`] checksums it):
+//! [`super::format`] checksums it). The last byte says which of two
+//! encodings the bytes before it are:
 //!
 //! ```text
 //!  +--------------------- - - - ------------------+--------+
-//!  |  bit array: m = 8 * (len - 1) bits            |   k    |
-//!  |  bit i is byte i / 8, bit i % 8 (LSB first)   |   u8   |
+//!  |  bit array                                    | marker |
 //!  +--------------------- - - - ------------------+--------+
 //! ```
 //!
-//! - A key's hash `h` is [`bloom_hash`]: 64-bit FNV-1a over the key, then
-//!   the MurmurHash3 `fmix64` finalizer (FNV-1a alone mixes its high bits
-//!   poorly). Both are fixed here forever: changing them needs a new
-//!   format version. Written out in the crate so the filter does not depend
-//!   on a hashing crate's version.
-//! - Probes use double hashing: `delta = h.rotate_left(32)`, then for
-//!   `j` in `0..k` set or test bit `h % m` and let `h = h + delta`
-//!   (wrapping).
-//! - `k` is `round(bits_per_key * ln 2)` clamped to `1..=30`. A reader
-//!   treats `k` outside `1..=30`, or a filter with no bit array, as "may
-//!   contain", so such values are free for future filter encodings.
+//! **Cache-local** (marker `0x80 | k`, `k` the probes per key, `1..=30`;
+//! what tables are written with since format version 2 of the filter):
+//! - The bit array is a whole number of 64-byte (512-bit) blocks; bit `i`
+//!   of a block is byte `i / 8`, bit `i % 8` (LSB first).
+//! - A key's hash `h` is [`filter_hash`]: XXH3-64 of the key with the
+//!   default seed (a frozen, specified algorithm; test vectors below).
+//! - The key's block is `((h >> 32) * blocks) >> 32`; its probes use
+//!   `g = h as u32`: for each of `k` probes test or set bit `g >> 23` of
+//!   the block, then `g = g * 0x9E37_79B9` (wrapping). All `k` probes of a
+//!   key fall in one 64-byte block: one cache miss per table, not `k`.
 //!
-//! Invariants: [`bloom_may_contain`] never panics and never answers `false`
-//! for a key that was added. It answers `true` for anything it cannot
-//! interpret (the caller then reads the table), so a damaged filter costs
-//! reads, not answers; damage is also caught by the block checksum first.
+//! **Classic** (marker `k` in `1..=30`; tables written before, still read):
+//! - `m = 8 * (len - 1)` bits, bit `i` is byte `i / 8`, bit `i % 8`.
+//! - `h` is [`bloom_hash`]: 64-bit FNV-1a over the key, then the
+//!   MurmurHash3 `fmix64` finalizer.
+//! - Probes use double hashing: `delta = h.rotate_left(32)`, then for
+//!   `j` in `0..k` test bit `h % m` and let `h = h + delta` (wrapping).
+//!
+//! `k` is `round(bits_per_key * ln 2)` clamped to `1..=30`. A reader treats
+//! any other marker, or a filter with no bit array (or, cache-local, one
+//! that is not a whole number of blocks), as "may contain", so other
+//! markers are free for future encodings.
+//!
+//! Invariants: the probes never panic and never answer `false` for a key
+//! that was added. They answer `true` for anything they cannot interpret
+//! (the caller then reads the table), so a damaged filter costs reads, not
+//! answers; damage is also caught by the block checksum first.
 
 /// Bits per key used unless configured otherwise (about 1% false
 /// positives).
@@ -52,7 +63,20 @@ fn fmix64(mut h: u64) -> u64 {
     h
 }
 
-/// The filter's hash of a key: `fmix64(fnv1a64(key))`.
+/// Marker bit of the cache-local encoding.
+const CACHE_LOCAL: u8 = 0x80;
+/// Bytes per block of the cache-local encoding.
+const BLOCK_BYTES: usize = 64;
+
+/// The hash the cache-local filter (and the engine's in-memory indexes)
+/// use: XXH3-64 with the default seed. Compute it once per key and pass it
+/// to [`bloom_may_contain_hashed`] for every table probed.
+#[must_use]
+pub fn filter_hash(key: &[u8]) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(key)
+}
+
+/// The classic filter's hash of a key: `fmix64(fnv1a64(key))`.
 #[must_use]
 pub fn bloom_hash(key: &[u8]) -> u64 {
     fmix64(fnv1a64(key))
@@ -100,7 +124,7 @@ impl BloomBuilder {
 
     /// Adds a key (adding the same key twice is harmless).
     pub fn add_key(&mut self, key: &[u8]) {
-        self.hashes.push(bloom_hash(key));
+        self.hashes.push(filter_hash(key));
     }
 
     /// Keys added so far.
@@ -115,26 +139,43 @@ impl BloomBuilder {
         self.hashes.is_empty()
     }
 
-    /// The encoded filter.
+    /// The encoded filter (cache-local).
     #[must_use]
     pub fn finish(&self) -> Vec<u8> {
         let k = probes(self.bits_per_key);
-        let bits = self.hashes.len().saturating_mul(self.bits_per_key).max(64);
-        let bytes = bits.div_ceil(8);
-        let mut out = vec![0u8; bytes + 1];
-        let m = bytes as u64 * 8;
+        let bits = self.hashes.len().saturating_mul(self.bits_per_key);
+        let blocks = bits.div_ceil(BLOCK_BYTES * 8).max(1);
+        let mut out = vec![0u8; blocks * BLOCK_BYTES + 1];
         for &hash in &self.hashes {
-            for bit in probe_bits(hash, k, m) {
-                if let Some(byte) = out.get_mut((bit / 8) as usize) {
-                    *byte |= 1 << (bit % 8);
+            let start = block_of(hash, blocks) * BLOCK_BYTES;
+            if let Some(block) = out.get_mut(start..start + BLOCK_BYTES) {
+                for bit in local_probes(hash, k) {
+                    if let Some(byte) = block.get_mut(bit / 8) {
+                        *byte |= 1 << (bit % 8);
+                    }
                 }
             }
         }
         if let Some(last) = out.last_mut() {
-            *last = k;
+            *last = CACHE_LOCAL | k;
         }
         out
     }
+}
+
+/// The block (of `blocks`) a hash probes in the cache-local encoding.
+fn block_of(hash: u64, blocks: usize) -> usize {
+    (((hash >> 32) * blocks as u64) >> 32) as usize
+}
+
+/// The `k` bit positions (0..512) a hash probes within its block.
+fn local_probes(hash: u64, k: u8) -> impl Iterator<Item = usize> {
+    let mut g = hash as u32;
+    (0..k).map(move |_| {
+        let bit = (g >> 23) as usize;
+        g = g.wrapping_mul(0x9E37_79B9);
+        bit
+    })
 }
 
 fn probe_bits(hash: u64, k: u8, m: u64) -> impl Iterator<Item = u64> {
@@ -147,11 +188,33 @@ fn probe_bits(hash: u64, k: u8, m: u64) -> impl Iterator<Item = u64> {
 /// `true`.
 #[must_use]
 pub fn bloom_may_contain(filter: &[u8], key: &[u8]) -> bool {
-    let Some((&k, bits)) = filter.split_last() else {
+    bloom_may_contain_hashed(filter, key, filter_hash(key))
+}
+
+/// As [`bloom_may_contain`], with the key's [`filter_hash`] computed by
+/// the caller (once for every filter it probes).
+#[must_use]
+pub fn bloom_may_contain_hashed(filter: &[u8], key: &[u8], hash: u64) -> bool {
+    let Some((&marker, bits)) = filter.split_last() else {
         return true;
     };
+    let k = marker & !CACHE_LOCAL;
     if bits.is_empty() || k == 0 || k > MAX_BLOOM_PROBES {
         return true;
+    }
+    if marker & CACHE_LOCAL != 0 {
+        if bits.len() % BLOCK_BYTES != 0 {
+            return true;
+        }
+        let start = block_of(hash, bits.len() / BLOCK_BYTES) * BLOCK_BYTES;
+        let Some(block) = bits.get(start..start + BLOCK_BYTES) else {
+            return true;
+        };
+        return local_probes(hash, k).all(|bit| {
+            block
+                .get(bit / 8)
+                .is_none_or(|byte| byte & (1 << (bit % 8)) != 0)
+        });
     }
     let m = bits.len() as u64 * 8;
     probe_bits(bloom_hash(key), k, m).all(|bit| {
@@ -201,14 +264,65 @@ mod tests {
     }
 
     #[test]
+    fn filter_hash_is_xxh3_64_with_the_default_seed() {
+        // Reference values of XXH3-64, seed 0 (xxHash's own test vectors).
+        assert_eq!(filter_hash(b""), 0x2D06_8005_38D3_94C2);
+        assert_eq!(filter_hash(b"a"), 0xE6C6_32B6_1E96_4E1F);
+    }
+
+    #[test]
+    fn classic_filters_written_before_are_still_read() {
+        // A classic filter (marker k = 7) holding "present", built by the
+        // rules above.
+        let m = 64u64 * 8;
+        let mut bits = vec![0u8; 64];
+        for bit in probe_bits(bloom_hash(b"present"), 7, m) {
+            bits[(bit / 8) as usize] |= 1 << (bit % 8);
+        }
+        bits.push(7);
+        assert!(bloom_may_contain(&bits, b"present"));
+        let misses = (0..1000)
+            .filter(|i| bloom_may_contain(&bits, format!("absent{i}").as_bytes()))
+            .count();
+        assert!(misses < 50, "{misses} false positives of 1000");
+    }
+
+    #[test]
+    fn probes_of_a_key_stay_in_one_block() {
+        let mut bloom = BloomBuilder::new(10);
+        bloom.add_key(b"only");
+        let filter = bloom.finish();
+        let set: Vec<usize> = filter[..filter.len() - 1]
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| **b != 0)
+            .map(|(i, _)| i / BLOCK_BYTES)
+            .collect();
+        assert!(!set.is_empty() && set.iter().all(|&b| b == set[0]));
+        assert_eq!(*filter.last().unwrap(), CACHE_LOCAL | 7);
+    }
+
+    #[test]
     fn empty_filter_rejects_everything_and_invalid_filters_accept_everything() {
         let filter = BloomBuilder::new(10).finish();
-        assert_eq!(filter.len(), 9);
+        assert_eq!(filter.len(), 65);
         assert!(!bloom_may_contain(&filter, b"x"));
         assert!(bloom_may_contain(&[], b"x"));
         assert!(bloom_may_contain(&[7], b"x"));
         assert!(bloom_may_contain(&[0, 0, 0], b"x"));
         assert!(bloom_may_contain(&[0, 0, 31], b"x"));
+        assert!(
+            bloom_may_contain(&[0, 0, CACHE_LOCAL | 7], b"x"),
+            "not whole blocks"
+        );
+        assert!(bloom_may_contain(
+            &[0; 65][..64]
+                .iter()
+                .chain(&[CACHE_LOCAL])
+                .copied()
+                .collect::<Vec<_>>(),
+            b"x"
+        ));
     }
 
     proptest! {

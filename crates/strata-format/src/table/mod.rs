@@ -18,7 +18,10 @@ pub mod reader;
 mod tests;
 
 pub use block::{Block, BlockBuilder, BlockBytes, BlockIter, Comparator, DEFAULT_RESTART_INTERVAL};
-pub use bloom::{BloomBuilder, DEFAULT_BLOOM_BITS_PER_KEY, bloom_hash, bloom_may_contain};
+pub use bloom::{
+    BloomBuilder, DEFAULT_BLOOM_BITS_PER_KEY, bloom_hash, bloom_may_contain,
+    bloom_may_contain_hashed, filter_hash,
+};
 pub use builder::{FinishedTable, TableBuilder, TableOptions};
 pub use format::{
     BLOCK_TRAILER_LEN, BlockHandle, Compression, FOOTER_LEN, Footer, MAX_BLOCK_UNCOMPRESSED,

@@ -3,8 +3,13 @@
 //!
 //! Opening checks the footer, then loads and verifies the index, filter and
 //! properties blocks; data blocks are verified (checksum, parent checksum,
-//! structure) each time one is loaded, so a damaged block makes the reads
-//! that reach it fail and never returns wrong data. Every block goes
+//! structure) when first loaded, so a damaged block makes the reads that
+//! reach it fail and never returns wrong data. A block stored uncompressed
+//! is read in place from the file's bytes (a mapping): once its checksums
+//! have matched, a bit per block records it, and later loads of that block
+//! skip the checksum, as a block cache skips it for the blocks it holds
+//! (the bytes are the same memory; [`TableReader::verify`] checks every
+//! block again regardless). Every block goes
 //! through [`TableReader::read_block`], the one seam where the engine can
 //! put a block cache. The index is decoded once at open and kept in memory
 //! (a key and a handle per data block), so a seek binary-searches it
@@ -24,11 +29,13 @@
 use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering as Atomic};
 
 use super::block::{Block, BlockBytes, BlockIter};
-use super::bloom::bloom_may_contain;
+use super::bloom::{bloom_may_contain_hashed, filter_hash};
 use super::format::{
-    BlockHandle, FOOTER_LEN, Footer, MAX_BLOCK_UNCOMPRESSED, Properties, decode_block,
+    BLOCK_TRAILER_LEN, BlockHandle, FOOTER_LEN, Footer, MAX_BLOCK_UNCOMPRESSED, Properties,
+    decode_block,
 };
 use crate::error::{DecodeError, DecodeErrorKind};
 use crate::key::{InternalKeyRef, MAX_SEQ, ValueKind, compare_internal, encode_internal_key};
@@ -149,6 +156,9 @@ pub struct TableReader<'a> {
     index: Index,
     filter: Option<BlockBytes<'a>>,
     properties: Properties,
+    /// One bit per data block: set once the block, stored uncompressed,
+    /// passed its checks (shared by clones: same bytes).
+    verified: Arc<[AtomicU64]>,
 }
 
 fn malformed(offset: u64, what: &'static str) -> DecodeError {
@@ -183,6 +193,7 @@ impl<'a> TableReader<'a> {
             filter: None,
             properties: Properties::default(),
             cache: None,
+            verified: Arc::from(Vec::new()),
         };
 
         // Layout: data blocks, [filter], properties, index, footer.
@@ -207,6 +218,9 @@ impl<'a> TableReader<'a> {
             reader.filter = Some(reader.read_block(filter)?);
         }
         reader.index = reader.load_index(data_end)?;
+        reader.verified = (0..reader.index.len().div_ceil(64))
+            .map(|_| AtomicU64::new(0))
+            .collect();
         reader.check_properties()?;
         Ok(reader)
     }
@@ -303,10 +317,47 @@ impl<'a> TableReader<'a> {
         self.cache = Some((cache, table_id));
     }
 
-    /// A data block, through the block cache when there is one.
-    fn read_data_block(&self, handle: &BlockHandle) -> Result<BlockBytes<'a>, DecodeError> {
+    /// Whether data block `index` was verified (stored uncompressed), and
+    /// the bit to set once it is.
+    fn verified_bit(&self, index: usize) -> (bool, Option<(&AtomicU64, u64)>) {
+        let word = self.verified.get(index / 64);
+        let bit = 1u64 << (index % 64);
+        let done = word.is_some_and(|w| w.load(Atomic::Relaxed) & bit != 0);
+        (done, word.map(|w| (w, bit)))
+    }
+
+    /// Data block `index` (at `handle`): read in place if it was verified
+    /// before, else through the block cache when there is one, else read
+    /// and verified. `verify_again` ignores earlier verification.
+    fn read_data_block(
+        &self,
+        index: usize,
+        handle: &BlockHandle,
+        verify_again: bool,
+    ) -> Result<BlockBytes<'a>, DecodeError> {
+        let (verified, bit) = self.verified_bit(index);
+        if verified && !verify_again {
+            // Checked when first read: the payload is the block minus its
+            // trailer, stored uncompressed.
+            let start = usize::try_from(handle.offset).ok();
+            let end = handle
+                .offset
+                .checked_add(handle.size)
+                .and_then(|end| end.checked_sub(BLOCK_TRAILER_LEN as u64))
+                .and_then(|end| usize::try_from(end).ok());
+            if let Some(payload) = start.zip(end).and_then(|(s, e)| self.file.get(s..e)) {
+                return Ok(BlockBytes::Borrowed(payload));
+            }
+        }
+        let mark = |bytes: &BlockBytes<'a>| {
+            if let (BlockBytes::Borrowed(_), Some((word, bit))) = (bytes, bit) {
+                word.fetch_or(bit, Atomic::Relaxed);
+            }
+        };
         let Some((cache, table_id)) = &self.cache else {
-            return self.read_block(handle);
+            let bytes = self.read_block(handle)?;
+            mark(&bytes);
+            return Ok(bytes);
         };
         if let Some(block) = cache.get(*table_id, handle.offset) {
             return Ok(BlockBytes::Shared(block));
@@ -315,7 +366,10 @@ impl<'a> TableReader<'a> {
             // Stored uncompressed: the bytes are the file's (a mapping),
             // verified; copying them into the cache would cost more than
             // verifying them again.
-            borrowed @ BlockBytes::Borrowed(_) => Ok(borrowed),
+            borrowed @ BlockBytes::Borrowed(_) => {
+                mark(&borrowed);
+                Ok(borrowed)
+            }
             BlockBytes::Shared(block) => {
                 cache.insert(*table_id, handle.offset, Arc::clone(&block));
                 Ok(BlockBytes::Shared(block))
@@ -344,9 +398,16 @@ impl<'a> TableReader<'a> {
     /// true without a filter).
     #[must_use]
     pub fn may_contain(&self, user_key: &[u8]) -> bool {
+        self.may_contain_hashed(user_key, filter_hash(user_key))
+    }
+
+    /// As [`TableReader::may_contain`], with the key's
+    /// [`super::filter_hash`] computed by the caller.
+    #[must_use]
+    pub fn may_contain_hashed(&self, user_key: &[u8], hash: u64) -> bool {
         self.filter
             .as_ref()
-            .is_none_or(|filter| bloom_may_contain(filter, user_key))
+            .is_none_or(|filter| bloom_may_contain_hashed(filter, user_key, hash))
     }
 
     /// The newest entry for `user_key` with a sequence number at or below
@@ -370,7 +431,22 @@ impl<'a> TableReader<'a> {
         user_key: &[u8],
         seq: u64,
     ) -> Result<Option<FoundVersion<'a>>, DecodeError> {
-        if !self.may_contain(user_key) {
+        self.get_versioned_hashed(user_key, filter_hash(user_key), seq)
+    }
+
+    /// As [`TableReader::get_versioned`], with the key's
+    /// [`super::filter_hash`] computed by the caller (once for all the
+    /// tables a read consults).
+    ///
+    /// # Errors
+    /// If a block on the way is damaged.
+    pub fn get_versioned_hashed(
+        &self,
+        user_key: &[u8],
+        hash: u64,
+        seq: u64,
+    ) -> Result<Option<FoundVersion<'a>>, DecodeError> {
+        if !self.may_contain_hashed(user_key, hash) {
             return Ok(None);
         }
         let mut target = Vec::with_capacity(user_key.len() + 8);
@@ -397,6 +473,7 @@ impl<'a> TableReader<'a> {
             block: 0,
             data: None,
             error: None,
+            verify_again: false,
         }
     }
 
@@ -408,6 +485,7 @@ impl<'a> TableReader<'a> {
     pub fn verify(&self) -> Result<(), DecodeError> {
         let at = self.footer.properties.offset;
         let mut iter = self.iter();
+        iter.verify_again = true;
         let mut entries = 0u64;
         let mut more = iter.seek_to_first()?;
         while let Some((key, _)) = iter.current_raw().filter(|_| more) {
@@ -447,6 +525,8 @@ pub struct TableIter<'t, 'a> {
     block: usize,
     data: Option<BlockIter<'a>>,
     error: Option<DecodeError>,
+    /// Check every block it loads, even those verified before.
+    verify_again: bool,
 }
 
 impl<'a> TableIter<'_, 'a> {
@@ -585,7 +665,9 @@ impl<'a> TableIter<'_, 'a> {
             .get(block)
             .map(|entry| entry.handle)
             .ok_or_else(|| malformed(0, "table iterator (block index)"))?;
-        let bytes = self.table.read_data_block(&handle)?;
+        let bytes = self
+            .table
+            .read_data_block(block, &handle, self.verify_again)?;
         let iter = Block::new(bytes)
             .map_err(|e| e.at(handle.offset))?
             .iter(compare_internal);

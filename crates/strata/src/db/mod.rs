@@ -90,6 +90,9 @@ pub struct DbStats {
     pub memtable_bytes: u64,
     /// Frozen memtables waiting for flush.
     pub immutable_memtables: u64,
+    /// Bytes of the memtables' hash indexes (fixed per memtable, apart from
+    /// `memtable_bytes`).
+    pub memtable_index_bytes: u64,
     /// Live snapshots.
     pub snapshots: u64,
     /// Flushes completed.
@@ -1142,8 +1145,9 @@ impl Inner {
                     .max()
                     .unwrap_or(0)
             };
+        let hash = strata_format::table::filter_hash(key);
         for memtable in view.memtables() {
-            if let Some((found_seq, found)) = memtable.get(key, seq) {
+            if let Some((found_seq, found)) = memtable.get(key, hash, seq) {
                 value.clear();
                 return Ok(match found {
                     Some(bytes) if found_seq >= cover => {
@@ -1159,7 +1163,7 @@ impl Inner {
                 continue;
             }
             let table = self.table(meta)?;
-            if let Some((found_seq, is_value)) = table.get_into(key, seq, value)? {
+            if let Some((found_seq, is_value)) = table.get_into(key, hash, seq, value)? {
                 if is_value && found_seq >= cover {
                     return Ok(true);
                 }
@@ -1284,13 +1288,14 @@ impl Inner {
 
     fn stats(&self) -> DbStats {
         let version = Arc::clone(&self.current.read());
-        let (memtable_bytes, frozen) = {
+        let (memtable_bytes, memtable_index_bytes, frozen) = {
             let mem = self.mem.read();
-            let bytes = std::iter::once(&mem.active)
-                .chain(&mem.frozen)
-                .map(|m| m.approximate_bytes() as u64)
-                .sum();
-            (bytes, mem.frozen.len() as u64)
+            let all = || std::iter::once(&mem.active).chain(&mem.frozen);
+            (
+                all().map(|m| m.approximate_bytes() as u64).sum(),
+                all().map(|m| m.index_bytes() as u64).sum(),
+                mem.frozen.len() as u64,
+            )
         };
         let c = &self.counters;
         let wal = self.wal.stats();
@@ -1316,6 +1321,7 @@ impl Inner {
             level_bytes: (0..LEVEL_COUNT).map(|l| version.level_bytes(l)).collect(),
             memtable_bytes,
             immutable_memtables: frozen,
+            memtable_index_bytes,
             snapshots: self.snapshots.lock().values().map(|&n| n as u64).sum(),
             flushes: c.flushes.load(Ordering::Relaxed),
             flush_bytes_written: flush_bytes,

@@ -56,10 +56,11 @@ pub(crate) struct Memtable {
 impl Memtable {
     /// An empty memtable for a database whose memtables hold about
     /// `bytes_max` bytes: its arena grows in chunks of a sixteenth of that
-    /// (between 4 KiB and 4 MiB).
+    /// (between 4 KiB and 4 MiB), and its hash index has a bucket for
+    /// every 128 bytes (about one per entry of 100-byte values).
     pub(crate) fn new(bytes_max: usize) -> Self {
         Self {
-            list: SkipList::new((bytes_max / 16).clamp(4 << 10, 4 << 20)),
+            list: SkipList::new((bytes_max / 16).clamp(4 << 10, 4 << 20), bytes_max / 128),
             tombstone_bytes: AtomicUsize::new(0),
             max_seq: AtomicU64::new(0),
             tombstones: RwLock::new(Vec::new()),
@@ -128,15 +129,13 @@ impl Memtable {
     /// The newest version of `key` at or below `seq`, with its sequence
     /// number: `Some((seq, Some(value)))`, `Some((seq, None))` for a
     /// tombstone, `None` if this memtable has no version. Allocates nothing.
-    pub(crate) fn get(&self, key: &[u8], seq: u64) -> Option<(u64, Option<&[u8]>)> {
-        let node = self.list.seek(key, seek_trailer(seq))?;
+    /// `hash` is the key's `strata_format::table::filter_hash`.
+    pub(crate) fn get(&self, key: &[u8], hash: u64, seq: u64) -> Option<(u64, Option<&[u8]>)> {
+        let node = self.list.get(key, hash, seek_trailer(seq))?;
         let entry = EntryRef {
             internal_key: node.internal_key(),
             value: node.value(),
         };
-        if entry.user_key() != key {
-            return None;
-        }
         Some((entry.seq(), (!entry.is_delete()).then_some(entry.value)))
     }
 
@@ -182,9 +181,15 @@ impl Memtable {
         count
     }
 
-    /// Bytes held: what the arena handed out, plus range deletions.
+    /// Bytes held: what the arena handed out, plus range deletions (the
+    /// hash index, fixed in size, is counted by [`Memtable::index_bytes`]).
     pub(crate) fn approximate_bytes(&self) -> usize {
         self.list.allocated_bytes() + self.tombstone_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Bytes of the memtable's hash index.
+    pub(crate) fn index_bytes(&self) -> usize {
+        self.list.index_bytes()
     }
 }
 
@@ -200,11 +205,17 @@ mod tests {
         m.delete(b"k", 5);
         m.put(b"k", 7, b"seven");
         m.put(b"l", 4, b"other");
-        assert_eq!(m.get(b"k", 2), None);
-        assert_eq!(m.get(b"k", 3), Some((3, Some(&b"three"[..]))));
-        assert_eq!(m.get(b"k", 6), Some((5, None)));
-        assert_eq!(m.get(b"k", u64::MAX), Some((7, Some(&b"seven"[..]))));
-        assert_eq!(m.get(b"j", 10), None);
+        assert_eq!(m.get(b"k", skiplist::hash_key(b"k"), 2), None);
+        assert_eq!(
+            m.get(b"k", skiplist::hash_key(b"k"), 3),
+            Some((3, Some(&b"three"[..])))
+        );
+        assert_eq!(m.get(b"k", skiplist::hash_key(b"k"), 6), Some((5, None)));
+        assert_eq!(
+            m.get(b"k", skiplist::hash_key(b"k"), u64::MAX),
+            Some((7, Some(&b"seven"[..])))
+        );
+        assert_eq!(m.get(b"j", skiplist::hash_key(b"j"), 10), None);
         assert_eq!(m.count_in(b"k", Some(b"l")), 3);
         assert_eq!(m.count_in(b"", None), 4);
         let seqs: Vec<u64> = m.entries().map(|e| e.seq()).collect();

@@ -6,13 +6,22 @@
 //! in memory only, never on disk):
 //!
 //! ```text
-//!  offset 0        4           8        12       16                  16+8h     16+8h+k
-//!  +---------------+-----------+--------+--------+--- - - - ---------+- - - - - +- - - - -+
-//!  | key_len u32   | value_len | height | unused | next[0..h]: 8-byte | internal | value   |
-//!  | (k, with the  | u32       | u32    |        | atomic pointers    | key (k)  | bytes   |
-//!  |  8-byte trailer)          |        |        | (null: end)        |          |         |
-//!  +---------------+-----------+--------+--------+--- - - - ---------+- - - - - +- - - - -+
+//!  offset 0        4           8        12         16           24                 24+8h     24+8h+k
+//!  +---------------+-----------+--------+----------+------------+--- - - - --------+- - - - -+- - - - -+
+//!  | key_len u32   | value_len | height | hash tag | hash_next  | next[0..h]: 8-byte| internal| value   |
+//!  | (k, with the  | u32       | u32    | u32      | 8-byte     | atomic pointers   | key (k) | bytes   |
+//!  |  8-byte trailer)          |        |          | atomic ptr | (null: end)       |         |         |
+//!  +---------------+-----------+--------+----------+------------+--- - - - --------+- - - - -+- - - - -+
 //! ```
+//!
+//! Beside the list, a hash index serves point lookups: an array of
+//! buckets (a power of two, sized from the memtable's capacity), each the
+//! head of a chain of every node whose user key hashes there, linked
+//! through `hash_next` (newest insert first). A lookup hashes the key once,
+//! walks one short chain comparing 32-bit tags before keys, and keeps the
+//! newest version at or below the read's sequence number: a few cache
+//! misses where a search from the top of the list takes a dozen. A chain
+//! holds every version of its keys in this list, so the answer is exact.
 //!
 //! The internal key is the user key followed by the 8-byte little-endian
 //! trailer `(seq << 8) | kind`, exactly as sorted tables store it, so a
@@ -56,7 +65,8 @@ use super::arena::Arena;
 /// searches logarithmic up to about 4^16 entries.
 pub(crate) const MAX_HEIGHT: usize = 16;
 
-const HEADER_BYTES: usize = 16;
+const HEADER_BYTES: usize = 24;
+const HASH_NEXT_OFFSET: usize = 16;
 const LINK_BYTES: usize = std::mem::size_of::<AtomicPtr<u8>>();
 
 /// A node's address. Only ever made from this list's allocations.
@@ -86,6 +96,23 @@ unsafe fn link<'a>(node: Raw, level: usize) -> &'a AtomicPtr<u8> {
             .add(HEADER_BYTES + level * LINK_BYTES)
             .cast::<AtomicPtr<u8>>()
     }
+}
+
+/// The node's hash-chain link.
+///
+/// # Safety
+/// `node` must be a node of a live list.
+unsafe fn hash_next<'a>(node: Raw) -> &'a AtomicPtr<u8> {
+    // SAFETY: the hash link is the 8-aligned atomic at offset 16 of every
+    // node, initialised before publication.
+    unsafe { &*node.add(HASH_NEXT_OFFSET).cast::<AtomicPtr<u8>>() }
+}
+
+/// The 64-bit hash of a user key (the tables' filter hash, so a read
+/// computes it once): the bucket from its high bits, the tag from its low
+/// 32.
+pub(crate) fn hash_key(user_key: &[u8]) -> u64 {
+    strata_format::table::filter_hash(user_key)
 }
 
 /// The node's internal key.
@@ -161,12 +188,54 @@ fn random_height() -> usize {
     (1 + bits.trailing_zeros() as usize / 2).min(MAX_HEIGHT)
 }
 
+/// Zeroed (null) bucket heads of the hash index.
+struct Buckets {
+    slots: NonNull<AtomicPtr<u8>>,
+    len: usize,
+}
+
+impl Buckets {
+    /// `len` null slots (`len` a power of two), from zeroed memory (pages
+    /// the operating system hands out lazily).
+    fn new(len: usize) -> Buckets {
+        let layout = std::alloc::Layout::array::<AtomicPtr<u8>>(len)
+            .unwrap_or_else(|_| std::alloc::handle_alloc_error(std::alloc::Layout::new::<u64>()));
+        // SAFETY: the layout is non-zero (len >= 1); an all-zero
+        // `AtomicPtr` is a null pointer.
+        let raw = unsafe { std::alloc::alloc_zeroed(layout) };
+        let Some(slots) = NonNull::new(raw.cast::<AtomicPtr<u8>>()) else {
+            std::alloc::handle_alloc_error(layout)
+        };
+        Buckets { slots, len }
+    }
+
+    fn slot(&self, hash: u64) -> &AtomicPtr<u8> {
+        let index = ((hash >> 32) as usize) & (self.len - 1);
+        // SAFETY: `index < len` (len a power of two), slots initialised.
+        unsafe { &*self.slots.as_ptr().add(index) }
+    }
+
+    fn bytes(&self) -> usize {
+        self.len * LINK_BYTES
+    }
+}
+
+impl Drop for Buckets {
+    fn drop(&mut self) {
+        if let Ok(layout) = std::alloc::Layout::array::<AtomicPtr<u8>>(self.len) {
+            // SAFETY: allocated in `new` with this layout, freed only here.
+            unsafe { std::alloc::dealloc(self.slots.as_ptr().cast(), layout) };
+        }
+    }
+}
+
 /// The skip list (see the module documentation).
 pub(crate) struct SkipList {
     arena: Arena,
     head: NonNull<u8>,
     /// The tallest node's height (at least 1).
     height: AtomicUsize,
+    buckets: Buckets,
 }
 
 // SAFETY: nodes are immutable once published except for their atomic
@@ -224,8 +293,10 @@ unsafe impl Send for Position {}
 unsafe impl Sync for Position {}
 
 impl SkipList {
-    /// An empty list whose arena grows in chunks of `chunk_bytes`.
-    pub(crate) fn new(chunk_bytes: usize) -> SkipList {
+    /// An empty list whose arena grows in chunks of `chunk_bytes`, with a
+    /// hash index of about `expected_entries` buckets (rounded up to a
+    /// power of two, at least 16).
+    pub(crate) fn new(chunk_bytes: usize, expected_entries: usize) -> SkipList {
         let arena = Arena::new(chunk_bytes);
         let size = HEADER_BYTES + MAX_HEIGHT * LINK_BYTES;
         let head = arena.alloc(size);
@@ -237,6 +308,9 @@ impl SkipList {
             raw.add(4).cast::<u32>().write(0);
             raw.add(8).cast::<u32>().write(MAX_HEIGHT as u32);
             raw.add(12).cast::<u32>().write(0);
+            raw.add(HASH_NEXT_OFFSET)
+                .cast::<AtomicPtr<u8>>()
+                .write(AtomicPtr::new(std::ptr::null_mut()));
             for level in 0..MAX_HEIGHT {
                 raw.add(HEADER_BYTES + level * LINK_BYTES)
                     .cast::<AtomicPtr<u8>>()
@@ -247,6 +321,7 @@ impl SkipList {
             arena,
             head,
             height: AtomicUsize::new(1),
+            buckets: Buckets::new(expected_entries.clamp(16, 1 << 26).next_power_of_two()),
         }
     }
 
@@ -256,6 +331,11 @@ impl SkipList {
         self.arena
             .allocated_bytes()
             .saturating_sub(HEADER_BYTES + MAX_HEIGHT * LINK_BYTES)
+    }
+
+    /// Bytes of the hash index (fixed at creation).
+    pub(crate) fn index_bytes(&self) -> usize {
+        self.buckets.bytes()
     }
 
     /// Whether the list has no entry.
@@ -279,6 +359,11 @@ impl SkipList {
         else {
             panic!("memtable entries are limited to 4 GiB keys and values");
         };
+        let hash = hash_key(user_key);
+        let bucket = self.buckets.slot(hash);
+        // Read the bucket now: its cache miss overlaps the list search, and
+        // the value (checked by the CAS below) is usually still current.
+        let mut first = bucket.load(Atomic::Relaxed);
         let height = random_height();
         let list_height = self.height.fetch_max(height, Atomic::Relaxed).max(height);
 
@@ -305,7 +390,10 @@ impl SkipList {
             node.cast::<u32>().write(key_len32);
             node.add(4).cast::<u32>().write(value_len32);
             node.add(8).cast::<u32>().write(height as u32);
-            node.add(12).cast::<u32>().write(0);
+            node.add(12).cast::<u32>().write(hash as u32);
+            node.add(HASH_NEXT_OFFSET)
+                .cast::<AtomicPtr<u8>>()
+                .write(AtomicPtr::new(std::ptr::null_mut()));
             for level in 0..height {
                 node.add(HEADER_BYTES + level * LINK_BYTES)
                     .cast::<AtomicPtr<u8>>()
@@ -321,6 +409,16 @@ impl SkipList {
             std::ptr::copy_nonoverlapping(value.as_ptr(), key_at.add(key_len), value.len());
         }
 
+        // Into the hash chain first (readers find it there only after its
+        // sequence number is visible, which is after this call returns).
+        loop {
+            // SAFETY: `node` is ours until published by the CAS below.
+            unsafe { hash_next(node).store(first, Atomic::Relaxed) };
+            match bucket.compare_exchange(first, node, Atomic::Release, Atomic::Relaxed) {
+                Ok(_) => break,
+                Err(current) => first = current,
+            }
+        }
         for level in 0..height {
             loop {
                 // SAFETY: `node` has `height` links; `prev[level]` is the
@@ -378,6 +476,32 @@ impl SkipList {
             node,
             _list: PhantomData,
         })
+    }
+
+    /// The newest entry of `user_key` whose trailer is at most
+    /// `trailer_max` (so whose sequence number is at most the read's), by
+    /// the hash index.
+    /// `hash` is [`hash_key`] of `user_key`.
+    pub(crate) fn get(&self, user_key: &[u8], hash: u64, trailer_max: u64) -> Option<NodeRef<'_>> {
+        let tag = hash as u32 as usize;
+        let mut node = self.buckets.slot(hash).load(Atomic::Acquire);
+        let mut best: Option<(u64, Raw)> = None;
+        while !node.is_null() {
+            // SAFETY: chain nodes are published nodes of this list.
+            unsafe {
+                if header(node, 12) == tag {
+                    let (key, trailer) = split(key_of(node));
+                    if key == user_key
+                        && trailer <= trailer_max
+                        && best.is_none_or(|(newest, _)| trailer > newest)
+                    {
+                        best = Some((trailer, node));
+                    }
+                }
+                node = hash_next(node).load(Atomic::Acquire);
+            }
+        }
+        best.and_then(|(_, node)| self.node_ref(node))
     }
 
     /// The first entry at or after `(user_key, trailer)`.
@@ -475,7 +599,7 @@ mod tests {
 
     #[test]
     fn entries_come_out_in_internal_order() {
-        let list = SkipList::new(4096);
+        let list = SkipList::new(4096, 64);
         assert!(list.is_empty());
         let mut expected = Vec::new();
         for i in (0..500u64).rev() {
@@ -516,7 +640,7 @@ mod tests {
 
     #[test]
     fn concurrent_inserts_lose_nothing_and_stay_sorted() {
-        let list = Arc::new(SkipList::new(8192));
+        let list = Arc::new(SkipList::new(8192, 1024));
         let threads: Vec<_> = (0..4u64)
             .map(|t| {
                 let list = Arc::clone(&list);
@@ -544,7 +668,7 @@ mod tests {
 
     #[test]
     fn readers_run_while_writers_insert() {
-        let list = Arc::new(SkipList::new(8192));
+        let list = Arc::new(SkipList::new(8192, 1024));
         let writer = {
             let list = Arc::clone(&list);
             std::thread::spawn(move || {
@@ -573,8 +697,39 @@ mod tests {
     }
 
     #[test]
+    fn hash_lookups_agree_with_list_searches() {
+        // 64 buckets for 3,000 entries: long chains, many versions per key.
+        let list = SkipList::new(4096, 64);
+        let mut state = 0x1234_5678_u64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for seq in 1..=3000u64 {
+            let key = (next() % 500).to_be_bytes();
+            let kind = if next() % 4 == 0 { 1 } else { 2 };
+            list.insert(&key, trailer(seq, kind), &seq.to_le_bytes());
+        }
+        for _ in 0..5000 {
+            let key = (next() % 600).to_be_bytes();
+            let read = next() % 3200;
+            let target = trailer(read, 2);
+            let by_search = list
+                .seek(&key, target)
+                .filter(|n| split(n.internal_key()).0 == key)
+                .map(|n| n.internal_key().to_vec());
+            let by_hash = list
+                .get(&key, hash_key(&key), target)
+                .map(|n| n.internal_key().to_vec());
+            assert_eq!(by_hash, by_search, "key {key:?} at {read}");
+        }
+    }
+
+    #[test]
     fn large_values_get_their_own_chunk() {
-        let list = SkipList::new(4096);
+        let list = SkipList::new(4096, 64);
         let big = vec![7u8; 100_000];
         assert!(list.insert(b"big", trailer(1, 2), &big));
         assert!(list.insert(b"small", trailer(2, 2), b"x"));
