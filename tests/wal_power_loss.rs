@@ -80,9 +80,12 @@ fn synced_prefixes(fs: &FaultFileSystem) -> Vec<(PathBuf, Vec<u8>)> {
         .filter(|name| name.ends_with(".wal"))
         .map(|name| {
             let path = dir.join(name);
-            let durable = fs.inner().durable_len(&path).unwrap() as usize;
-            let mut bytes = fs.inner().read_file(&path).unwrap();
-            bytes.truncate(durable);
+            // The durable records: the durable content without the zeros of
+            // allocated space after them (which later writes overwrite).
+            let mut bytes = fs.inner().durable_content(&path).unwrap();
+            while bytes.last() == Some(&0) {
+                bytes.pop();
+            }
             (path, bytes)
         })
         .collect()

@@ -110,12 +110,15 @@ fn write_log(rng: &mut SmallRng, synced: u64, unsynced: u64, segment_bytes_max: 
 }
 
 /// Where each record of a segment ends (the header counts as the first
-/// "record", ending at 64).
+/// "record", ending at 64); the allocated space after the records (zeros)
+/// ends the list.
 fn record_ends(bytes: &[u8]) -> Vec<usize> {
     let mut ends = vec![SEGMENT_HEADER_LEN];
     let mut at = SEGMENT_HEADER_LEN;
-    while at < bytes.len() {
-        let record = decode_record(&bytes[at..]).unwrap();
+    while at < bytes.len() && !strata_format::wal::is_zero_header(&bytes[at..]) {
+        let Ok(record) = decode_record(&bytes[at..]) else {
+            break;
+        };
         at += record.framed_len;
         ends.push(at);
     }
@@ -140,10 +143,15 @@ fn synced_len(written: &Written) -> usize {
         );
         return 0;
     }
-    assert_eq!(
+    // Durable: the records up to the sync point, then only allocated
+    // space (zeros).
+    let durable = written.fs.durable_content(last).unwrap();
+    assert!(
+        durable.len() as u64 >= point.synced_len
+            && durable[point.synced_len as usize..].iter().all(|&b| b == 0),
+        "the sync point ({}) agrees with the file system's durable content ({} bytes)",
         point.synced_len,
-        written.fs.durable_len(last).unwrap(),
-        "the sync point agrees with the file system's durable length"
+        durable.len()
     );
     point.synced_len as usize
 }
@@ -189,7 +197,8 @@ fn after_synced_point(rng: &mut SmallRng, figures: &mut Figures) -> Result<(), V
     let original = written.fs.read_file(&path).unwrap();
     let synced = synced_len(&written);
     let ends = record_ends(&original);
-    let len = original.len();
+    // Damage the records (the allocated zeros after them are no records).
+    let len = *ends.last().unwrap();
     let mut damaged = original.clone();
     let what = match rng.random_range(0..5u8) {
         0 => {
@@ -283,10 +292,11 @@ fn after_synced_point(rng: &mut SmallRng, figures: &mut Figures) -> Result<(), V
         None if dropped.is_empty() => figures.untouched_tails += 1,
         None => figures.zero_tails += 1,
     }
-    let repaired = written.fs.read_file(&path).map_or(0, |bytes| bytes.len());
+    let repaired_bytes = written.fs.read_file(&path).unwrap_or_default();
+    let repaired = repaired_bytes.len();
     // A removed segment's number is reused by the new segment, whose file
-    // is then just a header.
-    let reused = keep == 0 && repaired == SEGMENT_HEADER_LEN;
+    // is then just a header (and its allocated space).
+    let reused = keep == 0 && record_ends(&repaired_bytes) == [SEGMENT_HEADER_LEN];
     if repaired != keep && !reused {
         return fail(format!(
             "file is {repaired} bytes after repair, expected {keep}"

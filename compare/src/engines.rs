@@ -22,6 +22,11 @@ pub trait Engine: Send + Sync {
     fn notes(&self) -> String {
         String::new()
     }
+    /// Bytes the engine wrote to files by storing into shared memory
+    /// mappings (no `write` call, so `wchar` misses them).
+    fn mapped_write_bytes(&self) -> u64 {
+        0
+    }
     /// Closes cleanly.
     fn close(self: Box<Self>) -> Result<()>;
 }
@@ -116,6 +121,10 @@ impl Engine for StrataEngine {
             stats.level_tables,
             stats.stalls,
         )
+    }
+
+    fn mapped_write_bytes(&self) -> u64 {
+        self.db.stats().wal.bytes_mapped
     }
 
     fn close(self: Box<Self>) -> Result<()> {

@@ -385,11 +385,13 @@ impl Ctx<'_> {
             outcome.rate = outcome.ops as f64 / outcome.seconds;
         }
         let engine_notes = engine.notes();
+        let mapped = engine.mapped_write_bytes();
         // Counted after the clean close: redb's unsynced commits, and
         // the memtables Strata flushes on close, are written only then.
         engine.close()?;
         if puts_for_amp > 0 {
-            outcome.wchar_amp = Some((wchar() - wchar_start) as f64 / user_bytes(puts_for_amp));
+            let written = wchar() - wchar_start + mapped;
+            outcome.wchar_amp = Some(written as f64 / user_bytes(puts_for_amp));
             if !engine_notes.is_empty() {
                 outcome.notes = format!("{}; {engine_notes}", outcome.notes);
             }

@@ -351,7 +351,11 @@ fn bloom_filter_layout() {
     builder.add_key(b"key");
     let filter = builder.finish();
     let h = filter_hash(b"key");
-    assert_eq!((h >> 32) >> 32, 0, "one block: block ((h >> 32) * 1) >> 32 = 0");
+    assert_eq!(
+        (h >> 32) >> 32,
+        0,
+        "one block: block ((h >> 32) * 1) >> 32 = 0"
+    );
     let mut expected = [0u8; 65];
     let mut g = h as u32;
     for _ in 0..7 {

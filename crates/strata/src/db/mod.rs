@@ -883,6 +883,9 @@ impl Db {
         };
         let synced = self.inner.wal.sync().map(|_| ());
         self.shutdown();
+        if synced.is_ok() {
+            self.inner.wal.trim_tail();
+        }
         flushed.and(synced)
     }
 

@@ -376,6 +376,11 @@ impl File for FaultFile {
         let _up = self.check_up()?;
         self.inner.set_len(len)
     }
+
+    fn allocate(&self, len: u64) -> io::Result<()> {
+        let _up = self.check_up()?;
+        self.inner.allocate(len)
+    }
 }
 
 impl fmt::Debug for Faults {

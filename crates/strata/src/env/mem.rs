@@ -497,6 +497,17 @@ impl MemFileSystem {
         Ok(len)
     }
 
+    /// The durable content of the file at `path` (what a crash that drops
+    /// all unsynced writes leaves).
+    ///
+    /// # Errors
+    /// `NotFound` if there is no such file.
+    pub fn durable_content(&self, path: &Path) -> io::Result<Vec<u8>> {
+        let inode = self.shared.state.lock().lookup(&normalize(path))?;
+        let content = inode.lock().durable.clone();
+        Ok(content)
+    }
+
     /// The total bytes of unsynced writes in all files reachable by name.
     pub fn unsynced_bytes(&self) -> u64 {
         let inodes = self.shared.state.lock().inodes();
@@ -767,7 +778,21 @@ impl File for MemFile {
         inode.unsynced.push(FileOp::SetLen(len));
         Ok(())
     }
+
+    /// Reserves at most [`MEM_ALLOCATE_BYTES_MAX`] (keeping tests' memory
+    /// small): enough for the zero tail of an allocated log segment to be
+    /// exercised, and writes past it extend the file as on a real one.
+    fn allocate(&self, len: u64) -> io::Result<()> {
+        let len = len.min(MEM_ALLOCATE_BYTES_MAX);
+        if self.len()? < len {
+            self.set_len(len)?;
+        }
+        Ok(())
+    }
 }
+
+/// The most [`File::allocate`] reserves on the in-memory file systems.
+pub(crate) const MEM_ALLOCATE_BYTES_MAX: u64 = 64 << 10;
 
 /// A held lock of a [`MemFileSystem`]; released on drop (or by a crash).
 struct MemDirLock {

@@ -82,6 +82,37 @@ pub trait File: Send + Sync + Debug {
     /// Truncates or extends (with zeros) the file to `len` bytes.
     fn set_len(&self, len: u64) -> io::Result<()>;
 
+    /// Makes the file at least `len` bytes long, the new bytes zeros with
+    /// their space reserved (`fallocate` on the real file system, so a
+    /// full disk fails here, not on a later write into the space, and
+    /// writes within it change no file size). Durable after `sync_data`.
+    /// The provided implementation extends the file with `set_len`.
+    ///
+    /// # Errors
+    /// Any I/O error, `StorageFull` if the space cannot be reserved.
+    fn allocate(&self, len: u64) -> io::Result<()> {
+        if self.len()? < len {
+            self.set_len(len)?;
+        }
+        Ok(())
+    }
+
+    /// A writer that stores bytes into the file's first `len` bytes
+    /// (already allocated, see [`File::allocate`]) without a system call
+    /// per write, or `None` if this file system has none (writes then go
+    /// through [`File::write_at`]; the provided implementation). Bytes it
+    /// stores are in the operating system when the call returns, exactly as
+    /// after `write_at` (they survive the process), and `sync_data` makes
+    /// them durable. The file must not shrink below `len` while the writer
+    /// lives.
+    ///
+    /// # Errors
+    /// Any I/O error making the writer.
+    fn map_writer(&self, len: u64) -> io::Result<Option<Box<dyn MapWriter>>> {
+        let _ = len;
+        Ok(None)
+    }
+
     /// Writes all of `buf` at `offset`, looping over short writes.
     ///
     /// # Errors
@@ -120,6 +151,24 @@ pub trait File: Send + Sync + Debug {
         }
         Ok(())
     }
+}
+
+/// Stores bytes into a file's mapped prefix ([`File::map_writer`]).
+pub trait MapWriter: Send + Sync + Debug {
+    /// Bytes of the file it covers.
+    fn len(&self) -> u64;
+
+    /// Whether it covers nothing.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Stores `bytes` at `offset`.
+    ///
+    /// # Errors
+    /// `InvalidInput` if `offset + bytes.len()` is past [`MapWriter::len`]
+    /// (nothing is stored).
+    fn write_at(&mut self, bytes: &[u8], offset: u64) -> io::Result<()>;
 }
 
 /// An exclusive, advisory lock on a data directory, released on drop.

@@ -21,7 +21,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::{DirLock, File, FileSystem, Mapped, OpenMode};
+use super::{DirLock, File, FileSystem, MapWriter, Mapped, OpenMode};
 
 /// The operating system's file system.
 #[derive(Clone, Copy, Debug, Default)]
@@ -180,6 +180,112 @@ impl File for RealFile {
             .set_len(len)
             .map_err(|err| with_path(err, &self.path))
     }
+
+    #[allow(unsafe_code, reason = "fallocate(2) is a foreign function; see SAFETY")]
+    fn allocate(&self, len: u64) -> io::Result<()> {
+        if self.len()? >= len {
+            return Ok(());
+        }
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::fd::AsRawFd;
+            let Ok(size) = libc::off_t::try_from(len) else {
+                return Err(with_path(
+                    io::Error::new(io::ErrorKind::InvalidInput, "allocation too large"),
+                    &self.path,
+                ));
+            };
+            loop {
+                // SAFETY: the descriptor is this open file's; mode 0
+                // allocates (and extends the file to) [0, len) and reads of
+                // the new space return zeros.
+                let result = unsafe { libc::fallocate(self.file.as_raw_fd(), 0, 0, size) };
+                if result == 0 {
+                    return Ok(());
+                }
+                let err = io::Error::last_os_error();
+                match err.raw_os_error() {
+                    Some(libc::EINTR) => {}
+                    // The file system cannot allocate ahead: extend instead.
+                    Some(libc::EOPNOTSUPP) => break,
+                    _ => return Err(with_path(err, &self.path)),
+                }
+            }
+        }
+        self.set_len(len)
+    }
+
+    #[allow(
+        unsafe_code,
+        reason = "memory-mapping a file is unsafe in Rust; see SAFETY"
+    )]
+    fn map_writer(&self, len: u64) -> io::Result<Option<Box<dyn MapWriter>>> {
+        let Ok(map_len) = usize::try_from(len) else {
+            return Ok(None);
+        };
+        if map_len == 0 || self.len()? < len {
+            return Ok(None);
+        }
+        // SAFETY: Strata maps for writing only the log segment it is
+        // appending to, whose space is allocated and which no one shrinks
+        // while the writer lives (the writer is dropped before a segment is
+        // sealed and trimmed; the data directory is locked against other
+        // Strata processes, and others must not write into it). Readers of
+        // the segment use `pread`, which sees the same page cache, never a
+        // Rust reference into this memory.
+        let map = unsafe { memmap2::MmapOptions::new().len(map_len).map_mut(&self.file) }
+            .map_err(|err| with_path(err, &self.path))?;
+        Ok(Some(Box::new(RealMapWriter {
+            map,
+            path: self.path.clone(),
+        })))
+    }
+}
+
+/// A shared, writable mapping of a file's prefix: a store is a copy into
+/// the page cache, no system call.
+struct RealMapWriter {
+    map: memmap2::MmapMut,
+    path: PathBuf,
+}
+
+impl fmt::Debug for RealMapWriter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RealMapWriter")
+            .field("path", &self.path)
+            .field("len", &self.map.len())
+            .finish()
+    }
+}
+
+impl MapWriter for RealMapWriter {
+    fn len(&self) -> u64 {
+        self.map.len() as u64
+    }
+
+    fn write_at(&mut self, bytes: &[u8], offset: u64) -> io::Result<()> {
+        let target = usize::try_from(offset)
+            .ok()
+            .and_then(|start| Some(start..start.checked_add(bytes.len())?))
+            .and_then(|range| self.map.get_mut(range));
+        match target {
+            Some(target) => {
+                target.copy_from_slice(bytes);
+                Ok(())
+            }
+            None => Err(with_path(
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "a store of {} bytes at {offset} is past the mapping's {} bytes",
+                        bytes.len(),
+                        self.map.len()
+                    ),
+                ),
+                &self.path,
+            )),
+        }
+    }
 }
 
 /// A held lock; closing the file on drop releases it.
@@ -286,6 +392,36 @@ mod tests {
         let empty = dir.path().join("e");
         fs.open(&empty, OpenMode::CreateNew).unwrap();
         assert!(fs.map(&empty).unwrap().is_empty());
+    }
+
+    #[test]
+    fn allocated_space_reads_as_zeros_and_mapped_stores_reach_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        let fs = RealFileSystem;
+        let file = fs.open(&path, OpenMode::CreateNew).unwrap();
+        file.write_all_at(b"head", 0).unwrap();
+        file.allocate(8192).unwrap();
+        assert_eq!(file.len().unwrap(), 8192);
+        let mut buf = [1u8; 16];
+        file.read_exact_at(&mut buf, 4).unwrap();
+        assert_eq!(buf, [0u8; 16]);
+        let mut writer = file.map_writer(8192).unwrap().unwrap();
+        writer.write_at(b"stored", 100).unwrap();
+        assert!(writer.write_at(b"xx", 8191).is_err(), "past the mapping");
+        // Another handle (as a reader's) sees the stores at once.
+        let reader = fs.open(&path, OpenMode::Read).unwrap();
+        let mut got = [0u8; 6];
+        reader.read_exact_at(&mut got, 100).unwrap();
+        assert_eq!(&got, b"stored");
+        file.sync_data().unwrap();
+        drop(writer);
+        file.set_len(106).unwrap();
+        assert_eq!(&std::fs::read(&path).unwrap()[100..], b"stored");
+        assert!(
+            file.map_writer(1 << 20).unwrap().is_none(),
+            "longer than the file"
+        );
     }
 
     #[test]

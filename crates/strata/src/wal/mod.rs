@@ -121,8 +121,12 @@ pub struct WalStats {
     pub batches: u64,
     /// Operations appended.
     pub operations: u64,
-    /// Bytes handed to `write` (headers included).
+    /// Bytes of records written (headers included), by `write` calls or
+    /// stores into the mapped segment.
     pub bytes_written: u64,
+    /// Of `bytes_written`, the bytes stored into a mapped segment (no
+    /// `write` call; counters of bytes passed to `write` miss them).
+    pub bytes_mapped: u64,
     /// Commit groups written (each one `write`).
     pub groups: u64,
     /// fdatasync calls on segments.
@@ -140,6 +144,7 @@ struct Counters {
     batches: AtomicU64,
     operations: AtomicU64,
     bytes_written: AtomicU64,
+    bytes_mapped: AtomicU64,
     groups: AtomicU64,
     syncs: AtomicU64,
     group_batches_max: AtomicU64,
@@ -274,9 +279,8 @@ impl Wal {
             &*fs,
             &dir,
             database_id,
-            options.recovery_mode,
+            &options,
             replay_from.get().max(1),
-            options.require_replay_from,
             &mut apply,
         )?;
         let counters = Counters::default();
@@ -496,6 +500,7 @@ impl Wal {
             batches: c.batches.load(Ordering::Relaxed),
             operations: c.operations.load(Ordering::Relaxed),
             bytes_written: c.bytes_written.load(Ordering::Relaxed),
+            bytes_mapped: c.bytes_mapped.load(Ordering::Relaxed),
             groups: c.groups.load(Ordering::Relaxed),
             syncs: c.syncs.load(Ordering::Relaxed),
             group_batches_max: c.group_batches_max.load(Ordering::Relaxed),
@@ -517,8 +522,17 @@ impl Wal {
     /// As [`Wal::sync`]; the log is closed either way.
     pub fn close(mut self) -> Result<()> {
         let synced = self.sync().map(|_| ());
+        if synced.is_ok() {
+            writer::trim(&self.shared);
+        }
         self.shutdown();
         synced
+    }
+
+    /// Trims the active segment's allocated space after its records (a
+    /// clean close's last step; writes after it extend the file instead).
+    pub(crate) fn trim_tail(&self) {
+        writer::trim(&self.shared);
     }
 
     fn shutdown(&mut self) {

@@ -22,9 +22,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use strata_format::wal::{
-    BatchView, FAILED_SYNC_FILE_NAME, RecoveryMode, SEGMENT_HEADER_LEN, SYNC_POINT_FILE_NAME,
-    ScanParams, SegmentEnd, SyncPoint, decode_batch, decode_record, parse_segment_file_name,
-    scan_segment,
+    BatchView, FAILED_SYNC_FILE_NAME, SEGMENT_HEADER_LEN, SYNC_POINT_FILE_NAME, ScanParams,
+    SegmentEnd, SyncPoint, decode_batch, decode_record, parse_segment_file_name, scan_segment,
 };
 
 use super::SegmentState;
@@ -98,11 +97,13 @@ pub(super) fn recover(
     fs: &dyn FileSystem,
     dir: &Path,
     database_id: u128,
-    mode: RecoveryMode,
+    options: &super::WalOptions,
     replay_from: u64,
-    require_replay_from: bool,
     apply: &mut dyn FnMut(BatchView<'_>) -> Result<()>,
 ) -> Result<Recovered> {
+    let mode = options.recovery_mode;
+    let require_replay_from = options.require_replay_from;
+    let segment_bytes_max = options.segment_bytes_max;
     fs.create_dir_all(dir)
         .map_err(|e| Error::io("create directory", dir, e))?;
     let names = fs
@@ -371,7 +372,7 @@ pub(super) fn recover(
         .map(|s| s.number)
         .or(last_number)
         .map_or(1, |n| n + 1);
-    let (path, file) = create_segment(fs, dir, database_id, number, next)?;
+    let (path, file) = create_segment(fs, dir, database_id, number, next, segment_bytes_max)?;
     segments.push(SegmentState {
         number,
         first_seq: next,

@@ -40,7 +40,7 @@ use strata_format::wal::{
 };
 
 use super::{Commit, SegmentState, Shared};
-use crate::env::{File, OpenMode};
+use crate::env::{File, MapWriter, OpenMode};
 use crate::error::{Error, Result};
 use crate::seqno::SeqNo;
 
@@ -152,6 +152,9 @@ pub(super) struct LogWriter {
     pub(super) segment_number: u64,
     pub(super) path: PathBuf,
     pub(super) file: Arc<dyn File>,
+    /// Stores into the segment's allocated space without a system call,
+    /// where the file system offers it (writes past it use `write_at`).
+    map: Option<Box<dyn MapWriter>>,
     pub(super) written_len: u64,
     pub(super) synced_len: u64,
     /// Whether the active segment holds any record.
@@ -164,13 +167,14 @@ impl LogWriter {
     pub(super) fn new(
         segment_number: u64,
         path: PathBuf,
-        file: Arc<dyn File>,
+        segment: Segment,
         sync_point: SyncPointWriter,
     ) -> Self {
         Self {
             segment_number,
             path,
-            file,
+            file: segment.file,
+            map: segment.map,
             written_len: SEGMENT_HEADER_LEN as u64,
             synced_len: SEGMENT_HEADER_LEN as u64,
             has_records: false,
@@ -443,10 +447,22 @@ fn write_group(
         if writer.has_records && writer.written_len >= shared.options.segment_bytes_max {
             rotate(shared, writer, first_seq)?;
         }
-        writer
-            .file
-            .write_all_at(buffer, writer.written_len)
-            .map_err(|e| Error::io("write", &writer.path, e))?;
+        let offset = writer.written_len;
+        let mapped = writer
+            .map
+            .as_ref()
+            .is_some_and(|map| offset + buffer.len() as u64 <= map.len());
+        match &mut writer.map {
+            Some(map) if mapped => map.write_at(buffer, offset),
+            _ => writer.file.write_all_at(buffer, offset),
+        }
+        .map_err(|e| Error::io("write", &writer.path, e))?;
+        if mapped {
+            shared
+                .counters
+                .bytes_mapped
+                .fetch_add(buffer.len() as u64, Ordering::Relaxed);
+        }
         writer.written_len += buffer.len() as u64;
         writer.has_records = true;
         shared
@@ -509,24 +525,31 @@ fn fsync_failed(shared: &Shared, writer: &LogWriter, error: std::io::Error) -> E
     Error::io("fdatasync", &writer.path, error)
 }
 
-/// Seals the active segment (synced in full) and starts the next one,
-/// whose first sequence number is `first_seq`.
+/// Seals the active segment (trimmed to its records and synced in full)
+/// and starts the next one, whose first sequence number is `first_seq`.
 fn rotate(shared: &Shared, writer: &mut LogWriter, first_seq: u64) -> Result<()> {
-    if writer.synced_len < writer.written_len {
-        writer
-            .file
-            .sync_data()
-            .map_err(|e| fsync_failed(shared, writer, e))?;
-        shared.counters.syncs.fetch_add(1, Ordering::Relaxed);
-        writer.synced_len = writer.written_len;
-    }
+    // Trim the allocated space after the records, so a sealed segment ends
+    // at its last record (recovery treats a sealed segment as synced in
+    // full, zeros included); the mapping goes first.
+    writer.map = None;
+    writer
+        .file
+        .set_len(writer.written_len)
+        .map_err(|e| Error::io("trim", &writer.path, e))?;
+    writer
+        .file
+        .sync_data()
+        .map_err(|e| fsync_failed(shared, writer, e))?;
+    shared.counters.syncs.fetch_add(1, Ordering::Relaxed);
+    writer.synced_len = writer.written_len;
     let number = writer.segment_number + 1;
-    let (path, file) = create_segment(
+    let (path, segment) = create_segment(
         shared.fs.as_ref(),
         &shared.dir,
         shared.database_id,
         number,
         first_seq,
+        shared.options.segment_bytes_max,
     )?;
     shared
         .counters
@@ -535,7 +558,8 @@ fn rotate(shared: &Shared, writer: &mut LogWriter, first_seq: u64) -> Result<()>
     let old_len = writer.written_len;
     writer.segment_number = number;
     writer.path = path;
-    writer.file = file;
+    writer.file = segment.file;
+    writer.map = segment.map;
     writer.written_len = SEGMENT_HEADER_LEN as u64;
     writer.synced_len = SEGMENT_HEADER_LEN as u64;
     writer.has_records = false;
@@ -556,15 +580,27 @@ fn rotate(shared: &Shared, writer: &mut LogWriter, first_seq: u64) -> Result<()>
     Ok(())
 }
 
-/// Creates segment `number` durably: header written and synced, directory
-/// entry synced.
+/// A new segment: its file, and a writer into its allocated space if the
+/// file system offers one.
+pub(super) struct Segment {
+    pub(super) file: Arc<dyn File>,
+    pub(super) map: Option<Box<dyn MapWriter>>,
+}
+
+/// Creates segment `number` durably, with `allocate_bytes` of space
+/// reserved after its header (zeros, which recovery reads as the end of
+/// the records): header written, space allocated, both synced, directory
+/// entry synced. In an allocated segment an fdatasync after a write
+/// changes no file size; and where the file system maps it, a write is a
+/// copy into the page cache, not a system call.
 pub(super) fn create_segment(
     fs: &dyn crate::env::FileSystem,
     dir: &std::path::Path,
     database_id: u128,
     number: u64,
     first_seq: u64,
-) -> Result<(PathBuf, Arc<dyn File>)> {
+    allocate_bytes: u64,
+) -> Result<(PathBuf, Segment)> {
     let path = dir.join(strata_format::wal::segment_file_name(number));
     let file = fs
         .open(&path, OpenMode::CreateNew)
@@ -576,11 +612,37 @@ pub(super) fn create_segment(
     };
     file.write_all_at(&header.encode(), 0)
         .map_err(|e| Error::io("write header", &path, e))?;
+    let len = SEGMENT_HEADER_LEN as u64 + allocate_bytes;
+    file.allocate(len)
+        .map_err(|e| Error::io("allocate", &path, e))?;
     file.sync_data()
         .map_err(|e| Error::io("fdatasync", &path, e))?;
     fs.sync_dir(dir)
         .map_err(|e| Error::io("sync directory", dir, e))?;
-    Ok((path, file))
+    let map = file
+        .map_writer(len)
+        .map_err(|e| Error::io("map", &path, e))?;
+    Ok((path, Segment { file, map }))
+}
+
+/// Trims the active segment's allocated space after its records (for a
+/// clean close: the next open then finds a segment that ends at its last
+/// record). Best effort: a failure leaves zeros, which recovery cuts.
+pub(super) fn trim(shared: &Shared) {
+    let mut queue = shared.queue.lock();
+    if queue.poisoned.is_some() {
+        return;
+    }
+    if let Some(writer) = queue.writer.as_mut() {
+        writer.map = None;
+        let trimmed = writer
+            .file
+            .set_len(writer.written_len)
+            .and_then(|()| writer.file.sync_data());
+        if trimmed.is_ok() {
+            writer.synced_len = writer.written_len;
+        }
+    }
 }
 
 /// Marks the log closed: queued and later writers get [`Error::Closed`],
