@@ -343,6 +343,12 @@ impl Replica {
         self.shared.db.clone()
     }
 
+    /// The key ranges this replica holds (empty: every key).
+    #[must_use]
+    pub fn ranges(&self) -> &[(Vec<u8>, Option<Vec<u8>>)] {
+        &self.shared.config.ranges
+    }
+
     /// The epoch the replica follows (to serve downstream replicas).
     #[must_use]
     pub fn epoch(&self) -> Epoch {

@@ -115,6 +115,14 @@ impl Node {
         allowed
     }
 
+    /// The key ranges this node holds (empty: every key).
+    fn held_ranges(&self) -> strata_replication::KeyIntervals {
+        match &self.role {
+            Role::Primary => Vec::new(),
+            Role::Replica { replica, .. } => replica.ranges().to_vec(),
+        }
+    }
+
     fn db(&self) -> Result<Arc<strata::Db>, Status> {
         self.db
             .get()
@@ -505,17 +513,27 @@ impl Admin for Node {
     ) -> Result<Response<DigestResponse>, Status> {
         self.allow(&request, "digest", READERS, "read the digest")?;
         let db = self.db()?;
+        let held = self.held_ranges();
         let answer = tokio::task::spawn_blocking(move || -> Result<DigestResponse, Status> {
             let snapshot = db.snapshot();
             let mut hasher = xxhash_rust::xxh3::Xxh3::new();
             let mut keys = 0u64;
-            for item in snapshot.scan(..).map_err(|e| to_status(&e))? {
-                let (key, value) = item.map_err(|e| to_status(&e))?;
-                hasher.update(&(key.len() as u64).to_le_bytes());
-                hasher.update(&key);
-                hasher.update(&(value.len() as u64).to_le_bytes());
-                hasher.update(&value);
-                keys += 1;
+            let whole = [(Vec::new(), None)];
+            let intervals: &[(Vec<u8>, Option<Vec<u8>>)] =
+                if held.is_empty() { &whole } else { &held };
+            for (start, end) in intervals {
+                let end = end
+                    .as_deref()
+                    .map_or(std::ops::Bound::Unbounded, std::ops::Bound::Excluded);
+                let bounds = (std::ops::Bound::Included(start.as_slice()), end);
+                for item in snapshot.scan(bounds).map_err(|e| to_status(&e))? {
+                    let (key, value) = item.map_err(|e| to_status(&e))?;
+                    hasher.update(&(key.len() as u64).to_le_bytes());
+                    hasher.update(&key);
+                    hasher.update(&(value.len() as u64).to_le_bytes());
+                    hasher.update(&value);
+                    keys += 1;
+                }
             }
             Ok(DigestResponse {
                 seq: snapshot.seq().get(),

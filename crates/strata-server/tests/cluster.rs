@@ -166,6 +166,47 @@ async fn a_primary_and_two_replicas_from_the_example_configs() {
     assert_eq!(eu.value, b"1");
     let outside = read(&r2.grpc, "us/bob", last).await.unwrap_err();
     assert!(outside.message().contains("outside"), "{outside:?}");
+    // Regression (issue 12): scans reaching outside its ranges (forward,
+    // reverse, a prefix wider than its range) are refused the same way,
+    // naming the ranges, instead of answering a silently partial result.
+    let r2_scan = |start: &str, end: Option<&str>, reverse: bool| {
+        let node = r2.grpc.clone();
+        let request = ScanRequest {
+            start: start.into(),
+            end: end.unwrap_or_default().into(),
+            unbounded: end.is_none(),
+            reverse,
+            min_seq: last,
+            timeout_millis: 10_000,
+            ..ScanRequest::default()
+        };
+        async move { KvClient::connect(node).await.unwrap().scan(request).await }
+    };
+    for (start, end, reverse) in [
+        ("a", Some("b"), false),
+        ("", None, false),
+        ("", None, true),
+        ("eu/", Some("us0"), true),
+        ("e", Some("f"), false),
+    ] {
+        let refused = r2_scan(start, end, reverse).await.unwrap_err();
+        assert_eq!(
+            refused.code(),
+            tonic::Code::InvalidArgument,
+            "{start:?}..{end:?}: {refused:?}"
+        );
+        assert!(
+            refused.message().contains("outside the key ranges")
+                && refused.message().contains(r#"["eu/", "eu0")"#),
+            "{refused:?}"
+        );
+    }
+    let inside = r2_scan("eu/", Some("eu0"), true)
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(inside.entries.len(), 1);
+    assert_eq!(inside.entries[0].key, b"eu/alice");
     // Replicas refuse writes, naming the primary.
     let refused = KvClient::connect(r1.grpc.clone())
         .await
