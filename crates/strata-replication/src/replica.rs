@@ -13,7 +13,10 @@
 //! bad record. `FAILED_PRECONDITION` (position gone, or another database)
 //! bootstraps from a snapshot; `ABORTED` / `OUT_OF_RANGE` (a fork, an older
 //! epoch, a replica ahead of its upstream) are refusals: nothing is applied
-//! and the loop retries slowly, reporting why in [`ReplicaFigures`].
+//! and the loop retries slowly, reporting why in [`ReplicaFigures`]. An
+//! upstream that is stopping ends the stream with
+//! [`crate::upstream::going_away`]: the loop reconnects with backoff and
+//! counts it in [`ReplicaFigures::upstream_shutdowns`], not as an error.
 //!
 //! The replica pins its own log at its applied position, so the hash of its
 //! last record is always at hand after a restart, and so downstream
@@ -44,6 +47,10 @@ use crate::epoch::Epoch;
 use crate::hash::record_hash;
 use crate::shared::SharedDb;
 use crate::snapshot::safe_relative_path;
+
+/// The longest a read waiting for `min_seq` holds the database between two
+/// checks that it is still the replica's (a bootstrap replaces it).
+const READ_WAIT_SLICE: Duration = Duration::from_millis(50);
 
 /// How a replica follows its upstream.
 #[derive(Debug, Clone)]
@@ -203,6 +210,9 @@ pub struct ReplicaFigures {
     pub bootstraps: u64,
     /// Upstreams refused (fork, older epoch, replica ahead).
     pub refusals: u64,
+    /// Streams the upstream ended because it was shutting down (then
+    /// reconnected with backoff; not errors).
+    pub upstream_shutdowns: u64,
     /// Why the last connection ended, if it failed.
     pub last_error: Option<String>,
 }
@@ -218,6 +228,7 @@ struct Counters {
     reconnects: AtomicU64,
     bootstraps: AtomicU64,
     refusals: AtomicU64,
+    upstream_shutdowns: AtomicU64,
 }
 
 /// Heartbeats heard: (upstream durable sequence number, when received).
@@ -277,6 +288,8 @@ enum End {
     Bootstrap(String),
     /// The upstream's history or epoch is not one to follow.
     Refused(String),
+    /// The upstream is shutting down: reconnect with backoff, no error.
+    GoingAway,
     /// Stop was asked for.
     Stopped,
 }
@@ -291,6 +304,9 @@ fn with_token<T>(config: &ReplicaConfig, message: T) -> tonic::Request<T> {
 }
 
 fn classify(status: &Status) -> End {
+    if crate::upstream::is_going_away(status) {
+        return End::GoingAway;
+    }
     let text = format!("{:?}: {}", status.code(), status.message());
     match status.code() {
         Code::FailedPrecondition => End::Bootstrap(text),
@@ -371,21 +387,23 @@ impl Replica {
                 std::thread::sleep(Duration::from_millis(5).min(remaining));
                 continue;
             };
+            // Waits in slices, letting go of the database in between, so a
+            // bootstrap replacing it is not held up by waiting readers.
             if let Some(min) = options.min_seq
-                && !db.wait_for_seq(min, remaining)
+                && !db.wait_for_seq(min, remaining.min(READ_WAIT_SLICE))
             {
-                if self
+                let current = self
                     .shared
                     .db
                     .get()
-                    .is_some_and(|now| Arc::ptr_eq(&now, &db))
-                {
+                    .is_some_and(|now| Arc::ptr_eq(&now, &db));
+                if current && remaining <= READ_WAIT_SLICE {
                     return Err(ReadError::NotYet {
                         wanted: min.get(),
                         applied: db.last_seq().get(),
                     });
                 }
-                continue; // the database was replaced meanwhile
+                continue;
             }
             if let Some(bound) = options.max_staleness {
                 let staleness = self.shared.freshness.lock().staleness(db.last_seq().get());
@@ -431,6 +449,7 @@ impl Replica {
             reconnects: load(&c.reconnects),
             bootstraps: load(&c.bootstraps),
             refusals: load(&c.refusals),
+            upstream_shutdowns: load(&c.upstream_shutdowns),
             last_error: self.shared.last_error.lock().clone(),
         }
     }
@@ -565,6 +584,14 @@ async fn follow(shared: Arc<Shared>) {
                 *shared.last_error.lock() = Some(why);
                 backoff
             }
+            End::GoingAway => {
+                tracing::info!(upstream = %config.upstream, "the upstream is shutting down; reconnecting");
+                shared
+                    .counters
+                    .upstream_shutdowns
+                    .fetch_add(1, Ordering::Relaxed);
+                backoff
+            }
             End::Refused(why) => {
                 tracing::error!(upstream = %config.upstream, reason = %why, "upstream refused: this replica will not follow it");
                 shared.counters.refusals.fetch_add(1, Ordering::Relaxed);
@@ -696,19 +723,17 @@ async fn session(shared: &Arc<Shared>) -> End {
         let mut group: Vec<Vec<u8>> = Vec::new();
         let mut group_hash = link;
         let mut next = Some(first);
+        // How the stream ended, once the records before the end are applied.
+        let mut ended = None;
         while let Some(message) = next.take() {
             let message = match message {
                 Ok(Some(message)) => message,
                 Ok(None) => {
-                    if group.is_empty() {
-                        return End::Retry("the upstream ended the stream".into());
-                    }
+                    ended = Some(End::Retry("the upstream ended the stream".into()));
                     break;
                 }
                 Err(status) => {
-                    if group.is_empty() {
-                        return classify(&status);
-                    }
+                    ended = Some(classify(&status));
                     break;
                 }
             };
@@ -745,7 +770,10 @@ async fn session(shared: &Arc<Shared>) -> End {
             }
         }
         if group.is_empty() {
-            continue;
+            match ended {
+                Some(end) => return end,
+                None => continue,
+            }
         }
         let count = group.len() as u64;
         let apply_db = Arc::clone(&db);
@@ -780,6 +808,9 @@ async fn session(shared: &Arc<Shared>) -> End {
         };
         // A full outbound buffer only delays an ack; the next one covers it.
         let _ = tx.try_send(ack);
+        if let Some(end) = ended {
+            return end;
+        }
     }
 }
 

@@ -937,3 +937,33 @@ fn a_batch_larger_than_replication_ships_is_refused_at_write_time() {
     assert_eq!(db.last_seq(), before, "nothing was written");
     db.put(b"small", b"v").unwrap();
 }
+
+/// Regression (issue 12): a stopping upstream's streams never ended, so a
+/// node with replicas could not stop. `Upstream::shut_down` ends every
+/// stream with the going-away status, and the replica counts it as such
+/// (not a reconnect after an error, not a refusal).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_upstream_ends_streams_with_going_away() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = primary(dir.path()).await;
+    let db = node.db.get().unwrap();
+    let first = write_batches(&db, 0, 50);
+    let r = replica(dir.path(), "r1", node.addr);
+    wait_applied(&r, first, Duration::from_secs(20)).await;
+    assert_eq!(node.upstream.open_streams(), 1);
+    let started = Instant::now();
+    node.upstream.shut_down();
+    while r.figures().upstream_shutdowns == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "the stream did not end: {:?}",
+            r.figures()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let figures = r.figures();
+    assert_eq!(
+        (figures.reconnects, figures.refusals, figures.last_error),
+        (0, 0, None)
+    );
+}

@@ -6,8 +6,10 @@
 //!
 //! `serve` checks the whole config before touching any data, opens (or
 //! creates) the database, and serves `Kv`, `Admin` and `Replication` on the
-//! configured address until SIGTERM or SIGINT, then stops following (a
-//! replica), flushes, syncs and closes the database, and exits. A primary takes writes and ships its log; a
+//! configured address until SIGTERM or SIGINT, then ends replication
+//! streams (telling replicas the node is going away), gives open calls
+//! `[limits] shutdown_grace_ms` to finish, stops following (a replica),
+//! flushes, syncs and closes the database, and exits. A primary takes writes and ships its log; a
 //! replica follows its upstream (bootstrapping from a snapshot when it has
 //! no data) and serves reads and downstream replicas.
 
@@ -274,8 +276,10 @@ fn serve(path: &std::path::Path) -> Result<(), String> {
     // STRATA_LOG_FORMAT=json for one JSON object per line.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colours only on a terminal: a log file or a collector gets plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     let _ = if std::env::var("STRATA_LOG_FORMAT").is_ok_and(|f| f == "json") {
         builder.json().try_init()
@@ -449,9 +453,15 @@ async fn run(config: config::Config, path: std::path::PathBuf) -> Result<(), Str
         .register_encoded_file_descriptor_set(strata_proto::FILE_DESCRIPTOR_SET)
         .build_v1()
         .map_err(|e| format!("building gRPC reflection: {e}"))?;
+    // After a clean stop, nothing (everything was flushed).
+    let replayed_batches = node
+        .db
+        .get()
+        .map_or(0, |db| db.recovery_report().batches_replayed);
     tracing::info!(
         role = ?config.role,
         listen = %config.listen,
+        replayed_batches,
         data_dir = %config.data_dir.display(),
         tls = server_tls.is_some(),
         credentials_required = auth.is_required(),
@@ -519,11 +529,40 @@ async fn run(config: config::Config, path: std::path::PathBuf) -> Result<(), Str
             None => Ok(()),
         }
     };
-    let (main, replication) = tokio::join!(main, replication);
-    main.map_err(|e| format!("serving: {e}"))?;
-    replication.map_err(|e| format!("serving replication: {e}"))?;
-    if let Some(replica) = replica {
-        replica.stop().await;
+    // On the stop signal: replication streams are ended at once (they
+    // would otherwise keep the graceful shutdown waiting forever), other
+    // calls get the grace period to finish, then everything still open is
+    // dropped.
+    let grace = config.limits.shutdown_grace();
+    let upstream = node.upstream.clone();
+    let mut stop_seen = stop_rx.clone();
+    let grace_over = async move {
+        let _ = stop_seen.wait_for(|stop| *stop).await;
+        let streams = upstream.open_streams();
+        tracing::info!(
+            replication_streams = streams,
+            grace_ms = grace.as_millis() as u64,
+            "stopping: ending replication streams, open calls have the grace period to finish"
+        );
+        upstream.shut_down();
+        tokio::time::sleep(grace).await;
+    };
+    tokio::select! {
+        (main, replication) = async { tokio::join!(main, replication) } => {
+            main.map_err(|e| format!("serving: {e}"))?;
+            replication.map_err(|e| format!("serving replication: {e}"))?;
+        }
+        () = grace_over => {
+            tracing::warn!(
+                grace_ms = grace.as_millis() as u64,
+                "calls still open after the grace period are dropped"
+            );
+        }
+    }
+    if let Some(replica) = replica
+        && tokio::time::timeout(grace, replica.stop()).await.is_err()
+    {
+        tracing::warn!("the replica did not stop following within the grace period");
     }
     // Flush and sync: the next start replays no log.
     let db = node.db.clone();

@@ -380,6 +380,13 @@ pub(crate) fn render(node: &Node) -> String {
         );
         gauge(
             &mut out,
+            "strata_follower_upstream_shutdowns",
+            "This replica: streams its upstream ended because it was shutting down (reconnected with backoff; not errors) since start",
+            "counter",
+            &one(f.upstream_shutdowns as f64),
+        );
+        gauge(
+            &mut out,
             "strata_follower_bootstraps",
             "This replica: snapshots installed since start",
             "counter",

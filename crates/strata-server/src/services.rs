@@ -419,6 +419,7 @@ impl Admin for Node {
             status.reconnects = f.reconnects;
             status.bootstraps = f.bootstraps;
             status.refusals = f.refusals;
+            status.upstream_shutdowns = f.upstream_shutdowns;
             status.last_error = f.last_error.unwrap_or_default();
         }
         Ok(Response::new(status))
