@@ -208,8 +208,15 @@ pub struct ReplicaFigures {
     pub reconnects: u64,
     /// Snapshots installed.
     pub bootstraps: u64,
-    /// Upstreams refused (fork, older epoch, replica ahead).
+    /// Refusals: upstreams this replica refused to follow (fork, older
+    /// epoch, replica ahead), and calls the upstream refused for this
+    /// replica's credential (counted in `credential_refusals` too).
     pub refusals: u64,
+    /// Calls the upstream refused for this replica's credential
+    /// (UNAUTHENTICATED: no, a wrong or a revoked token; PERMISSION_DENIED:
+    /// a certificate identity not allowed, another replica's id, ranges the
+    /// credential may not see): an operator must fix the credential.
+    pub credential_refusals: u64,
     /// Streams the upstream ended because it was shutting down (then
     /// reconnected with backoff; not errors).
     pub upstream_shutdowns: u64,
@@ -228,6 +235,7 @@ struct Counters {
     reconnects: AtomicU64,
     bootstraps: AtomicU64,
     refusals: AtomicU64,
+    credential_refusals: AtomicU64,
     upstream_shutdowns: AtomicU64,
 }
 
@@ -290,6 +298,8 @@ enum End {
     Refused(String),
     /// The upstream is shutting down: reconnect with backoff, no error.
     GoingAway,
+    /// The upstream refused this replica's credential.
+    Denied(String),
     /// Stop was asked for.
     Stopped,
 }
@@ -303,11 +313,22 @@ fn with_token<T>(config: &ReplicaConfig, message: T) -> tonic::Request<T> {
     request
 }
 
+/// Whether the upstream refused the call for this replica's credential.
+fn credential_refused(status: &Status) -> bool {
+    matches!(
+        status.code(),
+        Code::Unauthenticated | Code::PermissionDenied
+    )
+}
+
 fn classify(status: &Status) -> End {
     if crate::upstream::is_going_away(status) {
         return End::GoingAway;
     }
     let text = format!("{:?}: {}", status.code(), status.message());
+    if credential_refused(status) {
+        return End::Denied(text);
+    }
     match status.code() {
         Code::FailedPrecondition => End::Bootstrap(text),
         Code::Aborted | Code::OutOfRange => End::Refused(text),
@@ -449,6 +470,7 @@ impl Replica {
             reconnects: load(&c.reconnects),
             bootstraps: load(&c.bootstraps),
             refusals: load(&c.refusals),
+            credential_refusals: load(&c.credential_refusals),
             upstream_shutdowns: load(&c.upstream_shutdowns),
             last_error: self.shared.last_error.lock().clone(),
         }
@@ -598,13 +620,21 @@ async fn follow(shared: Arc<Shared>) {
                 *shared.last_error.lock() = Some(format!("refused: {why}"));
                 config.backoff_max
             }
+            End::Denied(why) => {
+                denied(&shared, &why);
+                config.backoff_max
+            }
             End::Bootstrap(why) => match bootstrap(&shared).await {
                 Ok(()) => {
                     tracing::info!(upstream = %config.upstream, reason = %why, "bootstrapped from a snapshot");
                     backoff = config.backoff_initial;
                     continue;
                 }
-                Err(error) => {
+                Err(BootstrapFailed::Denied(error)) => {
+                    denied(&shared, &format!("bootstrap ({why}): {error}"));
+                    config.backoff_max
+                }
+                Err(BootstrapFailed::Other(error)) => {
                     tracing::warn!(upstream = %config.upstream, reason = %why, %error, "bootstrap failed; retrying");
                     shared.counters.reconnects.fetch_add(1, Ordering::Relaxed);
                     *shared.last_error.lock() = Some(format!("bootstrap ({why}) failed: {error}"));
@@ -620,6 +650,49 @@ async fn follow(shared: Arc<Shared>) {
             () = shared.stopped.notified() => {}
         }
         backoff = (backoff * 2).min(config.backoff_max);
+    }
+}
+
+/// Counts and reports a refusal of this replica's credential.
+fn denied(shared: &Shared, why: &str) {
+    tracing::error!(upstream = %shared.config.upstream, reason = %why, "the upstream refused this replica's credential; retrying slowly");
+    shared.counters.refusals.fetch_add(1, Ordering::Relaxed);
+    shared
+        .counters
+        .credential_refusals
+        .fetch_add(1, Ordering::Relaxed);
+    *shared.last_error.lock() = Some(format!("credential refused: {why}"));
+}
+
+/// Why a bootstrap failed.
+enum BootstrapFailed {
+    /// The upstream refused this replica's credential.
+    Denied(String),
+    /// Anything else (retried with backoff).
+    Other(String),
+}
+
+impl From<String> for BootstrapFailed {
+    fn from(why: String) -> Self {
+        Self::Other(why)
+    }
+}
+
+impl std::fmt::Display for BootstrapFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Denied(why) | Self::Other(why) => f.write_str(why),
+        }
+    }
+}
+
+/// A failed call of a bootstrap, telling credential refusals apart.
+fn call_failed(what: &str, status: &Status) -> BootstrapFailed {
+    let why = format!("{what}: {:?}: {}", status.code(), status.message());
+    if credential_refused(status) {
+        BootstrapFailed::Denied(why)
+    } else {
+        BootstrapFailed::Other(why)
     }
 }
 
@@ -922,7 +995,7 @@ fn check_record(record: &Record, applied: u64, link: Option<[u8; 8]>) -> Checked
 }
 
 /// Replaces the replica's database with a snapshot of the upstream's.
-async fn bootstrap(shared: &Arc<Shared>) -> Result<(), String> {
+async fn bootstrap(shared: &Arc<Shared>) -> Result<(), BootstrapFailed> {
     let config = &shared.config;
     let mut client = connect(config).await?;
     let info = client
@@ -933,7 +1006,7 @@ async fn bootstrap(shared: &Arc<Shared>) -> Result<(), String> {
             },
         ))
         .await
-        .map_err(|s| format!("begin snapshot: {:?}: {}", s.code(), s.message()))?
+        .map_err(|s| call_failed("begin snapshot", &s))?
         .into_inner();
     check_info(&info)?;
     let staging = config.data_dir.with_extension("bootstrap");
@@ -991,6 +1064,7 @@ async fn bootstrap(shared: &Arc<Shared>) -> Result<(), String> {
     })
     .await
     .map_err(|e| e.to_string())?
+    .map_err(BootstrapFailed::Other)
 }
 
 fn check_info(info: &SnapshotInfo) -> Result<(), String> {
@@ -1034,7 +1108,7 @@ async fn fetch_file(
     snapshot_id: &str,
     file: &strata_proto::v1::SnapshotFile,
     staging: &Path,
-) -> Result<(), String> {
+) -> Result<(), BootstrapFailed> {
     let local = staging.join(&file.path);
     if let Some(parent) = local.parent() {
         std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
@@ -1069,12 +1143,12 @@ async fn fetch_file(
                 },
             ))
             .await
-            .map_err(|s| format!("fetch {}: {:?}: {}", file.path, s.code(), s.message()))?
+            .map_err(|s| call_failed(&format!("fetch {}", file.path), &s))?
             .into_inner();
         while let Some(chunk) = chunks
             .message()
             .await
-            .map_err(|s| format!("fetch {}: {:?}: {}", file.path, s.code(), s.message()))?
+            .map_err(|s| call_failed(&format!("fetch {}", file.path), &s))?
         {
             if chunk.offset != have || have + chunk.data.len() as u64 > file.size {
                 return Err(format!(
@@ -1083,7 +1157,8 @@ async fn fetch_file(
                     chunk.offset,
                     chunk.data.len(),
                     file.size
-                ));
+                )
+                .into());
             }
             out.write_all(&chunk.data)
                 .map_err(|e| format!("{}: {e}", local.display()))?;
@@ -1098,7 +1173,8 @@ async fn fetch_file(
         return Err(format!(
             "snapshot file {} is {have} bytes with crc32 {crc:08x}, expected {} bytes with {:08x}; removed, will fetch again",
             file.path, file.size, file.crc32
-        ));
+        )
+        .into());
     }
     Ok(())
 }

@@ -84,6 +84,49 @@ pub struct UpstreamConfig {
     /// identity, and may subscribe only as the replica id and for the key
     /// ranges that credential names. Default: [`Auth::open`] (anyone).
     pub auth: Auth,
+    /// Told of every call refused for its credential (UNAUTHENTICATED or
+    /// PERMISSION_DENIED), with the method's name, so a node can count
+    /// refusals beside its other services'. Default: none (they are still
+    /// counted in [`Upstream::denied`]).
+    pub on_denied: Option<OnDenied>,
+}
+
+/// A hook told of each replication call refused for its credential, with
+/// the method's name (`"subscribe"`, `"begin_snapshot"`,
+/// `"fetch_snapshot"`).
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::sync::atomic::{AtomicU64, Ordering};
+/// let denied = Arc::new(AtomicU64::new(0));
+/// let counter = Arc::clone(&denied);
+/// let hook = strata_replication::upstream::OnDenied::new(move |_method| {
+///     counter.fetch_add(1, Ordering::Relaxed);
+/// });
+/// hook.call("subscribe");
+/// assert_eq!(denied.load(Ordering::Relaxed), 1);
+/// ```
+#[derive(Clone)]
+pub struct OnDenied(Arc<dyn Fn(&'static str) + Send + Sync>);
+
+impl OnDenied {
+    /// A hook calling `f`.
+    pub fn new(f: impl Fn(&'static str) + Send + Sync + 'static) -> Self {
+        Self(Arc::new(f))
+    }
+
+    /// Tells the hook of a refusal of `method`.
+    pub fn call(&self, method: &'static str) {
+        (self.0)(method);
+    }
+}
+
+impl std::fmt::Debug for OnDenied {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OnDenied(..)")
+    }
 }
 
 impl UpstreamConfig {
@@ -100,6 +143,7 @@ impl UpstreamConfig {
             subscribe_timeout: Duration::from_secs(10),
             holds_ranges: Vec::new(),
             auth: Auth::open(),
+            on_denied: None,
         }
     }
 }
@@ -152,6 +196,24 @@ pub(crate) struct Shared {
     pub(crate) snapshots: Snapshots,
     /// Set by [`Upstream::shut_down`]: streams end, subscribes are refused.
     shutting_down: AtomicBool,
+    /// Calls refused for their credential.
+    denied: AtomicU64,
+}
+
+impl Shared {
+    /// Counts a refusal for a credential (see [`Upstream::denied`]).
+    fn count_refusal(&self, method: &'static str, status: &Status) {
+        if matches!(
+            status.code(),
+            tonic::Code::Unauthenticated | tonic::Code::PermissionDenied
+        ) {
+            self.denied.fetch_add(1, Ordering::Relaxed);
+            if let Some(hook) = &self.config.on_denied {
+                hook.call(method);
+            }
+            tracing::debug!(method, code = ?status.code(), "replication call refused");
+        }
+    }
 }
 
 /// The replication service of one node. Cheap to clone.
@@ -190,6 +252,7 @@ impl Upstream {
                 next_stream: AtomicU64::new(1),
                 snapshots,
                 shutting_down: AtomicBool::new(false),
+                denied: AtomicU64::new(0),
             }),
         }
     }
@@ -211,6 +274,22 @@ impl Upstream {
         self.shared.shutting_down.store(true, Ordering::Release);
         for slot in self.shared.slots.lock().values() {
             slot.cancel.store(true, Ordering::Release);
+        }
+    }
+
+    /// Replication calls refused for their credential (UNAUTHENTICATED or
+    /// PERMISSION_DENIED: no or a wrong credential, one without the replica
+    /// role, another replica's id, ranges it may not see or this node does
+    /// not hold, or a stream whose credential was revoked) since start.
+    #[must_use]
+    pub fn denied(&self) -> u64 {
+        self.shared.denied.load(Ordering::Relaxed)
+    }
+
+    /// Counts `result` if it refuses the call for its credential.
+    fn count_refusal<T>(&self, method: &'static str, result: &Result<T, Status>) {
+        if let Err(status) = result {
+            self.shared.count_refusal(method, status);
         }
     }
 
@@ -493,6 +572,35 @@ impl Replication for Upstream {
         &self,
         request: Request<tonic::Streaming<ReplicaMessage>>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let result = self.subscribe_checked(request).await;
+        self.count_refusal("subscribe", &result);
+        result
+    }
+
+    async fn begin_snapshot(
+        &self,
+        request: Request<BeginSnapshotRequest>,
+    ) -> Result<Response<SnapshotInfo>, Status> {
+        let result = self.begin_snapshot_checked(request).await;
+        self.count_refusal("begin_snapshot", &result);
+        result
+    }
+
+    async fn fetch_snapshot(
+        &self,
+        request: Request<FetchSnapshotRequest>,
+    ) -> Result<Response<Self::FetchSnapshotStream>, Status> {
+        let result = self.fetch_snapshot_checked(request);
+        self.count_refusal("fetch_snapshot", &result);
+        result
+    }
+}
+
+impl Upstream {
+    async fn subscribe_checked(
+        &self,
+        request: Request<tonic::Streaming<ReplicaMessage>>,
+    ) -> Result<Response<UpstreamStream>, Status> {
         if self.shared.shutting_down.load(Ordering::Acquire) {
             return Err(going_away());
         }
@@ -657,7 +765,7 @@ impl Replication for Upstream {
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
-    async fn begin_snapshot(
+    async fn begin_snapshot_checked(
         &self,
         request: Request<BeginSnapshotRequest>,
     ) -> Result<Response<SnapshotInfo>, Status> {
@@ -686,10 +794,10 @@ impl Replication for Upstream {
         Ok(Response::new(info))
     }
 
-    async fn fetch_snapshot(
+    fn fetch_snapshot_checked(
         &self,
         request: Request<FetchSnapshotRequest>,
-    ) -> Result<Response<Self::FetchSnapshotStream>, Status> {
+    ) -> Result<Response<ChunkStream>, Status> {
         let principal = self.authorize(&request)?;
         let request = request.into_inner();
         let rx = self.shared.snapshots.fetch(
@@ -790,9 +898,11 @@ impl Pump {
             if last_heartbeat.elapsed() >= interval {
                 last_heartbeat = Instant::now();
                 if !self.still_allowed() {
-                    let _ = self.tx.blocking_send(Err(Status::permission_denied(
+                    let status = Status::permission_denied(
                         "the credential this stream was opened with was revoked or changed",
-                    )));
+                    );
+                    self.upstream.shared.count_refusal("subscribe", &status);
+                    let _ = self.tx.blocking_send(Err(status));
                     break;
                 }
                 let heartbeat = UpstreamMessage {

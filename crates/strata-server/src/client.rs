@@ -112,7 +112,7 @@ pub(crate) fn run(command: Command) -> Result<(), String> {
                 println!("role {}  epoch {}  last_seq {}  durable_seq {}", s.role, s.epoch, s.last_seq, s.durable_seq);
                 if s.role == "replica" {
                     println!(
-                        "upstream {}  upstream_durable_seq {}  applied {}  reconnects {}  upstream shutdowns {}  bootstraps {}  refusals {}{}",
+                        "upstream {}  upstream_durable_seq {}  applied {}  reconnects {}  upstream shutdowns {}  bootstraps {}  refusals {} (credential {}){}",
                         s.upstream,
                         s.upstream_durable_seq,
                         s.records_applied,
@@ -120,6 +120,7 @@ pub(crate) fn run(command: Command) -> Result<(), String> {
                         s.upstream_shutdowns,
                         s.bootstraps,
                         s.refusals,
+                        s.credential_refusals,
                         if s.last_error.is_empty() { String::new() } else { format!("  last error: {}", s.last_error) }
                     );
                 }

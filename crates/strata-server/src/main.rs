@@ -221,6 +221,13 @@ impl Limits {
     }
 }
 
+/// Counts replication calls refused for their credential in
+/// `strata_requests_total{outcome="denied"}`, beside Kv's and Admin's.
+fn count_denied(metrics: &Arc<metrics::RequestMetrics>) -> strata_replication::upstream::OnDenied {
+    let metrics = Arc::clone(metrics);
+    strata_replication::upstream::OnDenied::new(move |method| metrics.count_denied(method))
+}
+
 fn open_existing(data_dir: &std::path::Path) -> Result<Db, String> {
     Db::open(
         data_dir,
@@ -367,6 +374,7 @@ async fn run(config: config::Config, path: std::path::PathBuf) -> Result<(), Str
         .map(listener::TlsConfigCell::new);
     let connections = Arc::new(listener::ConnectionFigures::default());
     reload_on_hangup(path, config.clone(), auth.clone(), server_tls.clone());
+    let request_metrics = Arc::new(metrics::RequestMetrics::new());
     let (node, replica) = match config.role {
         config::Role::Primary => {
             let db = Db::open(&config.data_dir, config.engine.options())
@@ -376,6 +384,7 @@ async fn run(config: config::Config, path: std::path::PathBuf) -> Result<(), Str
             let db = SharedDb::new(db);
             let mut upstream_config = UpstreamConfig::new(&snapshots);
             upstream_config.auth = auth.clone();
+            upstream_config.on_denied = Some(count_denied(&request_metrics));
             let upstream = Upstream::new(db.clone(), epoch.clone(), upstream_config);
             (
                 services::Node {
@@ -383,7 +392,7 @@ async fn run(config: config::Config, path: std::path::PathBuf) -> Result<(), Str
                     epoch,
                     upstream,
                     role: services::Role::Primary,
-                    metrics: Arc::new(metrics::RequestMetrics::new()),
+                    metrics: Arc::clone(&request_metrics),
                     auth: auth.clone(),
                     connections: Arc::clone(&connections),
                 },
@@ -416,6 +425,7 @@ async fn run(config: config::Config, path: std::path::PathBuf) -> Result<(), Str
             let mut upstream_config = UpstreamConfig::new(&snapshots);
             upstream_config.holds_ranges = section.intervals();
             upstream_config.auth = auth.clone();
+            upstream_config.on_denied = Some(count_denied(&request_metrics));
             let upstream = Upstream::new(replica.db(), replica.epoch(), upstream_config);
             (
                 services::Node {
@@ -426,7 +436,7 @@ async fn run(config: config::Config, path: std::path::PathBuf) -> Result<(), Str
                         replica: Arc::clone(&replica),
                         upstream: section.upstream,
                     },
-                    metrics: Arc::new(metrics::RequestMetrics::new()),
+                    metrics: Arc::clone(&request_metrics),
                     auth: auth.clone(),
                     connections: Arc::clone(&connections),
                 },

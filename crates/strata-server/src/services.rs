@@ -420,6 +420,7 @@ impl Admin for Node {
             status.bootstraps = f.bootstraps;
             status.refusals = f.refusals;
             status.upstream_shutdowns = f.upstream_shutdowns;
+            status.credential_refusals = f.credential_refusals;
             status.last_error = f.last_error.unwrap_or_default();
         }
         Ok(Response::new(status))
