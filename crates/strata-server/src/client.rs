@@ -1,8 +1,9 @@
-//! The client subcommands: `put`, `get` and `status` against a running node.
+//! The client subcommands (`put`, `get`, `status`, `digest`, `ranges`,
+//! `split`, `merge`, `promote`) against a running node.
 
 use strata_proto::v1::{
-    GetRequest, MergeRangesRequest, Operation, PromoteRequest, RangesRequest, SplitRangeRequest,
-    StatusRequest, WriteRequest, operation,
+    DigestRequest, GetRequest, KeyRange, MergeRangesRequest, Operation, PromoteRequest,
+    RangesRequest, SplitRangeRequest, StatusRequest, WriteRequest, operation,
 };
 
 use crate::Command;
@@ -58,6 +59,31 @@ pub(crate) fn run(command: Command) -> Result<(), String> {
                     println!("{} (at seq {})", String::from_utf8_lossy(&answer.value), answer.seq);
                 } else {
                     println!("(not found at seq {})", answer.seq);
+                }
+                Ok(())
+            }
+            Command::Digest { node, seq, start, end, timeout_ms } => {
+                let mut admin = node.admin().await?;
+                let range = (start.is_some() || end.is_some()).then(|| KeyRange {
+                    start: start.unwrap_or_default().into_bytes(),
+                    unbounded: end.is_none(),
+                    end: end.unwrap_or_default().into_bytes(),
+                });
+                let d = admin
+                    .digest(DigestRequest { seq, range, timeout_millis: timeout_ms })
+                    .await
+                    .map_err(describe)?
+                    .into_inner();
+                println!("seq {}  digest {:016x}  keys {}", d.seq, d.digest, d.keys);
+                for r in d.ranges {
+                    let end = if r.unbounded { "end".to_string() } else { format!("{:?}", String::from_utf8_lossy(&r.end)) };
+                    println!(
+                        "range {}  [{:?}, {end})  digest {:016x}  keys {}",
+                        r.range_id,
+                        String::from_utf8_lossy(&r.start),
+                        r.digest,
+                        r.keys
+                    );
                 }
                 Ok(())
             }

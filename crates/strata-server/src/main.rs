@@ -32,6 +32,7 @@ use clap::{Parser, Subcommand};
 use strata::{Db, Options};
 use strata_proto::v1::admin_server::AdminServer;
 use strata_proto::v1::kv_server::KvServer;
+use strata_replication::digest::DigestPoints;
 use strata_replication::epoch::Epoch;
 use strata_replication::{Replica, ReplicaConfig, SharedDb, Upstream, UpstreamConfig};
 
@@ -81,6 +82,25 @@ pub(crate) enum Command {
     Status {
         #[command(flatten)]
         node: connect::NodeArgs,
+    },
+    /// Ask a running node for the digest of its keys and values as of a
+    /// sequence number (waiting until it has applied it), per key range:
+    /// compare a replica with its primary, also while writes continue.
+    Digest {
+        #[command(flatten)]
+        node: connect::NodeArgs,
+        /// As of this sequence number (0: the node's current one).
+        #[arg(long, default_value_t = 0)]
+        seq: u64,
+        /// Only keys from this one on (with --end, or to the end).
+        #[arg(long)]
+        start: Option<String>,
+        /// Only keys below this one.
+        #[arg(long)]
+        end: Option<String>,
+        /// How long the node may wait to reach --seq, in milliseconds.
+        #[arg(long, default_value_t = 5000)]
+        timeout_ms: u64,
     },
     /// List a running node's key ranges and their figures.
     Ranges {
@@ -220,6 +240,11 @@ impl Limits {
         }
     }
 }
+
+/// How often a node takes a digest point, and how many it keeps: digests
+/// as of a sequence number reach back about 10 s.
+const DIGEST_POINT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
+const DIGEST_POINTS: usize = 20;
 
 /// Counts replication calls refused for their credential in
 /// `strata_requests_total{outcome="denied"}`, beside Kv's and Admin's.
@@ -388,6 +413,7 @@ async fn run(config: config::Config, path: std::path::PathBuf) -> Result<(), Str
             let upstream = Upstream::new(db.clone(), epoch.clone(), upstream_config);
             (
                 services::Node {
+                    digest_points: Arc::new(DigestPoints::new(db.clone(), DIGEST_POINTS)),
                     db,
                     epoch,
                     upstream,
@@ -429,6 +455,7 @@ async fn run(config: config::Config, path: std::path::PathBuf) -> Result<(), Str
             let upstream = Upstream::new(replica.db(), replica.epoch(), upstream_config);
             (
                 services::Node {
+                    digest_points: Arc::new(DigestPoints::new(replica.db(), DIGEST_POINTS)),
                     db: replica.db(),
                     epoch: replica.epoch(),
                     upstream,
@@ -444,6 +471,14 @@ async fn run(config: config::Config, path: std::path::PathBuf) -> Result<(), Str
             )
         }
     };
+    let points = Arc::clone(&node.digest_points);
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(DIGEST_POINT_INTERVAL);
+        loop {
+            every.tick().await;
+            points.record();
+        }
+    });
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| format!("listening on {}: {e}", config.listen))?;
@@ -575,6 +610,7 @@ async fn run(config: config::Config, path: std::path::PathBuf) -> Result<(), Str
         tracing::warn!("the replica did not stop following within the grace period");
     }
     // Flush and sync: the next start replays no log.
+    node.digest_points.clear();
     let db = node.db.clone();
     drop(node);
     tokio::task::spawn_blocking(move || db.close(std::time::Duration::from_secs(5)))
