@@ -174,6 +174,10 @@ pub enum DigestError {
 
 type Intervals = [(Vec<u8>, Option<Vec<u8>>)];
 
+/// A piece of the keyspace to digest: the node's range holding it, its
+/// first key and its end (`None`: unbounded).
+type Piece = (RangeId, Vec<u8>, Option<Vec<u8>>);
+
 impl DigestPoints {
     /// Keeps at most `keep` points of `db`'s database.
     #[must_use]
@@ -292,11 +296,7 @@ fn point(db: &Arc<Db>) -> Option<Point> {
 
 /// The pieces of the keyspace to digest: each node range cut by the held
 /// intervals and the query's range, in key order.
-fn pieces(
-    db: &Db,
-    held: &Intervals,
-    range: Option<&(Vec<u8>, Option<Vec<u8>>)>,
-) -> Vec<(RangeId, Vec<u8>, Option<Vec<u8>>)> {
+fn pieces(db: &Db, held: &Intervals, range: Option<&(Vec<u8>, Option<Vec<u8>>)>) -> Vec<Piece> {
     let whole = (Vec::new(), None);
     let asked = range.unwrap_or(&whole);
     let mut out = Vec::new();
@@ -348,7 +348,7 @@ fn overlay(
     db: &Db,
     from: SeqNo,
     to: SeqNo,
-    pieces: &[(RangeId, Vec<u8>, Option<Vec<u8>>)],
+    pieces: &[Piece],
     timeout: Duration,
 ) -> Result<Overlay, DigestError> {
     let mut overlay = Overlay::default();
@@ -388,9 +388,8 @@ fn overlay(
             strata_format::wal::decode_record(&record.bytes).map_err(|e| damaged(e.to_string()))?;
         let batch =
             strata_format::wal::decode_batch(view.payload).map_err(|e| damaged(e.to_string()))?;
-        let mut seq = batch.first_seq;
         let mut ops = 0u32;
-        for op in batch.ops() {
+        for (seq, op) in (batch.first_seq..).zip(batch.ops()) {
             ops += 1;
             if seq >= next && seq <= to.get() {
                 match op {
@@ -414,7 +413,6 @@ fn overlay(
                     _ => {}
                 }
             }
-            seq += 1;
         }
         if ops != batch.count {
             return Err(damaged(format!(

@@ -62,9 +62,15 @@ enum Op {
 
 const PREFIXES: [&str; 4] = ["a/", "eu/", "m-", "us/"];
 
+/// Each batch written, with its last sequence number.
+type WriteLog = Arc<Mutex<Vec<(u64, Vec<Op>)>>>;
+
+/// A piece's bounds, digest and keys.
+type Piece = (Vec<u8>, Option<Vec<u8>>, u64, u64);
+
 /// Writes small batches until `stop`, recording each with its last
 /// sequence number.
-fn writer(db: Arc<Db>, stop: Arc<AtomicBool>, log: Arc<Mutex<Vec<(u64, Vec<Op>)>>>) {
+fn writer(db: Arc<Db>, stop: Arc<AtomicBool>, log: WriteLog) {
     let mut i = 0u64;
     while !stop.load(Ordering::Relaxed) {
         let mut batch = WriteBatch::new();
@@ -72,7 +78,7 @@ fn writer(db: Arc<Db>, stop: Arc<AtomicBool>, log: Arc<Mutex<Vec<(u64, Vec<Op>)>
         for j in 0..1 + i % 3 {
             let prefix = PREFIXES[((i + j) % 4) as usize];
             let key = format!("{prefix}{:04}", (i * 7 + j) % 300).into_bytes();
-            if (i + j) % 11 == 0 {
+            if (i + j).is_multiple_of(11) {
                 batch.delete(&key);
                 ops.push(Op::Put(key, None));
             } else {
@@ -81,14 +87,19 @@ fn writer(db: Arc<Db>, stop: Arc<AtomicBool>, log: Arc<Mutex<Vec<(u64, Vec<Op>)>
                 ops.push(Op::Put(key, Some(value)));
             }
         }
-        if i % 97 == 0 {
+        if i.is_multiple_of(97) {
             let start = format!("{}{:04}", PREFIXES[(i % 4) as usize], i % 250).into_bytes();
             let end = format!("{}{:04}", PREFIXES[(i % 4) as usize], i % 250 + 20).into_bytes();
             batch.delete_range(&start, &end);
             ops.push(Op::DeleteRange(start, end));
         }
         let seq = db
-            .write(batch, &WriteOptions { sync: i % 10 == 0 })
+            .write(
+                batch,
+                &WriteOptions {
+                    sync: i.is_multiple_of(10),
+                },
+            )
             .unwrap();
         log.lock().push((seq.get(), ops));
         i += 1;
@@ -128,7 +139,7 @@ fn hash(state: &BTreeMap<Vec<u8>, Vec<u8>>) -> u64 {
 }
 
 /// (start, end, digest, keys) of each piece.
-fn pieces(digest: &Digest) -> Vec<(Vec<u8>, Option<Vec<u8>>, u64, u64)> {
+fn pieces(digest: &Digest) -> Vec<Piece> {
     digest
         .ranges
         .iter()

@@ -425,7 +425,11 @@ async fn a_primary_and_two_replicas_from_the_example_configs() {
             let mut kv = KvClient::connect(grpc).await.unwrap();
             let mut i = 0u64;
             while writing.load(std::sync::atomic::Ordering::Relaxed) {
-                let key = format!("{}w{:03}", if i % 2 == 0 { "eu/" } else { "" }, i % 400);
+                let key = format!(
+                    "{}w{:03}",
+                    if i.is_multiple_of(2) { "eu/" } else { "" },
+                    i % 400
+                );
                 kv.put(PutRequest {
                     key: key.into_bytes(),
                     value: i.to_le_bytes().to_vec(),
