@@ -561,3 +561,89 @@ fn purge_outside_retained_leaves_no_other_key_in_any_file() {
     // The source is untouched.
     assert_eq!(count(&db), 400);
 }
+
+/// Regression (issue 12): a database holding only some key ranges answered
+/// scans reaching outside them as if complete (silently partial). They are
+/// refused like a `get` outside the ranges; scans inside a held range (or
+/// across adjacent ones) are served.
+#[test]
+fn scans_reaching_outside_retained_ranges_are_refused() {
+    let fs = Arc::new(MemFileSystem::new());
+    let held = vec![
+        (b"eu/".to_vec(), Some(b"eu0".to_vec())),
+        (b"eu0".to_vec(), Some(b"eu1".to_vec())),
+        (b"us/".to_vec(), Some(b"us0".to_vec())),
+    ];
+    let db = Db::open(
+        "scoped",
+        Options {
+            retain_ranges: held,
+            ..options(&fs)
+        },
+    )
+    .unwrap();
+    let mut batch = WriteBatch::new();
+    for key in ["a", "eu/1", "eu/2", "eu0x", "f", "us/1", "z"] {
+        batch.put(key.as_bytes(), b"v");
+    }
+    db.write(batch, &WriteOptions::default()).unwrap();
+    let refused = |result: Result<strata::DbIterator, Error>, what: &str| {
+        let Err(error) = result else {
+            panic!("{what}: served a partial scan")
+        };
+        assert!(
+            matches!(error, Error::InvalidArgument(_))
+                && error.to_string().contains("outside the key ranges")
+                && error.to_string().contains(r#"["us/", "us0")"#),
+            "{what}: {error}"
+        );
+    };
+    let snapshot = db.snapshot();
+    refused(db.scan(..), "everything");
+    refused(db.scan(b"a".as_slice()..b"b".as_slice()), "wholly outside");
+    refused(
+        db.scan(b"eu/".as_slice()..b"us0".as_slice()),
+        "across a gap",
+    );
+    refused(db.scan(b"us/".as_slice()..), "to the end");
+    refused(db.scan_rev(..), "reverse, everything");
+    refused(db.scan_rev(..b"eu/5".as_slice()), "reverse, from the start");
+    refused(db.prefix(b""), "the empty prefix");
+    refused(db.prefix(b"e"), "a prefix wider than a range");
+    refused(snapshot.scan(..), "snapshot");
+    refused(
+        snapshot.scan_rev(b"f".as_slice()..b"g".as_slice()),
+        "snapshot reverse",
+    );
+    let error = db.get(b"a").unwrap_err();
+    assert!(error.to_string().contains(r#"["eu/", "eu0")"#), "{error}");
+    // Inside: served, and complete.
+    let keys =
+        |iter: strata::DbIterator| -> Vec<Vec<u8>> { iter.map(|kv| kv.unwrap().0).collect() };
+    assert_eq!(
+        keys(db.scan(b"eu/".as_slice()..b"eu1".as_slice()).unwrap()),
+        vec![b"eu/1".to_vec(), b"eu/2".to_vec(), b"eu0x".to_vec()],
+        "adjacent ranges scan as one"
+    );
+    assert_eq!(keys(db.prefix(b"eu/").unwrap()).len(), 2);
+    assert_eq!(
+        keys(db.scan_rev(b"us/".as_slice()..b"us0".as_slice()).unwrap()),
+        vec![b"us/1".to_vec()]
+    );
+    assert_eq!(
+        keys(
+            snapshot
+                .scan(b"eu/2".as_slice()..=b"eu0x".as_slice())
+                .unwrap()
+        )
+        .len(),
+        2
+    );
+    assert!(
+        db.scan(b"q".as_slice()..b"a".as_slice())
+            .unwrap()
+            .next()
+            .is_none(),
+        "an empty range"
+    );
+}

@@ -28,6 +28,7 @@
 //! its reasons are in `docs/design/replication.md`.
 
 pub mod auth;
+pub mod digest;
 pub mod epoch;
 mod filter;
 pub mod hash;

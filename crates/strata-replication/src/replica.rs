@@ -13,7 +13,10 @@
 //! bad record. `FAILED_PRECONDITION` (position gone, or another database)
 //! bootstraps from a snapshot; `ABORTED` / `OUT_OF_RANGE` (a fork, an older
 //! epoch, a replica ahead of its upstream) are refusals: nothing is applied
-//! and the loop retries slowly, reporting why in [`ReplicaFigures`].
+//! and the loop retries slowly, reporting why in [`ReplicaFigures`]. An
+//! upstream that is stopping ends the stream with
+//! [`crate::upstream::going_away`]: the loop reconnects with backoff and
+//! counts it in [`ReplicaFigures::upstream_shutdowns`], not as an error.
 //!
 //! The replica pins its own log at its applied position, so the hash of its
 //! last record is always at hand after a restart, and so downstream
@@ -44,6 +47,10 @@ use crate::epoch::Epoch;
 use crate::hash::record_hash;
 use crate::shared::SharedDb;
 use crate::snapshot::safe_relative_path;
+
+/// The longest a read waiting for `min_seq` holds the database between two
+/// checks that it is still the replica's (a bootstrap replaces it).
+const READ_WAIT_SLICE: Duration = Duration::from_millis(50);
 
 /// How a replica follows its upstream.
 #[derive(Debug, Clone)]
@@ -201,8 +208,18 @@ pub struct ReplicaFigures {
     pub reconnects: u64,
     /// Snapshots installed.
     pub bootstraps: u64,
-    /// Upstreams refused (fork, older epoch, replica ahead).
+    /// Refusals: upstreams this replica refused to follow (fork, older
+    /// epoch, replica ahead), and calls the upstream refused for this
+    /// replica's credential (counted in `credential_refusals` too).
     pub refusals: u64,
+    /// Calls the upstream refused for this replica's credential
+    /// (UNAUTHENTICATED: no, a wrong or a revoked token; PERMISSION_DENIED:
+    /// a certificate identity not allowed, another replica's id, ranges the
+    /// credential may not see): an operator must fix the credential.
+    pub credential_refusals: u64,
+    /// Streams the upstream ended because it was shutting down (then
+    /// reconnected with backoff; not errors).
+    pub upstream_shutdowns: u64,
     /// Why the last connection ended, if it failed.
     pub last_error: Option<String>,
 }
@@ -218,6 +235,8 @@ struct Counters {
     reconnects: AtomicU64,
     bootstraps: AtomicU64,
     refusals: AtomicU64,
+    credential_refusals: AtomicU64,
+    upstream_shutdowns: AtomicU64,
 }
 
 /// Heartbeats heard: (upstream durable sequence number, when received).
@@ -277,6 +296,10 @@ enum End {
     Bootstrap(String),
     /// The upstream's history or epoch is not one to follow.
     Refused(String),
+    /// The upstream is shutting down: reconnect with backoff, no error.
+    GoingAway,
+    /// The upstream refused this replica's credential.
+    Denied(String),
     /// Stop was asked for.
     Stopped,
 }
@@ -290,8 +313,22 @@ fn with_token<T>(config: &ReplicaConfig, message: T) -> tonic::Request<T> {
     request
 }
 
+/// Whether the upstream refused the call for this replica's credential.
+fn credential_refused(status: &Status) -> bool {
+    matches!(
+        status.code(),
+        Code::Unauthenticated | Code::PermissionDenied
+    )
+}
+
 fn classify(status: &Status) -> End {
+    if crate::upstream::is_going_away(status) {
+        return End::GoingAway;
+    }
     let text = format!("{:?}: {}", status.code(), status.message());
+    if credential_refused(status) {
+        return End::Denied(text);
+    }
     match status.code() {
         Code::FailedPrecondition => End::Bootstrap(text),
         Code::Aborted | Code::OutOfRange => End::Refused(text),
@@ -343,6 +380,12 @@ impl Replica {
         self.shared.db.clone()
     }
 
+    /// The key ranges this replica holds (empty: every key).
+    #[must_use]
+    pub fn ranges(&self) -> &[(Vec<u8>, Option<Vec<u8>>)] {
+        &self.shared.config.ranges
+    }
+
     /// The epoch the replica follows (to serve downstream replicas).
     #[must_use]
     pub fn epoch(&self) -> Epoch {
@@ -365,21 +408,23 @@ impl Replica {
                 std::thread::sleep(Duration::from_millis(5).min(remaining));
                 continue;
             };
+            // Waits in slices, letting go of the database in between, so a
+            // bootstrap replacing it is not held up by waiting readers.
             if let Some(min) = options.min_seq
-                && !db.wait_for_seq(min, remaining)
+                && !db.wait_for_seq(min, remaining.min(READ_WAIT_SLICE))
             {
-                if self
+                let current = self
                     .shared
                     .db
                     .get()
-                    .is_some_and(|now| Arc::ptr_eq(&now, &db))
-                {
+                    .is_some_and(|now| Arc::ptr_eq(&now, &db));
+                if current && remaining <= READ_WAIT_SLICE {
                     return Err(ReadError::NotYet {
                         wanted: min.get(),
                         applied: db.last_seq().get(),
                     });
                 }
-                continue; // the database was replaced meanwhile
+                continue;
             }
             if let Some(bound) = options.max_staleness {
                 let staleness = self.shared.freshness.lock().staleness(db.last_seq().get());
@@ -425,6 +470,8 @@ impl Replica {
             reconnects: load(&c.reconnects),
             bootstraps: load(&c.bootstraps),
             refusals: load(&c.refusals),
+            credential_refusals: load(&c.credential_refusals),
+            upstream_shutdowns: load(&c.upstream_shutdowns),
             last_error: self.shared.last_error.lock().clone(),
         }
     }
@@ -559,10 +606,22 @@ async fn follow(shared: Arc<Shared>) {
                 *shared.last_error.lock() = Some(why);
                 backoff
             }
+            End::GoingAway => {
+                tracing::info!(upstream = %config.upstream, "the upstream is shutting down; reconnecting");
+                shared
+                    .counters
+                    .upstream_shutdowns
+                    .fetch_add(1, Ordering::Relaxed);
+                backoff
+            }
             End::Refused(why) => {
                 tracing::error!(upstream = %config.upstream, reason = %why, "upstream refused: this replica will not follow it");
                 shared.counters.refusals.fetch_add(1, Ordering::Relaxed);
                 *shared.last_error.lock() = Some(format!("refused: {why}"));
+                config.backoff_max
+            }
+            End::Denied(why) => {
+                denied(&shared, &why);
                 config.backoff_max
             }
             End::Bootstrap(why) => match bootstrap(&shared).await {
@@ -571,7 +630,11 @@ async fn follow(shared: Arc<Shared>) {
                     backoff = config.backoff_initial;
                     continue;
                 }
-                Err(error) => {
+                Err(BootstrapFailed::Denied(error)) => {
+                    denied(&shared, &format!("bootstrap ({why}): {error}"));
+                    config.backoff_max
+                }
+                Err(BootstrapFailed::Other(error)) => {
                     tracing::warn!(upstream = %config.upstream, reason = %why, %error, "bootstrap failed; retrying");
                     shared.counters.reconnects.fetch_add(1, Ordering::Relaxed);
                     *shared.last_error.lock() = Some(format!("bootstrap ({why}) failed: {error}"));
@@ -587,6 +650,49 @@ async fn follow(shared: Arc<Shared>) {
             () = shared.stopped.notified() => {}
         }
         backoff = (backoff * 2).min(config.backoff_max);
+    }
+}
+
+/// Counts and reports a refusal of this replica's credential.
+fn denied(shared: &Shared, why: &str) {
+    tracing::error!(upstream = %shared.config.upstream, reason = %why, "the upstream refused this replica's credential; retrying slowly");
+    shared.counters.refusals.fetch_add(1, Ordering::Relaxed);
+    shared
+        .counters
+        .credential_refusals
+        .fetch_add(1, Ordering::Relaxed);
+    *shared.last_error.lock() = Some(format!("credential refused: {why}"));
+}
+
+/// Why a bootstrap failed.
+enum BootstrapFailed {
+    /// The upstream refused this replica's credential.
+    Denied(String),
+    /// Anything else (retried with backoff).
+    Other(String),
+}
+
+impl From<String> for BootstrapFailed {
+    fn from(why: String) -> Self {
+        Self::Other(why)
+    }
+}
+
+impl std::fmt::Display for BootstrapFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Denied(why) | Self::Other(why) => f.write_str(why),
+        }
+    }
+}
+
+/// A failed call of a bootstrap, telling credential refusals apart.
+fn call_failed(what: &str, status: &Status) -> BootstrapFailed {
+    let why = format!("{what}: {:?}: {}", status.code(), status.message());
+    if credential_refused(status) {
+        BootstrapFailed::Denied(why)
+    } else {
+        BootstrapFailed::Other(why)
     }
 }
 
@@ -690,19 +796,17 @@ async fn session(shared: &Arc<Shared>) -> End {
         let mut group: Vec<Vec<u8>> = Vec::new();
         let mut group_hash = link;
         let mut next = Some(first);
+        // How the stream ended, once the records before the end are applied.
+        let mut ended = None;
         while let Some(message) = next.take() {
             let message = match message {
                 Ok(Some(message)) => message,
                 Ok(None) => {
-                    if group.is_empty() {
-                        return End::Retry("the upstream ended the stream".into());
-                    }
+                    ended = Some(End::Retry("the upstream ended the stream".into()));
                     break;
                 }
                 Err(status) => {
-                    if group.is_empty() {
-                        return classify(&status);
-                    }
+                    ended = Some(classify(&status));
                     break;
                 }
             };
@@ -739,7 +843,10 @@ async fn session(shared: &Arc<Shared>) -> End {
             }
         }
         if group.is_empty() {
-            continue;
+            match ended {
+                Some(end) => return end,
+                None => continue,
+            }
         }
         let count = group.len() as u64;
         let apply_db = Arc::clone(&db);
@@ -774,6 +881,9 @@ async fn session(shared: &Arc<Shared>) -> End {
         };
         // A full outbound buffer only delays an ack; the next one covers it.
         let _ = tx.try_send(ack);
+        if let Some(end) = ended {
+            return end;
+        }
     }
 }
 
@@ -885,7 +995,7 @@ fn check_record(record: &Record, applied: u64, link: Option<[u8; 8]>) -> Checked
 }
 
 /// Replaces the replica's database with a snapshot of the upstream's.
-async fn bootstrap(shared: &Arc<Shared>) -> Result<(), String> {
+async fn bootstrap(shared: &Arc<Shared>) -> Result<(), BootstrapFailed> {
     let config = &shared.config;
     let mut client = connect(config).await?;
     let info = client
@@ -896,7 +1006,7 @@ async fn bootstrap(shared: &Arc<Shared>) -> Result<(), String> {
             },
         ))
         .await
-        .map_err(|s| format!("begin snapshot: {:?}: {}", s.code(), s.message()))?
+        .map_err(|s| call_failed("begin snapshot", &s))?
         .into_inner();
     check_info(&info)?;
     let staging = config.data_dir.with_extension("bootstrap");
@@ -954,6 +1064,7 @@ async fn bootstrap(shared: &Arc<Shared>) -> Result<(), String> {
     })
     .await
     .map_err(|e| e.to_string())?
+    .map_err(BootstrapFailed::Other)
 }
 
 fn check_info(info: &SnapshotInfo) -> Result<(), String> {
@@ -997,7 +1108,7 @@ async fn fetch_file(
     snapshot_id: &str,
     file: &strata_proto::v1::SnapshotFile,
     staging: &Path,
-) -> Result<(), String> {
+) -> Result<(), BootstrapFailed> {
     let local = staging.join(&file.path);
     if let Some(parent) = local.parent() {
         std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
@@ -1032,12 +1143,12 @@ async fn fetch_file(
                 },
             ))
             .await
-            .map_err(|s| format!("fetch {}: {:?}: {}", file.path, s.code(), s.message()))?
+            .map_err(|s| call_failed(&format!("fetch {}", file.path), &s))?
             .into_inner();
         while let Some(chunk) = chunks
             .message()
             .await
-            .map_err(|s| format!("fetch {}: {:?}: {}", file.path, s.code(), s.message()))?
+            .map_err(|s| call_failed(&format!("fetch {}", file.path), &s))?
         {
             if chunk.offset != have || have + chunk.data.len() as u64 > file.size {
                 return Err(format!(
@@ -1046,7 +1157,8 @@ async fn fetch_file(
                     chunk.offset,
                     chunk.data.len(),
                     file.size
-                ));
+                )
+                .into());
             }
             out.write_all(&chunk.data)
                 .map_err(|e| format!("{}: {e}", local.display()))?;
@@ -1061,7 +1173,8 @@ async fn fetch_file(
         return Err(format!(
             "snapshot file {} is {have} bytes with crc32 {crc:08x}, expected {} bytes with {:08x}; removed, will fetch again",
             file.path, file.size, file.crc32
-        ));
+        )
+        .into());
     }
     Ok(())
 }

@@ -18,6 +18,11 @@
 //!    `slot_max_bytes` of log, beyond which the pin is dropped and the
 //!    replica must bootstrap from a snapshot.
 //!
+//! 4. [`Upstream::shut_down`] (a node stopping) ends every stream with
+//!    [`going_away`] (`UNAVAILABLE`, marked with the `strata-going-away`
+//!    metadata key): the replica reconnects with backoff and counts it as
+//!    no error; new `Subscribe`s are answered the same way.
+//!
 //! Invariants: a slot's position only moves forward; a new stream of the
 //! same replica id ends the old one (one stream per replica id); an ack
 //! beyond what was sent ends the stream (`INVALID_ARGUMENT`).
@@ -79,6 +84,49 @@ pub struct UpstreamConfig {
     /// identity, and may subscribe only as the replica id and for the key
     /// ranges that credential names. Default: [`Auth::open`] (anyone).
     pub auth: Auth,
+    /// Told of every call refused for its credential (UNAUTHENTICATED or
+    /// PERMISSION_DENIED), with the method's name, so a node can count
+    /// refusals beside its other services'. Default: none (they are still
+    /// counted in [`Upstream::denied`]).
+    pub on_denied: Option<OnDenied>,
+}
+
+/// A hook told of each replication call refused for its credential, with
+/// the method's name (`"subscribe"`, `"begin_snapshot"`,
+/// `"fetch_snapshot"`).
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::sync::atomic::{AtomicU64, Ordering};
+/// let denied = Arc::new(AtomicU64::new(0));
+/// let counter = Arc::clone(&denied);
+/// let hook = strata_replication::upstream::OnDenied::new(move |_method| {
+///     counter.fetch_add(1, Ordering::Relaxed);
+/// });
+/// hook.call("subscribe");
+/// assert_eq!(denied.load(Ordering::Relaxed), 1);
+/// ```
+#[derive(Clone)]
+pub struct OnDenied(Arc<dyn Fn(&'static str) + Send + Sync>);
+
+impl OnDenied {
+    /// A hook calling `f`.
+    pub fn new(f: impl Fn(&'static str) + Send + Sync + 'static) -> Self {
+        Self(Arc::new(f))
+    }
+
+    /// Tells the hook of a refusal of `method`.
+    pub fn call(&self, method: &'static str) {
+        (self.0)(method);
+    }
+}
+
+impl std::fmt::Debug for OnDenied {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OnDenied(..)")
+    }
 }
 
 impl UpstreamConfig {
@@ -95,6 +143,7 @@ impl UpstreamConfig {
             subscribe_timeout: Duration::from_secs(10),
             holds_ranges: Vec::new(),
             auth: Auth::open(),
+            on_denied: None,
         }
     }
 }
@@ -145,6 +194,26 @@ pub(crate) struct Shared {
     acked: Condvar,
     next_stream: AtomicU64,
     pub(crate) snapshots: Snapshots,
+    /// Set by [`Upstream::shut_down`]: streams end, subscribes are refused.
+    shutting_down: AtomicBool,
+    /// Calls refused for their credential.
+    denied: AtomicU64,
+}
+
+impl Shared {
+    /// Counts a refusal for a credential (see [`Upstream::denied`]).
+    fn count_refusal(&self, method: &'static str, status: &Status) {
+        if matches!(
+            status.code(),
+            tonic::Code::Unauthenticated | tonic::Code::PermissionDenied
+        ) {
+            self.denied.fetch_add(1, Ordering::Relaxed);
+            if let Some(hook) = &self.config.on_denied {
+                hook.call(method);
+            }
+            tracing::debug!(method, code = ?status.code(), "replication call refused");
+        }
+    }
 }
 
 /// The replication service of one node. Cheap to clone.
@@ -182,6 +251,8 @@ impl Upstream {
                 acked: Condvar::new(),
                 next_stream: AtomicU64::new(1),
                 snapshots,
+                shutting_down: AtomicBool::new(false),
+                denied: AtomicU64::new(0),
             }),
         }
     }
@@ -193,6 +264,44 @@ impl Upstream {
         ReplicationServer::new(self.clone())
             .max_decoding_message_size(1 << 20)
             .max_encoding_message_size(64 << 20)
+    }
+
+    /// Ends every replication stream with [`going_away`] and answers new
+    /// `Subscribe`s the same way, for a node that is stopping. Each stream
+    /// ends within about one heartbeat interval (its pump notices between
+    /// reads), or once its replica has taken the messages already queued.
+    pub fn shut_down(&self) {
+        self.shared.shutting_down.store(true, Ordering::Release);
+        for slot in self.shared.slots.lock().values() {
+            slot.cancel.store(true, Ordering::Release);
+        }
+    }
+
+    /// Replication calls refused for their credential (UNAUTHENTICATED or
+    /// PERMISSION_DENIED: no or a wrong credential, one without the replica
+    /// role, another replica's id, ranges it may not see or this node does
+    /// not hold, or a stream whose credential was revoked) since start.
+    #[must_use]
+    pub fn denied(&self) -> u64 {
+        self.shared.denied.load(Ordering::Relaxed)
+    }
+
+    /// Counts `result` if it refuses the call for its credential.
+    fn count_refusal<T>(&self, method: &'static str, result: &Result<T, Status>) {
+        if let Err(status) = result {
+            self.shared.count_refusal(method, status);
+        }
+    }
+
+    /// How many replication streams are open.
+    #[must_use]
+    pub fn open_streams(&self) -> usize {
+        self.shared
+            .slots
+            .lock()
+            .values()
+            .filter(|s| s.connected)
+            .count()
     }
 
     /// Every replica this node has served since it started.
@@ -361,6 +470,28 @@ pub fn valid_replica_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
+/// The metadata key that marks a [`going_away`] status.
+pub const GOING_AWAY_KEY: &str = "strata-going-away";
+
+/// The status a stopping upstream ends streams with: `UNAVAILABLE`, marked
+/// with [`GOING_AWAY_KEY`] so a replica tells it from a fault (it
+/// reconnects with backoff and counts no error).
+#[must_use]
+pub fn going_away() -> Status {
+    let mut status = Status::unavailable("the upstream is shutting down; reconnect later");
+    status.metadata_mut().insert(
+        GOING_AWAY_KEY,
+        tonic::metadata::MetadataValue::from_static("shutdown"),
+    );
+    status
+}
+
+/// Whether `status` is a stopping upstream's [`going_away`].
+#[must_use]
+pub fn is_going_away(status: &Status) -> bool {
+    status.code() == tonic::Code::Unavailable && status.metadata().contains_key(GOING_AWAY_KEY)
+}
+
 /// Parses a 16-byte little-endian database id.
 pub(crate) fn parse_database_id(bytes: &[u8]) -> Option<u128> {
     <[u8; 16]>::try_from(bytes).ok().map(u128::from_le_bytes)
@@ -441,6 +572,38 @@ impl Replication for Upstream {
         &self,
         request: Request<tonic::Streaming<ReplicaMessage>>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let result = self.subscribe_checked(request).await;
+        self.count_refusal("subscribe", &result);
+        result
+    }
+
+    async fn begin_snapshot(
+        &self,
+        request: Request<BeginSnapshotRequest>,
+    ) -> Result<Response<SnapshotInfo>, Status> {
+        let result = self.begin_snapshot_checked(request).await;
+        self.count_refusal("begin_snapshot", &result);
+        result
+    }
+
+    async fn fetch_snapshot(
+        &self,
+        request: Request<FetchSnapshotRequest>,
+    ) -> Result<Response<Self::FetchSnapshotStream>, Status> {
+        let result = self.fetch_snapshot_checked(request);
+        self.count_refusal("fetch_snapshot", &result);
+        result
+    }
+}
+
+impl Upstream {
+    async fn subscribe_checked(
+        &self,
+        request: Request<tonic::Streaming<ReplicaMessage>>,
+    ) -> Result<Response<UpstreamStream>, Status> {
+        if self.shared.shutting_down.load(Ordering::Acquire) {
+            return Err(going_away());
+        }
         // Read before the check, so a reload right after it is noticed.
         let auth_generation = self.shared.config.auth.generation();
         let principal = self.authorize(&request)?;
@@ -602,7 +765,7 @@ impl Replication for Upstream {
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
-    async fn begin_snapshot(
+    async fn begin_snapshot_checked(
         &self,
         request: Request<BeginSnapshotRequest>,
     ) -> Result<Response<SnapshotInfo>, Status> {
@@ -631,10 +794,10 @@ impl Replication for Upstream {
         Ok(Response::new(info))
     }
 
-    async fn fetch_snapshot(
+    fn fetch_snapshot_checked(
         &self,
         request: Request<FetchSnapshotRequest>,
-    ) -> Result<Response<Self::FetchSnapshotStream>, Status> {
+    ) -> Result<Response<ChunkStream>, Status> {
         let principal = self.authorize(&request)?;
         let request = request.into_inner();
         let rx = self.shared.snapshots.fetch(
@@ -648,6 +811,10 @@ impl Replication for Upstream {
 
 /// Records are packed into one message up to about this many bytes.
 const PACK_BYTES: usize = 1 << 20;
+
+/// How long a stopping upstream's pump waits for room to queue its
+/// [`going_away`] status.
+const GOING_AWAY_WAIT: Duration = Duration::from_secs(2);
 
 /// How long a pump waits for records written without sync to become
 /// durable before it syncs the log itself.
@@ -674,6 +841,14 @@ impl Pump {
         let interval = self.upstream.shared.config.heartbeat_interval;
         let mut last_heartbeat = Instant::now();
         while !self.cancel.load(Ordering::Acquire) {
+            if !self.database_current() {
+                // A replica serving this stream is installing a snapshot: it
+                // waits for this handle to go; the downstream starts over.
+                let _ = self.tx.blocking_send(Err(Status::unavailable(
+                    "this node's database is being replaced (it bootstraps from a snapshot); reconnect",
+                )));
+                break;
+            }
             let mut wait = interval.saturating_sub(last_heartbeat.elapsed());
             if self.db.last_seq() > self.db.durable_seq() {
                 // Written but not durable: give a syncing writer a moment,
@@ -723,9 +898,11 @@ impl Pump {
             if last_heartbeat.elapsed() >= interval {
                 last_heartbeat = Instant::now();
                 if !self.still_allowed() {
-                    let _ = self.tx.blocking_send(Err(Status::permission_denied(
+                    let status = Status::permission_denied(
                         "the credential this stream was opened with was revoked or changed",
-                    )));
+                    );
+                    self.upstream.shared.count_refusal("subscribe", &status);
+                    let _ = self.tx.blocking_send(Err(status));
                     break;
                 }
                 let heartbeat = UpstreamMessage {
@@ -740,7 +917,39 @@ impl Pump {
                 self.enforce_slot_bound();
             }
         }
+        if self.upstream.shared.shutting_down.load(Ordering::Acquire) {
+            self.say_going_away();
+        }
         self.upstream.disconnect(&self.id, self.stream);
+    }
+
+    /// Whether this stream's database is still the node's (a bootstrap
+    /// replaces it).
+    fn database_current(&self) -> bool {
+        self.upstream
+            .shared
+            .db
+            .get()
+            .is_some_and(|db| Arc::ptr_eq(&db, &self.db))
+    }
+
+    /// Ends the stream with [`going_away`], waiting a bounded time for room
+    /// in the channel (a slow replica's channel may be full; the node's
+    /// grace period bounds the rest).
+    fn say_going_away(&self) {
+        let deadline = Instant::now() + GOING_AWAY_WAIT;
+        let mut message = Err(going_away());
+        loop {
+            match self.tx.try_send(message) {
+                Ok(()) => return,
+                Err(mpsc::error::TrySendError::Closed(_)) => return,
+                Err(mpsc::error::TrySendError::Full(back)) if Instant::now() < deadline => {
+                    message = back;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(mpsc::error::TrySendError::Full(_)) => return,
+            }
+        }
     }
 
     /// False once a credentials reload no longer grants this stream's

@@ -792,7 +792,11 @@ async fn a_range_scoped_replica_holds_and_serves_only_its_ranges() {
     let replica_db = r.db().get().unwrap();
     // Same sequence numbers as the primary, but only its range's keys.
     assert_eq!(replica_db.last_seq(), db.last_seq());
-    let held: Vec<_> = replica_db.scan(..).unwrap().map(|kv| kv.unwrap()).collect();
+    let held: Vec<_> = replica_db
+        .scan(b"key00100".as_slice()..b"key00200".as_slice())
+        .unwrap()
+        .map(|kv| kv.unwrap())
+        .collect();
     let expected: Vec<_> = db
         .scan(b"key00100".as_slice()..b"key00200".as_slice())
         .unwrap()
@@ -803,6 +807,36 @@ async fn a_range_scoped_replica_holds_and_serves_only_its_ranges() {
     let err = replica_db.get(b"key00500").unwrap_err();
     assert!(err.to_string().contains("outside the key ranges"), "{err}");
     assert!(replica_db.get(b"key00150").is_ok());
+    // Regression (issue 12): scans through the replica reaching outside its
+    // range are refused like the get, not answered partially.
+    let read = r.snapshot(&ReadOptions::default()).unwrap();
+    for (what, result) in [
+        ("everything", read.scan(..)),
+        ("reverse", read.scan_rev(..b"key00150".as_slice())),
+        (
+            "across the end",
+            read.scan(b"key00150".as_slice()..b"key00250".as_slice()),
+        ),
+        (
+            "outside",
+            read.scan(b"key00300".as_slice()..b"key00400".as_slice()),
+        ),
+        ("prefix", replica_db.prefix(b"key")),
+    ] {
+        let err = result
+            .err()
+            .unwrap_or_else(|| panic!("{what}: a partial scan was served"));
+        assert!(
+            err.to_string().contains("outside the key ranges"),
+            "{what}: {err}"
+        );
+    }
+    assert_eq!(
+        read.scan_rev(b"key00100".as_slice()..b"key00200".as_slice())
+            .unwrap()
+            .count(),
+        expected.len()
+    );
     // Restarted with other ranges: refused, nothing changed.
     r.stop().await;
     drop(r);
@@ -902,4 +936,34 @@ fn a_batch_larger_than_replication_ships_is_refused_at_write_time() {
     );
     assert_eq!(db.last_seq(), before, "nothing was written");
     db.put(b"small", b"v").unwrap();
+}
+
+/// Regression (issue 12): a stopping upstream's streams never ended, so a
+/// node with replicas could not stop. `Upstream::shut_down` ends every
+/// stream with the going-away status, and the replica counts it as such
+/// (not a reconnect after an error, not a refusal).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_upstream_ends_streams_with_going_away() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = primary(dir.path()).await;
+    let db = node.db.get().unwrap();
+    let first = write_batches(&db, 0, 50);
+    let r = replica(dir.path(), "r1", node.addr);
+    wait_applied(&r, first, Duration::from_secs(20)).await;
+    assert_eq!(node.upstream.open_streams(), 1);
+    let started = Instant::now();
+    node.upstream.shut_down();
+    while r.figures().upstream_shutdowns == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "the stream did not end: {:?}",
+            r.figures()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let figures = r.figures();
+    assert_eq!(
+        (figures.reconnects, figures.refusals, figures.last_error),
+        (0, 0, None)
+    );
 }

@@ -1,8 +1,9 @@
-//! The client subcommands: `put`, `get` and `status` against a running node.
+//! The client subcommands (`put`, `get`, `status`, `digest`, `ranges`,
+//! `split`, `merge`, `promote`) against a running node.
 
 use strata_proto::v1::{
-    GetRequest, MergeRangesRequest, Operation, PromoteRequest, RangesRequest, SplitRangeRequest,
-    StatusRequest, WriteRequest, operation,
+    DigestRequest, GetRequest, KeyRange, MergeRangesRequest, Operation, PromoteRequest,
+    RangesRequest, SplitRangeRequest, StatusRequest, WriteRequest, operation,
 };
 
 use crate::Command;
@@ -61,6 +62,31 @@ pub(crate) fn run(command: Command) -> Result<(), String> {
                 }
                 Ok(())
             }
+            Command::Digest { node, seq, start, end, timeout_ms } => {
+                let mut admin = node.admin().await?;
+                let range = (start.is_some() || end.is_some()).then(|| KeyRange {
+                    start: start.unwrap_or_default().into_bytes(),
+                    unbounded: end.is_none(),
+                    end: end.unwrap_or_default().into_bytes(),
+                });
+                let d = admin
+                    .digest(DigestRequest { seq, range, timeout_millis: timeout_ms })
+                    .await
+                    .map_err(describe)?
+                    .into_inner();
+                println!("seq {}  digest {:016x}  keys {}", d.seq, d.digest, d.keys);
+                for r in d.ranges {
+                    let end = if r.unbounded { "end".to_string() } else { format!("{:?}", String::from_utf8_lossy(&r.end)) };
+                    println!(
+                        "range {}  [{:?}, {end})  digest {:016x}  keys {}",
+                        r.range_id,
+                        String::from_utf8_lossy(&r.start),
+                        r.digest,
+                        r.keys
+                    );
+                }
+                Ok(())
+            }
             Command::Ranges { node } => {
                 let mut admin = node.admin().await?;
                 let ranges = admin.ranges(RangesRequest {}).await.map_err(describe)?.into_inner();
@@ -112,12 +138,15 @@ pub(crate) fn run(command: Command) -> Result<(), String> {
                 println!("role {}  epoch {}  last_seq {}  durable_seq {}", s.role, s.epoch, s.last_seq, s.durable_seq);
                 if s.role == "replica" {
                     println!(
-                        "upstream {}  upstream_durable_seq {}  applied {}  reconnects {}  bootstraps {}{}",
+                        "upstream {}  upstream_durable_seq {}  applied {}  reconnects {}  upstream shutdowns {}  bootstraps {}  refusals {} (credential {}){}",
                         s.upstream,
                         s.upstream_durable_seq,
                         s.records_applied,
                         s.reconnects,
+                        s.upstream_shutdowns,
                         s.bootstraps,
+                        s.refusals,
+                        s.credential_refusals,
                         if s.last_error.is_empty() { String::new() } else { format!("  last error: {}", s.last_error) }
                     );
                 }

@@ -40,6 +40,7 @@
 //! [limits]                         # optional: connection limits
 //! max_connections = 4096
 //! handshake_timeout_ms = 10000     # TLS handshake / first byte
+//! shutdown_grace_ms = 5000         # SIGTERM/SIGINT: how long open calls may finish
 //!
 //! [engine]                         # optional: sync policy and limits
 //! sync_interval_ms = 10            # background log sync (absent: none)
@@ -182,6 +183,11 @@ pub(crate) struct LimitsSection {
     /// in plaintext, to send its first byte) before it is closed, in
     /// milliseconds (default 10000).
     pub(crate) handshake_timeout_ms: Option<u64>,
+    /// On SIGTERM or SIGINT, how long open calls (replication streams,
+    /// which are ended at once, and reads waiting for `min_seq`) may take
+    /// to finish before they are dropped and the database is closed, in
+    /// milliseconds (default 5000).
+    pub(crate) shutdown_grace_ms: Option<u64>,
 }
 
 impl LimitsSection {
@@ -193,6 +199,11 @@ impl LimitsSection {
     /// The handshake / first-byte deadline.
     pub(crate) fn handshake_timeout(&self) -> std::time::Duration {
         std::time::Duration::from_millis(self.handshake_timeout_ms.unwrap_or(10_000))
+    }
+
+    /// How long a stopping node waits for open calls.
+    pub(crate) fn shutdown_grace(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.shutdown_grace_ms.unwrap_or(5_000))
     }
 }
 
@@ -473,6 +484,13 @@ impl Config {
                 "limits.handshake_timeout_ms = {ms} is outside 100..=300000"
             ));
         }
+        if let Some(ms) = limits.shutdown_grace_ms
+            && !(100..=300_000).contains(&ms)
+        {
+            return Err(format!(
+                "limits.shutdown_grace_ms = {ms} is outside 100..=300000"
+            ));
+        }
         Ok(())
     }
 
@@ -719,6 +737,10 @@ mod tests {
             (
                 "role = \"primary\"\ndata_dir = \"p\"\nlisten = \"127.0.0.1:7001\"\n[limits]\nhandshake_timeout_ms = 0\n",
                 "limits.handshake_timeout_ms",
+            ),
+            (
+                "role = \"primary\"\ndata_dir = \"p\"\nlisten = \"127.0.0.1:7001\"\n[limits]\nshutdown_grace_ms = 10\n",
+                "limits.shutdown_grace_ms",
             ),
             (
                 "role = \"replica\"\ndata_dir = \"r\"\nlisten = \"127.0.0.1:7002\"\n[replica]\nupstream = \"https://127.0.0.1:7001\"\nid = \"r1\"\n",

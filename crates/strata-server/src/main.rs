@@ -6,8 +6,10 @@
 //!
 //! `serve` checks the whole config before touching any data, opens (or
 //! creates) the database, and serves `Kv`, `Admin` and `Replication` on the
-//! configured address until SIGTERM or SIGINT, then stops following (a
-//! replica), flushes, syncs and closes the database, and exits. A primary takes writes and ships its log; a
+//! configured address until SIGTERM or SIGINT, then ends replication
+//! streams (telling replicas the node is going away), gives open calls
+//! `[limits] shutdown_grace_ms` to finish, stops following (a replica),
+//! flushes, syncs and closes the database, and exits. A primary takes writes and ships its log; a
 //! replica follows its upstream (bootstrapping from a snapshot when it has
 //! no data) and serves reads and downstream replicas.
 
@@ -30,6 +32,7 @@ use clap::{Parser, Subcommand};
 use strata::{Db, Options};
 use strata_proto::v1::admin_server::AdminServer;
 use strata_proto::v1::kv_server::KvServer;
+use strata_replication::digest::DigestPoints;
 use strata_replication::epoch::Epoch;
 use strata_replication::{Replica, ReplicaConfig, SharedDb, Upstream, UpstreamConfig};
 
@@ -79,6 +82,25 @@ pub(crate) enum Command {
     Status {
         #[command(flatten)]
         node: connect::NodeArgs,
+    },
+    /// Ask a running node for the digest of its keys and values as of a
+    /// sequence number (waiting until it has applied it), per key range:
+    /// compare a replica with its primary, also while writes continue.
+    Digest {
+        #[command(flatten)]
+        node: connect::NodeArgs,
+        /// As of this sequence number (0: the node's current one).
+        #[arg(long, default_value_t = 0)]
+        seq: u64,
+        /// Only keys from this one on (with --end, or to the end).
+        #[arg(long)]
+        start: Option<String>,
+        /// Only keys below this one.
+        #[arg(long)]
+        end: Option<String>,
+        /// How long the node may wait to reach --seq, in milliseconds.
+        #[arg(long, default_value_t = 5000)]
+        timeout_ms: u64,
     },
     /// List a running node's key ranges and their figures.
     Ranges {
@@ -219,6 +241,18 @@ impl Limits {
     }
 }
 
+/// How often a node takes a digest point, and how many it keeps: digests
+/// as of a sequence number reach back about 10 s.
+const DIGEST_POINT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
+const DIGEST_POINTS: usize = 20;
+
+/// Counts replication calls refused for their credential in
+/// `strata_requests_total{outcome="denied"}`, beside Kv's and Admin's.
+fn count_denied(metrics: &Arc<metrics::RequestMetrics>) -> strata_replication::upstream::OnDenied {
+    let metrics = Arc::clone(metrics);
+    strata_replication::upstream::OnDenied::new(move |method| metrics.count_denied(method))
+}
+
 fn open_existing(data_dir: &std::path::Path) -> Result<Db, String> {
     Db::open(
         data_dir,
@@ -274,8 +308,10 @@ fn serve(path: &std::path::Path) -> Result<(), String> {
     // STRATA_LOG_FORMAT=json for one JSON object per line.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colours only on a terminal: a log file or a collector gets plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     let _ = if std::env::var("STRATA_LOG_FORMAT").is_ok_and(|f| f == "json") {
         builder.json().try_init()
@@ -363,6 +399,7 @@ async fn run(config: config::Config, path: std::path::PathBuf) -> Result<(), Str
         .map(listener::TlsConfigCell::new);
     let connections = Arc::new(listener::ConnectionFigures::default());
     reload_on_hangup(path, config.clone(), auth.clone(), server_tls.clone());
+    let request_metrics = Arc::new(metrics::RequestMetrics::new());
     let (node, replica) = match config.role {
         config::Role::Primary => {
             let db = Db::open(&config.data_dir, config.engine.options())
@@ -372,14 +409,16 @@ async fn run(config: config::Config, path: std::path::PathBuf) -> Result<(), Str
             let db = SharedDb::new(db);
             let mut upstream_config = UpstreamConfig::new(&snapshots);
             upstream_config.auth = auth.clone();
+            upstream_config.on_denied = Some(count_denied(&request_metrics));
             let upstream = Upstream::new(db.clone(), epoch.clone(), upstream_config);
             (
                 services::Node {
+                    digest_points: Arc::new(DigestPoints::new(db.clone(), DIGEST_POINTS)),
                     db,
                     epoch,
                     upstream,
                     role: services::Role::Primary,
-                    metrics: Arc::new(metrics::RequestMetrics::new()),
+                    metrics: Arc::clone(&request_metrics),
                     auth: auth.clone(),
                     connections: Arc::clone(&connections),
                 },
@@ -412,9 +451,11 @@ async fn run(config: config::Config, path: std::path::PathBuf) -> Result<(), Str
             let mut upstream_config = UpstreamConfig::new(&snapshots);
             upstream_config.holds_ranges = section.intervals();
             upstream_config.auth = auth.clone();
+            upstream_config.on_denied = Some(count_denied(&request_metrics));
             let upstream = Upstream::new(replica.db(), replica.epoch(), upstream_config);
             (
                 services::Node {
+                    digest_points: Arc::new(DigestPoints::new(replica.db(), DIGEST_POINTS)),
                     db: replica.db(),
                     epoch: replica.epoch(),
                     upstream,
@@ -422,7 +463,7 @@ async fn run(config: config::Config, path: std::path::PathBuf) -> Result<(), Str
                         replica: Arc::clone(&replica),
                         upstream: section.upstream,
                     },
-                    metrics: Arc::new(metrics::RequestMetrics::new()),
+                    metrics: Arc::clone(&request_metrics),
                     auth: auth.clone(),
                     connections: Arc::clone(&connections),
                 },
@@ -430,6 +471,14 @@ async fn run(config: config::Config, path: std::path::PathBuf) -> Result<(), Str
             )
         }
     };
+    let points = Arc::clone(&node.digest_points);
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(DIGEST_POINT_INTERVAL);
+        loop {
+            every.tick().await;
+            points.record();
+        }
+    });
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| format!("listening on {}: {e}", config.listen))?;
@@ -449,9 +498,15 @@ async fn run(config: config::Config, path: std::path::PathBuf) -> Result<(), Str
         .register_encoded_file_descriptor_set(strata_proto::FILE_DESCRIPTOR_SET)
         .build_v1()
         .map_err(|e| format!("building gRPC reflection: {e}"))?;
+    // After a clean stop, nothing (everything was flushed).
+    let replayed_batches = node
+        .db
+        .get()
+        .map_or(0, |db| db.recovery_report().batches_replayed);
     tracing::info!(
         role = ?config.role,
         listen = %config.listen,
+        replayed_batches,
         data_dir = %config.data_dir.display(),
         tls = server_tls.is_some(),
         credentials_required = auth.is_required(),
@@ -519,13 +574,43 @@ async fn run(config: config::Config, path: std::path::PathBuf) -> Result<(), Str
             None => Ok(()),
         }
     };
-    let (main, replication) = tokio::join!(main, replication);
-    main.map_err(|e| format!("serving: {e}"))?;
-    replication.map_err(|e| format!("serving replication: {e}"))?;
-    if let Some(replica) = replica {
-        replica.stop().await;
+    // On the stop signal: replication streams are ended at once (they
+    // would otherwise keep the graceful shutdown waiting forever), other
+    // calls get the grace period to finish, then everything still open is
+    // dropped.
+    let grace = config.limits.shutdown_grace();
+    let upstream = node.upstream.clone();
+    let mut stop_seen = stop_rx.clone();
+    let grace_over = async move {
+        let _ = stop_seen.wait_for(|stop| *stop).await;
+        let streams = upstream.open_streams();
+        tracing::info!(
+            replication_streams = streams,
+            grace_ms = grace.as_millis() as u64,
+            "stopping: ending replication streams, open calls have the grace period to finish"
+        );
+        upstream.shut_down();
+        tokio::time::sleep(grace).await;
+    };
+    tokio::select! {
+        (main, replication) = async { tokio::join!(main, replication) } => {
+            main.map_err(|e| format!("serving: {e}"))?;
+            replication.map_err(|e| format!("serving replication: {e}"))?;
+        }
+        () = grace_over => {
+            tracing::warn!(
+                grace_ms = grace.as_millis() as u64,
+                "calls still open after the grace period are dropped"
+            );
+        }
+    }
+    if let Some(replica) = replica
+        && tokio::time::timeout(grace, replica.stop()).await.is_err()
+    {
+        tracing::warn!("the replica did not stop following within the grace period");
     }
     // Flush and sync: the next start replays no log.
+    node.digest_points.clear();
     let db = node.db.clone();
     drop(node);
     tokio::task::spawn_blocking(move || db.close(std::time::Duration::from_secs(5)))

@@ -42,6 +42,17 @@ pub(crate) struct RequestMetrics {
 }
 
 impl RequestMetrics {
+    /// Counts a replication call refused for its credential as outcome
+    /// "denied" of its method.
+    pub(crate) fn count_denied(&self, method: &'static str) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                method,
+                outcome: "denied",
+            })
+            .inc();
+    }
+
     pub(crate) fn new() -> Self {
         let mut registry = Registry::default();
         // 20 µs to about 20 s, doubling.
@@ -60,7 +71,7 @@ impl RequestMetrics {
         );
         registry.register(
             "strata_requests",
-            "Kv and Admin requests by method and outcome (ok, error, or denied: no valid credential or one without the right)",
+            "Kv and Admin requests by method and outcome (ok, error, or denied: no valid credential or one without the right); Replication calls (subscribe, begin_snapshot, fetch_snapshot) when denied",
             requests.clone(),
         );
         Self {
@@ -380,6 +391,13 @@ pub(crate) fn render(node: &Node) -> String {
         );
         gauge(
             &mut out,
+            "strata_follower_upstream_shutdowns",
+            "This replica: streams its upstream ended because it was shutting down (reconnected with backoff; not errors) since start",
+            "counter",
+            &one(f.upstream_shutdowns as f64),
+        );
+        gauge(
+            &mut out,
             "strata_follower_bootstraps",
             "This replica: snapshots installed since start",
             "counter",
@@ -388,9 +406,16 @@ pub(crate) fn render(node: &Node) -> String {
         gauge(
             &mut out,
             "strata_follower_refusals",
-            "This replica: upstreams refused (fork, older epoch, ahead) since start",
+            "This replica: upstreams refused (fork, older epoch, ahead) and calls its upstream refused for its credential, since start",
             "counter",
             &one(f.refusals as f64),
+        );
+        gauge(
+            &mut out,
+            "strata_follower_credential_refusals",
+            "This replica: calls its upstream refused for its credential (UNAUTHENTICATED, PERMISSION_DENIED) since start",
+            "counter",
+            &one(f.credential_refusals as f64),
         );
         gauge(
             &mut out,

@@ -13,11 +13,12 @@ use strata_proto::v1::kv_server::Kv;
 use strata_proto::v1::{
     DeleteRequest, DigestRequest, DigestResponse, GetRequest, GetResponse, KeyValue,
     MergeRangesRequest, MergeRangesResponse, Operation, PromoteRequest, PromoteResponse,
-    PutRequest, RangeState, RangesRequest, RangesResponse, ReplicaState, ScanRequest, ScanResponse,
-    SplitRangeRequest, SplitRangeResponse, StatusRequest, StatusResponse, WriteRequest,
-    WriteResponse, operation,
+    PutRequest, RangeDigest, RangeState, RangesRequest, RangesResponse, ReplicaState, ScanRequest,
+    ScanResponse, SplitRangeRequest, SplitRangeResponse, StatusRequest, StatusResponse,
+    WriteRequest, WriteResponse, operation,
 };
 use strata_replication::auth::{Auth, Role as Access};
+use strata_replication::digest::{DigestError, DigestPoints, DigestQuery};
 use strata_replication::{ReadOptions, Replica, SharedDb, Upstream, epoch::Epoch};
 use tonic::{Request, Response, Status};
 
@@ -52,6 +53,24 @@ pub(crate) struct Node {
     pub(crate) auth: Auth,
     /// The listener's figures.
     pub(crate) connections: Arc<crate::listener::ConnectionFigures>,
+    /// Recent views of the database, for digests as of a sequence number.
+    pub(crate) digest_points: Arc<DigestPoints>,
+}
+
+/// Intervals for a message, for example `["eu/", "eu0")`.
+fn describe_intervals(intervals: &[(Vec<u8>, Option<Vec<u8>>)]) -> String {
+    let show = |key: &[u8]| format!("{:?}", String::from_utf8_lossy(key));
+    intervals
+        .iter()
+        .map(|(start, end)| {
+            format!(
+                "[{}, {})",
+                show(start),
+                end.as_deref().map_or_else(|| "end".to_string(), show)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn to_status(error: &Error) -> Status {
@@ -113,6 +132,14 @@ impl Node {
             tracing::debug!(method, code = ?status.code(), "request refused");
         }
         allowed
+    }
+
+    /// The key ranges this node holds (empty: every key).
+    fn held_ranges(&self) -> strata_replication::KeyIntervals {
+        match &self.role {
+            Role::Primary => Vec::new(),
+            Role::Replica { replica, .. } => replica.ranges().to_vec(),
+        }
     }
 
     fn db(&self) -> Result<Arc<strata::Db>, Status> {
@@ -411,6 +438,8 @@ impl Admin for Node {
             status.reconnects = f.reconnects;
             status.bootstraps = f.bootstraps;
             status.refusals = f.refusals;
+            status.upstream_shutdowns = f.upstream_shutdowns;
+            status.credential_refusals = f.credential_refusals;
             status.last_error = f.last_error.unwrap_or_default();
         }
         Ok(Response::new(status))
@@ -504,27 +533,56 @@ impl Admin for Node {
         request: Request<DigestRequest>,
     ) -> Result<Response<DigestResponse>, Status> {
         self.allow(&request, "digest", READERS, "read the digest")?;
-        let db = self.db()?;
-        let answer = tokio::task::spawn_blocking(move || -> Result<DigestResponse, Status> {
-            let snapshot = db.snapshot();
-            let mut hasher = xxhash_rust::xxh3::Xxh3::new();
-            let mut keys = 0u64;
-            for item in snapshot.scan(..).map_err(|e| to_status(&e))? {
-                let (key, value) = item.map_err(|e| to_status(&e))?;
-                hasher.update(&(key.len() as u64).to_le_bytes());
-                hasher.update(&key);
-                hasher.update(&(value.len() as u64).to_le_bytes());
-                hasher.update(&value);
-                keys += 1;
-            }
-            Ok(DigestResponse {
-                seq: snapshot.seq().get(),
-                digest: hasher.digest(),
-                keys,
+        let request = request.into_inner();
+        let range = request
+            .range
+            .map(|r| {
+                if !r.unbounded && r.end <= r.start {
+                    return Err(Status::invalid_argument(
+                        "range: end must be above start (or set unbounded)",
+                    ));
+                }
+                Ok((r.start, (!r.unbounded).then_some(r.end)))
             })
-        })
-        .await
-        .map_err(|e| Status::internal(e.to_string()))??;
+            .transpose()?;
+        let query = DigestQuery {
+            seq: (request.seq > 0).then_some(SeqNo(request.seq)),
+            range,
+            timeout: millis(request.timeout_millis, 5000),
+        };
+        let held = self.held_ranges();
+        let points = Arc::clone(&self.digest_points);
+        let answer = tokio::task::spawn_blocking(move || points.digest(&query, &held))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(|e| match e {
+                DigestError::NotYet { .. } | DigestError::Unavailable => {
+                    Status::unavailable(e.to_string())
+                }
+                DigestError::Gone { .. } => Status::failed_precondition(e.to_string()),
+                DigestError::OutsideHeld => Status::invalid_argument(format!(
+                    "{e} ({})",
+                    describe_intervals(&self.held_ranges())
+                )),
+                other => Status::internal(other.to_string()),
+            })?;
+        let answer = DigestResponse {
+            seq: answer.seq.get(),
+            digest: answer.digest,
+            keys: answer.keys,
+            ranges: answer
+                .ranges
+                .into_iter()
+                .map(|r| RangeDigest {
+                    range_id: r.range.0,
+                    start: r.start,
+                    unbounded: r.end.is_none(),
+                    end: r.end.unwrap_or_default(),
+                    digest: r.digest,
+                    keys: r.keys,
+                })
+                .collect(),
+        };
         Ok(Response::new(answer))
     }
 }

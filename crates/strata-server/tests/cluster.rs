@@ -18,8 +18,9 @@ use std::time::{Duration, Instant};
 use strata_proto::v1::admin_client::AdminClient;
 use strata_proto::v1::kv_client::KvClient;
 use strata_proto::v1::{
-    DeleteRequest, GetRequest, MergeRangesRequest, Operation, PromoteRequest, PutRequest,
-    RangesRequest, ScanRequest, SplitRangeRequest, StatusRequest, WriteRequest, operation,
+    DeleteRequest, DigestRequest, GetRequest, MergeRangesRequest, Operation, PromoteRequest,
+    PutRequest, RangesRequest, ScanRequest, SplitRangeRequest, StatusRequest, WriteRequest,
+    operation,
 };
 
 #[path = "common/node.rs"]
@@ -166,6 +167,47 @@ async fn a_primary_and_two_replicas_from_the_example_configs() {
     assert_eq!(eu.value, b"1");
     let outside = read(&r2.grpc, "us/bob", last).await.unwrap_err();
     assert!(outside.message().contains("outside"), "{outside:?}");
+    // Regression (issue 12): scans reaching outside its ranges (forward,
+    // reverse, a prefix wider than its range) are refused the same way,
+    // naming the ranges, instead of answering a silently partial result.
+    let r2_scan = |start: &str, end: Option<&str>, reverse: bool| {
+        let node = r2.grpc.clone();
+        let request = ScanRequest {
+            start: start.into(),
+            end: end.unwrap_or_default().into(),
+            unbounded: end.is_none(),
+            reverse,
+            min_seq: last,
+            timeout_millis: 10_000,
+            ..ScanRequest::default()
+        };
+        async move { KvClient::connect(node).await.unwrap().scan(request).await }
+    };
+    for (start, end, reverse) in [
+        ("a", Some("b"), false),
+        ("", None, false),
+        ("", None, true),
+        ("eu/", Some("us0"), true),
+        ("e", Some("f"), false),
+    ] {
+        let refused = r2_scan(start, end, reverse).await.unwrap_err();
+        assert_eq!(
+            refused.code(),
+            tonic::Code::InvalidArgument,
+            "{start:?}..{end:?}: {refused:?}"
+        );
+        assert!(
+            refused.message().contains("outside the key ranges")
+                && refused.message().contains(r#"["eu/", "eu0")"#),
+            "{refused:?}"
+        );
+    }
+    let inside = r2_scan("eu/", Some("eu0"), true)
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(inside.entries.len(), 1);
+    assert_eq!(inside.entries[0].key, b"eu/alice");
     // Replicas refuse writes, naming the primary.
     let refused = KvClient::connect(r1.grpc.clone())
         .await
@@ -372,6 +414,158 @@ async fn a_primary_and_two_replicas_from_the_example_configs() {
     );
     let primary_promote = admin.promote(PromoteRequest {}).await.unwrap_err();
     assert_eq!(primary_promote.code(), tonic::Code::FailedPrecondition);
+
+    // Regression (issue 12): digests as of one sequence number agree between
+    // the primary and both replicas while a writer runs (replica-2 over its
+    // range, the primary asked for the same range), with one piece per range.
+    let writing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let writer = {
+        let (grpc, writing) = (primary.grpc.clone(), std::sync::Arc::clone(&writing));
+        tokio::spawn(async move {
+            let mut kv = KvClient::connect(grpc).await.unwrap();
+            let mut i = 0u64;
+            while writing.load(std::sync::atomic::Ordering::Relaxed) {
+                let key = format!(
+                    "{}w{:03}",
+                    if i.is_multiple_of(2) { "eu/" } else { "" },
+                    i % 400
+                );
+                kv.put(PutRequest {
+                    key: key.into_bytes(),
+                    value: i.to_le_bytes().to_vec(),
+                    sync: false,
+                })
+                .await
+                .unwrap();
+                i += 1;
+            }
+            i
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let digest = |node: String, seq: u64, range: Option<(&str, &str)>| {
+        let range = range.map(|(start, end)| strata_proto::v1::KeyRange {
+            start: start.into(),
+            end: end.into(),
+            unbounded: false,
+        });
+        async move {
+            AdminClient::connect(node)
+                .await
+                .unwrap()
+                .digest(DigestRequest {
+                    seq,
+                    range,
+                    timeout_millis: 10_000,
+                })
+                .await
+        }
+    };
+    let eu = Some(("eu/", "eu0"));
+    for _ in 0..3 {
+        let at = admin
+            .status(StatusRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .last_seq;
+        let (p, p_eu, one, two) = tokio::join!(
+            digest(primary.grpc.clone(), at, None),
+            digest(primary.grpc.clone(), at, eu),
+            digest(r1.grpc.clone(), at, None),
+            digest(r2.grpc.clone(), at, None),
+        );
+        let (p, p_eu, one, two) = (
+            p.unwrap().into_inner(),
+            p_eu.unwrap().into_inner(),
+            one.unwrap().into_inner(),
+            two.unwrap().into_inner(),
+        );
+        assert_eq!(p.seq, at);
+        assert_eq!((one.seq, one.digest, one.keys), (at, p.digest, p.keys));
+        // Range ids are each node's own; bounds and digests must agree.
+        let pieces = |r: &[strata_proto::v1::RangeDigest]| -> Vec<_> {
+            r.iter()
+                .map(|r| {
+                    (
+                        r.start.clone(),
+                        r.end.clone(),
+                        r.unbounded,
+                        r.digest,
+                        r.keys,
+                    )
+                })
+                .collect()
+        };
+        assert_eq!(pieces(&one.ranges), pieces(&p.ranges));
+        assert_eq!(
+            (two.seq, two.digest, two.keys),
+            (at, p_eu.digest, p_eu.keys)
+        );
+        assert_eq!(pieces(&two.ranges), pieces(&p_eu.ranges));
+        assert_eq!(two.ranges.len(), 1);
+        assert_eq!(
+            (two.ranges[0].start.as_slice(), two.ranges[0].end.as_slice()),
+            (&b"eu/"[..], &b"eu0"[..])
+        );
+        assert!(p_eu.keys > 0 && p.keys > p_eu.keys);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    writing.store(false, std::sync::atomic::Ordering::Relaxed);
+    assert!(writer.await.unwrap() > 0);
+    // Not applied in time: UNAVAILABLE; a range outside replica-2's: refused.
+    let at = admin
+        .status(StatusRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .last_seq;
+    let not_yet = AdminClient::connect(r1.grpc.clone())
+        .await
+        .unwrap()
+        .digest(DigestRequest {
+            seq: at + 1_000,
+            timeout_millis: 100,
+            ..DigestRequest::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(not_yet.code(), tonic::Code::Unavailable, "{not_yet:?}");
+    assert!(not_yet.message().contains("not yet"), "{not_yet:?}");
+    // The CLI: the same digest from each node, per range (ids are each
+    // node's own).
+    let cli_digest = |node: &Node, extra: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_strata"))
+            .args(["digest", "--node", &node.addr, "--seq", &at.to_string()])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let text = String::from_utf8(out.stdout).unwrap();
+        text.lines()
+            .map(|l| {
+                l.split_once("  [")
+                    .map_or(l.to_string(), |(_, rest)| rest.to_string())
+            })
+            .collect::<Vec<_>>()
+    };
+    let on_replica = cli_digest(&r2, &[]);
+    assert!(
+        on_replica[0].starts_with(&format!("seq {at}  digest ")),
+        "{on_replica:?}"
+    );
+    assert!(
+        on_replica[1].starts_with(r#""eu/", "eu0")"#),
+        "{on_replica:?}"
+    );
+    assert_eq!(
+        on_replica,
+        cli_digest(&primary, &["--start", "eu/", "--end", "eu0"])
+    );
+    let outside = digest(r2.grpc.clone(), at, Some(("a", "z")))
+        .await
+        .unwrap_err();
+    assert_eq!(outside.code(), tonic::Code::InvalidArgument, "{outside:?}");
 
     // Promote replica-1: it takes writes at a new epoch.
     let mut r1_admin = AdminClient::connect(r1.grpc.clone()).await.unwrap();

@@ -875,3 +875,124 @@ async fn revoked_client_certificate_is_refused_and_a_new_crl_applies_on_sighup()
         "failed handshakes are counted"
     );
 }
+
+async fn admin_status(setup: &Setup, node: &Node) -> strata_proto::v1::StatusResponse {
+    AdminClient::new(setup.channel(node).await)
+        .status(with_token(StatusRequest {}, Some(&setup.token("app"))))
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// Regression (issue 12): replicas refused for their credentials retried
+/// forever with nothing counted. A replica whose certificate names an
+/// identity that is not allowed, and one presenting a wrong replica token,
+/// are counted in the primary's `strata_requests_total{outcome="denied"}`
+/// and in their own credential refusals (status and metrics), and the
+/// shipped alerts for them fire on live scrapes (and not on the primary).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_refused_for_their_credentials_are_counted_and_alerted() {
+    let setup = Setup::new();
+    let primary = running_primary(&setup).await;
+    let wrong = setup.path().join("secrets/wrong.token");
+    let out = strata(&["token", "--out", wrong.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+    // "intruder": a certificate from the cluster CA, identity not listed.
+    let mut intruder = setup.node("replica-1", |text| {
+        text.replace("data/replica-1", "data/intruder")
+            .replace("id = \"replica-1\"", "id = \"intruder\"")
+            .replace("certs/replica-1.", "certs/intruder.")
+    });
+    // "replica-9": a listed token name, but the wrong token.
+    let mut wrong_token = setup.node("replica-2", |text| {
+        text.replace("data/replica-2", "data/replica-9")
+            .replace(
+                "id = \"replica-2\"",
+                "id = \"replica-9\"\ntoken_file = \"secrets/wrong.token\"",
+            )
+            .replace(
+                "cert = \"certs/replica-2.pem\"\nkey = \"certs/replica-2.key\"\nserver_name",
+                "server_name",
+            )
+    });
+    intruder.start();
+    wrong_token.start();
+    wait_up(&setup, &intruder).await;
+    wait_up(&setup, &wrong_token).await;
+    let started = Instant::now();
+    for node in [&intruder, &wrong_token] {
+        loop {
+            let s = admin_status(&setup, node).await;
+            if s.credential_refusals >= 1 {
+                assert!(s.refusals >= s.credential_refusals, "{s:?}");
+                assert!(s.last_error.starts_with("credential refused"), "{s:?}");
+                assert_eq!(s.records_applied, 0);
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(15),
+                "no credential refusal counted: {s:?}\n{}",
+                node.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    assert!(
+        intruder.log().contains("PermissionDenied"),
+        "{}",
+        intruder.log()
+    );
+    assert!(
+        wrong_token.log().contains("Unauthenticated"),
+        "{}",
+        wrong_token.log()
+    );
+
+    let scrape = |node: &Node| node::samples(&node::scrape_text(&node.metrics));
+    let before = [scrape(&primary), scrape(&intruder), scrape(&wrong_token)];
+    let denied = |samples: &BTreeMap<String, f64>| -> f64 {
+        samples
+            .iter()
+            .filter(|(series, _)| {
+                series.starts_with("strata_requests_total{")
+                    && series.contains("outcome=\"denied\"")
+                    && series.contains("method=\"begin_snapshot\"")
+            })
+            .map(|(_, v)| v)
+            .sum()
+    };
+    assert!(denied(&before[0]) >= 2.0, "{:?}", before[0]);
+    for replica in &before[1..] {
+        assert!(replica["strata_follower_credential_refusals_total"] >= 1.0);
+        assert!(replica["strata_follower_refusals_total"] >= 1.0);
+    }
+    // A retry later (the replicas retry every 1-2 s), the alerts hold over
+    // the two scrapes: on each replica, and on the primary.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let after = [scrape(&primary), scrape(&intruder), scrape(&wrong_token)];
+    let follower_alert = node::alert_expr("StrataReplicaCannotAuthenticate");
+    let upstream_alert = node::alert_expr("StrataReplicationDenied");
+    for i in 1..3 {
+        assert!(
+            node::counter_alert_fires(&follower_alert, &before[i], &after[i]),
+            "{follower_alert} does not fire: {:?}",
+            after[i]
+        );
+        // The history-refusal alert (refusals beyond credential ones) stays quiet.
+        let increase = |name: &str| after[i][name] - before[i][name];
+        assert_eq!(
+            increase("strata_follower_refusals_total"),
+            increase("strata_follower_credential_refusals_total")
+        );
+    }
+    assert!(node::counter_alert_fires(
+        &upstream_alert,
+        &before[0],
+        &after[0]
+    ));
+    assert!(!node::counter_alert_fires(
+        &follower_alert,
+        &before[0],
+        &after[0]
+    ));
+}

@@ -111,7 +111,8 @@ pub struct Options {
     /// as sorted, disjoint intervals `[start, end)` (`None`: unbounded).
     /// Operations on other keys keep their sequence numbers but store
     /// nothing; tables wholly outside are dropped at open; reads of keys
-    /// outside are refused. Default: empty (every key).
+    /// outside, and scans reaching outside, are refused. Default: empty
+    /// (every key).
     pub retain_ranges: Vec<(Vec<u8>, Option<Vec<u8>>)>,
 }
 

@@ -135,3 +135,95 @@ pub(crate) fn scrape_text(addr: &str) -> String {
         .unwrap_or_default()
         .to_string()
 }
+
+/// `name{labels}` -> value for every sample line of a scrape.
+pub(crate) fn samples(text: &str) -> BTreeMap<String, f64> {
+    text.lines()
+        .filter(|line| !line.starts_with('#') && !line.is_empty())
+        .map(|line| {
+            let (series, value) = line.rsplit_once(' ').unwrap();
+            (series.to_string(), value.parse().unwrap())
+        })
+        .collect()
+}
+
+/// The `expr:` of the alert named `alert` in `examples/monitoring/strata-alerts.yml`.
+pub(crate) fn alert_expr(alert: &str) -> String {
+    let rules =
+        std::fs::read_to_string(repo().join("examples/monitoring/strata-alerts.yml")).unwrap();
+    let mut lines = rules
+        .lines()
+        .skip_while(|l| l.trim() != format!("- alert: {alert}"));
+    assert!(lines.next().is_some(), "no alert {alert}");
+    let expr = lines.next().unwrap().trim();
+    expr.strip_prefix("expr:").unwrap().trim().to_string()
+}
+
+/// Whether an alert expression of the shapes the rules use for counters,
+/// `increase(SELECTOR[W]) > N` or `sum by (L) (increase(SELECTOR[W])) > N`
+/// (SELECTOR: a name with `label="v"` and `label=~"a|b"` matchers), holds
+/// between two scrapes of one node taken within the window: the increase is
+/// the later value minus the earlier (0 for a series not yet there), summed
+/// over the matching series.
+pub(crate) fn counter_alert_fires(
+    expr: &str,
+    before: &BTreeMap<String, f64>,
+    after: &BTreeMap<String, f64>,
+) -> bool {
+    let (lhs, threshold) = expr.rsplit_once(" > ").unwrap();
+    let threshold: f64 = threshold.trim().parse().unwrap();
+    let inner = lhs
+        .trim()
+        .strip_prefix("sum by (instance) (")
+        .and_then(|s| s.strip_suffix(')'))
+        .unwrap_or(lhs.trim());
+    let selector = inner
+        .strip_prefix("increase(")
+        .and_then(|s| s.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("not a counter alert: {expr}"));
+    let selector = selector.rsplit_once('[').unwrap().0;
+    let (name, matchers) = match selector.split_once('{') {
+        Some((name, rest)) => (name, rest.strip_suffix('}').unwrap()),
+        None => (selector, ""),
+    };
+    let matchers: Vec<(String, bool, Vec<String>)> = matchers
+        .split(',')
+        .filter(|m| !m.is_empty())
+        .map(|m| {
+            let (label, regex, value) = match m.split_once("=~") {
+                Some((label, value)) => (label, true, value),
+                None => {
+                    let (label, value) = m.split_once('=').unwrap();
+                    (label, false, value)
+                }
+            };
+            let value = value.trim_matches('"');
+            let choices = if regex {
+                value.split('|').map(String::from).collect()
+            } else {
+                vec![value.to_string()]
+            };
+            (label.trim().to_string(), regex, choices)
+        })
+        .collect();
+    let matches = |series: &str| {
+        let (series_name, labels) = match series.split_once('{') {
+            Some((n, rest)) => (n, rest.strip_suffix('}').unwrap_or(rest)),
+            None => (series, ""),
+        };
+        series_name == name
+            && matchers.iter().all(|(label, _, choices)| {
+                labels.split(',').any(|pair| {
+                    pair.split_once('=').is_some_and(|(l, v)| {
+                        l == label && choices.iter().any(|c| c == v.trim_matches('"'))
+                    })
+                })
+            })
+    };
+    let increase: f64 = after
+        .iter()
+        .filter(|(series, _)| matches(series))
+        .map(|(series, value)| value - before.get(series).copied().unwrap_or(0.0))
+        .sum();
+    increase > threshold
+}

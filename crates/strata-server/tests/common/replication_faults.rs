@@ -651,7 +651,7 @@ pub(crate) async fn run(tls: bool, default_events: u64) {
     }
     let digest = |addr| async move {
         AdminClient::new(channel(addr).await.unwrap())
-            .digest(DigestRequest {})
+            .digest(DigestRequest::default())
             .await
             .unwrap()
             .into_inner()

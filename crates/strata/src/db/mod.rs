@@ -710,7 +710,8 @@ impl Db {
     /// The newest value of `key`, or `None` if it is absent or deleted.
     ///
     /// # Errors
-    /// [`Error::Closed`]; [`Error::Corruption`] if a table that must be read
+    /// [`Error::InvalidArgument`] for a key outside
+    /// [`Options::retain_ranges`]; [`Error::Closed`]; [`Error::Corruption`] if a table that must be read
     /// fails its checks (never wrong data).
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         self.inner.check_open()?;
@@ -772,11 +773,14 @@ impl Db {
     /// ```
     ///
     /// # Errors
-    /// [`Error::Closed`]; [`Error::Corruption`] if a table cannot be opened.
+    /// [`Error::Closed`]; [`Error::Corruption`] if a table cannot be opened;
+    /// [`Error::InvalidArgument`] if the range reaches outside
+    /// [`Options::retain_ranges`] (as [`Db::get`] of a key outside them).
     /// Errors reading stored data later come as items.
     pub fn scan<'a>(&self, range: impl RangeBounds<&'a [u8]>) -> Result<DbIterator> {
         self.inner.check_open()?;
         let range = KeyRange::from_bounds(range.start_bound().cloned(), range.end_bound().cloned());
+        self.inner.check_retained_range(&range)?;
         self.inner
             .iterate(range, self.inner.visibility.visible(), true, None)
     }
@@ -788,6 +792,7 @@ impl Db {
     pub fn scan_rev<'a>(&self, range: impl RangeBounds<&'a [u8]>) -> Result<DbIterator> {
         self.inner.check_open()?;
         let range = KeyRange::from_bounds(range.start_bound().cloned(), range.end_bound().cloned());
+        self.inner.check_retained_range(&range)?;
         self.inner
             .iterate(range, self.inner.visibility.visible(), false, None)
     }
@@ -798,6 +803,7 @@ impl Db {
     /// As [`Db::scan`].
     pub fn prefix(&self, prefix: &[u8]) -> Result<DbIterator> {
         self.inner.check_open()?;
+        self.inner.check_retained_range(&KeyRange::prefix(prefix))?;
         self.inner.iterate(
             KeyRange::prefix(prefix),
             self.inner.visibility.visible(),
@@ -914,9 +920,26 @@ impl Inner {
         if self.retain.contains(key) {
             Ok(())
         } else {
-            Err(Error::InvalidArgument(
-                "the key lies outside the key ranges this database holds (retain_ranges); read it from a node that holds it".into(),
-            ))
+            Err(Error::InvalidArgument(format!(
+                "the key lies outside the key ranges this database holds (retain_ranges: {}); read it from a node that holds it",
+                self.retain.describe()
+            )))
+        }
+    }
+
+    /// Refuses a scan reaching outside the key ranges this database holds
+    /// (its answer would be silently partial).
+    fn check_retained_range(&self, range: &KeyRange) -> Result<()> {
+        if self.retain.covers(
+            range.start.as_ref().map(Vec::as_slice),
+            range.end.as_ref().map(Vec::as_slice),
+        ) {
+            Ok(())
+        } else {
+            Err(Error::InvalidArgument(format!(
+                "the scan reaches outside the key ranges this database holds (retain_ranges: {}); scan within one of them, or read from a node that holds the rest",
+                self.retain.describe()
+            )))
         }
     }
 
@@ -1456,6 +1479,7 @@ impl Snapshot {
     pub fn scan<'a>(&self, range: impl RangeBounds<&'a [u8]>) -> Result<DbIterator> {
         self.inner.check_open()?;
         let range = KeyRange::from_bounds(range.start_bound().cloned(), range.end_bound().cloned());
+        self.inner.check_retained_range(&range)?;
         self.inner
             .iterate(range, self.seq, true, Some(self.clone_registration()))
     }
@@ -1467,6 +1491,7 @@ impl Snapshot {
     pub fn scan_rev<'a>(&self, range: impl RangeBounds<&'a [u8]>) -> Result<DbIterator> {
         self.inner.check_open()?;
         let range = KeyRange::from_bounds(range.start_bound().cloned(), range.end_bound().cloned());
+        self.inner.check_retained_range(&range)?;
         self.inner
             .iterate(range, self.seq, false, Some(self.clone_registration()))
     }

@@ -5,7 +5,8 @@
 //! operation of its log (so they stay the primary's), but holds only keys
 //! inside its ranges: memtable inserts skip operations outside, flushes and
 //! compactions drop entries outside, at open the tables wholly outside are
-//! dropped by a manifest edit, and reads of keys outside are refused.
+//! dropped by a manifest edit, and reads of keys outside are refused, as are
+//! scans reaching outside (their answer would be silently partial).
 //! Range deletions are kept whole (they hide nothing outside).
 //!
 //! Invariant: the intervals are sorted, non-empty and disjoint (checked by
@@ -13,6 +14,8 @@
 
 /// A set of disjoint key intervals `[start, end)` (`end` `None`:
 /// unbounded); empty means every key.
+use std::ops::Bound;
+
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Retain {
     intervals: Vec<(Vec<u8>, Option<Vec<u8>>)>,
@@ -63,6 +66,68 @@ impl Retain {
         self.intervals.is_empty() || at(a) == at(b)
     }
 
+    /// Whether every key from `start` to `end` is retained, so that a scan
+    /// of that range is complete (adjacent intervals count as one). An
+    /// empty range (start at or after end) is.
+    pub(crate) fn covers(&self, start: Bound<&[u8]>, end: Bound<&[u8]>) -> bool {
+        if self.intervals.is_empty() {
+            return true;
+        }
+        // The smallest key of the range.
+        let first: Vec<u8> = match start {
+            Bound::Included(key) => key.to_vec(),
+            Bound::Excluded(key) => [key, &[0u8]].concat(),
+            Bound::Unbounded => Vec::new(),
+        };
+        let empty = match end {
+            Bound::Included(end) => first.as_slice() > end,
+            Bound::Excluded(end) => first.as_slice() >= end,
+            Bound::Unbounded => false,
+        };
+        if empty {
+            return true;
+        }
+        let index = self
+            .intervals
+            .partition_point(|(start, _)| start.as_slice() <= first.as_slice());
+        let Some((_, first_end)) = index.checked_sub(1).and_then(|at| self.intervals.get(at))
+        else {
+            return false;
+        };
+        if first_end.as_deref().is_some_and(|e| first.as_slice() >= e) {
+            return false;
+        }
+        let mut held_end = first_end.as_deref();
+        for (next_start, next_end) in self.intervals.iter().skip(index) {
+            match held_end {
+                Some(e) if e == next_start.as_slice() => held_end = next_end.as_deref(),
+                _ => break,
+            }
+        }
+        match (end, held_end) {
+            (_, None) => true,
+            (Bound::Unbounded, Some(_)) => false,
+            (Bound::Included(end), Some(held)) => end < held,
+            (Bound::Excluded(end), Some(held)) => end <= held,
+        }
+    }
+
+    /// The intervals for a message, for example `["eu/", "eu0")`.
+    pub(crate) fn describe(&self) -> String {
+        let show = crate::ranges::map::show_key;
+        self.intervals
+            .iter()
+            .map(|(start, end)| {
+                format!(
+                    "[{}, {})",
+                    show(start),
+                    end.as_deref().map_or_else(|| "end".to_string(), show)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     /// Checks the intervals: each non-empty, sorted, disjoint.
     pub(crate) fn check(intervals: &[(Vec<u8>, Option<Vec<u8>>)]) -> Result<(), String> {
         for (i, (start, end)) in intervals.iter().enumerate() {
@@ -110,5 +175,33 @@ mod tests {
         assert!(
             Retain::check(&[(b"a".to_vec(), Some(b"b".to_vec())), (b"b".to_vec(), None)]).is_ok()
         );
+    }
+
+    #[test]
+    fn a_range_is_covered_only_when_every_key_of_it_is_held() {
+        use Bound::{Excluded, Included, Unbounded};
+        let r = Retain::new(&[
+            (b"b".to_vec(), Some(b"d".to_vec())),
+            (b"d".to_vec(), Some(b"f".to_vec())),
+            (b"m".to_vec(), None),
+        ]);
+        let covers = |s: Bound<&[u8]>, e: Bound<&[u8]>| r.covers(s, e);
+        assert!(covers(Included(b"b"), Excluded(b"d")));
+        assert!(covers(Included(b"c"), Excluded(b"f")), "adjacent intervals");
+        assert!(!covers(Included(b"c"), Included(b"f")));
+        assert!(covers(Included(b"c"), Included(b"e\xff")));
+        assert!(!covers(Included(b"a"), Excluded(b"c")));
+        assert!(!covers(Unbounded, Excluded(b"c")));
+        assert!(!covers(Included(b"c"), Excluded(b"n")), "spans the gap");
+        assert!(!covers(Included(b"f"), Excluded(b"g")), "wholly in the gap");
+        assert!(covers(Included(b"m"), Unbounded));
+        assert!(covers(Excluded(b"m"), Unbounded));
+        assert!(!covers(Included(b"c"), Unbounded));
+        assert!(!covers(Excluded(b"a"), Excluded(b"c")));
+        assert!(covers(Excluded(b"b"), Excluded(b"c")));
+        assert!(covers(Included(b"x"), Excluded(b"a")), "empty");
+        assert!(covers(Excluded(b"g"), Excluded(b"g\0")), "empty");
+        assert!(Retain::default().covers(Unbounded, Unbounded));
+        assert_eq!(r.describe(), r#"["b", "d"), ["d", "f"), ["m", end)"#);
     }
 }
