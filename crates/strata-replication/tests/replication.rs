@@ -950,7 +950,17 @@ async fn a_stopping_upstream_ends_streams_with_going_away() {
     let first = write_batches(&db, 0, 50);
     let r = replica(dir.path(), "r1", node.addr);
     wait_applied(&r, first, Duration::from_secs(20)).await;
-    assert_eq!(node.upstream.open_streams(), 1);
+    // The replica may have reached `first` by its bootstrap snapshot,
+    // before its stream opened: wait for the stream.
+    let opened = Instant::now();
+    while node.upstream.open_streams() != 1 {
+        assert!(
+            opened.elapsed() < Duration::from_secs(10),
+            "the replica's stream never opened ({} open)",
+            node.upstream.open_streams()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let started = Instant::now();
     node.upstream.shut_down();
     while r.figures().upstream_shutdowns == 0 {

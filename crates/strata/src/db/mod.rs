@@ -1396,17 +1396,26 @@ fn apply_batch(
     router: Option<&Router>,
 ) {
     let everything = retain.is_everything();
+    // Large batches are inserted sorted (see `Memtable::insert_many`).
+    let mut sorted: Option<Vec<crate::memtable::BatchInsert<'_>>> =
+        (batch.count >= SORTED_INSERT_OPS).then(|| Vec::with_capacity(batch.count as usize));
     for (seq, op) in (batch.first_seq..).zip(batch.ops()) {
         let (key, bytes) = match op {
             BatchOp::Put { key, value } => {
                 if everything || retain.contains(key) {
-                    memtable.put(key, seq, value);
+                    match &mut sorted {
+                        Some(ops) => ops.push((key, seq, Some(value))),
+                        None => memtable.put(key, seq, value),
+                    }
                 }
                 (key, key.len() + value.len())
             }
             BatchOp::Delete { key } => {
                 if everything || retain.contains(key) {
-                    memtable.delete(key, seq);
+                    match &mut sorted {
+                        Some(ops) => ops.push((key, seq, None)),
+                        None => memtable.delete(key, seq),
+                    }
                 }
                 (key, key.len())
             }
@@ -1424,8 +1433,15 @@ fn apply_batch(
             counters.last_seq.fetch_max(seq, Ordering::Relaxed);
         }
     }
+    if let Some(ops) = &mut sorted {
+        memtable.insert_many(ops);
+    }
     memtable.note_applied(batch.last_seq());
 }
+
+/// Batches of at least this many operations are sorted before their
+/// memtable inserts.
+const SORTED_INSERT_OPS: u32 = 16;
 
 /// A consistent, read-only view of the database at one sequence number.
 /// Dropping it releases the versions it holds.

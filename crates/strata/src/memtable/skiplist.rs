@@ -154,6 +154,35 @@ fn split(internal: &[u8]) -> (&[u8], u64) {
     }
 }
 
+/// Orders node `a` against node `b`.
+///
+/// # Safety
+/// As [`key_of`], for both.
+unsafe fn compare_nodes(a: Raw, b: Raw) -> Ordering {
+    // SAFETY: forwarded.
+    let (user_key, trailer) = split(unsafe { key_of(b) });
+    // SAFETY: forwarded.
+    unsafe { compare(a, user_key, trailer) }
+}
+
+/// Where the last of a run of inserts in increasing order went, so the
+/// next one starts its search from there instead of from the head
+/// ([`SkipList::insert_sorted`]): a sorted batch's inserts then touch the
+/// neighbourhood of the previous one, which is still in cache.
+pub(crate) struct Hint {
+    prev: [Raw; MAX_HEIGHT],
+    valid: bool,
+}
+
+impl Default for Hint {
+    fn default() -> Self {
+        Hint {
+            prev: [std::ptr::null_mut(); MAX_HEIGHT],
+            valid: false,
+        }
+    }
+}
+
 /// Orders `node` against the target `(user_key, trailer)`.
 ///
 /// # Safety
@@ -349,11 +378,35 @@ impl SkipList {
     /// # Panics
     /// If the key or value is 4 GiB or longer (the engine's limits are far
     /// below).
+    pub(crate) fn insert(&self, user_key: &[u8], trailer: u64, value: &[u8]) -> bool {
+        self.insert_with(user_key, trailer, value, None)
+    }
+
+    /// As [`SkipList::insert`], for one of a run of inserts in increasing
+    /// internal-key order sharing `hint` (the caller sorts them): each
+    /// search starts, level by level, from where the previous insert's
+    /// ended.
+    pub(crate) fn insert_sorted(
+        &self,
+        user_key: &[u8],
+        trailer: u64,
+        value: &[u8],
+        hint: &mut Hint,
+    ) -> bool {
+        self.insert_with(user_key, trailer, value, Some(hint))
+    }
+
     #[expect(
         clippy::indexing_slicing,
         reason = "every level is below the node's height, at most MAX_HEIGHT, the arrays' length"
     )]
-    pub(crate) fn insert(&self, user_key: &[u8], trailer: u64, value: &[u8]) -> bool {
+    fn insert_with(
+        &self,
+        user_key: &[u8],
+        trailer: u64,
+        value: &[u8],
+        hint: Option<&mut Hint>,
+    ) -> bool {
         let key_len = user_key.len() + TRAILER_LEN;
         let (Ok(key_len32), Ok(value_len32)) = (u32::try_from(key_len), u32::try_from(value.len()))
         else {
@@ -369,9 +422,27 @@ impl SkipList {
 
         let mut prev: [Raw; MAX_HEIGHT] = [self.head.as_ptr(); MAX_HEIGHT];
         let mut next: [Raw; MAX_HEIGHT] = [std::ptr::null_mut(); MAX_HEIGHT];
-        let mut x = self.head.as_ptr();
+        let head = self.head.as_ptr();
+        let mut x = head;
         for level in (0..list_height).rev() {
-            let (p, n) = self.find_at_level(x, level, user_key, trailer);
+            let mut start = x;
+            if let Some(hint) = hint.as_deref()
+                && hint.valid
+            {
+                // The previous insert's predecessor at this level is before
+                // this key too (inserts come in increasing order; nodes are
+                // never removed): start from it if it is further along.
+                let earlier = hint.prev[level];
+                if !earlier.is_null()
+                    && earlier != head
+                    && (start == head
+                        // SAFETY: both are published nodes of this list.
+                        || unsafe { compare_nodes(earlier, start) } == Ordering::Greater)
+                {
+                    start = earlier;
+                }
+            }
+            let (p, n) = self.find_at_level(start, level, user_key, trailer);
             prev[level] = p;
             next[level] = n;
             x = p;
@@ -450,6 +521,15 @@ impl SkipList {
                 prev[level] = p;
                 next[level] = n;
             }
+        }
+        if let Some(hint) = hint {
+            // The next (larger) key's predecessors: this node where it is
+            // linked, the same ones above.
+            hint.prev = prev;
+            for slot in hint.prev.iter_mut().take(height) {
+                *slot = node;
+            }
+            hint.valid = true;
         }
         true
     }
@@ -724,6 +804,44 @@ mod tests {
                 .get(&key, hash_key(&key), target)
                 .map(|n| n.internal_key().to_vec());
             assert_eq!(by_hash, by_search, "key {key:?} at {read}");
+        }
+    }
+
+    #[test]
+    fn sorted_runs_with_a_hint_land_where_plain_inserts_would() {
+        let list = SkipList::new(4096, 256);
+        // Existing entries, then sorted runs interleaved with them.
+        for i in (0..3000u64).step_by(3) {
+            list.insert(&i.to_be_bytes(), trailer(i + 1, 2), b"old");
+        }
+        for run in 0..3u64 {
+            let mut hint = Hint::default();
+            for i in (run + 1..3000).step_by(7) {
+                assert!(list.insert_sorted(
+                    &i.to_be_bytes(),
+                    trailer(10_000 + i, 2),
+                    b"new",
+                    &mut hint
+                ));
+            }
+        }
+        let all = collect(&list);
+        for pair in all.windows(2) {
+            assert_eq!(
+                strata_format::key::compare_internal(&pair[0], &pair[1]),
+                Ordering::Less
+            );
+        }
+        let expected = 1000
+            + (0..3u64)
+                .map(|run| (run + 1..3000).step_by(7).count())
+                .sum::<usize>();
+        assert_eq!(all.len(), expected);
+        for i in [1u64, 8, 2999] {
+            assert!(
+                list.get(&i.to_be_bytes(), hash_key(&i.to_be_bytes()), u64::MAX)
+                    .is_some()
+            );
         }
     }
 
