@@ -142,9 +142,13 @@ impl Reader for StrataReader<'_> {
         Ok(self.db.get(key)?.is_some())
     }
 
+    /// Entries lent by the iterator (`next_ref`), as redb's range lends
+    /// access guards: no copy of keys and values.
     fn scan(&mut self, start: &[u8], count: usize) -> Result<usize> {
         let mut seen = 0;
-        for entry in self.db.scan(start..)?.take(count) {
+        let mut scan = self.db.scan(start..)?;
+        while seen < count {
+            let Some(entry) = scan.next_ref() else { break };
             let (key, value) = entry?;
             std::hint::black_box((key, value));
             seen += 1;

@@ -245,25 +245,18 @@ pub(crate) struct TableCursor {
     cell: CursorCell,
     forward: bool,
     started: bool,
-    start: Bound<Vec<u8>>,
-    path: PathBuf,
+    /// The scan's range (shared by all its cursors).
+    range: Arc<KeyRange>,
 }
 
 impl TableCursor {
-    pub(crate) fn new(table: Arc<Table>, range: &KeyRange, forward: bool) -> Self {
-        let path = table.path.clone();
-        let start = if forward {
-            range.start.clone()
-        } else {
-            range.end.clone()
-        };
+    pub(crate) fn new(table: Arc<Table>, range: Arc<KeyRange>, forward: bool) -> Self {
         let cell = CursorCell::new(table, |table| table.cell.borrow_dependent().iter());
         Self {
             cell,
             forward,
             started: false,
-            start,
-            path,
+            range,
         }
     }
 
@@ -271,7 +264,8 @@ impl TableCursor {
     /// whether there is one.
     fn position(&mut self) -> std::result::Result<bool, strata_format::DecodeError> {
         let forward = self.forward;
-        let start = self.start.clone();
+        let range = Arc::clone(&self.range);
+        let start = if forward { &range.start } else { &range.end };
         self.cell.with_dependent_mut(|_, iter| {
             let target = |user_key: &[u8], seq: u64, kind: ValueKind| {
                 let mut key = Vec::with_capacity(user_key.len() + 8);
@@ -279,7 +273,7 @@ impl TableCursor {
                 key
             };
             if forward {
-                match &start {
+                match start {
                     Bound::Unbounded => iter.seek_to_first(),
                     Bound::Included(k) => iter.seek(&target(k, MAX_SEQ, ValueKind::FOR_SEEK)),
                     Bound::Excluded(k) => {
@@ -295,7 +289,7 @@ impl TableCursor {
                     }
                 }
             } else {
-                match &start {
+                match start {
                     Bound::Unbounded => iter.seek_to_last(),
                     Bound::Included(k) => {
                         if iter.seek(&target(k, 0, ValueKind::Delete))? {
@@ -334,7 +328,7 @@ impl Cursor for TableCursor {
             self.started = true;
             self.position()
         };
-        valid.map_err(|e| Error::corruption(&self.path, e))
+        valid.map_err(|e| Error::corruption(&self.cell.borrow_owner().path, e))
     }
 
     fn entry(&self) -> EntryRef<'_> {
@@ -475,31 +469,48 @@ pub(crate) type OpenFn = Box<dyn Fn(&crate::version::TableMeta) -> Result<Arc<Ta
 /// overlap: it opens and positions only the table the scan is in, moving to
 /// the next one (in the scan's direction) when it is exhausted.
 pub(crate) struct LevelCursor {
-    /// The level's tables that overlap the range, in key order.
-    tables: Vec<Arc<crate::version::TableMeta>>,
+    /// The version whose level this walks (held, not copied).
+    version: Arc<crate::version::Version>,
+    level: usize,
+    /// The level's tables that overlap the range: `tables[first..end]`.
+    first: usize,
+    end: usize,
     /// How many tables were started, from the front (forward) or back.
     started: usize,
     current: Option<TableCursor>,
-    range: KeyRange,
+    range: Arc<KeyRange>,
     forward: bool,
     open: OpenFn,
 }
 
 impl LevelCursor {
+    /// A cursor over `version`'s level `level` (1 or deeper: tables in key
+    /// order, not overlapping), restricted to the tables overlapping
+    /// `range`; `None` if there are none.
     pub(crate) fn new(
-        tables: Vec<Arc<crate::version::TableMeta>>,
-        range: KeyRange,
+        version: Arc<crate::version::Version>,
+        level: usize,
+        range: Arc<KeyRange>,
         forward: bool,
         open: OpenFn,
-    ) -> Self {
-        Self {
-            tables,
+    ) -> Option<Self> {
+        let tables = version.levels.get(level)?;
+        let (start, end) = range.user_bounds();
+        let first = start.map_or(0, |s| tables.partition_point(|t| t.largest_user_key() < s));
+        let end = end.map_or(tables.len(), |e| {
+            tables.partition_point(|t| t.smallest_user_key() <= e)
+        });
+        (first < end).then_some(Self {
+            version,
+            level,
+            first,
+            end,
             started: 0,
             current: None,
             range,
             forward,
             open,
-        }
+        })
     }
 }
 
@@ -512,20 +523,30 @@ impl Cursor for LevelCursor {
                 }
                 self.current = None;
             }
-            if self.started == self.tables.len() {
+            let count = self.end - self.first;
+            if self.started == count {
                 return Ok(false);
             }
             let index = if self.forward {
-                self.started
+                self.first + self.started
             } else {
-                self.tables.len() - 1 - self.started
+                self.end - 1 - self.started
             };
             self.started += 1;
-            let Some(meta) = self.tables.get(index) else {
+            let Some(meta) = self
+                .version
+                .levels
+                .get(self.level)
+                .and_then(|t| t.get(index))
+            else {
                 return Ok(false);
             };
             let table = (self.open)(meta)?;
-            self.current = Some(TableCursor::new(table, &self.range, self.forward));
+            self.current = Some(TableCursor::new(
+                table,
+                Arc::clone(&self.range),
+                self.forward,
+            ));
         }
     }
 

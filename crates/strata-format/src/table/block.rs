@@ -338,14 +338,28 @@ impl<'a> Block<'a> {
     /// An iterator over the block's entries, ordered by `comparator`.
     #[must_use]
     pub fn iter(&self, comparator: Comparator) -> BlockIter<'a> {
+        self.iter_reusing(comparator, None)
+    }
+
+    /// As [`Block::iter`], taking over the key buffers of an iterator no
+    /// longer needed (so moving from block to block allocates nothing).
+    #[must_use]
+    pub fn iter_reusing(
+        &self,
+        comparator: Comparator,
+        old: Option<BlockIter<'_>>,
+    ) -> BlockIter<'a> {
+        let (mut key, mut scratch) = old.map(|it| (it.key, it.scratch)).unwrap_or_default();
+        key.clear();
+        scratch.clear();
         BlockIter {
             block: self.clone(),
             comparator,
             current: self.restarts_offset,
             next_offset: self.restarts_offset,
             restart_index: 0,
-            key: Vec::new(),
-            scratch: Vec::new(),
+            key,
+            scratch,
             value: 0..0,
             valid: false,
             error: None,

@@ -474,6 +474,7 @@ impl<'a> TableReader<'a> {
             data: None,
             error: None,
             verify_again: false,
+            fresh_block: false,
         }
     }
 
@@ -527,6 +528,10 @@ pub struct TableIter<'t, 'a> {
     error: Option<DecodeError>,
     /// Check every block it loads, even those verified before.
     verify_again: bool,
+    /// The next entry checked is the first of a freshly loaded block (so
+    /// its lower bound is checked; later entries of the block follow it in
+    /// order, which the block iterator checks).
+    fresh_block: bool,
 }
 
 impl<'a> TableIter<'_, 'a> {
@@ -632,6 +637,8 @@ impl<'a> TableIter<'_, 'a> {
                 return Ok(false);
             };
             if data.prev().map_err(|e| e.at(at))? {
+                // Backward, keys fall towards the lower bound: check it.
+                it.fresh_block = true;
                 return it.check_current();
             }
             it.last_from(it.block.checked_sub(1))
@@ -670,8 +677,9 @@ impl<'a> TableIter<'_, 'a> {
             .read_data_block(block, &handle, self.verify_again)?;
         let iter = Block::new(bytes)
             .map_err(|e| e.at(handle.offset))?
-            .iter(compare_internal);
+            .iter_reusing(compare_internal, self.data.take());
         self.block = block;
+        self.fresh_block = true;
         Ok(self.data.insert(iter))
     }
 
@@ -700,8 +708,11 @@ impl<'a> TableIter<'_, 'a> {
     }
 
     /// Checks the entry the cursor is on: a valid internal key, within
-    /// its block's index range.
-    fn check_current(&self) -> Result<bool, DecodeError> {
+    /// its block's index range (at or below the block's index key; above
+    /// the previous block's, checked for the first entry reached after a
+    /// load: the rest of the block's entries increase from it).
+    fn check_current(&mut self) -> Result<bool, DecodeError> {
+        let fresh = std::mem::take(&mut self.fresh_block);
         let Some((key, _)) = self.current_raw() else {
             return Ok(false);
         };
@@ -711,11 +722,12 @@ impl<'a> TableIter<'_, 'a> {
         let above_upper = index
             .get(self.block)
             .is_some_and(|upper| compare_internal(key, upper.key) == Ordering::Greater);
-        let below_lower = self
-            .block
-            .checked_sub(1)
-            .and_then(|i| index.get(i))
-            .is_some_and(|lower| compare_internal(key, lower.key) != Ordering::Greater);
+        let below_lower = fresh
+            && self
+                .block
+                .checked_sub(1)
+                .and_then(|i| index.get(i))
+                .is_some_and(|lower| compare_internal(key, lower.key) != Ordering::Greater);
         if above_upper || below_lower {
             return Err(DecodeError::new(
                 at,

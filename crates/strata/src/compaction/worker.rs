@@ -191,7 +191,11 @@ fn whole_table(ctx: &Context<'_>, table: &crate::version::TableMeta) -> Result<T
     let open = ctx
         .tables
         .get_or_open(ctx.fs, &path, table.number, table.size)?;
-    Ok(TableCursor::new(open, &everything, true))
+    Ok(TableCursor::new(
+        open,
+        std::sync::Arc::new(everything),
+        true,
+    ))
 }
 
 /// Rewrites `table` (of `level`) as the table of its keys below `at` and
@@ -302,10 +306,10 @@ pub(crate) fn compact(
         return Ok((edit, JobBytes::default()));
     }
 
-    let everything = KeyRange {
+    let everything = std::sync::Arc::new(KeyRange {
         start: std::ops::Bound::Unbounded,
         end: std::ops::Bound::Unbounded,
-    };
+    });
     let mut cursors: Vec<Box<dyn Cursor>> = Vec::new();
     let mut read = 0;
     for table in choice.inputs.iter().chain(&choice.next_inputs) {
@@ -316,7 +320,11 @@ pub(crate) fn compact(
             .tables
             .get_or_open(ctx.fs, &path, table.number, table.size)?;
         read += table.size;
-        cursors.push(Box::new(TableCursor::new(open, &everything, true)));
+        cursors.push(Box::new(TableCursor::new(
+            open,
+            std::sync::Arc::clone(&everything),
+            true,
+        )));
     }
     let mut merge = Merge::new(cursors, true);
     let points = cut_points(version);

@@ -110,7 +110,7 @@ impl KeyRange {
 /// lends them instead, without copying.
 pub struct DbIterator {
     merge: Merge,
-    range: KeyRange,
+    range: std::sync::Arc<KeyRange>,
     seq: u64,
     forward: bool,
     /// The user key last taken (forward: its older versions are skipped).
@@ -142,7 +142,7 @@ impl std::fmt::Debug for DbIterator {
 impl DbIterator {
     pub(crate) fn new(
         cursors: Vec<Box<dyn Cursor>>,
-        range: KeyRange,
+        range: std::sync::Arc<KeyRange>,
         seq: u64,
         forward: bool,
         tombstones: Vec<TombstoneEntry>,

@@ -1270,31 +1270,37 @@ impl Inner {
                 )));
             }
         }
+        let range = Arc::new(range);
         let (start, end) = range.user_bounds();
-        let [level0, deeper @ ..] = &version.levels;
         // Level-0 tables overlap: a cursor each.
-        for meta in level0.iter().filter(|t| t.overlaps(start, end)) {
+        for meta in version
+            .levels
+            .first()
+            .into_iter()
+            .flatten()
+            .filter(|t| t.overlaps(start, end))
+        {
             let table = Arc::clone(self.table(meta)?);
-            cursors.push(Box::new(TableCursor::new(table, &range, forward)));
+            cursors.push(Box::new(TableCursor::new(
+                table,
+                Arc::clone(&range),
+                forward,
+            )));
         }
         // Deeper levels do not: one cursor per level, opening its tables
         // one after another as the scan reaches them.
-        for tables in deeper {
-            let overlapping: Vec<_> = tables
-                .iter()
-                .filter(|t| t.overlaps(start, end))
-                .cloned()
-                .collect();
-            if !overlapping.is_empty() {
-                let inner = Arc::clone(self);
-                let open: crate::table::OpenFn =
-                    Box::new(move |meta| inner.table(meta).map(Arc::clone));
-                cursors.push(Box::new(LevelCursor::new(
-                    overlapping,
-                    range.clone(),
-                    forward,
-                    open,
-                )));
+        for level in 1..version.levels.len() {
+            let inner = Arc::clone(self);
+            let open: crate::table::OpenFn =
+                Box::new(move |meta| inner.table(meta).map(Arc::clone));
+            if let Some(cursor) = LevelCursor::new(
+                Arc::clone(&version),
+                level,
+                Arc::clone(&range),
+                forward,
+                open,
+            ) {
+                cursors.push(Box::new(cursor));
             }
         }
         let hold: Box<dyn Send + Sync> = match hold {

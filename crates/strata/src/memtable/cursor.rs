@@ -70,7 +70,7 @@ impl Cursor for MemCursor {
                 Some(position) => {
                     let node = unsafe { list.at(position) };
                     if self.forward {
-                        list.next(node)
+                        list.next_prefetched(node)
                     } else {
                         list.prev(node)
                     }
