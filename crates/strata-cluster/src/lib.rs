@@ -10,6 +10,8 @@
 //!   by a transaction, takes its epoch from the key's creation revision,
 //!   and is fenced by a local deadline derived from its lease.
 //! - [`ClusterKeys`]: the key layout, so two clusters can share one etcd.
+//! - [`MemberRecord`] and [`successor`]: what each node publishes under its
+//!   lease, and which member campaigns when a group has no primary.
 //!
 //! # Examples
 //!
@@ -32,6 +34,7 @@ mod election;
 mod etcd;
 mod keys;
 mod mem;
+mod membership;
 
 pub use coordinator::{
     Compare, CompareOp, CompareTarget, Coordinator, Error, EventKind, KeyValue, Lease, LeaseId, Op,
@@ -41,3 +44,4 @@ pub use election::{Campaign, Leadership, campaign, campaign_with, default_margin
 pub use etcd::{EtcdCoordinator, EtcdOptions, EtcdWatch};
 pub use keys::{ClusterKeys, check_name};
 pub use mem::{MemCoordinator, MemWatch};
+pub use membership::{MemberRecord, Role, successor};
