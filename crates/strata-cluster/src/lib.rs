@@ -12,6 +12,9 @@
 //! - [`ClusterKeys`]: the key layout, so two clusters can share one etcd.
 //! - [`MemberRecord`] and [`successor`]: what each node publishes under its
 //!   lease, and which member campaigns when a group has no primary.
+//! - [`run_agent`]: the per-node loop that keeps the membership alive,
+//!   takes over a group whose primary is gone, and fences a primary that
+//!   can no longer prove its lease; it drives the node through [`Node`].
 //!
 //! # Examples
 //!
@@ -29,6 +32,7 @@
 //! # });
 //! ```
 
+mod agent;
 mod coordinator;
 mod election;
 mod etcd;
@@ -36,6 +40,7 @@ mod keys;
 mod mem;
 mod membership;
 
+pub use agent::{AgentConfig, AgentStatus, Node, run_agent};
 pub use coordinator::{
     Compare, CompareOp, CompareTarget, Coordinator, Error, EventKind, KeyValue, Lease, LeaseId, Op,
     Result, Revision, Txn, TxnOutcome, Watch, WatchEvent, prefix_end,
