@@ -24,15 +24,16 @@
 //! [`Replica::db`] and [`Replica::epoch`]).
 
 use std::collections::VecDeque;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use strata::wal::LogPin;
-use strata::{Db, Error, Options, SeqNo};
+use strata::replication::{
+    Follower, LogPin, LogSource, SnapshotInstall, VerifiedRecord, record_ranges, recover_install,
+};
+use strata::{Db, Error, FileSystem, Options, SeqNo};
 use strata_proto::v1::replication_client::ReplicationClient;
 use strata_proto::v1::{
     Ack, BeginSnapshotRequest, FetchSnapshotRequest, Record, ReplicaMessage, SnapshotInfo,
@@ -267,6 +268,8 @@ impl Freshness {
 #[derive(Debug)]
 struct Shared {
     db: SharedDb,
+    /// The file system of the replica's data and state.
+    fs: Arc<dyn FileSystem>,
     config: ReplicaConfig,
     epoch: Epoch,
     stop: AtomicBool,
@@ -344,13 +347,17 @@ impl Replica {
     /// The database failed to open, or the epoch file is unreadable.
     pub fn start(mut config: ReplicaConfig) -> Result<Self, Error> {
         crate::check_intervals(&config.ranges).map_err(Error::InvalidArgument)?;
-        record_ranges(&config.state_dir, &config.ranges)?;
+        let fs = Arc::clone(&config.options.file_system);
+        record_ranges(&*fs, &config.state_dir, &config.ranges)?;
         config.options.retain_ranges.clone_from(&config.ranges);
-        let epoch = Epoch::open(&config.state_dir).map_err(|e| {
+        let epoch = Epoch::open_in(Arc::clone(&fs), &config.state_dir).map_err(|e| {
             Error::InvalidArgument(format!("replica state {}: {e}", config.state_dir.display()))
         })?;
+        recover_install(&*fs, &config.data_dir)?;
+        let has_database = fs.exists(&config.data_dir.join("CURRENT")).unwrap_or(false);
         let shared = Arc::new(Shared {
             db: SharedDb::empty(),
+            fs,
             epoch,
             stop: AtomicBool::new(false),
             stopped: Notify::new(),
@@ -362,7 +369,7 @@ impl Replica {
             upstream_durable: AtomicU64::new(0),
             config,
         });
-        if shared.config.data_dir.join("CURRENT").exists() {
+        if has_database {
             let db = open_follower(&shared.config)?;
             adopt(&shared, db, None)?;
         }
@@ -506,7 +513,7 @@ impl Replica {
             .epoch
             .raise_to(next)
             .map_err(|e| Error::InvalidArgument(format!("writing the epoch: {e}")))?;
-        db.set_follower(None);
+        Follower::of(&db).unfence();
         Ok(next)
     }
 }
@@ -521,44 +528,12 @@ impl Drop for Replica {
     }
 }
 
-/// Records the replica's ranges in `<state dir>/RANGES` on first start, and
-/// refuses a later start with other ranges.
-fn record_ranges(state_dir: &Path, ranges: &[(Vec<u8>, Option<Vec<u8>>)]) -> Result<(), Error> {
-    let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
-    let text: String = ranges
-        .iter()
-        .map(|(start, end)| {
-            format!(
-                "{} {}\n",
-                hex(start),
-                end.as_deref().map_or("-".to_string(), hex)
-            )
-        })
-        .collect();
-    let text = format!("strata-ranges 1\n{text}");
-    let path = state_dir.join("RANGES");
-    match std::fs::read_to_string(&path) {
-        Ok(found) if found == text => Ok(()),
-        Ok(_) => Err(Error::InvalidArgument(format!(
-            "this replica was built for other key ranges ({}); remove its data and state directories to rebuild it for the new ones",
-            path.display()
-        ))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::create_dir_all(state_dir)
-            .and_then(|()| std::fs::write(&path, text))
-            .map_err(|e| Error::InvalidArgument(format!("writing {}: {e}", path.display()))),
-        Err(e) => Err(Error::InvalidArgument(format!(
-            "reading {}: {e}",
-            path.display()
-        ))),
-    }
-}
-
 fn open_follower(config: &ReplicaConfig) -> Result<Db, Error> {
     let db = Db::open(&config.data_dir, config.options.clone())?;
-    db.set_follower(Some(format!(
+    Follower::of(&db).fence(format!(
         "this node is a replica of {}; write to the primary",
         config.upstream
-    )));
+    ));
     Ok(db)
 }
 
@@ -568,14 +543,14 @@ fn adopt(shared: &Shared, db: Db, known: Option<[u8; 8]>) -> Result<(), Error> {
     let last = db.last_seq();
     let mut hash = known;
     if last.get() > 0
-        && let Ok(mut reader) = db.log_reader(last)
+        && let Ok(mut reader) = LogSource::of(&db).read_from(last)
         && let Ok(Some(record)) = reader.next(Duration::from_millis(100))
         && record.last_seq == last
         && let Ok(view) = strata_format::wal::decode_record(&record.bytes)
     {
         hash = Some(record_hash(view.payload));
     }
-    let pin = db.log_pin(SeqNo(last.get().max(1))).ok();
+    let pin = LogSource::of(&db).pin(SeqNo(last.get().max(1))).ok();
     *shared.pin.lock() = pin;
     *shared.last_hash.lock() = hash;
     shared.db.set(Arc::new(db));
@@ -793,7 +768,7 @@ async fn session(shared: &Arc<Shared>) -> End {
             message = inbound.message() => message,
             () = shared.stopped.notified() => return End::Stopped,
         };
-        let mut group: Vec<Vec<u8>> = Vec::new();
+        let mut group: Vec<VerifiedRecord> = Vec::new();
         let mut group_hash = link;
         let mut next = Some(first);
         // How the stream ended, once the records before the end are applied.
@@ -813,13 +788,13 @@ async fn session(shared: &Arc<Shared>) -> End {
             match message.kind {
                 Some(upstream_message::Kind::Record(record)) => {
                     if let Err(end) =
-                        take_record(shared, &record, &mut applied, &mut group_hash, &mut group)
+                        take_record(shared, record, &mut applied, &mut group_hash, &mut group)
                     {
                         return end;
                     }
                 }
                 Some(upstream_message::Kind::Records(batch)) => {
-                    for record in &batch.records {
+                    for record in batch.records {
                         if let Err(end) =
                             take_record(shared, record, &mut applied, &mut group_hash, &mut group)
                         {
@@ -850,11 +825,8 @@ async fn session(shared: &Arc<Shared>) -> End {
         }
         let count = group.len() as u64;
         let apply_db = Arc::clone(&db);
-        let applied_result = tokio::task::spawn_blocking(move || {
-            let refs: Vec<&[u8]> = group.iter().map(Vec::as_slice).collect();
-            apply_db.apply_replicated(&refs)
-        })
-        .await;
+        let applied_result =
+            tokio::task::spawn_blocking(move || Follower::of(&apply_db).apply(group)).await;
         match applied_result {
             Ok(Ok(last)) if last.get() == applied => {}
             Ok(Ok(last)) => {
@@ -891,19 +863,19 @@ async fn session(shared: &Arc<Shared>) -> End {
 /// the session (counting why).
 fn take_record(
     shared: &Shared,
-    record: &Record,
+    record: Record,
     applied: &mut u64,
     group_hash: &mut Option<[u8; 8]>,
-    group: &mut Vec<Vec<u8>>,
+    group: &mut Vec<VerifiedRecord>,
 ) -> Result<(), End> {
     match check_record(record, *applied, *group_hash) {
         Checked::Duplicate => {
             shared.counters.duplicates.fetch_add(1, Ordering::Relaxed);
         }
-        Checked::Next { payload, hash } => {
-            group.push(payload);
+        Checked::Next { record, hash } => {
+            *applied = record.last_seq().get();
+            group.push(record);
             *group_hash = Some(hash);
-            *applied = record.last_seq;
         }
         Checked::Gap(why) => {
             shared.counters.gaps.fetch_add(1, Ordering::Relaxed);
@@ -926,71 +898,56 @@ fn take_record(
 
 enum Checked {
     Duplicate,
-    Next { payload: Vec<u8>, hash: [u8; 8] },
+    Next {
+        record: VerifiedRecord,
+        hash: [u8; 8],
+    },
     Gap(String),
     Mismatch(String),
     Bad(String),
 }
 
-/// Checks one record against the replica's position and link.
-fn check_record(record: &Record, applied: u64, link: Option<[u8; 8]>) -> Checked {
-    let view = match strata_format::wal::decode_record(&record.record) {
-        Ok(view) => view,
+/// Checks one record against the replica's position and link: the
+/// record's checksum and batch (decoded once, by the engine's
+/// [`VerifiedRecord::verify`]), the sequence numbers the message names,
+/// continuity and the hash link.
+fn check_record(record: Record, applied: u64, link: Option<[u8; 8]>) -> Checked {
+    let (first_seq, last_seq) = (record.first_seq, record.last_seq);
+    let prev_hash = record.prev_hash;
+    let verified = match VerifiedRecord::verify(record.record) {
+        Ok(verified) => verified,
         Err(e) => {
-            return Checked::Bad(format!(
-                "record {}..={}: {e}",
-                record.first_seq, record.last_seq
-            ));
+            return Checked::Bad(format!("record {first_seq}..={last_seq}: {e}"));
         }
     };
-    if view.framed_len != record.record.len()
-        || view.record_type != strata_format::wal::RecordType::Batch
-    {
+    if verified.first_seq().get() != first_seq || verified.last_seq().get() != last_seq {
         return Checked::Bad(format!(
-            "record {}..={} is not exactly one batch record",
-            record.first_seq, record.last_seq
+            "record says {first_seq}..={last_seq} but its batch holds {}..={}",
+            verified.first_seq().get(),
+            verified.last_seq().get()
         ));
     }
-    let batch = match strata_format::wal::decode_batch(view.payload) {
-        Ok(batch) => batch,
-        Err(e) => {
-            return Checked::Bad(format!(
-                "record {}..={}: {e}",
-                record.first_seq, record.last_seq
-            ));
-        }
-    };
-    if batch.first_seq != record.first_seq || batch.last_seq() != record.last_seq {
-        return Checked::Bad(format!(
-            "record says {}..={} but its batch holds {}..={}",
-            record.first_seq,
-            record.last_seq,
-            batch.first_seq,
-            batch.last_seq()
-        ));
-    }
-    if record.last_seq <= applied {
+    if last_seq <= applied {
         return Checked::Duplicate;
     }
-    if record.first_seq != applied + 1 {
+    if first_seq != applied + 1 {
         return Checked::Gap(format!(
-            "record starts at {} but {} must come next",
-            record.first_seq,
+            "record starts at {first_seq} but {} must come next",
             applied + 1
         ));
     }
     if let Some(link) = link
-        && !record.prev_hash.is_empty()
-        && record.prev_hash.as_slice() != link.as_slice()
+        && !prev_hash.is_empty()
+        && prev_hash.as_slice() != link.as_slice()
     {
         return Checked::Mismatch(format!(
-            "record {}..={} names a predecessor that is not this replica's record at {applied}",
-            record.first_seq, record.last_seq
+            "record {first_seq}..={last_seq} names a predecessor that is not this replica's record at {applied}"
         ));
     }
+    let hash = record_hash(verified.payload());
     Checked::Next {
-        payload: view.payload.to_vec(),
-        hash: record_hash(view.payload),
+        record: verified,
+        hash,
     }
 }
 
@@ -1009,9 +966,9 @@ async fn bootstrap(shared: &Arc<Shared>) -> Result<(), BootstrapFailed> {
         .map_err(|s| call_failed("begin snapshot", &s))?
         .into_inner();
     check_info(&info)?;
-    let staging = config.data_dir.with_extension("bootstrap");
-    prepare_staging(&staging, &info.snapshot_id)
-        .map_err(|e| format!("staging {}: {e}", staging.display()))?;
+    let install =
+        SnapshotInstall::begin(Arc::clone(&shared.fs), &config.data_dir, &info.snapshot_id)
+            .map_err(|e| format!("staging the snapshot: {e}"))?;
     let total: u64 = info.files.iter().map(|f| f.size).sum();
     tracing::info!(
         snapshot = %info.snapshot_id,
@@ -1022,7 +979,7 @@ async fn bootstrap(shared: &Arc<Shared>) -> Result<(), BootstrapFailed> {
     );
     let mut fetched = 0u64;
     for (index, file) in info.files.iter().enumerate() {
-        fetch_file(config, &mut client, &info.snapshot_id, file, &staging).await?;
+        fetch_file(config, &mut client, &info.snapshot_id, file, &install).await?;
         fetched += file.size;
         tracing::info!(
             file = %file.path,
@@ -1049,7 +1006,9 @@ async fn bootstrap(shared: &Arc<Shared>) -> Result<(), BootstrapFailed> {
     let epoch = info.epoch;
     tokio::task::spawn_blocking(move || -> Result<(), String> {
         let config = &install_shared.config;
-        install(&staging, &config.data_dir).map_err(|e| format!("installing the snapshot: {e}"))?;
+        install
+            .commit()
+            .map_err(|e| format!("installing the snapshot: {e}"))?;
         install_shared
             .epoch
             .raise_to(epoch)
@@ -1085,54 +1044,21 @@ fn check_info(info: &SnapshotInfo) -> Result<(), String> {
     Ok(())
 }
 
-/// Keeps a partial transfer of the same snapshot (to resume it); starts
-/// afresh for another.
-fn prepare_staging(staging: &Path, snapshot_id: &str) -> std::io::Result<()> {
-    let marker = staging.join("SNAPSHOT-ID");
-    let same = std::fs::read_to_string(&marker).is_ok_and(|id| id == snapshot_id);
-    if !same {
-        match std::fs::remove_dir_all(staging) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
-        }
-        std::fs::create_dir_all(staging)?;
-        std::fs::write(&marker, snapshot_id)?;
-    }
-    Ok(())
-}
-
 async fn fetch_file(
     config: &ReplicaConfig,
     client: &mut ReplicationClient<Channel>,
     snapshot_id: &str,
     file: &strata_proto::v1::SnapshotFile,
-    staging: &Path,
+    install: &SnapshotInstall,
 ) -> Result<(), BootstrapFailed> {
-    let local = staging.join(&file.path);
-    if let Some(parent) = local.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
-    }
-    let mut have = std::fs::metadata(&local).map_or(0, |m| m.len());
-    if have > file.size {
-        std::fs::remove_file(&local).map_err(|e| format!("{}: {e}", local.display()))?;
-        have = 0;
-    }
-    if file.size == 0 {
-        // Nothing to fetch, but the file must exist.
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&local)
-            .and_then(|f| f.sync_all())
-            .map_err(|e| format!("{}: {e}", local.display()))?;
-    }
+    let wanted = strata::replication::SnapshotFile {
+        path: file.path.clone(),
+        size: file.size,
+        crc32: file.crc32,
+    };
+    let mut staged = install.file(&wanted).map_err(|e| e.to_string())?;
+    let mut have = staged.staged_len();
     if have < file.size {
-        let mut out = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&local)
-            .map_err(|e| format!("{}: {e}", local.display()))?;
         let mut chunks = client
             .fetch_snapshot(with_token(
                 config,
@@ -1160,66 +1086,14 @@ async fn fetch_file(
                 )
                 .into());
             }
-            out.write_all(&chunk.data)
-                .map_err(|e| format!("{}: {e}", local.display()))?;
+            staged
+                .append(chunk.offset, &chunk.data)
+                .map_err(|e| e.to_string())?;
             have += chunk.data.len() as u64;
         }
-        out.sync_all()
-            .map_err(|e| format!("{}: {e}", local.display()))?;
     }
-    let crc = file_crc(&local).map_err(|e| format!("{}: {e}", local.display()))?;
-    if have != file.size || crc != file.crc32 {
-        let _ = std::fs::remove_file(&local);
-        return Err(format!(
-            "snapshot file {} is {have} bytes with crc32 {crc:08x}, expected {} bytes with {:08x}; removed, will fetch again",
-            file.path, file.size, file.crc32
-        )
-        .into());
-    }
+    staged.finish().map_err(|e| e.to_string())?;
     Ok(())
-}
-
-pub(crate) fn file_crc(path: &Path) -> std::io::Result<u32> {
-    use std::io::Read;
-    let mut file = std::fs::File::open(path)?;
-    let mut hasher = crc32fast::Hasher::new();
-    let mut buffer = vec![0u8; 1 << 20];
-    loop {
-        let n = file.read(&mut buffer)?;
-        if n == 0 {
-            return Ok(hasher.finalize());
-        }
-        hasher.update(buffer.get(..n).unwrap_or_default());
-    }
-}
-
-/// Moves the staged snapshot into place: the old directory aside, the new
-/// one in by rename, the parent synced, then the old one removed.
-fn install(staging: &Path, data_dir: &Path) -> std::io::Result<()> {
-    std::fs::remove_file(staging.join("SNAPSHOT-ID"))?;
-    let aside = data_dir.with_extension("replaced");
-    match std::fs::remove_dir_all(&aside) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e),
-    }
-    if data_dir.exists() {
-        std::fs::rename(data_dir, &aside)?;
-    }
-    std::fs::rename(staging, data_dir)?;
-    if let Some(parent) = data_dir.parent() {
-        let parent = if parent.as_os_str().is_empty() {
-            Path::new(".")
-        } else {
-            parent
-        };
-        std::fs::File::open(parent)?.sync_all()?;
-    }
-    match std::fs::remove_dir_all(&aside) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e),
-    }
 }
 
 #[cfg(test)]
@@ -1252,13 +1126,13 @@ mod tests {
     #[test]
     fn the_next_record_is_taken_and_its_hash_returned() {
         let (first, h1) = record(1, &[b"a", b"b"], None);
-        match check_record(&first, 0, None) {
+        match check_record(first.clone(), 0, None) {
             Checked::Next { hash, .. } => assert_eq!(hash, h1),
             _ => panic!("not taken"),
         }
         let (second, _) = record(3, &[b"c"], Some(h1));
         assert!(matches!(
-            check_record(&second, 2, Some(h1)),
+            check_record(second.clone(), 2, Some(h1)),
             Checked::Next { .. }
         ));
     }
@@ -1266,17 +1140,26 @@ mod tests {
     #[test]
     fn duplicates_are_ignored_and_gaps_refused() {
         let (r, _) = record(1, &[b"a", b"b"], None);
-        assert!(matches!(check_record(&r, 2, None), Checked::Duplicate));
-        assert!(matches!(check_record(&r, 5, None), Checked::Duplicate));
+        assert!(matches!(
+            check_record(r.clone(), 2, None),
+            Checked::Duplicate
+        ));
+        assert!(matches!(
+            check_record(r.clone(), 5, None),
+            Checked::Duplicate
+        ));
         let (later, _) = record(5, &[b"a"], None);
-        assert!(matches!(check_record(&later, 2, None), Checked::Gap(_)));
+        assert!(matches!(
+            check_record(later.clone(), 2, None),
+            Checked::Gap(_)
+        ));
     }
 
     #[test]
     fn a_link_to_another_predecessor_is_refused() {
         let (r, _) = record(3, &[b"a"], Some([1; 8]));
         assert!(matches!(
-            check_record(&r, 2, Some([2; 8])),
+            check_record(r.clone(), 2, Some([2; 8])),
             Checked::Mismatch(_)
         ));
     }
@@ -1286,15 +1169,15 @@ mod tests {
         let (mut r, _) = record(1, &[b"a"], None);
         let last = r.record.len() - 1;
         r.record[last] ^= 1;
-        assert!(matches!(check_record(&r, 0, None), Checked::Bad(_)));
+        assert!(matches!(check_record(r.clone(), 0, None), Checked::Bad(_)));
         let (mut r, _) = record(1, &[b"a"], None);
         r.last_seq = 2; // the message names other numbers than its batch
-        assert!(matches!(check_record(&r, 0, None), Checked::Bad(_)));
+        assert!(matches!(check_record(r.clone(), 0, None), Checked::Bad(_)));
         let (mut r, _) = record(1, &[b"a"], None);
         r.record.push(0); // trailing bytes
-        assert!(matches!(check_record(&r, 0, None), Checked::Bad(_)));
+        assert!(matches!(check_record(r.clone(), 0, None), Checked::Bad(_)));
         let (mut r, _) = record(1, &[b"a"], None);
         r.record.truncate(5);
-        assert!(matches!(check_record(&r, 0, None), Checked::Bad(_)));
+        assert!(matches!(check_record(r.clone(), 0, None), Checked::Bad(_)));
     }
 }

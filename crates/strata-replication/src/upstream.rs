@@ -34,7 +34,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use parking_lot::{Condvar, Mutex};
-use strata::wal::{LogPin, LogReader};
+use strata::replication::{LogPin, LogReader, LogRecord, LogSource};
 use strata::{Db, Error, SeqNo};
 use strata_proto::v1::replication_server::{Replication, ReplicationServer};
 use strata_proto::v1::{
@@ -323,7 +323,7 @@ impl Upstream {
                 lag_records: durable.saturating_sub(slot.applied),
                 lag_bytes: if durable > slot.applied {
                     db.as_ref()
-                        .map_or(0, |db| db.log_bytes_from(SeqNo(slot.applied + 1)))
+                        .map_or(0, |db| LogSource::of(db).lag(SeqNo(slot.applied)).bytes)
                 } else {
                     0
                 },
@@ -525,15 +525,21 @@ fn open_position(
         other => Status::internal(other.to_string()),
     };
     if applied == 0 {
-        if db.oldest_retained_seq().get() > 1 {
+        let oldest = LogSource::of(db).oldest_retained();
+        if oldest.get() > 1 {
             return Err(Status::failed_precondition(format!(
                 "this node's log starts at sequence number {}: an empty replica must bootstrap from a snapshot",
-                db.oldest_retained_seq().get()
+                oldest.get()
             )));
         }
-        return Ok((db.log_reader(SeqNo(1)).map_err(truncated)?, None));
+        return Ok((
+            LogSource::of(db).read_from(SeqNo(1)).map_err(truncated)?,
+            None,
+        ));
     }
-    let mut reader = db.log_reader(SeqNo(applied)).map_err(truncated)?;
+    let mut reader = LogSource::of(db)
+        .read_from(SeqNo(applied))
+        .map_err(truncated)?;
     let record = reader
         .next(Duration::from_secs(5))
         .map_err(truncated)?
@@ -687,7 +693,7 @@ impl Upstream {
         })
         .await
         .map_err(|e| Status::internal(e.to_string()))??;
-        let pin = db.log_pin(SeqNo(applied.max(1))).map_err(|e| {
+        let pin = LogSource::of(&db).pin(SeqNo(applied.max(1))).map_err(|e| {
             Status::failed_precondition(format!("cannot hold the log for the replica: {e}"))
         })?;
 
@@ -976,7 +982,7 @@ impl Pump {
     /// are already durable, up to `PACK_BYTES`.
     fn pack(
         &mut self,
-        first: strata::wal::LogRecord,
+        first: LogRecord,
         reader: &mut LogReader,
     ) -> Result<UpstreamMessage, Status> {
         let first = self.record(first)?;
@@ -998,7 +1004,7 @@ impl Pump {
         })
     }
 
-    fn record(&mut self, record: strata::wal::LogRecord) -> Result<Record, Status> {
+    fn record(&mut self, record: LogRecord) -> Result<Record, Status> {
         let payload = strata_format::wal::decode_record(&record.bytes)
             .map_err(|e| {
                 Status::internal(format!(
@@ -1047,7 +1053,7 @@ impl Pump {
         let mut slots = self.upstream.shared.slots.lock();
         if let Some(slot) = slots.get_mut(&self.id).filter(|s| s.stream == self.stream)
             && slot.pin.is_some()
-            && self.db.log_bytes_from(SeqNo(slot.applied + 1)) > max
+            && LogSource::of(&self.db).lag(SeqNo(slot.applied)).bytes > max
         {
             tracing::warn!(
                 replica = %self.id,

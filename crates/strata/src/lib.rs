@@ -31,6 +31,7 @@ mod memtable;
 mod merge;
 mod options;
 mod ranges;
+pub mod replication;
 mod seqno;
 mod table;
 mod version;

@@ -43,6 +43,7 @@ pub(crate) mod background;
 mod checkpoint;
 mod identity;
 pub(crate) mod iterator;
+mod port;
 mod ranges;
 mod visibility;
 
@@ -53,7 +54,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::{Condvar, Mutex, RwLock};
-use strata_format::wal::{BatchOp, BatchView, decode_batch, view_built_batch};
+use strata_format::wal::{BatchOp, BatchView, view_built_batch};
 
 use crate::env::{DirLock, FileSystem};
 use crate::error::{Error, Result};
@@ -202,6 +203,8 @@ pub(crate) struct Inner {
     follower: RwLock<Option<String>>,
     /// Serializes replicated applies (sequence check, then append).
     replication_apply: Mutex<()>,
+    /// What the replication port did.
+    replicated: port::ReplicationCounters,
     /// The database id, as the log knows it.
     wal_database_id: u128,
     /// The keys this database holds (a range-scoped replica); everything
@@ -416,6 +419,7 @@ impl Db {
             stall_hint: AtomicBool::new(true),
             follower: RwLock::new(None),
             replication_apply: Mutex::new(()),
+            replicated: port::ReplicationCounters::default(),
             wal_database_id: database_id,
             retain: retain.clone(),
             batch_limit: std::sync::atomic::AtomicUsize::new(usize::MAX),
@@ -524,81 +528,6 @@ impl Db {
         self.inner.merge_ranges(left, right)
     }
 
-    /// Lowers the largest batch this database accepts to `bytes` (never
-    /// raises it above `Options::batch_bytes_max` or a lower limit set
-    /// before), giving `why` in refusals: for a database whose log is
-    /// shipped in messages of bounded size, so that a batch replication
-    /// could not ship is refused when it is written, not when it is
-    /// shipped.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # use strata::{Db, MemFileSystem, Options, WriteBatch, WriteOptions};
-    /// # use std::sync::Arc;
-    /// # let db = Db::open("d", Options { file_system: Arc::new(MemFileSystem::new()), ..Options::default() })?;
-    /// db.limit_batch_bytes(1 << 10, "what the test ships");
-    /// let mut batch = WriteBatch::new();
-    /// batch.put(b"k", &[0u8; 2048]);
-    /// let refused = db.write(batch, &WriteOptions::default()).unwrap_err();
-    /// assert!(refused.to_string().contains("what the test ships"));
-    /// # Ok::<(), strata::Error>(())
-    /// ```
-    pub fn limit_batch_bytes(&self, bytes: usize, why: &str) {
-        let mut reason = self.inner.batch_limit_why.lock();
-        let current = self
-            .inner
-            .batch_limit
-            .load(Ordering::Acquire)
-            .min(self.inner.options.batch_bytes_max);
-        if bytes < current {
-            *reason = why.to_string();
-            self.inner.batch_limit.store(bytes, Ordering::Release);
-        }
-    }
-
-    /// Makes sure no file of the database holds a key outside
-    /// [`Options::retain_ranges`]: flushes, then rewrites the tables that
-    /// hold such keys (tables wholly outside the ranges are dropped when
-    /// the database opens). Returns the bytes written. With no
-    /// `retain_ranges`, does nothing.
-    ///
-    /// Used to cut a range-scoped copy out of a checkpoint (a snapshot for
-    /// a replica allowed only some key ranges): open the checkpoint with
-    /// `retain_ranges`, call this, close.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # use strata::{Db, MemFileSystem, Options};
-    /// # use std::sync::Arc;
-    /// let fs = Arc::new(MemFileSystem::new());
-    /// let options = || Options { file_system: fs.clone(), ..Options::default() };
-    /// let db = Db::open("full", options())?;
-    /// db.put(b"eu/1", b"a")?;
-    /// db.put(b"us/1", b"b")?;
-    /// db.close()?;
-    /// let eu = Db::open("full", Options {
-    ///     retain_ranges: vec![(b"eu/".to_vec(), Some(b"eu0".to_vec()))],
-    ///     ..options()
-    /// })?;
-    /// eu.purge_outside_retained()?;
-    /// assert_eq!(eu.get(b"eu/1")?.as_deref(), Some(&b"a"[..]));
-    /// # Ok::<(), strata::Error>(())
-    /// ```
-    ///
-    /// # Errors
-    /// [`Error::Io`] or [`Error::Poisoned`] if flushing, rewriting or
-    /// logging fails.
-    pub fn purge_outside_retained(&self) -> Result<u64> {
-        self.inner.check_open()?;
-        if self.inner.retain.is_everything() {
-            return Ok(0);
-        }
-        self.flush()?;
-        self.inner.purge_outside_retained()
-    }
-
     /// The database's id (from `IDENTITY`; the same in its checkpoints and
     /// on its replicas).
     #[must_use]
@@ -628,70 +557,11 @@ impl Db {
         self.inner.work.lock().error.as_ref().map(|r| r.to_string())
     }
 
-    /// The oldest sequence number the commit log still holds.
-    #[must_use]
-    pub fn oldest_retained_seq(&self) -> SeqNo {
-        self.inner.wal.oldest_retained_seq()
-    }
-
-    /// A reader of the commit log from `from` on that yields only durable
-    /// records (what replication ships).
-    ///
-    /// # Errors
-    /// [`Error::LogTruncated`] if `from` is no longer retained;
-    /// [`Error::BeyondEnd`] if it is past the end; [`Error::Closed`].
-    pub fn log_reader(&self, from: SeqNo) -> Result<crate::wal::LogReader> {
-        self.inner.check_open()?;
-        self.inner.wal.reader(from)
-    }
-
-    /// Bytes the commit log holds from `seq` on (about: whole segments and
-    /// the tail): how far behind a reader at `seq` is.
-    #[must_use]
-    pub fn log_bytes_from(&self, seq: SeqNo) -> u64 {
-        self.inner.wal.bytes_from(seq)
-    }
-
-    /// Keeps the commit log from `from` on until the pin is advanced or
-    /// dropped (a replica slot holds one).
-    ///
-    /// # Errors
-    /// [`Error::LogTruncated`] if `from` is no longer retained.
-    pub fn log_pin(&self, from: SeqNo) -> Result<crate::wal::LogPin> {
-        self.inner.check_open()?;
-        self.inner.wal.pin(from)
-    }
-
     /// Waits until every write up to `seq` is visible, at most `timeout`;
     /// returns whether it is (a read-your-writes wait on a replica).
     #[must_use]
     pub fn wait_for_seq(&self, seq: SeqNo, timeout: std::time::Duration) -> bool {
         self.inner.visibility.wait_visible(seq.get(), timeout)
-    }
-
-    /// Makes the database a follower (`Some(message)`: local writes are
-    /// refused with [`Error::ReadOnly`] carrying the message, for example
-    /// which node is the primary) or a primary again (`None`).
-    pub fn set_follower(&self, message: Option<String>) {
-        *self.inner.follower.write() = message;
-    }
-
-    /// Applies batches replicated from another database's log, in order:
-    /// each of `payloads` is a record's encoded batch, and the first must
-    /// start at the sequence number this database's log assigns next, each
-    /// later one right after the one before (so both logs hold the same
-    /// batches at the same sequence numbers). The batches are appended, made
-    /// durable by one sync, and only then made visible, each atomically: a
-    /// reader never sees a replicated write that a crash could take back.
-    /// Returns the last sequence number applied.
-    ///
-    /// # Errors
-    /// [`Error::OutOfSequence`] if a batch does not continue the log
-    /// (nothing of it or after it is applied); [`Error::Corruption`] if a
-    /// payload is not a valid batch; as [`Db::write`] otherwise.
-    pub fn apply_replicated(&self, payloads: &[&[u8]]) -> Result<SeqNo> {
-        self.inner.check_open()?;
-        self.inner.apply_log_batches(payloads)
     }
 
     /// Applies `batch` atomically and returns the sequence number of its
@@ -1011,56 +881,6 @@ impl Inner {
         };
         self.freeze_if_full(batch_bytes);
         Ok(last)
-    }
-
-    /// Appends replicated batches that must continue the log (together,
-    /// synced once), then applies and publishes them.
-    fn apply_log_batches(&self, payloads: &[&[u8]]) -> Result<SeqNo> {
-        // One replicated group at a time: the checks and the appends agree.
-        let _order = self.replication_apply.lock();
-        let start = self.wal.next_seq().get();
-        let mut expected = start;
-        let mut builders = Vec::with_capacity(payloads.len());
-        let mut batch_bytes = 0;
-        for payload in payloads {
-            let corrupt = |e| Error::corruption(self.dir.join("replicated batch"), e);
-            let view = decode_batch(payload).map_err(corrupt)?;
-            if view.first_seq != expected {
-                if expected == start {
-                    return Err(Error::OutOfSequence {
-                        expected,
-                        found: view.first_seq,
-                    });
-                }
-                // Apply what continued the log; the caller sees the error
-                // on its next call.
-                break;
-            }
-            expected = view.last_seq() + 1;
-            let builder =
-                strata_format::wal::BatchBuilder::from_encoded(payload).map_err(corrupt)?;
-            batch_bytes += builder.encoded_len() as u64;
-            builders.push(builder);
-        }
-        if builders.is_empty() {
-            return Ok(SeqNo(start.saturating_sub(1)));
-        }
-        if let Some(first) = builders.first() {
-            background::throttle(self, first.as_bytes())?;
-        }
-        {
-            let _gate = self.write_gate.read();
-            let written = self.wal.append_many_returning(builders, true)?;
-            let current = self.view.load();
-            for (_, bytes) in &written {
-                let batch =
-                    decode_batch(bytes).map_err(|e| Error::corruption(self.dir.join("wal"), e))?;
-                apply_batch(&current.active, &batch, &self.retain, Some(&current.router));
-            }
-        }
-        self.visibility.publish_and_wait(start, expected - 1);
-        self.freeze_if_full(batch_bytes);
-        Ok(SeqNo(expected - 1))
     }
 
     /// Publishes a new [`ReadView`] from the memtables, the version and

@@ -193,9 +193,19 @@ pub trait FileSystem: Send + Sync + Debug + 'static {
     /// The names (not full paths) of the entries of directory `path`, sorted.
     fn list_dir(&self, path: &Path) -> io::Result<Vec<String>>;
 
-    /// Atomically renames `from` to `to`, replacing `to` if it exists.
+    /// Atomically renames `from` to `to`, replacing `to` if it exists
+    /// (a file; a directory is renamed only to a name that is free).
     /// Durable only after [`FileSystem::sync_dir`] of the parent(s).
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+
+    /// Whether `path` is a directory (`false` if nothing is there).
+    fn is_dir(&self, path: &Path) -> io::Result<bool>;
+
+    /// Removes the directory `path` and everything in it; succeeds if it
+    /// does not exist. Durable only after `sync_dir` of its parent (the
+    /// in-memory file systems make it durable at once, as they do
+    /// `create_dir_all`).
+    fn remove_dir_all(&self, path: &Path) -> io::Result<()>;
 
     /// Removes the file at `path`. Durable only after `sync_dir`.
     fn remove_file(&self, path: &Path) -> io::Result<()>;
