@@ -29,32 +29,10 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
 use super::mem::MemFile;
-use super::{DirLock, File, FileSystem, MemFileSystem, OpenMode};
+use super::{CrashMode, DirLock, File, FileSystem, MemFileSystem, OpenMode};
 
 const EIO: i32 = 5;
 const ENOSPC: i32 = 28;
-
-/// What a simulated power loss keeps of the data and directory entries
-/// that were not yet durable. Synced data and synced entries always
-/// survive.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CrashMode {
-    /// Nothing unsynced survives.
-    DropUnsynced,
-    /// A random prefix of each file's unsynced writes survives, the write
-    /// after it possibly torn at a random byte; a random prefix of each
-    /// directory's unsynced entry changes survives.
-    KeepPrefix,
-    /// Each 512-byte sector touched by unsynced writes independently keeps
-    /// its durable bytes, takes the new bytes, or has the bytes written
-    /// since the last sync replaced by random garbage (durable bytes sharing
-    /// the sector are kept: writing part of a sector does not damage the
-    /// rest of it); each file's length is randomly the durable or the new
-    /// one. Directory entry changes as in [`CrashMode::KeepPrefix`].
-    GarbleSectors,
-    /// One of the other three, chosen at random per file and per directory.
-    Random,
-}
 
 /// Which faults a [`FaultFileSystem`] injects. The default injects none.
 ///
@@ -156,6 +134,7 @@ impl Faults {
 /// # Examples
 ///
 /// ```
+/// # #[cfg(feature = "internals")] {
 /// use std::path::Path;
 /// use strata::env::{FaultFileSystem, FaultPlan, FileSystem, OpenMode};
 ///
@@ -164,6 +143,7 @@ impl Faults {
 /// let file = fs.open(Path::new("wal"), OpenMode::CreateNew)?;
 /// file.write_all_at(b"record", 0)?;
 /// assert_eq!(file.sync_data().unwrap_err().raw_os_error(), Some(5));
+/// # }
 /// # Ok::<(), std::io::Error>(())
 /// ```
 #[derive(Clone)]

@@ -47,7 +47,29 @@ use parking_lot::{Mutex, MutexGuard};
 use rand::rngs::SmallRng;
 use rand::{Rng, RngCore, SeedableRng};
 
-use super::{CrashMode, DirLock, File, FileSystem, Mapped, OpenMode};
+use super::{DirLock, File, FileSystem, Mapped, OpenMode};
+
+/// What a simulated power loss keeps of the data and directory entries
+/// that were not yet durable. Synced data and synced entries always
+/// survive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CrashMode {
+    /// Nothing unsynced survives.
+    DropUnsynced,
+    /// A random prefix of each file's unsynced writes survives, the write
+    /// after it possibly torn at a random byte; a random prefix of each
+    /// directory's unsynced entry changes survives.
+    KeepPrefix,
+    /// Each 512-byte sector touched by unsynced writes independently keeps
+    /// its durable bytes, takes the new bytes, or has the bytes written
+    /// since the last sync replaced by random garbage (durable bytes sharing
+    /// the sector are kept: writing part of a sector does not damage the
+    /// rest of it); each file's length is randomly the durable or the new
+    /// one. Directory entry changes as in [`CrashMode::KeepPrefix`].
+    GarbleSectors,
+    /// One of the other three, chosen at random per file and per directory.
+    Random,
+}
 
 /// The unit of [`CrashMode::GarbleSectors`].
 const SECTOR_BYTES: usize = 512;
@@ -603,6 +625,7 @@ impl MemFileSystem {
 
     /// A failed directory sync: the pending entry changes stay visible but
     /// can never become durable.
+    #[cfg(any(test, feature = "internals"))]
     pub(crate) fn discard_dir_pending(&self, path: &Path) -> io::Result<()> {
         self.shared
             .state
@@ -821,6 +844,7 @@ impl MemFile {
 
     /// A failed sync: the unsynced writes stay visible but can never become
     /// durable (like dirty pages that the kernel marked clean after EIO).
+    #[cfg(any(test, feature = "internals"))]
     pub(crate) fn discard_unsynced(&self) -> io::Result<()> {
         self.alive()?.unsynced.clear();
         Ok(())

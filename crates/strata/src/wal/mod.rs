@@ -54,6 +54,7 @@ use crate::seqno::SeqNo;
 pub use reader::{LogReader, LogRecord, ReadMode};
 pub use recovery::{RecoveryReport, TailRepair};
 pub use retention::LogPin;
+#[allow(unused_imports, reason = "re-exported for the crate's own tests and tools")]
 pub use strata_format::wal::{BatchBuilder, BatchOp, BatchView, RecoveryMode};
 
 use writer::{Queue, Waiter};
@@ -63,6 +64,7 @@ use writer::{Queue, Waiter};
 /// # Examples
 ///
 /// ```
+/// # #[cfg(feature = "internals")] {
 /// use std::time::Duration;
 /// let options = strata::wal::WalOptions {
 ///     segment_bytes_max: 16 << 20,
@@ -70,6 +72,7 @@ use writer::{Queue, Waiter};
 ///     ..Default::default()
 /// };
 /// assert_eq!(options.group_bytes_max, 4 << 20);
+/// # }
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WalOptions {
@@ -221,6 +224,7 @@ impl Shared {
 /// # Examples
 ///
 /// ```
+/// # #[cfg(feature = "internals")] {
 /// use std::sync::Arc;
 /// use strata::wal::{BatchBuilder, Wal, WalOptions};
 /// use strata::{MemFileSystem, SeqNo};
@@ -241,6 +245,7 @@ impl Shared {
 /// })?;
 /// assert_eq!(replayed, 1);
 /// assert_eq!(report.next_seq, SeqNo(2));
+/// # }
 /// # Ok::<(), strata::Error>(())
 /// ```
 #[derive(Debug)]
