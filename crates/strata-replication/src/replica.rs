@@ -158,6 +158,7 @@ pub struct ReadAnswer {
 
 /// Why a replica read was not answered.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ReadError {
     /// `min_seq` was not reached within the timeout.
     #[error("the replica has applied up to {applied}, not yet {wanted} (timed out)")]
@@ -346,7 +347,8 @@ impl Replica {
     /// # Errors
     /// The database failed to open, or the epoch file is unreadable.
     pub fn start(mut config: ReplicaConfig) -> Result<Self, Error> {
-        crate::check_intervals(&config.ranges).map_err(Error::InvalidArgument)?;
+        crate::check_intervals(&config.ranges)
+            .map_err(|e| Error::InvalidArgument(e.to_string()))?;
         let fs = Arc::clone(&config.options.file_system);
         record_ranges(&*fs, &config.state_dir, &config.ranges)?;
         config.options.retain_ranges.clone_from(&config.ranges);

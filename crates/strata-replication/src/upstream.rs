@@ -652,7 +652,8 @@ impl Upstream {
                 )));
             }
         }
-        let wanted = crate::ranges_from_proto(&sub.ranges).map_err(Status::invalid_argument)?;
+        let wanted = crate::ranges_from_proto(&sub.ranges)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
         if !crate::covers(&principal.ranges, &wanted) {
             return Err(Status::permission_denied(
                 "the replica asks for key ranges its credential does not allow",

@@ -349,8 +349,18 @@ impl Db {
         ) {
             // The log lacks records the cut manifest edit claimed were in
             // tables: the edit was durable, so it was damage, not a tear.
-            (Err(Error::Corruption { detail, .. }), Some(torn), Some(manifest))
-                if detail.contains("are missing") =>
+            (
+                Err(Error::Corruption {
+                    detail,
+                    source: Some(source),
+                    ..
+                }),
+                Some(torn),
+                Some(manifest),
+            ) if matches!(
+                source.kind,
+                strata_format::DecodeErrorKind::RecordsMissing { .. }
+            ) =>
             {
                 return Err(Error::corruption_msg(
                     manifest,

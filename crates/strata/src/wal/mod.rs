@@ -54,7 +54,10 @@ use crate::seqno::SeqNo;
 pub use reader::{LogReader, LogRecord, ReadMode};
 pub use recovery::{RecoveryReport, TailRepair};
 pub use retention::LogPin;
-#[allow(unused_imports, reason = "re-exported for the crate's own tests and tools")]
+#[allow(
+    unused_imports,
+    reason = "re-exported for the crate's own tests and tools"
+)]
 pub use strata_format::wal::{BatchBuilder, BatchOp, BatchView, RecoveryMode};
 
 use writer::{Queue, Waiter};
