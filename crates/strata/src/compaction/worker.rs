@@ -30,10 +30,10 @@ use strata_format::table::{Compression, TableOptions};
 use crate::ranges::tombstones;
 
 use super::pick::{Choice, is_bottom_for};
-use crate::db::iterator::KeyRange;
 use crate::env::FileSystem;
 use crate::error::{Error, Result};
 use crate::memtable::Memtable;
+use crate::merge::KeyRange;
 use crate::merge::{Cursor, Merge};
 use crate::options::Options;
 use crate::table::{TableCache, TableCursor, TableWriter};

@@ -60,6 +60,7 @@ use crate::env::{DirLock, FileSystem};
 use crate::error::{Error, Result};
 use crate::memtable::{MemCursor, Memtable};
 use crate::merge::Cursor;
+use crate::merge::KeyRange;
 use crate::options::{Options, WriteOptions};
 use crate::ranges::map::{RangeId, RangeMap};
 use crate::ranges::stats::{RangeInfo, Rates, Router};
@@ -70,7 +71,7 @@ use crate::version::{LEVEL_COUNT, TableMeta, Version};
 use crate::wal::{RecoveryReport, Wal, WalOptions, WalStats};
 use crate::write_batch::WriteBatch;
 use background::Counters;
-use iterator::{DbIterator, KeyRange};
+use iterator::DbIterator;
 use visibility::Visibility;
 
 /// Figures about a database, from [`Db::stats`].
