@@ -36,6 +36,7 @@ pub mod replica;
 pub mod shared;
 mod snapshot;
 pub mod upstream;
+mod wire;
 
 /// The largest batch a replicated database accepts: what fits, with the
 /// message's framing, in one replication message (the upstream encodes and

@@ -80,7 +80,7 @@ impl Snapshots {
         self.expire();
         let id = format!(
             "{:x}-{}",
-            crate::upstream::now_micros(),
+            crate::wire::now_micros(),
             self.counter.fetch_add(1, Ordering::Relaxed)
         );
         let path = self.dir.join(&id);
@@ -217,15 +217,9 @@ fn seq_hash(db: &Db, seq: SeqNo, filter: Option<&crate::filter::RangeFilter>) ->
     }
 }
 
-/// Whether a snapshot file path is safe to create under a directory:
-/// relative, no `..`, no empty or `.` components, no backslashes.
-pub(crate) fn safe_relative_path(path: &str) -> bool {
-    strata::replication::safe_relative_path(path)
-}
-
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use strata::replication::safe_relative_path;
 
     #[test]
     fn only_plain_relative_paths_are_safe() {
