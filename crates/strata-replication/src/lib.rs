@@ -141,25 +141,10 @@ pub fn check_intervals(intervals: &[(Vec<u8>, Option<Vec<u8>>)]) -> Result<(), I
 }
 
 /// Whether `held` (empty: everything) covers every interval of `wanted`
-/// (empty: everything).
+/// (empty: everything): the engine's [`strata::KeyIntervals::covers_all`].
 pub(crate) fn covers(
     held: &[(Vec<u8>, Option<Vec<u8>>)],
     wanted: &[(Vec<u8>, Option<Vec<u8>>)],
 ) -> bool {
-    if held.is_empty() {
-        return true;
-    }
-    if wanted.is_empty() {
-        return false;
-    }
-    wanted.iter().all(|(start, end)| {
-        held.iter().any(|(h_start, h_end)| {
-            h_start <= start
-                && match (h_end, end) {
-                    (None, _) => true,
-                    (Some(_), None) => false,
-                    (Some(h_end), Some(end)) => end <= h_end,
-                }
-        })
-    })
+    strata::KeyIntervals::new(held).covers_all(&strata::KeyIntervals::new(wanted))
 }

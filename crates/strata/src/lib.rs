@@ -80,7 +80,7 @@ pub use db::{Db, DbStats, Snapshot};
 pub use env::{FileSystem, MemFileSystem, RealFileSystem};
 pub use error::{Error, Result};
 pub use options::{Options, WriteOptions};
-pub use ranges::{RangeId, RangeInfo};
+pub use ranges::{KeyIntervals, RangeId, RangeInfo};
 pub use seqno::SeqNo;
 pub use wal::{RecoveryMode, RecoveryReport, TailRepair, WalStats};
 pub use write_batch::WriteBatch;

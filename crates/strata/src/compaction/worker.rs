@@ -329,7 +329,7 @@ pub(crate) fn compact(
     let mut merge = Merge::new(cursors, true);
     let points = cut_points(version);
     let mut cutter = Cutter::new(&points);
-    let retain = crate::ranges::retain::Retain::new(&ctx.options.retain_ranges);
+    let retain = crate::ranges::KeyIntervals::new(&ctx.options.retain_ranges);
 
     let mut outputs: Vec<TableEntry> = Vec::new();
     let mut writer: Option<TableWriter> = None;

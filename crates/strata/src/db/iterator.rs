@@ -44,7 +44,7 @@ pub struct DbIterator {
     /// Range tombstones visible to the read, sorted by start.
     tombstones: Vec<TombstoneEntry>,
     /// The keys the database holds (a range-scoped replica's).
-    retain: crate::ranges::retain::Retain,
+    retain: crate::ranges::KeyIntervals,
     /// Keeps the sources' owner (and its snapshot registration) alive.
     _hold: Box<dyn Send + Sync>,
 }
@@ -65,7 +65,7 @@ impl DbIterator {
         seq: u64,
         forward: bool,
         tombstones: Vec<TombstoneEntry>,
-        retain: crate::ranges::retain::Retain,
+        retain: crate::ranges::KeyIntervals,
         hold: Box<dyn Send + Sync>,
     ) -> Self {
         let done = range.is_empty();
@@ -90,7 +90,7 @@ impl DbIterator {
     /// hide version `seq` of `key`.
     fn hidden(
         tombstones: &[TombstoneEntry],
-        retain: &crate::ranges::retain::Retain,
+        retain: &crate::ranges::KeyIntervals,
         read_seq: u64,
         key: &[u8],
         seq: u64,

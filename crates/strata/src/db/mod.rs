@@ -158,7 +158,7 @@ pub(crate) struct Inner {
     wal_database_id: u128,
     /// The keys this database holds (a range-scoped replica); everything
     /// by default.
-    retain: crate::ranges::retain::Retain,
+    retain: crate::ranges::KeyIntervals,
     /// Set when a write may have to be slowed or stopped (or background
     /// work failed); writers skip the throttle's checks while it is clear.
     stall_hint: AtomicBool,

@@ -68,7 +68,7 @@ impl Db {
             tables.get_or_open(&*fs, &path, meta.number, meta.size)?;
         }
         let memtable = Arc::new(Memtable::new(options.memtable_bytes_max));
-        let retain = crate::ranges::retain::Retain::new(&options.retain_ranges);
+        let retain = crate::ranges::KeyIntervals::new(&options.retain_ranges);
         let wal_options = WalOptions {
             segment_bytes_max: options.wal_segment_bytes_max,
             sync_interval: options.wal_sync_interval,

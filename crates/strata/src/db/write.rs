@@ -133,7 +133,7 @@ impl Inner {
 pub(super) fn apply_batch(
     memtable: &Memtable,
     batch: &BatchView<'_>,
-    retain: &crate::ranges::retain::Retain,
+    retain: &crate::ranges::KeyIntervals,
     router: Option<&Router>,
 ) {
     let everything = retain.is_everything();
