@@ -1,7 +1,8 @@
-//! The engine's side of replication: `apply_replicated` takes another
-//! database's log records in order, with the same sequence numbers, and
-//! makes them visible only once durable; out-of-order batches are refused
-//! whole; a follower refuses local writes.
+//! The engine's side of replication (the `strata::replication` port): a
+//! follower takes another database's log records in order, with the same
+//! sequence numbers, stores them byte for byte, and makes them visible only
+//! once durable; out-of-order batches are refused whole; a follower refuses
+//! local writes.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -12,6 +13,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use strata::replication::{Follower, LogSource, VerifiedRecord};
 use strata::{Db, Error, MemFileSystem, Options, SeqNo, WriteBatch, WriteOptions};
 
 fn open(fs: &Arc<MemFileSystem>, dir: &str) -> Db {
@@ -25,19 +27,23 @@ fn open(fs: &Arc<MemFileSystem>, dir: &str) -> Db {
     .unwrap()
 }
 
-/// The payloads of every record of `db`'s log from `from` on.
-fn payloads(db: &Db, from: u64) -> Vec<Vec<u8>> {
-    let mut reader = db.log_reader(SeqNo(from)).unwrap();
+/// Every record of `db`'s log from `from` on, framed as on disk.
+fn records(db: &Db, from: u64) -> Vec<Vec<u8>> {
+    let mut reader = LogSource::of(db).read_from(SeqNo(from)).unwrap();
     let mut out = Vec::new();
     while let Some(record) = reader.next(Duration::from_millis(50)).unwrap() {
-        out.push(
-            strata_format::wal::decode_record(&record.bytes)
-                .unwrap()
-                .payload
-                .to_vec(),
-        );
+        out.push(record.bytes);
     }
     out
+}
+
+/// `records` applied to `db` as a follower.
+fn apply(db: &Db, records: &[Vec<u8>]) -> strata::Result<SeqNo> {
+    let verified = records
+        .iter()
+        .map(|r| VerifiedRecord::verify(r.clone()))
+        .collect::<strata::Result<Vec<_>>>()?;
+    Follower::of(db).apply(verified)
 }
 
 fn rows(db: &Db) -> Vec<(Vec<u8>, Vec<u8>)> {
@@ -49,7 +55,7 @@ fn a_replicated_log_reproduces_the_database_at_the_same_sequence_numbers() {
     let fs = Arc::new(MemFileSystem::new());
     let primary = open(&fs, "p");
     let replica = open(&fs, "r");
-    replica.set_follower(Some("replica of p".into()));
+    Follower::of(&replica).fence("replica of p");
     for i in 0..50u32 {
         let mut batch = WriteBatch::new();
         batch.put(format!("k{}", i % 13).as_bytes(), &i.to_le_bytes());
@@ -58,17 +64,20 @@ fn a_replicated_log_reproduces_the_database_at_the_same_sequence_numbers() {
         }
         primary.write(batch, &WriteOptions { sync: true }).unwrap();
     }
-    let all = payloads(&primary, 1);
-    let refs: Vec<&[u8]> = all.iter().map(Vec::as_slice).collect();
-    let (head, tail) = refs.split_at(20);
-    replica.apply_replicated(head).unwrap();
-    let last = replica.apply_replicated(tail).unwrap();
+    let all = records(&primary, 1);
+    let (head, tail) = all.split_at(20);
+    apply(&replica, head).unwrap();
+    let last = apply(&replica, tail).unwrap();
     assert_eq!(last, primary.last_seq());
     assert_eq!(replica.last_seq(), primary.last_seq());
     assert!(replica.durable_seq() >= last, "visible only once durable");
     assert_eq!(rows(&replica), rows(&primary));
-    // The replica's own log now holds the same records.
-    assert_eq!(payloads(&replica, 1), all);
+    // The replica's own log now holds the same records, byte for byte.
+    assert_eq!(records(&replica, 1), all);
+    // Each was decoded once on its way to the memtable.
+    let stats = Follower::of(&replica).stats();
+    assert_eq!(stats.records_applied, 50);
+    assert_eq!(stats.batch_decodes, 50);
 }
 
 #[test]
@@ -80,9 +89,9 @@ fn out_of_sequence_batches_are_refused_and_nothing_is_applied() {
         primary.put(format!("k{i}").as_bytes(), b"v").unwrap();
     }
     primary.sync().unwrap();
-    let all = payloads(&primary, 1);
+    let all = records(&primary, 1);
     // A gap: record 2 first.
-    let err = replica.apply_replicated(&[all[1].as_slice()]).unwrap_err();
+    let err = apply(&replica, &all[1..2]).unwrap_err();
     assert!(
         matches!(
             err,
@@ -94,9 +103,9 @@ fn out_of_sequence_batches_are_refused_and_nothing_is_applied() {
         "{err}"
     );
     assert_eq!(replica.last_seq(), SeqNo(0));
-    replica.apply_replicated(&[all[0].as_slice()]).unwrap();
+    apply(&replica, &all[..1]).unwrap();
     // A duplicate is out of sequence too (the replication layer skips them).
-    let err = replica.apply_replicated(&[all[0].as_slice()]).unwrap_err();
+    let err = apply(&replica, &all[..1]).unwrap_err();
     assert!(
         matches!(
             err,
@@ -108,9 +117,7 @@ fn out_of_sequence_batches_are_refused_and_nothing_is_applied() {
         "{err}"
     );
     // Garbage is corruption, and nothing is applied.
-    let err = replica
-        .apply_replicated(&[b"not a batch".as_slice()])
-        .unwrap_err();
+    let err = apply(&replica, &[b"not a batch".to_vec()]).unwrap_err();
     assert!(err.is_corruption(), "{err}");
     assert_eq!(replica.last_seq(), SeqNo(1));
 }
@@ -119,13 +126,13 @@ fn out_of_sequence_batches_are_refused_and_nothing_is_applied() {
 fn a_follower_refuses_local_writes_until_promoted() {
     let fs = Arc::new(MemFileSystem::new());
     let db = open(&fs, "r");
-    db.set_follower(Some("this node is a replica of 10.0.0.1:7001".into()));
+    Follower::of(&db).fence("this node is a replica of 10.0.0.1:7001");
     let err = db.put(b"k", b"v").unwrap_err();
     assert!(
         matches!(err, Error::ReadOnly(_)) && err.to_string().contains("10.0.0.1:7001"),
         "{err}"
     );
     assert!(db.delete_range(b"a", b"b").is_err());
-    db.set_follower(None);
+    Follower::of(&db).unfence();
     db.put(b"k", b"v").unwrap();
 }

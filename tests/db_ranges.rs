@@ -517,7 +517,7 @@ fn purge_outside_retained_leaves_no_other_key_in_any_file() {
         },
     )
     .unwrap();
-    let written = scoped.purge_outside_retained().unwrap();
+    let written = strata::replication::purge_outside_retained(&scoped).unwrap();
     assert!(written > 0, "the straddling tables were rewritten");
     assert_eq!(scoped.last_seq(), seq);
     scoped.close().unwrap();

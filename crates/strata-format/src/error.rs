@@ -118,6 +118,17 @@ pub enum DecodeErrorKind {
         /// The type byte found.
         record_type: u8,
     },
+    /// A log lacks records it must hold: it starts at `found`, but
+    /// everything from `needed` on is required (nothing else holds them).
+    #[error(
+        "the log starts at sequence number {found}, but the records from {needed} on are needed"
+    )]
+    RecordsMissing {
+        /// The first sequence number required.
+        needed: u64,
+        /// The first sequence number the log holds.
+        found: u64,
+    },
     /// A length field larger than any valid item.
     #[error("{what} length {length} exceeds the maximum {max}")]
     LengthTooLarge {

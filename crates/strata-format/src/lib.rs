@@ -30,6 +30,7 @@
 
 pub mod coding;
 mod error;
+pub mod header;
 pub mod key;
 pub mod manifest;
 pub mod table;

@@ -50,13 +50,24 @@
 
 use crate::coding::Cursor;
 use crate::error::{DecodeError, DecodeErrorKind};
+use crate::header::{
+    FILE_HEADER_FIELDS_LEN, FILE_HEADER_LEN, FileHeaderKind, decode_file_header, encode_file_header,
+};
 
 /// Magic bytes at the start of every manifest.
 pub const MANIFEST_MAGIC: [u8; 8] = *b"STRATMAN";
 /// The manifest format version.
 pub const MANIFEST_FORMAT_VERSION: u32 = 1;
 /// Length of the manifest header.
-pub const MANIFEST_HEADER_LEN: usize = 64;
+pub const MANIFEST_HEADER_LEN: usize = FILE_HEADER_LEN;
+
+/// The manifest header's kind for the shared header codec.
+const MANIFEST_HEADER_KIND: FileHeaderKind = FileHeaderKind {
+    magic: MANIFEST_MAGIC,
+    version: MANIFEST_FORMAT_VERSION,
+    file: "manifest",
+    header: "manifest header",
+};
 /// The number of levels of the tree.
 pub const LEVELS: u8 = 7;
 /// The longest key a table entry's bounds may hold.
@@ -135,66 +146,23 @@ impl ManifestHeader {
     /// Encodes the 64-byte header.
     #[must_use]
     pub fn encode(&self) -> [u8; MANIFEST_HEADER_LEN] {
-        let mut body = Vec::with_capacity(MANIFEST_HEADER_LEN);
-        body.extend_from_slice(&MANIFEST_MAGIC);
-        body.extend_from_slice(&MANIFEST_FORMAT_VERSION.to_le_bytes());
-        body.extend_from_slice(&0u32.to_le_bytes());
-        body.extend_from_slice(&self.database_id.to_le_bytes());
-        body.extend_from_slice(&self.manifest_number.to_le_bytes());
-        body.extend_from_slice(&[0u8; 20]);
-        let crc = crc32fast::hash(&body);
-        body.extend_from_slice(&crc.to_le_bytes());
-        let mut out = [0u8; MANIFEST_HEADER_LEN];
-        out.copy_from_slice(&body);
-        out
+        let mut fields = [0u8; FILE_HEADER_FIELDS_LEN];
+        let (number, _) = fields.split_at_mut(8);
+        number.copy_from_slice(&self.manifest_number.to_le_bytes());
+        encode_file_header(&MANIFEST_HEADER_KIND, self.database_id, &fields)
     }
 
     /// Decodes and checks the header.
     ///
     /// # Errors
-    /// `Truncated`, `BadMagic`, `ChecksumMismatch`, `UnsupportedVersion`.
+    /// `Truncated`, `BadMagic`, `ChecksumMismatch`, `UnsupportedVersion`,
+    /// `ReservedNotZero`.
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
-        let all = Cursor::new(bytes).bytes(MANIFEST_HEADER_LEN, "manifest header")?;
-        let (body, crc) = all.split_at(MANIFEST_HEADER_LEN - 4);
-        let mut c = Cursor::new(body);
-        let magic: [u8; 8] = c.array("manifest magic")?;
-        if magic != MANIFEST_MAGIC {
-            return Err(DecodeError::new(
-                0,
-                DecodeErrorKind::BadMagic {
-                    what: "manifest",
-                    found: magic.to_vec(),
-                },
-            ));
-        }
-        let stored = Cursor::new(crc).u32_le("manifest header crc")?;
-        let actual = crc32fast::hash(body);
-        if stored != actual {
-            return Err(DecodeError::new(
-                60,
-                DecodeErrorKind::ChecksumMismatch {
-                    what: "manifest header",
-                    expected: stored,
-                    actual,
-                },
-            ));
-        }
-        let version = c.u32_le("manifest version")?;
-        if version != MANIFEST_FORMAT_VERSION {
-            return Err(DecodeError::new(
-                8,
-                DecodeErrorKind::UnsupportedVersion {
-                    what: "manifest",
-                    found: version,
-                    supported: MANIFEST_FORMAT_VERSION,
-                },
-            ));
-        }
-        let reserved = c.u32_le("manifest reserved")?;
-        let database_id = c.u128_le("database id")?;
+        let (database_id, fields) = decode_file_header(&MANIFEST_HEADER_KIND, bytes)?;
+        let mut c = Cursor::new(&fields);
         let manifest_number = c.u64_le("manifest number")?;
         let tail: [u8; 20] = c.array("manifest reserved")?;
-        if reserved != 0 || tail != [0u8; 20] {
+        if tail != [0u8; 20] {
             return Err(DecodeError::new(
                 12,
                 DecodeErrorKind::ReservedNotZero {

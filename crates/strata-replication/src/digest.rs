@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use strata::wal::LogPin;
+use strata::replication::{LogPin, LogSource};
 use strata::{Db, RangeId, SeqNo, Snapshot};
 use strata_format::wal::BatchOp;
 
@@ -286,7 +286,9 @@ impl DigestPoints {
 /// A point of `db` now, if its log after the snapshot can be pinned.
 fn point(db: &Arc<Db>) -> Option<Point> {
     let snapshot = db.snapshot();
-    let pin = db.log_pin(SeqNo(snapshot.seq().get() + 1)).ok()?;
+    let pin = LogSource::of(db)
+        .pin(SeqNo(snapshot.seq().get() + 1))
+        .ok()?;
     Some(Point {
         db: Arc::clone(db),
         snapshot: Arc::new(snapshot),
@@ -367,7 +369,9 @@ fn overlay(
     }
     let log =
         |e: strata::Error| DigestError::Read(format!("reading the log after {}: {e}", from.get()));
-    let mut reader = db.log_reader(SeqNo(from.get() + 1)).map_err(log)?;
+    let mut reader = LogSource::of(db)
+        .read_from(SeqNo(from.get() + 1))
+        .map_err(log)?;
     let deadline = Instant::now() + timeout;
     let mut next = from.get() + 1;
     while next <= to.get() {

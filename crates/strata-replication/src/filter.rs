@@ -24,41 +24,25 @@ use crate::auth::Ranges;
 /// The view of the log a range-limited credential is given.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct RangeFilter {
-    ranges: Ranges,
+    ranges: strata::KeyIntervals,
 }
 
 impl RangeFilter {
     /// A filter for `ranges` (sorted, disjoint); none for every key.
     pub(crate) fn new(ranges: &Ranges) -> Option<Self> {
         (!ranges.is_empty()).then(|| Self {
-            ranges: ranges.clone(),
+            ranges: strata::KeyIntervals::new(ranges),
         })
     }
 
     fn contains(&self, key: &[u8]) -> bool {
-        self.ranges.iter().any(|(start, end)| {
-            start.as_slice() <= key && end.as_deref().is_none_or(|end| key < end)
-        })
+        self.ranges.contains(key)
     }
 
     /// `[start, end)` clipped to the span of the ranges it overlaps; none
     /// if it overlaps none.
     fn clip<'a>(&'a self, start: &'a [u8], end: &'a [u8]) -> Option<(&'a [u8], &'a [u8])> {
-        let mut span: Option<(&[u8], &[u8])> = None;
-        for (r_start, r_end) in &self.ranges {
-            let lo = start.max(r_start.as_slice());
-            let hi = match r_end {
-                Some(r_end) => end.min(r_end.as_slice()),
-                None => end,
-            };
-            if lo < hi {
-                span = Some(match span {
-                    None => (lo, hi),
-                    Some((first, _)) => (first, hi),
-                });
-            }
-        }
-        span
+        self.ranges.clip(start, end)
     }
 
     /// The batch `payload` as shown.

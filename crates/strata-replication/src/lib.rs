@@ -36,6 +36,7 @@ pub mod replica;
 pub mod shared;
 mod snapshot;
 pub mod upstream;
+mod wire;
 
 /// The largest batch a replicated database accepts: what fits, with the
 /// message's framing, in one replication message (the upstream encodes and
@@ -52,13 +53,38 @@ pub use upstream::{ReplicaStatus, Upstream, UpstreamConfig};
 /// configs carry them.
 pub type KeyIntervals = Vec<(Vec<u8>, Option<Vec<u8>>)>;
 
+/// Why key intervals were refused: each must be non-empty, and they must
+/// be sorted and disjoint.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum IntervalError {
+    /// The interval's start is not below its end.
+    #[error("key range {index} is empty (start not below end)")]
+    Empty {
+        /// Its position in the list.
+        index: usize,
+    },
+    /// The interval comes after an unbounded one.
+    #[error("key range {index} follows an unbounded range")]
+    AfterUnbounded {
+        /// Its position in the list.
+        index: usize,
+    },
+    /// The interval overlaps or precedes the one before it.
+    #[error("key range {index} overlaps or precedes the one before it")]
+    Unordered {
+        /// Its position in the list.
+        index: usize,
+    },
+}
+
 /// The intervals a `Subscribe` names, checked (sorted, disjoint, non-empty).
 ///
 /// # Errors
-/// A message naming the bad interval.
+/// [`IntervalError`] naming the bad interval.
 pub(crate) fn ranges_from_proto(
     ranges: &[strata_proto::v1::KeyRange],
-) -> Result<KeyIntervals, String> {
+) -> Result<KeyIntervals, IntervalError> {
     let intervals: KeyIntervals = ranges
         .iter()
         .map(|r| (r.start.clone(), (!r.unbounded).then(|| r.end.clone())))
@@ -83,20 +109,29 @@ pub(crate) fn ranges_to_proto(
 
 /// Checks intervals: each non-empty, sorted and disjoint.
 ///
+/// # Examples
+///
+/// ```
+/// use strata_replication::{IntervalError, check_intervals};
+/// assert!(check_intervals(&[(b"a".to_vec(), Some(b"b".to_vec())), (b"b".to_vec(), None)]).is_ok());
+/// assert_eq!(
+///     check_intervals(&[(b"b".to_vec(), Some(b"a".to_vec()))]),
+///     Err(IntervalError::Empty { index: 0 })
+/// );
+/// ```
+///
 /// # Errors
-/// A message naming the bad interval.
-pub fn check_intervals(intervals: &[(Vec<u8>, Option<Vec<u8>>)]) -> Result<(), String> {
+/// [`IntervalError`] naming the bad interval.
+pub fn check_intervals(intervals: &[(Vec<u8>, Option<Vec<u8>>)]) -> Result<(), IntervalError> {
     for (i, (start, end)) in intervals.iter().enumerate() {
         if end.as_ref().is_some_and(|end| start >= end) {
-            return Err(format!("key range {i} is empty (start not below end)"));
+            return Err(IntervalError::Empty { index: i });
         }
         if let Some((_, prev_end)) = i.checked_sub(1).and_then(|p| intervals.get(p)) {
             match prev_end {
-                None => return Err(format!("key range {i} follows an unbounded range")),
+                None => return Err(IntervalError::AfterUnbounded { index: i }),
                 Some(prev_end) if prev_end > start => {
-                    return Err(format!(
-                        "key range {i} overlaps or precedes the one before it"
-                    ));
+                    return Err(IntervalError::Unordered { index: i });
                 }
                 Some(_) => {}
             }
@@ -106,25 +141,10 @@ pub fn check_intervals(intervals: &[(Vec<u8>, Option<Vec<u8>>)]) -> Result<(), S
 }
 
 /// Whether `held` (empty: everything) covers every interval of `wanted`
-/// (empty: everything).
+/// (empty: everything): the engine's [`strata::KeyIntervals::covers_all`].
 pub(crate) fn covers(
     held: &[(Vec<u8>, Option<Vec<u8>>)],
     wanted: &[(Vec<u8>, Option<Vec<u8>>)],
 ) -> bool {
-    if held.is_empty() {
-        return true;
-    }
-    if wanted.is_empty() {
-        return false;
-    }
-    wanted.iter().all(|(start, end)| {
-        held.iter().any(|(h_start, h_end)| {
-            h_start <= start
-                && match (h_end, end) {
-                    (None, _) => true,
-                    (Some(_), None) => false,
-                    (Some(h_end), Some(end)) => end <= h_end,
-                }
-        })
-    })
+    strata::KeyIntervals::new(held).covers_all(&strata::KeyIntervals::new(wanted))
 }

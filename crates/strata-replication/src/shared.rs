@@ -86,7 +86,7 @@ impl SharedDb {
 /// A database whose log is shipped takes no batch replication could not
 /// ship: refused when written, not found when shipped.
 fn limit(db: &Db) {
-    db.limit_batch_bytes(
+    strata::replication::LogSource::of(db).limit_batch_bytes(
         crate::MAX_SHIPPED_BATCH_BYTES,
         "the most replication ships in one message",
     );

@@ -14,14 +14,14 @@
 //! ranges.
 
 use std::collections::HashMap;
-use std::io::{Read, Seek, SeekFrom};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use strata::{Db, SeqNo};
+use strata::replication::{LogSource, build_snapshot, read_snapshot_file, remove_snapshot};
+use strata::{Db, FileSystem, SeqNo};
 use strata_proto::v1::{FetchSnapshotRequest, SnapshotChunk, SnapshotFile, SnapshotInfo};
 use tokio::sync::mpsc;
 use tonic::Status;
@@ -31,6 +31,8 @@ use crate::auth::Ranges;
 #[derive(Debug)]
 struct Entry {
     path: PathBuf,
+    /// The file system it lives on (its database's).
+    fs: Arc<dyn FileSystem>,
     files: Vec<SnapshotFile>,
     last_used: Instant,
     /// The key ranges it was cut to (empty: every key).
@@ -61,7 +63,7 @@ impl Snapshots {
         entries.retain(|_, entry| {
             let keep = entry.last_used.elapsed() < lease;
             if !keep {
-                let _ = std::fs::remove_dir_all(&entry.path);
+                let _ = remove_snapshot(&*entry.fs, &entry.path);
             }
             keep
         });
@@ -78,27 +80,22 @@ impl Snapshots {
         self.expire();
         let id = format!(
             "{:x}-{}",
-            crate::upstream::now_micros(),
+            crate::wire::now_micros(),
             self.counter.fetch_add(1, Ordering::Relaxed)
         );
         let path = self.dir.join(&id);
-        std::fs::create_dir_all(&self.dir)
-            .map_err(|e| Status::internal(format!("creating {}: {e}", self.dir.display())))?;
-        let seq = db
-            .checkpoint(&path)
+        let built = build_snapshot(db, &path, ranges)
             .map_err(|e| Status::internal(format!("building the snapshot: {e}")))?;
-        if !ranges.is_empty()
-            && let Err(e) = cut_to_ranges(&path, ranges)
-        {
-            let _ = std::fs::remove_dir_all(&path);
-            return Err(Status::internal(format!(
-                "cutting the snapshot to its key ranges: {e}"
-            )));
-        }
-        let mut files = Vec::new();
-        list(&path, &path, &mut files)
-            .map_err(|e| Status::internal(format!("listing the snapshot: {e}")))?;
-        files.sort_by(|a, b| a.path.cmp(&b.path));
+        let files: Vec<SnapshotFile> = built
+            .files
+            .into_iter()
+            .map(|f| SnapshotFile {
+                path: f.path,
+                size: f.size,
+                crc32: f.crc32,
+            })
+            .collect();
+        let seq = built.seq;
         let seq_hash = seq_hash(db, seq, crate::filter::RangeFilter::new(ranges).as_ref());
         let info = SnapshotInfo {
             snapshot_id: id.clone(),
@@ -113,6 +110,7 @@ impl Snapshots {
             id,
             Entry {
                 path,
+                fs: strata::replication::file_system_of(db),
                 files,
                 last_used: Instant::now(),
                 ranges: ranges.clone(),
@@ -131,7 +129,7 @@ impl Snapshots {
         allowed: &Ranges,
     ) -> Result<mpsc::Receiver<Result<SnapshotChunk, Status>>, Status> {
         self.expire();
-        let (file_path, size) = {
+        let (fs, root, size) = {
             let mut entries = self.entries.lock();
             let entry = entries.get_mut(&request.snapshot_id).ok_or_else(|| {
                 Status::not_found(format!(
@@ -152,7 +150,7 @@ impl Snapshots {
                 .ok_or_else(|| {
                     Status::not_found(format!("no file {:?} in the snapshot", request.path))
                 })?;
-            (entry.path.join(&file.path), file.size)
+            (Arc::clone(&entry.fs), entry.path.clone(), file.size)
         };
         if request.offset > size {
             return Err(Status::out_of_range(format!(
@@ -164,29 +162,15 @@ impl Snapshots {
         let offset = request.offset;
         let entries = Arc::clone(&self.entries);
         let id = request.snapshot_id.clone();
+        let relative = request.path.clone();
         std::thread::Builder::new()
             .name("strata-snapshot".into())
             .spawn(move || {
                 let send = |result| tx.blocking_send(result).is_ok();
-                let mut file = match std::fs::File::open(&file_path) {
-                    Ok(file) => file,
-                    Err(e) => {
-                        send(Err(Status::internal(format!(
-                            "opening the snapshot file: {e}"
-                        ))));
-                        return;
-                    }
-                };
-                if let Err(e) = file.seek(SeekFrom::Start(offset)) {
-                    send(Err(Status::internal(format!(
-                        "seeking the snapshot file: {e}"
-                    ))));
-                    return;
-                }
                 let mut at = offset;
                 let mut buffer = vec![0u8; chunk_bytes.max(1)];
                 loop {
-                    match file.read(&mut buffer) {
+                    match read_snapshot_file(&*fs, &root, &relative, at, &mut buffer) {
                         Ok(0) => return,
                         Ok(n) => {
                             let data = buffer.get(..n).unwrap_or_default().to_vec();
@@ -212,28 +196,12 @@ impl Snapshots {
     }
 }
 
-/// The hash of the record ending at `seq`, if the log still holds it.
-/// Opens the checkpoint at `path` retaining only `ranges` and rewrites
-/// every file that holds other keys.
-fn cut_to_ranges(path: &Path, ranges: &Ranges) -> Result<(), strata::Error> {
-    let db = Db::open(
-        path,
-        strata::Options {
-            retain_ranges: ranges.clone(),
-            create_if_missing: false,
-            ..strata::Options::default()
-        },
-    )?;
-    db.purge_outside_retained()?;
-    db.close()
-}
-
 /// The hash of the record ending at `seq`, as `filter` shows it.
 fn seq_hash(db: &Db, seq: SeqNo, filter: Option<&crate::filter::RangeFilter>) -> Vec<u8> {
     if seq.get() == 0 {
         return Vec::new();
     }
-    let Ok(mut reader) = db.log_reader(seq) else {
+    let Ok(mut reader) = LogSource::of(db).read_from(seq) else {
         return Vec::new();
     };
     match reader.next(Duration::from_secs(1)) {
@@ -249,50 +217,9 @@ fn seq_hash(db: &Db, seq: SeqNo, filter: Option<&crate::filter::RangeFilter>) ->
     }
 }
 
-fn list(root: &Path, dir: &Path, out: &mut Vec<SnapshotFile>) -> std::io::Result<()> {
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
-        let path = entry.path();
-        if entry.file_type()?.is_dir() {
-            list(root, &path, out)?;
-            continue;
-        }
-        // The lock of the process that cut the snapshot is not part of it.
-        if dir == root && entry.file_name() == "LOCK" {
-            continue;
-        }
-        let size = entry.metadata()?.len();
-        let crc32 = crate::replica::file_crc(&path)?;
-        let relative = path
-            .strip_prefix(root)
-            .map_err(std::io::Error::other)?
-            .components()
-            .map(|c| c.as_os_str().to_string_lossy().into_owned())
-            .collect::<Vec<_>>()
-            .join("/");
-        out.push(SnapshotFile {
-            path: relative,
-            size,
-            crc32,
-        });
-    }
-    Ok(())
-}
-
-/// Whether a snapshot file path is safe to create under a directory:
-/// relative, no `..`, no empty or `.` components, no backslashes.
-pub(crate) fn safe_relative_path(path: &str) -> bool {
-    !path.is_empty()
-        && !path.starts_with('/')
-        && !path.contains('\\')
-        && path
-            .split('/')
-            .all(|part| !part.is_empty() && part != "." && part != "..")
-}
-
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use strata::replication::safe_relative_path;
 
     #[test]
     fn only_plain_relative_paths_are_safe() {

@@ -551,7 +551,11 @@ async fn grpc_from_seq_older_than_the_retained_log_is_failed_precondition() {
     }
     db.flush().unwrap();
     let started = Instant::now();
-    while db.oldest_retained_seq().get() <= 2 {
+    while strata::replication::LogSource::of(&db)
+        .oldest_retained()
+        .get()
+        <= 2
+    {
         assert!(started.elapsed() < Duration::from_secs(10));
         db.put(b"more", &[0u8; 100]).unwrap();
         db.flush().unwrap();

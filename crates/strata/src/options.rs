@@ -156,7 +156,7 @@ impl Options {
         if self.compaction_threads == 0 || self.compaction_threads > 64 {
             return fail("compaction_threads must be between 1 and 64");
         }
-        if let Err(why) = crate::ranges::retain::Retain::check(&self.retain_ranges) {
+        if let Err(why) = crate::ranges::KeyIntervals::check(&self.retain_ranges) {
             return fail(&why);
         }
         for (i, point) in self.initial_split_points.iter().enumerate() {

@@ -29,13 +29,24 @@
 
 use crate::coding::Cursor;
 use crate::error::{DecodeError, DecodeErrorKind};
+use crate::header::{
+    FILE_HEADER_FIELDS_LEN, FILE_HEADER_LEN, FileHeaderKind, decode_file_header, encode_file_header,
+};
 
 /// Magic bytes at the start of every WAL segment.
 pub const SEGMENT_MAGIC: [u8; 8] = *b"STRATWAL";
 /// The segment format version this build writes and reads.
 pub const SEGMENT_FORMAT_VERSION: u32 = 1;
 /// Length of the segment header in bytes.
-pub const SEGMENT_HEADER_LEN: usize = 64;
+pub const SEGMENT_HEADER_LEN: usize = FILE_HEADER_LEN;
+
+/// The segment header's kind for the shared header codec.
+const SEGMENT_HEADER_KIND: FileHeaderKind = FileHeaderKind {
+    magic: SEGMENT_MAGIC,
+    version: SEGMENT_FORMAT_VERSION,
+    file: "WAL segment",
+    header: "segment header",
+};
 /// File-name suffix of WAL segments.
 pub const SEGMENT_SUFFIX: &str = ".wal";
 
@@ -64,19 +75,12 @@ impl SegmentHeader {
     /// Encodes the header into its 64 bytes.
     #[must_use]
     pub fn encode(&self) -> [u8; SEGMENT_HEADER_LEN] {
-        let mut out = [0u8; SEGMENT_HEADER_LEN];
-        let mut body = Vec::with_capacity(SEGMENT_HEADER_LEN);
-        body.extend_from_slice(&SEGMENT_MAGIC);
-        body.extend_from_slice(&SEGMENT_FORMAT_VERSION.to_le_bytes());
-        body.extend_from_slice(&0u32.to_le_bytes());
-        body.extend_from_slice(&self.database_id.to_le_bytes());
-        body.extend_from_slice(&self.segment_number.to_le_bytes());
-        body.extend_from_slice(&self.first_seq.to_le_bytes());
-        body.extend_from_slice(&[0u8; 12]);
-        let crc = crc32fast::hash(&body);
-        body.extend_from_slice(&crc.to_le_bytes());
-        out.copy_from_slice(&body);
-        out
+        let mut fields = [0u8; FILE_HEADER_FIELDS_LEN];
+        let (numbers, _) = fields.split_at_mut(16);
+        let (number, first) = numbers.split_at_mut(8);
+        number.copy_from_slice(&self.segment_number.to_le_bytes());
+        first.copy_from_slice(&self.first_seq.to_le_bytes());
+        encode_file_header(&SEGMENT_HEADER_KIND, self.database_id, &fields)
     }
 
     /// Decodes and checks a header (magic, version, checksum, reserved
@@ -88,49 +92,12 @@ impl SegmentHeader {
     /// else `BadMagic`, `UnsupportedVersion`, `ChecksumMismatch` or
     /// `ReservedNotZero`.
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
-        let mut cursor = Cursor::new(bytes);
-        let all = cursor.bytes(SEGMENT_HEADER_LEN, "segment header")?;
-        let (body, crc_bytes) = all.split_at(SEGMENT_HEADER_LEN - 4);
-        let mut c = Cursor::new(body);
-        let magic: [u8; 8] = c.array("segment magic")?;
-        if magic != SEGMENT_MAGIC {
-            return Err(DecodeError::new(
-                0,
-                DecodeErrorKind::BadMagic {
-                    what: "WAL segment",
-                    found: magic.to_vec(),
-                },
-            ));
-        }
-        let stored_crc = Cursor::new(crc_bytes).u32_le("segment header crc")?;
-        let actual_crc = crc32fast::hash(body);
-        if stored_crc != actual_crc {
-            return Err(DecodeError::new(
-                60,
-                DecodeErrorKind::ChecksumMismatch {
-                    what: "segment header",
-                    expected: stored_crc,
-                    actual: actual_crc,
-                },
-            ));
-        }
-        let version = c.u32_le("segment version")?;
-        if version != SEGMENT_FORMAT_VERSION {
-            return Err(DecodeError::new(
-                8,
-                DecodeErrorKind::UnsupportedVersion {
-                    what: "WAL segment",
-                    found: version,
-                    supported: SEGMENT_FORMAT_VERSION,
-                },
-            ));
-        }
-        let reserved = c.u32_le("segment reserved")?;
-        let database_id = c.u128_le("database id")?;
+        let (database_id, fields) = decode_file_header(&SEGMENT_HEADER_KIND, bytes)?;
+        let mut c = Cursor::new(&fields);
         let segment_number = c.u64_le("segment number")?;
         let first_seq = c.u64_le("first sequence number")?;
         let tail: [u8; 12] = c.array("segment reserved")?;
-        if reserved != 0 || tail != [0u8; 12] {
+        if tail != [0u8; 12] {
             return Err(DecodeError::new(
                 12,
                 DecodeErrorKind::ReservedNotZero {

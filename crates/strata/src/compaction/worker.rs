@@ -30,10 +30,10 @@ use strata_format::table::{Compression, TableOptions};
 use crate::ranges::tombstones;
 
 use super::pick::{Choice, is_bottom_for};
-use crate::db::iterator::KeyRange;
 use crate::env::FileSystem;
 use crate::error::{Error, Result};
 use crate::memtable::Memtable;
+use crate::merge::KeyRange;
 use crate::merge::{Cursor, Merge};
 use crate::options::Options;
 use crate::table::{TableCache, TableCursor, TableWriter};
@@ -329,7 +329,7 @@ pub(crate) fn compact(
     let mut merge = Merge::new(cursors, true);
     let points = cut_points(version);
     let mut cutter = Cutter::new(&points);
-    let retain = crate::ranges::retain::Retain::new(&ctx.options.retain_ranges);
+    let retain = crate::ranges::KeyIntervals::new(&ctx.options.retain_ranges);
 
     let mut outputs: Vec<TableEntry> = Vec::new();
     let mut writer: Option<TableWriter> = None;

@@ -25,6 +25,14 @@
 //! id), `CURRENT` and `MANIFEST-*` (the version set), `*.sst` (tables),
 //! `wal/` (the commit log).
 //!
+//! One concept per file: `open.rs` (opening and recovery), `write.rs` (the
+//! write path and freezing), `read.rs` (lookups, scans' sources, tables),
+//! `snapshot.rs`, `stats.rs`, `background.rs` (flush and compaction
+//! threads, stalls), `ranges.rs` (splits, merges, purges), `checkpoint.rs`,
+//! `identity.rs`, `iterator.rs` (scans), `visibility.rs` (publication in
+//! sequence order), `port.rs` (what the replication port reaches); this
+//! file holds the [`Db`] handle and the shared state.
+//!
 //! Thread-safety: [`Db`] is `Send + Sync`; share it by reference or `Arc`.
 //! Two background threads run flushes and compactions.
 //!
@@ -43,8 +51,18 @@ pub(crate) mod background;
 mod checkpoint;
 mod identity;
 pub(crate) mod iterator;
+mod open;
+mod port;
 mod ranges;
+mod read;
+mod snapshot;
+mod stats;
 mod visibility;
+mod write;
+
+pub use snapshot::Snapshot;
+pub use stats::DbStats;
+use write::apply_batch;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::ops::RangeBounds;
@@ -53,12 +71,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::{Condvar, Mutex, RwLock};
-use strata_format::wal::{BatchOp, BatchView, decode_batch, view_built_batch};
+use strata_format::wal::{BatchOp, BatchView, view_built_batch};
 
 use crate::env::{DirLock, FileSystem};
 use crate::error::{Error, Result};
 use crate::memtable::{MemCursor, Memtable};
 use crate::merge::Cursor;
+use crate::merge::KeyRange;
 use crate::options::{Options, WriteOptions};
 use crate::ranges::map::{RangeId, RangeMap};
 use crate::ranges::stats::{RangeInfo, Rates, Router};
@@ -69,77 +88,8 @@ use crate::version::{LEVEL_COUNT, TableMeta, Version};
 use crate::wal::{RecoveryReport, Wal, WalOptions, WalStats};
 use crate::write_batch::WriteBatch;
 use background::Counters;
-use iterator::{DbIterator, KeyRange};
+use iterator::DbIterator;
 use visibility::Visibility;
-
-/// Figures about a database, from [`Db::stats`].
-#[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
-pub struct DbStats {
-    /// The last visible sequence number.
-    pub last_seq: SeqNo,
-    /// The last sequence number known durable.
-    pub durable_seq: SeqNo,
-    /// Every operation at or below this is in sorted tables.
-    pub flushed_seq: SeqNo,
-    /// Tables per level.
-    pub level_tables: Vec<u64>,
-    /// Bytes per level.
-    pub level_bytes: Vec<u64>,
-    /// Approximate bytes held by memtables (active and frozen).
-    pub memtable_bytes: u64,
-    /// Frozen memtables waiting for flush.
-    pub immutable_memtables: u64,
-    /// Bytes of the memtables' hash indexes (fixed per memtable, apart from
-    /// `memtable_bytes`).
-    pub memtable_index_bytes: u64,
-    /// Live snapshots.
-    pub snapshots: u64,
-    /// Flushes completed.
-    pub flushes: u64,
-    /// Bytes written by flushes.
-    pub flush_bytes_written: u64,
-    /// Compactions completed (trivial moves included).
-    pub compactions: u64,
-    /// Bytes compactions read.
-    pub compaction_bytes_read: u64,
-    /// Bytes compactions wrote.
-    pub compaction_bytes_written: u64,
-    /// Bytes written to disk (log, flushes, compactions) per byte of log:
-    /// the write amplification.
-    pub write_amplification: f64,
-    /// Writes that were delayed or stopped, by reason.
-    pub stalls: BTreeMap<&'static str, u64>,
-    /// Microseconds writes spent stalled, by reason.
-    pub stall_micros: BTreeMap<&'static str, u64>,
-    /// Table-cache lookups that found the table already open, and all
-    /// lookups.
-    pub table_cache_hits: u64,
-    /// All table-cache lookups.
-    pub table_cache_lookups: u64,
-    /// Block-cache lookups that found the block.
-    pub block_cache_hits: u64,
-    /// Block-cache lookups that had to read and verify the block.
-    pub block_cache_misses: u64,
-    /// The commit log's counters since open (bytes, fsyncs, group sizes).
-    pub wal: WalStats,
-    /// Segment files the commit log retains.
-    pub wal_segments: u64,
-    /// Range splits since open (requested and automatic).
-    pub range_splits: u64,
-    /// Bytes splits wrote rewriting the tables that straddled their keys.
-    pub range_split_bytes_written: u64,
-    /// Range merges since open.
-    pub range_merges: u64,
-    /// Microseconds splits and merges waited for flushes and compactions in
-    /// flight before they could change the range map (writes never wait).
-    pub range_change_wait_micros: u64,
-    /// Flushed range tombstones still held (each until compaction has
-    /// dropped what it hides).
-    pub range_tombstones: u64,
-    /// Every key range's figures, as [`Db::ranges`] gives them.
-    pub ranges: Vec<RangeInfo>,
-}
 
 /// Memtables: the active one and the frozen ones, oldest first.
 struct MemState {
@@ -202,11 +152,13 @@ pub(crate) struct Inner {
     follower: RwLock<Option<String>>,
     /// Serializes replicated applies (sequence check, then append).
     replication_apply: Mutex<()>,
+    /// What the replication port did.
+    replicated: port::ReplicationCounters,
     /// The database id, as the log knows it.
     wal_database_id: u128,
     /// The keys this database holds (a range-scoped replica); everything
     /// by default.
-    retain: crate::ranges::retain::Retain,
+    retain: crate::ranges::KeyIntervals,
     /// Set when a write may have to be slowed or stopped (or background
     /// work failed); writers skip the throttle's checks while it is clear.
     stall_hint: AtomicBool,
@@ -257,180 +209,6 @@ impl std::fmt::Debug for Db {
 }
 
 impl Db {
-    /// Opens the database in `dir`, creating it if
-    /// [`Options::create_if_missing`], and recovers: the version set from
-    /// the manifest, then every write after the last flush from the commit
-    /// log.
-    ///
-    /// # Errors
-    /// [`Error::Locked`] if another handle has it open;
-    /// [`Error::InvalidArgument`] for invalid options, or if it is missing
-    /// (and may not be created) or exists (and [`Options::error_if_exists`]);
-    /// [`Error::Corruption`] for damage recovery may not repair (naming file
-    /// and offset); [`Error::Io`]. A failed open deletes nothing.
-    pub fn open(dir: impl AsRef<Path>, options: Options) -> Result<Db> {
-        options.validate()?;
-        let dir = dir.as_ref().to_path_buf();
-        let fs = Arc::clone(&options.file_system);
-        if options.create_if_missing {
-            fs.create_dir_all(&dir)
-                .map_err(|e| Error::io("create directory", &dir, e))?;
-        } else if !fs.exists(&dir).map_err(|e| Error::io("stat", &dir, e))? {
-            return Err(Error::InvalidArgument(format!(
-                "no database at {}",
-                dir.display()
-            )));
-        }
-        let lock_path = dir.join("LOCK");
-        let lock = fs.lock(&lock_path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::WouldBlock => Error::Locked {
-                path: lock_path.clone(),
-            },
-            _ => Error::io("lock", &lock_path, e),
-        })?;
-        let database_id = match identity::read(&*fs, &dir)? {
-            Some(_) if options.error_if_exists => {
-                return Err(Error::InvalidArgument(format!(
-                    "a database already exists at {}",
-                    dir.display()
-                )));
-            }
-            Some(id) => id,
-            None if options.create_if_missing => identity::create(&*fs, &dir)?,
-            None => {
-                return Err(Error::InvalidArgument(format!(
-                    "no database at {}",
-                    dir.display()
-                )));
-            }
-        };
-
-        // Read and check everything before writing anything: the version
-        // set, every table it names, then the log (whose recovery may cut
-        // a torn tail); only then is the manifest rewritten and are
-        // orphans deleted.
-        let mut versions = VersionSet::open(Arc::clone(&fs), &dir, database_id)?;
-        versions.set_initial_ranges(RangeMap::with_split_points(&options.initial_split_points));
-        let flushed_seq = versions.flushed_seq();
-        let block_cache_bytes = options.block_cache_bytes;
-        let tables = TableCache::new(block_cache_bytes);
-        let current = versions.current();
-        for meta in current.levels.iter().flatten() {
-            let path = dir.join(strata_format::manifest::table_file_name(meta.number));
-            tables.get_or_open(&*fs, &path, meta.number, meta.size)?;
-        }
-        let memtable = Arc::new(Memtable::new(options.memtable_bytes_max));
-        let retain = crate::ranges::retain::Retain::new(&options.retain_ranges);
-        let wal_options = WalOptions {
-            segment_bytes_max: options.wal_segment_bytes_max,
-            sync_interval: options.wal_sync_interval,
-            recovery_mode: options.recovery_mode,
-            require_replay_from: true,
-            ..WalOptions::default()
-        };
-        let opened = Wal::open(
-            Arc::clone(&fs),
-            dir.join("wal"),
-            database_id,
-            wal_options,
-            SeqNo(flushed_seq + 1),
-            |batch| {
-                apply_batch(&memtable, &batch, &retain, None);
-                Ok(())
-            },
-        );
-        let (wal, recovery) = match (
-            opened,
-            &versions.torn_manifest_tail,
-            versions.replayed_manifest_path(),
-        ) {
-            // The log lacks records the cut manifest edit claimed were in
-            // tables: the edit was durable, so it was damage, not a tear.
-            (Err(Error::Corruption { detail, .. }), Some(torn), Some(manifest))
-                if detail.contains("are missing") =>
-            {
-                return Err(Error::corruption_msg(
-                    manifest,
-                    0,
-                    format!(
-                        "the manifest's last edit failed its checks ({torn}) and was taken for a torn write, \
-                         but the commit log no longer holds what that edit recorded ({detail}): the edit was \
-                         durable and is damaged"
-                    ),
-                ));
-            }
-            (opened, _, _) => opened?,
-        };
-        versions.finish_open()?;
-        if !retain.is_everything() {
-            let current = versions.current();
-            let mut edit = strata_format::manifest::VersionEdit::default();
-            for (level, tables) in current.levels.iter().enumerate() {
-                for table in tables {
-                    if !retain.overlaps(table.smallest_user_key(), table.largest_user_key()) {
-                        edit.deleted.push((level as u8, table.number));
-                    }
-                }
-            }
-            if !edit.deleted.is_empty() {
-                versions.log_and_apply(edit)?;
-                versions.delete_obsolete()?;
-            }
-        }
-        wal.release_below(SeqNo(flushed_seq + 1))?;
-        let mut recovery = recovery;
-        recovery.manifest_torn_tail = versions.torn_manifest_tail.take();
-        let visible = recovery.next_seq.get().saturating_sub(1);
-        let current = versions.current();
-        let router = Arc::new(Router::new(Arc::clone(&current.ranges)));
-        let view = ReadView {
-            active: Arc::clone(&memtable),
-            frozen: Vec::new(),
-            version: Arc::clone(&current),
-            router: Arc::clone(&router),
-        };
-        let inner = Arc::new(Inner {
-            dir,
-            options,
-            fs,
-            wal,
-            write_gate: RwLock::new(()),
-            mem: RwLock::new(MemState {
-                active: memtable,
-                frozen: VecDeque::new(),
-            }),
-            view: arc_swap::ArcSwap::from_pointee(view),
-            view_publish: Mutex::new(()),
-            versions: Mutex::new(versions),
-            current: RwLock::new(current),
-            tables,
-            visibility: Visibility::new(visible),
-            snapshots: Mutex::new(BTreeMap::new()),
-            closed: AtomicBool::new(false),
-            recovery,
-            work: Mutex::new(background::Work::default()),
-            work_changed: Condvar::new(),
-            counters: Counters::default(),
-            flushed: std::sync::atomic::AtomicU64::new(flushed_seq),
-            log_bytes_since_check: std::sync::atomic::AtomicU64::new(0),
-            stall_hint: AtomicBool::new(true),
-            follower: RwLock::new(None),
-            replication_apply: Mutex::new(()),
-            wal_database_id: database_id,
-            retain: retain.clone(),
-            batch_limit: std::sync::atomic::AtomicUsize::new(usize::MAX),
-            batch_limit_why: parking_lot::Mutex::new(String::new()),
-            router: RwLock::new(router),
-            rates: Rates::default(),
-            layout: RwLock::new(()),
-            _lock: lock,
-        });
-        background::refresh_stall_hint(&inner);
-        let threads = background::start(&inner)?;
-        inner.freeze_if_full(0);
-        Ok(Db { inner, threads })
-    }
-
     /// Sets `key` to `value` (without sync); returns the write's sequence
     /// number.
     ///
@@ -524,81 +302,6 @@ impl Db {
         self.inner.merge_ranges(left, right)
     }
 
-    /// Lowers the largest batch this database accepts to `bytes` (never
-    /// raises it above `Options::batch_bytes_max` or a lower limit set
-    /// before), giving `why` in refusals: for a database whose log is
-    /// shipped in messages of bounded size, so that a batch replication
-    /// could not ship is refused when it is written, not when it is
-    /// shipped.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # use strata::{Db, MemFileSystem, Options, WriteBatch, WriteOptions};
-    /// # use std::sync::Arc;
-    /// # let db = Db::open("d", Options { file_system: Arc::new(MemFileSystem::new()), ..Options::default() })?;
-    /// db.limit_batch_bytes(1 << 10, "what the test ships");
-    /// let mut batch = WriteBatch::new();
-    /// batch.put(b"k", &[0u8; 2048]);
-    /// let refused = db.write(batch, &WriteOptions::default()).unwrap_err();
-    /// assert!(refused.to_string().contains("what the test ships"));
-    /// # Ok::<(), strata::Error>(())
-    /// ```
-    pub fn limit_batch_bytes(&self, bytes: usize, why: &str) {
-        let mut reason = self.inner.batch_limit_why.lock();
-        let current = self
-            .inner
-            .batch_limit
-            .load(Ordering::Acquire)
-            .min(self.inner.options.batch_bytes_max);
-        if bytes < current {
-            *reason = why.to_string();
-            self.inner.batch_limit.store(bytes, Ordering::Release);
-        }
-    }
-
-    /// Makes sure no file of the database holds a key outside
-    /// [`Options::retain_ranges`]: flushes, then rewrites the tables that
-    /// hold such keys (tables wholly outside the ranges are dropped when
-    /// the database opens). Returns the bytes written. With no
-    /// `retain_ranges`, does nothing.
-    ///
-    /// Used to cut a range-scoped copy out of a checkpoint (a snapshot for
-    /// a replica allowed only some key ranges): open the checkpoint with
-    /// `retain_ranges`, call this, close.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # use strata::{Db, MemFileSystem, Options};
-    /// # use std::sync::Arc;
-    /// let fs = Arc::new(MemFileSystem::new());
-    /// let options = || Options { file_system: fs.clone(), ..Options::default() };
-    /// let db = Db::open("full", options())?;
-    /// db.put(b"eu/1", b"a")?;
-    /// db.put(b"us/1", b"b")?;
-    /// db.close()?;
-    /// let eu = Db::open("full", Options {
-    ///     retain_ranges: vec![(b"eu/".to_vec(), Some(b"eu0".to_vec()))],
-    ///     ..options()
-    /// })?;
-    /// eu.purge_outside_retained()?;
-    /// assert_eq!(eu.get(b"eu/1")?.as_deref(), Some(&b"a"[..]));
-    /// # Ok::<(), strata::Error>(())
-    /// ```
-    ///
-    /// # Errors
-    /// [`Error::Io`] or [`Error::Poisoned`] if flushing, rewriting or
-    /// logging fails.
-    pub fn purge_outside_retained(&self) -> Result<u64> {
-        self.inner.check_open()?;
-        if self.inner.retain.is_everything() {
-            return Ok(0);
-        }
-        self.flush()?;
-        self.inner.purge_outside_retained()
-    }
-
     /// The database's id (from `IDENTITY`; the same in its checkpoints and
     /// on its replicas).
     #[must_use]
@@ -628,70 +331,11 @@ impl Db {
         self.inner.work.lock().error.as_ref().map(|r| r.to_string())
     }
 
-    /// The oldest sequence number the commit log still holds.
-    #[must_use]
-    pub fn oldest_retained_seq(&self) -> SeqNo {
-        self.inner.wal.oldest_retained_seq()
-    }
-
-    /// A reader of the commit log from `from` on that yields only durable
-    /// records (what replication ships).
-    ///
-    /// # Errors
-    /// [`Error::LogTruncated`] if `from` is no longer retained;
-    /// [`Error::BeyondEnd`] if it is past the end; [`Error::Closed`].
-    pub fn log_reader(&self, from: SeqNo) -> Result<crate::wal::LogReader> {
-        self.inner.check_open()?;
-        self.inner.wal.reader(from)
-    }
-
-    /// Bytes the commit log holds from `seq` on (about: whole segments and
-    /// the tail): how far behind a reader at `seq` is.
-    #[must_use]
-    pub fn log_bytes_from(&self, seq: SeqNo) -> u64 {
-        self.inner.wal.bytes_from(seq)
-    }
-
-    /// Keeps the commit log from `from` on until the pin is advanced or
-    /// dropped (a replica slot holds one).
-    ///
-    /// # Errors
-    /// [`Error::LogTruncated`] if `from` is no longer retained.
-    pub fn log_pin(&self, from: SeqNo) -> Result<crate::wal::LogPin> {
-        self.inner.check_open()?;
-        self.inner.wal.pin(from)
-    }
-
     /// Waits until every write up to `seq` is visible, at most `timeout`;
     /// returns whether it is (a read-your-writes wait on a replica).
     #[must_use]
     pub fn wait_for_seq(&self, seq: SeqNo, timeout: std::time::Duration) -> bool {
         self.inner.visibility.wait_visible(seq.get(), timeout)
-    }
-
-    /// Makes the database a follower (`Some(message)`: local writes are
-    /// refused with [`Error::ReadOnly`] carrying the message, for example
-    /// which node is the primary) or a primary again (`None`).
-    pub fn set_follower(&self, message: Option<String>) {
-        *self.inner.follower.write() = message;
-    }
-
-    /// Applies batches replicated from another database's log, in order:
-    /// each of `payloads` is a record's encoded batch, and the first must
-    /// start at the sequence number this database's log assigns next, each
-    /// later one right after the one before (so both logs hold the same
-    /// batches at the same sequence numbers). The batches are appended, made
-    /// durable by one sync, and only then made visible, each atomically: a
-    /// reader never sees a replicated write that a crash could take back.
-    /// Returns the last sequence number applied.
-    ///
-    /// # Errors
-    /// [`Error::OutOfSequence`] if a batch does not continue the log
-    /// (nothing of it or after it is applied); [`Error::Corruption`] if a
-    /// payload is not a valid batch; as [`Db::write`] otherwise.
-    pub fn apply_replicated(&self, payloads: &[&[u8]]) -> Result<SeqNo> {
-        self.inner.check_open()?;
-        self.inner.apply_log_batches(payloads)
     }
 
     /// Applies `batch` atomically and returns the sequence number of its
@@ -951,118 +595,6 @@ impl Inner {
         }
     }
 
-    fn write(&self, batch: WriteBatch, options: &WriteOptions) -> Result<SeqNo> {
-        self.check_open()?;
-        if let Some(message) = self.follower.read().as_ref() {
-            return Err(Error::ReadOnly(message.clone()));
-        }
-        if let Some(why) = &batch.invalid {
-            return Err(Error::InvalidArgument(format!(
-                "{why}; nothing was written"
-            )));
-        }
-        let limits = &self.options;
-        if batch.key_bytes_max > limits.key_bytes_max {
-            return Err(Error::InvalidArgument(format!(
-                "a key of {} bytes exceeds the limit of {} bytes (key_bytes_max); nothing was written",
-                batch.key_bytes_max, limits.key_bytes_max
-            )));
-        }
-        if batch.value_bytes_max > limits.value_bytes_max {
-            return Err(Error::InvalidArgument(format!(
-                "a value of {} bytes exceeds the limit of {} bytes (value_bytes_max); nothing was written",
-                batch.value_bytes_max, limits.value_bytes_max
-            )));
-        }
-        if batch.encoded_len() > limits.batch_bytes_max {
-            return Err(Error::InvalidArgument(format!(
-                "a batch of {} bytes exceeds the limit of {} bytes (batch_bytes_max); nothing was written",
-                batch.encoded_len(),
-                limits.batch_bytes_max
-            )));
-        }
-        let limit = self.batch_limit.load(Ordering::Acquire);
-        if batch.encoded_len() > limit {
-            return Err(Error::InvalidArgument(format!(
-                "a batch of {} bytes exceeds the limit of {limit} bytes ({}); nothing was written",
-                batch.encoded_len(),
-                self.batch_limit_why.lock()
-            )));
-        }
-        if batch.is_empty() {
-            return Ok(SeqNo(self.visibility.visible()));
-        }
-        background::throttle(self, batch.inner.as_bytes())?;
-        let batch_bytes = batch.encoded_len() as u64;
-        let last = {
-            let _gate = self.write_gate.read();
-            let (commit, bytes) = self.wal.append_returning(batch.inner, options.sync)?;
-            let Some(batch) = view_built_batch(&bytes) else {
-                // The log took a batch this engine built; it cannot lack a header.
-                return Err(Error::Poisoned {
-                    reason: Arc::from("internal error: a committed batch lost its header"),
-                });
-            };
-            let current = self.view.load();
-            apply_batch(&current.active, &batch, &self.retain, Some(&current.router));
-            self.visibility
-                .publish_and_wait(commit.first_seq.get(), commit.last_seq.get());
-            commit.last_seq
-        };
-        self.freeze_if_full(batch_bytes);
-        Ok(last)
-    }
-
-    /// Appends replicated batches that must continue the log (together,
-    /// synced once), then applies and publishes them.
-    fn apply_log_batches(&self, payloads: &[&[u8]]) -> Result<SeqNo> {
-        // One replicated group at a time: the checks and the appends agree.
-        let _order = self.replication_apply.lock();
-        let start = self.wal.next_seq().get();
-        let mut expected = start;
-        let mut builders = Vec::with_capacity(payloads.len());
-        let mut batch_bytes = 0;
-        for payload in payloads {
-            let corrupt = |e| Error::corruption(self.dir.join("replicated batch"), e);
-            let view = decode_batch(payload).map_err(corrupt)?;
-            if view.first_seq != expected {
-                if expected == start {
-                    return Err(Error::OutOfSequence {
-                        expected,
-                        found: view.first_seq,
-                    });
-                }
-                // Apply what continued the log; the caller sees the error
-                // on its next call.
-                break;
-            }
-            expected = view.last_seq() + 1;
-            let builder =
-                strata_format::wal::BatchBuilder::from_encoded(payload).map_err(corrupt)?;
-            batch_bytes += builder.encoded_len() as u64;
-            builders.push(builder);
-        }
-        if builders.is_empty() {
-            return Ok(SeqNo(start.saturating_sub(1)));
-        }
-        if let Some(first) = builders.first() {
-            background::throttle(self, first.as_bytes())?;
-        }
-        {
-            let _gate = self.write_gate.read();
-            let written = self.wal.append_many_returning(builders, true)?;
-            let current = self.view.load();
-            for (_, bytes) in &written {
-                let batch =
-                    decode_batch(bytes).map_err(|e| Error::corruption(self.dir.join("wal"), e))?;
-                apply_batch(&current.active, &batch, &self.retain, Some(&current.router));
-            }
-        }
-        self.visibility.publish_and_wait(start, expected - 1);
-        self.freeze_if_full(batch_bytes);
-        Ok(SeqNo(expected - 1))
-    }
-
     /// Publishes a new [`ReadView`] from the memtables, the version and
     /// the router as they are now. Called after every change to any of
     /// them (a freeze under the exclusive write gate, so no write reaches
@@ -1089,455 +621,5 @@ impl Inner {
     /// The memtables, active first, then frozen newest first.
     fn memtables_newest_first(&self) -> Vec<Arc<Memtable>> {
         self.view.load().memtables().cloned().collect()
-    }
-
-    /// Freezes the active memtable if it is full and wakes the flusher.
-    /// Also when the log holds more unflushed bytes than a restart may
-    /// replay (`wal_replay_bytes_max`), and nothing is being flushed.
-    fn freeze_if_full(&self, batch_bytes: u64) {
-        if self.view.load().active.approximate_bytes() >= self.options.memtable_bytes_max {
-            self.freeze(false);
-            return;
-        }
-        // Measuring the log takes a lock: do it each time another eighth of
-        // the cap has been written.
-        let cap = self.options.wal_replay_bytes_max;
-        let since = self
-            .log_bytes_since_check
-            .fetch_add(batch_bytes, Ordering::Relaxed)
-            + batch_bytes;
-        if since < (cap / 8).max(1) {
-            return;
-        }
-        self.log_bytes_since_check.store(0, Ordering::Relaxed);
-        let log = self
-            .wal
-            .bytes_from(SeqNo(self.flushed.load(Ordering::Relaxed) + 1));
-        if log <= cap {
-            return;
-        }
-        if self.mem.read().frozen.is_empty() {
-            self.freeze(true);
-        } else if log > cap.saturating_mul(2) {
-            // Writers outrun the flush: wait for it, so the log a restart
-            // replays stays within about twice the cap.
-            background::wait_for_flush_stall(self);
-        }
-    }
-
-    /// Freezes the active memtable if it holds anything and either `always`
-    /// or it is full.
-    fn freeze(&self, always: bool) {
-        let _gate = self.write_gate.write();
-        let mut mem = self.mem.write();
-        let full = mem.active.approximate_bytes() >= self.options.memtable_bytes_max;
-        if mem.active.is_empty() || !(always || full) {
-            return;
-        }
-        let fresh = Arc::new(Memtable::new(self.options.memtable_bytes_max));
-        let frozen = std::mem::replace(&mut mem.active, fresh);
-        mem.frozen.push_back(frozen);
-        drop(mem);
-        self.publish_view();
-        background::refresh_stall_hint(self);
-        let mut work = self.work.lock();
-        work.generation += 1;
-        self.work_changed.notify_all();
-    }
-
-    fn flush_all(&self) -> Result<()> {
-        self.freeze(true);
-        background::wait_flushed(self)
-    }
-
-    /// The value of `key` at `seq` into `value` (its old content
-    /// replaced); returns whether there is one. Takes no lock and allocates
-    /// only if `value` must grow.
-    pub(crate) fn get_into(&self, key: &[u8], seq: u64, value: &mut Vec<u8>) -> Result<bool> {
-        let view = self.view.load();
-        if let Some(counters) = view.router.counters_for(key) {
-            counters.reads.fetch_add(1, Ordering::Relaxed);
-        }
-        let version = &view.version;
-        // The newest range tombstone covering the key that this read sees:
-        // any version older than it is hidden.
-        let cover =
-            if version.tombstones.is_empty() && !view.memtables().any(|m| m.has_tombstones()) {
-                0
-            } else {
-                view.memtables()
-                    .map(|m| m.tombstone_cover(key, seq))
-                    .chain(std::iter::once(version.tombstone_cover(key, seq)))
-                    .max()
-                    .unwrap_or(0)
-            };
-        let hash = strata_format::table::filter_hash(key);
-        for memtable in view.memtables() {
-            if let Some((found_seq, found)) = memtable.get(key, hash, seq) {
-                value.clear();
-                return Ok(match found {
-                    Some(bytes) if found_seq >= cover => {
-                        value.extend_from_slice(bytes);
-                        true
-                    }
-                    _ => false,
-                });
-            }
-        }
-        for meta in version.tables_for_key(key) {
-            if meta.smallest_seq > seq {
-                continue;
-            }
-            let table = self.table(meta)?;
-            if let Some((found_seq, is_value)) = table.get_into(key, hash, seq, value)? {
-                if is_value && found_seq >= cover {
-                    return Ok(true);
-                }
-                value.clear();
-                return Ok(false);
-            }
-        }
-        value.clear();
-        Ok(false)
-    }
-
-    /// As [`Inner::get_into`], into a new vector.
-    pub(crate) fn get_at(&self, key: &[u8], seq: u64) -> Result<Option<Vec<u8>>> {
-        let mut value = Vec::new();
-        Ok(self.get_into(key, seq, &mut value)?.then_some(value))
-    }
-
-    /// The open table of `meta` (opened, through the table cache, by the
-    /// first reader that needs it).
-    fn table<'m>(&self, meta: &'m TableMeta) -> Result<&'m Arc<Table>> {
-        meta.handle.get_or_open(|| {
-            let path = self
-                .dir
-                .join(strata_format::manifest::table_file_name(meta.number));
-            self.open_table(&path, meta.number, meta.size)
-        })
-    }
-
-    fn open_table(&self, path: &Path, number: u64, size: u64) -> Result<Arc<Table>> {
-        self.tables.get_or_open(&*self.fs, path, number, size)
-    }
-
-    /// Checks every checksum of every table of the current version.
-    fn verify_tables(&self) -> Result<usize> {
-        let version = Arc::clone(&self.current.read());
-        let mut checked = 0;
-        for meta in version.levels.iter().flatten() {
-            let path = self
-                .dir
-                .join(strata_format::manifest::table_file_name(meta.number));
-            self.open_table(&path, meta.number, meta.size)?.verify()?;
-            checked += 1;
-        }
-        Ok(checked)
-    }
-
-    fn iterate(
-        self: &Arc<Self>,
-        range: KeyRange,
-        seq: u64,
-        forward: bool,
-        hold: Option<Snapshot>,
-    ) -> Result<DbIterator> {
-        let view = self.view.load_full();
-        let version = Arc::clone(&view.version);
-        if let Some(start) = range.user_bounds().0
-            && let Some(counters) = view.router.counters_for(start)
-        {
-            counters.reads.fetch_add(1, Ordering::Relaxed);
-        }
-        let mut tombstones = version.tombstones.as_ref().clone();
-        for memtable in view.memtables() {
-            if memtable.has_tombstones() {
-                tombstones.extend(memtable.tombstones());
-            }
-        }
-        if !tombstones.is_empty() {
-            tombstones.retain(|t| t.seq <= seq);
-            crate::ranges::tombstones::sort(&mut tombstones);
-        }
-        let mut cursors: Vec<Box<dyn Cursor>> = Vec::new();
-        for memtable in view.memtables() {
-            if !memtable.is_empty() {
-                cursors.push(Box::new(MemCursor::new(
-                    Arc::clone(memtable),
-                    &range,
-                    forward,
-                )));
-            }
-        }
-        let range = Arc::new(range);
-        let (start, end) = range.user_bounds();
-        // Level-0 tables overlap: a cursor each.
-        for meta in version
-            .levels
-            .first()
-            .into_iter()
-            .flatten()
-            .filter(|t| t.overlaps(start, end))
-        {
-            let table = Arc::clone(self.table(meta)?);
-            cursors.push(Box::new(TableCursor::new(
-                table,
-                Arc::clone(&range),
-                forward,
-            )));
-        }
-        // Deeper levels do not: one cursor per level, opening its tables
-        // one after another as the scan reaches them.
-        for level in 1..version.levels.len() {
-            let inner = Arc::clone(self);
-            let open: crate::table::OpenFn =
-                Box::new(move |meta| inner.table(meta).map(Arc::clone));
-            if let Some(cursor) = LevelCursor::new(
-                Arc::clone(&version),
-                level,
-                Arc::clone(&range),
-                forward,
-                open,
-            ) {
-                cursors.push(Box::new(cursor));
-            }
-        }
-        let hold: Box<dyn Send + Sync> = match hold {
-            Some(snapshot) => Box::new((snapshot, version)),
-            None => Box::new((Arc::clone(self), version)),
-        };
-        Ok(DbIterator::new(
-            cursors,
-            range,
-            seq,
-            forward,
-            tombstones,
-            self.retain.clone(),
-            hold,
-        ))
-    }
-
-    fn stats(&self) -> DbStats {
-        let version = Arc::clone(&self.current.read());
-        let (memtable_bytes, memtable_index_bytes, frozen) = {
-            let mem = self.mem.read();
-            let all = || std::iter::once(&mem.active).chain(&mem.frozen);
-            (
-                all().map(|m| m.approximate_bytes() as u64).sum(),
-                all().map(|m| m.index_bytes() as u64).sum(),
-                mem.frozen.len() as u64,
-            )
-        };
-        let c = &self.counters;
-        let wal = self.wal.stats();
-        let flush_bytes = c.flush_bytes_written.load(Ordering::Relaxed);
-        let compaction_written = c.compaction_bytes_written.load(Ordering::Relaxed);
-        let split_written = c.split_bytes_written.load(Ordering::Relaxed);
-        let write_amplification = if wal.bytes_written == 0 {
-            0.0
-        } else {
-            (wal.bytes_written + flush_bytes + compaction_written + split_written) as f64
-                / wal.bytes_written as f64
-        };
-        let (stalls, stall_micros) = c.stalls();
-        let (table_cache_hits, table_cache_lookups) = self.tables.hit_counts();
-        let (block_cache_hits, block_cache_misses) = self.tables.block_hit_counts();
-        DbStats {
-            last_seq: SeqNo(self.visibility.visible()),
-            durable_seq: self.wal.durable_seq(),
-            // Not the version set's lock: flushes hold it across the
-            // manifest's fsync.
-            flushed_seq: SeqNo(self.flushed.load(Ordering::Relaxed)),
-            level_tables: version.levels.iter().map(|t| t.len() as u64).collect(),
-            level_bytes: (0..LEVEL_COUNT).map(|l| version.level_bytes(l)).collect(),
-            memtable_bytes,
-            immutable_memtables: frozen,
-            memtable_index_bytes,
-            snapshots: self.snapshots.lock().values().map(|&n| n as u64).sum(),
-            flushes: c.flushes.load(Ordering::Relaxed),
-            flush_bytes_written: flush_bytes,
-            compactions: c.compactions.load(Ordering::Relaxed),
-            compaction_bytes_read: c.compaction_bytes_read.load(Ordering::Relaxed),
-            compaction_bytes_written: compaction_written,
-            write_amplification,
-            stalls,
-            stall_micros,
-            table_cache_hits,
-            table_cache_lookups,
-            block_cache_hits,
-            block_cache_misses,
-            wal,
-            wal_segments: self.wal.segment_count() as u64,
-            range_splits: c.splits.load(Ordering::Relaxed),
-            range_split_bytes_written: c.split_bytes_written.load(Ordering::Relaxed),
-            range_merges: c.merges.load(Ordering::Relaxed),
-            range_change_wait_micros: c.range_change_wait_micros.load(Ordering::Relaxed),
-            range_tombstones: version.tombstones.len() as u64,
-            ranges: self.range_infos(),
-        }
-    }
-
-    /// The oldest sequence number any reader may still read at.
-    pub(crate) fn oldest_snapshot(&self) -> u64 {
-        let visible = self.visibility.visible();
-        self.snapshots
-            .lock()
-            .keys()
-            .next()
-            .copied()
-            .unwrap_or(visible)
-            .min(visible)
-    }
-}
-
-/// Inserts every operation of `batch` (operation `i` at `first_seq + i`)
-/// into `memtable`, in one pass over its encoding, skipping puts and
-/// deletes of keys `retain` does not hold (their sequence numbers stay
-/// used), and counts each operation against its range in `router`.
-fn apply_batch(
-    memtable: &Memtable,
-    batch: &BatchView<'_>,
-    retain: &crate::ranges::retain::Retain,
-    router: Option<&Router>,
-) {
-    let everything = retain.is_everything();
-    // Large batches are inserted sorted (see `Memtable::insert_many`).
-    let mut sorted: Option<Vec<crate::memtable::BatchInsert<'_>>> =
-        (batch.count >= SORTED_INSERT_OPS).then(|| Vec::with_capacity(batch.count as usize));
-    for (seq, op) in (batch.first_seq..).zip(batch.ops()) {
-        let (key, bytes) = match op {
-            BatchOp::Put { key, value } => {
-                if everything || retain.contains(key) {
-                    match &mut sorted {
-                        Some(ops) => ops.push((key, seq, Some(value))),
-                        None => memtable.put(key, seq, value),
-                    }
-                }
-                (key, key.len() + value.len())
-            }
-            BatchOp::Delete { key } => {
-                if everything || retain.contains(key) {
-                    match &mut sorted {
-                        Some(ops) => ops.push((key, seq, None)),
-                        None => memtable.delete(key, seq),
-                    }
-                }
-                (key, key.len())
-            }
-            BatchOp::DeleteRange { start, end } => {
-                memtable.delete_range(start, end, seq);
-                (start, start.len() + end.len())
-            }
-            BatchOp::Skip => continue,
-        };
-        if let Some(counters) = router.and_then(|r| r.counters_for(key)) {
-            counters.writes.fetch_add(1, Ordering::Relaxed);
-            counters
-                .write_bytes
-                .fetch_add(bytes as u64, Ordering::Relaxed);
-            counters.last_seq.fetch_max(seq, Ordering::Relaxed);
-        }
-    }
-    if let Some(ops) = &mut sorted {
-        memtable.insert_many(ops);
-    }
-    memtable.note_applied(batch.last_seq());
-}
-
-/// Batches of at least this many operations are sorted before their
-/// memtable inserts.
-const SORTED_INSERT_OPS: u32 = 16;
-
-/// A consistent, read-only view of the database at one sequence number.
-/// Dropping it releases the versions it holds.
-///
-/// # Examples
-///
-/// ```
-/// # use strata::{Db, MemFileSystem, Options};
-/// # use std::sync::Arc;
-/// # let db = Db::open("d", Options { file_system: Arc::new(MemFileSystem::new()), ..Options::default() })?;
-/// db.put(b"k", b"old")?;
-/// let snapshot = db.snapshot();
-/// db.put(b"k", b"new")?;
-/// db.flush()?;
-/// assert_eq!(snapshot.get(b"k")?.as_deref(), Some(&b"old"[..]));
-/// assert_eq!(db.get(b"k")?.as_deref(), Some(&b"new"[..]));
-/// # Ok::<(), strata::Error>(())
-/// ```
-pub struct Snapshot {
-    inner: Arc<Inner>,
-    seq: u64,
-}
-
-impl std::fmt::Debug for Snapshot {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Snapshot").field("seq", &self.seq).finish()
-    }
-}
-
-impl Snapshot {
-    /// The sequence number this snapshot reads at.
-    #[must_use]
-    pub fn seq(&self) -> SeqNo {
-        SeqNo(self.seq)
-    }
-
-    /// The value of `key` as of the snapshot.
-    ///
-    /// # Errors
-    /// [`Error::Closed`] after the database was closed; as [`Db::get`].
-    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        self.inner.check_open()?;
-        self.inner.check_retained(key)?;
-        self.inner.get_at(key, self.seq)
-    }
-
-    /// The keys of `range` as of the snapshot, in key order.
-    ///
-    /// # Errors
-    /// As [`Db::scan`].
-    pub fn scan<'a>(&self, range: impl RangeBounds<&'a [u8]>) -> Result<DbIterator> {
-        self.inner.check_open()?;
-        let range = KeyRange::from_bounds(range.start_bound().cloned(), range.end_bound().cloned());
-        self.inner.check_retained_range(&range)?;
-        self.inner
-            .iterate(range, self.seq, true, Some(self.clone_registration()))
-    }
-
-    /// As [`Snapshot::scan`], in reverse key order.
-    ///
-    /// # Errors
-    /// As [`Db::scan`].
-    pub fn scan_rev<'a>(&self, range: impl RangeBounds<&'a [u8]>) -> Result<DbIterator> {
-        self.inner.check_open()?;
-        let range = KeyRange::from_bounds(range.start_bound().cloned(), range.end_bound().cloned());
-        self.inner.check_retained_range(&range)?;
-        self.inner
-            .iterate(range, self.seq, false, Some(self.clone_registration()))
-    }
-
-    fn clone_registration(&self) -> Snapshot {
-        *self.inner.snapshots.lock().entry(self.seq).or_insert(0) += 1;
-        Snapshot {
-            inner: Arc::clone(&self.inner),
-            seq: self.seq,
-        }
-    }
-}
-
-impl Drop for Snapshot {
-    fn drop(&mut self) {
-        let mut snapshots = self.inner.snapshots.lock();
-        if let Some(count) = snapshots.get_mut(&self.seq) {
-            *count -= 1;
-            if *count == 0 {
-                snapshots.remove(&self.seq);
-                drop(snapshots);
-                // Versions kept for it may now be collectible.
-                self.inner.work_changed.notify_all();
-            }
-        }
     }
 }

@@ -29,32 +29,10 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
 use super::mem::MemFile;
-use super::{DirLock, File, FileSystem, MemFileSystem, OpenMode};
+use super::{CrashMode, DirLock, File, FileSystem, MemFileSystem, OpenMode};
 
 const EIO: i32 = 5;
 const ENOSPC: i32 = 28;
-
-/// What a simulated power loss keeps of the data and directory entries
-/// that were not yet durable. Synced data and synced entries always
-/// survive.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CrashMode {
-    /// Nothing unsynced survives.
-    DropUnsynced,
-    /// A random prefix of each file's unsynced writes survives, the write
-    /// after it possibly torn at a random byte; a random prefix of each
-    /// directory's unsynced entry changes survives.
-    KeepPrefix,
-    /// Each 512-byte sector touched by unsynced writes independently keeps
-    /// its durable bytes, takes the new bytes, or has the bytes written
-    /// since the last sync replaced by random garbage (durable bytes sharing
-    /// the sector are kept: writing part of a sector does not damage the
-    /// rest of it); each file's length is randomly the durable or the new
-    /// one. Directory entry changes as in [`CrashMode::KeepPrefix`].
-    GarbleSectors,
-    /// One of the other three, chosen at random per file and per directory.
-    Random,
-}
 
 /// Which faults a [`FaultFileSystem`] injects. The default injects none.
 ///
@@ -82,6 +60,18 @@ pub struct FaultPlan {
     pub seed: u64,
     /// The `open` call with this index fails with `EIO`.
     pub fail_open_at: Option<u64>,
+    /// The machine loses power just before the step with this index (a
+    /// step: every call that changes files or names: creating or opening
+    /// for writing, `write_at`, `set_len`, `allocate`, `sync_data`,
+    /// `sync_dir`, `create_dir_all`, `rename`, `remove_file`,
+    /// `remove_dir_all`), as [`FaultFileSystem::crash_and_halt`] with
+    /// `crash_mode` and `seed`: that call and every later one fail until
+    /// [`FaultFileSystem::resume`]. [`FaultStats::steps`] counts the steps,
+    /// so a test can crash at each in turn.
+    pub crash_at_step: Option<u64>,
+    /// How the crash of `crash_at_step` treats unsynced data. Default
+    /// (`None`): [`CrashMode::DropUnsynced`].
+    pub crash_mode: Option<CrashMode>,
 }
 
 impl FaultPlan {
@@ -110,6 +100,8 @@ pub struct FaultStats {
     pub short_writes: u64,
     /// `write_at` calls that failed with `ENOSPC`.
     pub enospc_errors: u64,
+    /// Steps taken (see [`FaultPlan::crash_at_step`]).
+    pub steps: u64,
 }
 
 struct Faults {
@@ -142,6 +134,7 @@ impl Faults {
 /// # Examples
 ///
 /// ```
+/// # #[cfg(feature = "internals")] {
 /// use std::path::Path;
 /// use strata::env::{FaultFileSystem, FaultPlan, FileSystem, OpenMode};
 ///
@@ -150,6 +143,7 @@ impl Faults {
 /// let file = fs.open(Path::new("wal"), OpenMode::CreateNew)?;
 /// file.write_all_at(b"record", 0)?;
 /// assert_eq!(file.sync_data().unwrap_err().raw_os_error(), Some(5));
+/// # }
 /// # Ok::<(), std::io::Error>(())
 /// ```
 #[derive(Clone)]
@@ -227,10 +221,17 @@ impl FaultFileSystem {
     fn check_up(&self) -> io::Result<parking_lot::RwLockReadGuard<'_, bool>> {
         check_up(&self.halted)
     }
+
+    fn step(&self) -> io::Result<()> {
+        step(&self.faults, &self.mem, &self.halted)
+    }
 }
 
 impl FileSystem for FaultFileSystem {
     fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn File>> {
+        if mode != OpenMode::Read {
+            self.step()?;
+        }
         let _up = self.check_up()?;
         {
             let mut faults = self.faults.lock();
@@ -243,12 +244,14 @@ impl FileSystem for FaultFileSystem {
         let inner = self.mem.open_file(path, mode)?;
         Ok(Arc::new(FaultFile {
             inner,
+            mem: self.mem.clone(),
             faults: Arc::clone(&self.faults),
             halted: Arc::clone(&self.halted),
         }))
     }
 
     fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        self.step()?;
         let _up = self.check_up()?;
         self.mem.create_dir_all(path)
     }
@@ -259,16 +262,30 @@ impl FileSystem for FaultFileSystem {
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.step()?;
         let _up = self.check_up()?;
         self.mem.rename(from, to)
     }
 
     fn remove_file(&self, path: &Path) -> io::Result<()> {
+        self.step()?;
         let _up = self.check_up()?;
         self.mem.remove_file(path)
     }
 
+    fn is_dir(&self, path: &Path) -> io::Result<bool> {
+        let _up = self.check_up()?;
+        self.mem.is_dir(path)
+    }
+
+    fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
+        self.step()?;
+        let _up = self.check_up()?;
+        self.mem.remove_dir_all(path)
+    }
+
     fn sync_dir(&self, path: &Path) -> io::Result<()> {
+        self.step()?;
         let _up = self.check_up()?;
         let mut faults = self.faults.lock();
         let index = faults.stats.dir_syncs;
@@ -301,6 +318,7 @@ impl FileSystem for FaultFileSystem {
 #[derive(Debug)]
 struct FaultFile {
     inner: MemFile,
+    mem: MemFileSystem,
     faults: Arc<Mutex<Faults>>,
     halted: Halted,
 }
@@ -309,6 +327,40 @@ impl FaultFile {
     fn check_up(&self) -> io::Result<parking_lot::RwLockReadGuard<'_, bool>> {
         check_up(&self.halted)
     }
+
+    fn step(&self) -> io::Result<()> {
+        step(&self.faults, &self.mem, &self.halted)
+    }
+}
+
+/// Counts one step and, if the plan says so, loses power before it (see
+/// [`FaultPlan::crash_at_step`]). Called before the operation takes its
+/// [`check_up`] guard (a crash takes the halt lock exclusively).
+fn step(faults: &Mutex<Faults>, mem: &MemFileSystem, halted: &Halted) -> io::Result<()> {
+    if *halted.read() {
+        return Ok(());
+    }
+    let crash = {
+        let mut faults = faults.lock();
+        let index = faults.stats.steps;
+        faults.stats.steps += 1;
+        (faults.plan.crash_at_step == Some(index)).then(|| {
+            (
+                faults.plan.crash_mode.unwrap_or(CrashMode::DropUnsynced),
+                faults.plan.seed,
+            )
+        })
+    };
+    if let Some((mode, seed)) = crash {
+        let mut down = halted.write();
+        *down = true;
+        mem.crash(mode, seed);
+        *faults.lock() = Faults::new(FaultPlan::default());
+        return Err(io::Error::other(
+            "the simulated machine lost power (crash_at_step)",
+        ));
+    }
+    Ok(())
 }
 
 /// Fails if the machine is halted; the returned guard keeps a crash from
@@ -330,6 +382,7 @@ impl File for FaultFile {
     }
 
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<usize> {
+        self.step()?;
         let _up = self.check_up()?;
         let mut faults = self.faults.lock();
         let mut len = buf.len();
@@ -355,6 +408,7 @@ impl File for FaultFile {
     }
 
     fn sync_data(&self) -> io::Result<()> {
+        self.step()?;
         let _up = self.check_up()?;
         let mut faults = self.faults.lock();
         let index = faults.stats.syncs;
@@ -373,11 +427,13 @@ impl File for FaultFile {
     }
 
     fn set_len(&self, len: u64) -> io::Result<()> {
+        self.step()?;
         let _up = self.check_up()?;
         self.inner.set_len(len)
     }
 
     fn allocate(&self, len: u64) -> io::Result<()> {
+        self.step()?;
         let _up = self.check_up()?;
         self.inner.allocate(len)
     }

@@ -29,6 +29,12 @@
 //! - A rename between two directories is logged as an unlink in the source
 //!   and a link in the target; a crash may keep either, both or neither.
 //!   Within one directory a rename is a single, atomic operation.
+//! - A directory may be renamed only within its parent and only to a free
+//!   name; the subtree moves with everything in it (durable or not). Until
+//!   the parent is synced a crash may undo it: the parent's pending
+//!   directory renames are kept as a prefix, as its entry changes are (the
+//!   two logs are kept apart: a simplification). `remove_dir_all` is
+//!   durable at once, as `create_dir_all` is.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
@@ -41,7 +47,29 @@ use parking_lot::{Mutex, MutexGuard};
 use rand::rngs::SmallRng;
 use rand::{Rng, RngCore, SeedableRng};
 
-use super::{CrashMode, DirLock, File, FileSystem, Mapped, OpenMode};
+use super::{DirLock, File, FileSystem, Mapped, OpenMode};
+
+/// What a simulated power loss keeps of the data and directory entries
+/// that were not yet durable. Synced data and synced entries always
+/// survive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CrashMode {
+    /// Nothing unsynced survives.
+    DropUnsynced,
+    /// A random prefix of each file's unsynced writes survives, the write
+    /// after it possibly torn at a random byte; a random prefix of each
+    /// directory's unsynced entry changes survives.
+    KeepPrefix,
+    /// Each 512-byte sector touched by unsynced writes independently keeps
+    /// its durable bytes, takes the new bytes, or has the bytes written
+    /// since the last sync replaced by random garbage (durable bytes sharing
+    /// the sector are kept: writing part of a sector does not damage the
+    /// rest of it); each file's length is randomly the durable or the new
+    /// one. Directory entry changes as in [`CrashMode::KeepPrefix`].
+    GarbleSectors,
+    /// One of the other three, chosen at random per file and per directory.
+    Random,
+}
 
 /// The unit of [`CrashMode::GarbleSectors`].
 const SECTOR_BYTES: usize = 512;
@@ -306,9 +334,19 @@ impl Dir {
     }
 }
 
+/// A directory rename not yet made durable by a sync of its parent.
+#[derive(Debug)]
+struct DirRename {
+    parent: PathBuf,
+    from: PathBuf,
+    to: PathBuf,
+}
+
 #[derive(Debug)]
 struct State {
     dirs: BTreeMap<PathBuf, Dir>,
+    /// Directory renames since their parent's last sync, oldest first.
+    dir_renames: Vec<DirRename>,
     /// Held locks, by path, with the token of the guard that holds each.
     locks: HashMap<PathBuf, u64>,
     next_lock_token: u64,
@@ -350,6 +388,26 @@ impl State {
             inode: Arc::clone(&inode),
         });
         Ok(inode)
+    }
+
+    /// Moves the directory `from` and every directory below it to `to`.
+    fn move_tree(&mut self, from: &Path, to: &Path) {
+        let moved: Vec<PathBuf> = self
+            .dirs
+            .keys()
+            .filter(|dir| dir.starts_with(from))
+            .cloned()
+            .collect();
+        for old in moved {
+            if let (Some(dir), Ok(rest)) = (self.dirs.remove(&old), old.strip_prefix(from)) {
+                let new = if rest.as_os_str().is_empty() {
+                    to.to_path_buf()
+                } else {
+                    to.join(rest)
+                };
+                self.dirs.insert(new, dir);
+            }
+        }
     }
 
     /// Every file reachable by a live or durable name, each once, in path
@@ -422,6 +480,7 @@ impl MemFileSystem {
             shared: Arc::new(Shared {
                 state: Mutex::new(State {
                     dirs,
+                    dir_renames: Vec::new(),
                     locks: HashMap::new(),
                     next_lock_token: 0,
                 }),
@@ -443,6 +502,36 @@ impl MemFileSystem {
         let mut state = self.shared.state.lock();
         self.shared.generation.fetch_add(1, Ordering::SeqCst);
         state.locks.clear();
+        // Undo the directory renames a crash does not keep, newest first,
+        // before the directories' own entries are rebuilt.
+        let renames = std::mem::take(&mut state.dir_renames);
+        let mut kept: BTreeMap<PathBuf, usize> = BTreeMap::new();
+        let mut seen: Vec<&PathBuf> = Vec::new();
+        for rename in &renames {
+            if !seen.contains(&&rename.parent) {
+                seen.push(&rename.parent);
+            }
+        }
+        for parent in seen {
+            let pending = renames.iter().filter(|r| &r.parent == parent).count();
+            let keep = match concrete(mode, &mut rng) {
+                Outcome::Drop => 0,
+                Outcome::Prefix | Outcome::Garble => rng.random_range(0..=pending),
+            };
+            kept.insert(parent.clone(), keep);
+        }
+        let mut index_in_parent: Vec<usize> = Vec::with_capacity(renames.len());
+        let mut counts: BTreeMap<&PathBuf, usize> = BTreeMap::new();
+        for rename in &renames {
+            let count = counts.entry(&rename.parent).or_default();
+            index_in_parent.push(*count);
+            *count += 1;
+        }
+        for (rename, index) in renames.iter().zip(index_in_parent).rev() {
+            if index >= kept.get(&rename.parent).copied().unwrap_or(0) {
+                state.move_tree(&rename.to, &rename.from);
+            }
+        }
         for dir in state.dirs.values_mut() {
             dir.crash(mode, &mut rng);
         }
@@ -536,6 +625,7 @@ impl MemFileSystem {
 
     /// A failed directory sync: the pending entry changes stay visible but
     /// can never become durable.
+    #[cfg(any(test, feature = "internals"))]
     pub(crate) fn discard_dir_pending(&self, path: &Path) -> io::Result<()> {
         self.shared
             .state
@@ -586,11 +676,14 @@ impl FileSystem for MemFileSystem {
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         let (from, to) = (normalize(from), normalize(to));
         let mut state = self.shared.state.lock();
-        if state.dirs.contains_key(&from) || state.dirs.contains_key(&to) {
+        if state.dirs.contains_key(&from) {
+            return rename_dir(&mut state, &from, &to);
+        }
+        if state.dirs.contains_key(&to) {
             return Err(error(
                 io::ErrorKind::IsADirectory,
-                &from,
-                "cannot rename directories",
+                &to,
+                "a directory is in the way",
             ));
         }
         let inode = state.lookup(&from)?;
@@ -630,7 +723,31 @@ impl FileSystem for MemFileSystem {
     }
 
     fn sync_dir(&self, path: &Path) -> io::Result<()> {
-        self.shared.state.lock().dir_mut(&normalize(path))?.sync();
+        let path = normalize(path);
+        let mut state = self.shared.state.lock();
+        state.dir_mut(&path)?.sync();
+        state.dir_renames.retain(|rename| rename.parent != path);
+        Ok(())
+    }
+
+    fn is_dir(&self, path: &Path) -> io::Result<bool> {
+        Ok(self.shared.state.lock().dirs.contains_key(&normalize(path)))
+    }
+
+    fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
+        let path = normalize(path);
+        let mut state = self.shared.state.lock();
+        if state.lookup(&path).is_ok() {
+            return Err(error(
+                io::ErrorKind::NotADirectory,
+                &path,
+                "not a directory",
+            ));
+        }
+        state.dirs.retain(|dir, _| !dir.starts_with(&path));
+        state
+            .dir_renames
+            .retain(|rename| !rename.to.starts_with(&path) && !rename.from.starts_with(&path));
         Ok(())
     }
 
@@ -727,6 +844,7 @@ impl MemFile {
 
     /// A failed sync: the unsynced writes stay visible but can never become
     /// durable (like dirty pages that the kernel marked clean after EIO).
+    #[cfg(any(test, feature = "internals"))]
     pub(crate) fn discard_unsynced(&self) -> io::Result<()> {
         self.alive()?.unsynced.clear();
         Ok(())
@@ -819,6 +937,36 @@ impl Drop for MemDirLock {
             state.locks.remove(&self.path);
         }
     }
+}
+
+/// Renames the directory `from` to the free name `to` in the same parent,
+/// pending until the parent is synced.
+fn rename_dir(state: &mut State, from: &Path, to: &Path) -> io::Result<()> {
+    let parent = from.parent().map(Path::to_path_buf).unwrap_or_default();
+    if to.parent().map(Path::to_path_buf).unwrap_or_default() != parent {
+        return Err(error(
+            io::ErrorKind::Unsupported,
+            from,
+            "directories are renamed only within their parent",
+        ));
+    }
+    if to.starts_with(from) {
+        return Err(error(
+            io::ErrorKind::InvalidInput,
+            to,
+            "inside the directory renamed",
+        ));
+    }
+    if state.dirs.contains_key(to) || state.lookup(to).is_ok() {
+        return Err(error(io::ErrorKind::AlreadyExists, to, "already exists"));
+    }
+    state.move_tree(from, to);
+    state.dir_renames.push(DirRename {
+        parent,
+        from: from.to_path_buf(),
+        to: to.to_path_buf(),
+    });
+    Ok(())
 }
 
 /// `path` as a plain key: `.` dropped, `..` pops a component.
@@ -1111,6 +1259,45 @@ mod tests {
                 other => panic!("seed {seed}: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn a_directory_rename_moves_its_files_and_a_crash_before_the_parent_sync_may_undo_it() {
+        let mut outcomes = HashSet::new();
+        for seed in 0..32 {
+            let fs = new_fs();
+            fs.create_dir_all(Path::new("/db/staging")).unwrap();
+            let file = fs
+                .open(Path::new("/db/staging/a"), OpenMode::CreateNew)
+                .unwrap();
+            file.write_all_at(b"data", 0).unwrap();
+            file.sync_data().unwrap();
+            fs.sync_dir(Path::new("/db/staging")).unwrap();
+            assert!(
+                fs.rename(Path::new("/db/staging"), Path::new("/db"))
+                    .is_err()
+            );
+            fs.rename(Path::new("/db/staging"), Path::new("/db/live"))
+                .unwrap();
+            assert!(fs.is_dir(Path::new("/db/live")).unwrap());
+            assert_eq!(fs.read_file(Path::new("/db/live/a")).unwrap(), b"data");
+            fs.crash(CrashMode::KeepPrefix, seed);
+            let live = fs.exists(Path::new("/db/live/a")).unwrap();
+            let staged = fs.exists(Path::new("/db/staging/a")).unwrap();
+            assert!(live != staged, "seed {seed}: in exactly one place");
+            outcomes.insert(live);
+        }
+        assert_eq!(outcomes.len(), 2, "kept and undone both happen");
+        let fs = new_fs();
+        fs.create_dir_all(Path::new("/db/x/wal")).unwrap();
+        fs.rename(Path::new("/db/x"), Path::new("/db/y")).unwrap();
+        fs.sync_dir(Path::new("/db")).unwrap();
+        fs.crash(CrashMode::DropUnsynced, 0);
+        assert!(fs.is_dir(Path::new("/db/y/wal")).unwrap());
+        assert!(!fs.exists(Path::new("/db/x")).unwrap());
+        fs.remove_dir_all(Path::new("/db/y")).unwrap();
+        assert!(!fs.exists(Path::new("/db/y/wal")).unwrap());
+        fs.remove_dir_all(Path::new("/db/y")).unwrap();
     }
 
     #[test]

@@ -10,7 +10,8 @@
 //! - [`MemFileSystem`] (`mem.rs`): an in-memory file system for fast tests.
 //!   It also tracks which bytes and directory entries are durable, so it can
 //!   forget the rest on a simulated crash.
-//! - [`FaultFileSystem`] (`fault.rs`): wraps a [`MemFileSystem`] and injects
+//! - `FaultFileSystem` (`fault.rs`, with the `internals` feature: the
+//!   crate's own tests and tools): wraps a [`MemFileSystem`] and injects
 //!   faults: failing the nth sync (after which the unsynced pages of that file
 //!   are gone, as on Linux), `ENOSPC`, short writes, and simulated power loss
 //!   that drops, truncates or garbles unsynced data and reverts unsynced
@@ -27,6 +28,7 @@
 //!   change (create, rename, remove) in that directory durable. Nothing else
 //!   makes anything durable.
 
+#[cfg(any(test, feature = "internals"))]
 mod fault;
 mod mem;
 mod real;
@@ -36,8 +38,9 @@ use std::io;
 use std::path::Path;
 use std::sync::Arc;
 
-pub use fault::{CrashMode, FaultFileSystem, FaultPlan, FaultStats};
-pub use mem::MemFileSystem;
+#[cfg(any(test, feature = "internals"))]
+pub use fault::{FaultFileSystem, FaultPlan, FaultStats};
+pub use mem::{CrashMode, MemFileSystem};
 pub use real::RealFileSystem;
 
 /// How [`FileSystem::open`] opens a file.
@@ -193,9 +196,19 @@ pub trait FileSystem: Send + Sync + Debug + 'static {
     /// The names (not full paths) of the entries of directory `path`, sorted.
     fn list_dir(&self, path: &Path) -> io::Result<Vec<String>>;
 
-    /// Atomically renames `from` to `to`, replacing `to` if it exists.
+    /// Atomically renames `from` to `to`, replacing `to` if it exists
+    /// (a file; a directory is renamed only to a name that is free).
     /// Durable only after [`FileSystem::sync_dir`] of the parent(s).
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+
+    /// Whether `path` is a directory (`false` if nothing is there).
+    fn is_dir(&self, path: &Path) -> io::Result<bool>;
+
+    /// Removes the directory `path` and everything in it; succeeds if it
+    /// does not exist. Durable only after `sync_dir` of its parent (the
+    /// in-memory file systems make it durable at once, as they do
+    /// `create_dir_all`).
+    fn remove_dir_all(&self, path: &Path) -> io::Result<()>;
 
     /// Removes the file at `path`. Durable only after `sync_dir`.
     fn remove_file(&self, path: &Path) -> io::Result<()>;

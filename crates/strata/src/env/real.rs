@@ -73,6 +73,22 @@ impl FileSystem for RealFileSystem {
         fs::remove_file(path).map_err(|err| with_path(err, path))
     }
 
+    fn is_dir(&self, path: &Path) -> io::Result<bool> {
+        match fs::metadata(path) {
+            Ok(metadata) => Ok(metadata.is_dir()),
+            Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(err) => Err(with_path(err, path)),
+        }
+    }
+
+    fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
+        match fs::remove_dir_all(path) {
+            Ok(()) => Ok(()),
+            Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(err) => Err(with_path(err, path)),
+        }
+    }
+
     fn sync_dir(&self, path: &Path) -> io::Result<()> {
         fs::File::open(path)
             .and_then(|dir| dir.sync_all())

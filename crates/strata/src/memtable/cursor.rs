@@ -17,8 +17,8 @@ use std::sync::Arc;
 
 use super::Memtable;
 use super::skiplist::Position;
-use crate::db::iterator::KeyRange;
 use crate::error::Result;
+use crate::merge::KeyRange;
 use crate::merge::{Cursor, EntryRef};
 
 pub(crate) struct MemCursor {

@@ -18,10 +18,11 @@
 //! every key in `[start, end)`; versions carry the flushed ones until
 //! compaction has removed everything they hide.
 
+pub(crate) mod intervals;
 pub(crate) mod map;
-pub(crate) mod retain;
 pub(crate) mod stats;
 pub(crate) mod tombstones;
 
+pub use intervals::KeyIntervals;
 pub use map::RangeId;
 pub use stats::RangeInfo;

@@ -54,6 +54,10 @@ use crate::seqno::SeqNo;
 pub use reader::{LogReader, LogRecord, ReadMode};
 pub use recovery::{RecoveryReport, TailRepair};
 pub use retention::LogPin;
+#[allow(
+    unused_imports,
+    reason = "re-exported for the crate's own tests and tools"
+)]
 pub use strata_format::wal::{BatchBuilder, BatchOp, BatchView, RecoveryMode};
 
 use writer::{Queue, Waiter};
@@ -63,6 +67,7 @@ use writer::{Queue, Waiter};
 /// # Examples
 ///
 /// ```
+/// # #[cfg(feature = "internals")] {
 /// use std::time::Duration;
 /// let options = strata::wal::WalOptions {
 ///     segment_bytes_max: 16 << 20,
@@ -70,6 +75,7 @@ use writer::{Queue, Waiter};
 ///     ..Default::default()
 /// };
 /// assert_eq!(options.group_bytes_max, 4 << 20);
+/// # }
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WalOptions {
@@ -221,6 +227,7 @@ impl Shared {
 /// # Examples
 ///
 /// ```
+/// # #[cfg(feature = "internals")] {
 /// use std::sync::Arc;
 /// use strata::wal::{BatchBuilder, Wal, WalOptions};
 /// use strata::{MemFileSystem, SeqNo};
@@ -241,6 +248,7 @@ impl Shared {
 /// })?;
 /// assert_eq!(replayed, 1);
 /// assert_eq!(report.next_seq, SeqNo(2));
+/// # }
 /// # Ok::<(), strata::Error>(())
 /// ```
 #[derive(Debug)]
@@ -372,6 +380,49 @@ impl Wal {
             .map(|(i, batch)| {
                 let count = batch.count();
                 Arc::new(Waiter::new(batch.into_bytes(), count, sync && i == last))
+            })
+            .collect();
+        let commits = writer::commit_many(&self.shared, &waiters)?;
+        Ok(commits
+            .into_iter()
+            .zip(&waiters)
+            .map(|(commit, waiter)| (commit, waiter.take_payload(Some(commit.first_seq))))
+            .collect())
+    }
+
+    /// Appends records framed elsewhere (each `(record, first_seq,
+    /// count)`: a whole record, header included, already verified, whose
+    /// batch holds `count` operations from `first_seq`) byte for byte, in
+    /// order, synced once at the end with `sync`; returns each one's
+    /// commit and its bytes back. Nothing is re-framed: the log holds the
+    /// bytes given. Each record must land at the sequence number it
+    /// carries; the caller makes sure nothing else is appended meanwhile.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a record with no operations or over
+    /// the record limit; [`Error::Poisoned`] (and the log poisoned) if a
+    /// record would land elsewhere than it says; as [`Wal::append`].
+    pub(crate) fn append_framed_many(
+        &self,
+        records: Vec<(Vec<u8>, u64, u32)>,
+        sync: bool,
+    ) -> Result<Vec<(Commit, Vec<u8>)>> {
+        let limit =
+            strata_format::wal::MAX_RECORD_PAYLOAD as usize + strata_format::wal::RECORD_HEADER_LEN;
+        for (record, first_seq, count) in &records {
+            if *count == 0 || record.len() > limit {
+                return Err(Error::InvalidArgument(format!(
+                    "a framed record at {first_seq} of {} bytes with {count} operations cannot be appended",
+                    record.len()
+                )));
+            }
+        }
+        let last = records.len().saturating_sub(1);
+        let waiters: Vec<Arc<Waiter>> = records
+            .into_iter()
+            .enumerate()
+            .map(|(i, (record, first_seq, count))| {
+                Arc::new(Waiter::framed(record, first_seq, count, sync && i == last))
             })
             .collect();
         let commits = writer::commit_many(&self.shared, &waiters)?;

@@ -58,6 +58,7 @@ pub struct LogRecord {
 /// # Examples
 ///
 /// ```
+/// # #[cfg(feature = "internals")] {
 /// use std::sync::Arc;
 /// use std::time::Duration;
 /// use strata::wal::{BatchBuilder, Wal, WalOptions};
@@ -72,6 +73,7 @@ pub struct LogRecord {
 /// wal.append(batch, true)?;
 /// let record = reader.next(Duration::from_secs(1))?.expect("a record");
 /// assert_eq!(record.last_seq, SeqNo(1));
+/// # }
 /// # Ok::<(), strata::Error>(())
 /// ```
 pub struct LogReader {

@@ -264,14 +264,21 @@ pub(super) fn recover(
         && let Some(first_seq) = first.first_seq
         && first_seq > replay_from
     {
-        return Err(Error::corruption_msg(
-            &first.path,
-            40,
-            format!(
+        return Err(Error::Corruption {
+            path: first.path.clone(),
+            offset: 40,
+            detail: format!(
                 "the log starts at sequence number {first_seq}, but the records from {replay_from} on are needed \
                  (everything below {replay_from} is in tables): records {replay_from}..{first_seq} are missing"
             ),
-        ));
+            source: Some(Box::new(strata_format::DecodeError::new(
+                40,
+                strata_format::DecodeErrorKind::RecordsMissing {
+                    needed: replay_from,
+                    found: first_seq,
+                },
+            ))),
+        });
     }
 
     // Repair: cut torn tails, set aside what follows a point-in-time stop.

@@ -28,6 +28,7 @@ use crate::seqno::SeqNo;
 /// # Examples
 ///
 /// ```
+/// # #[cfg(feature = "internals")] {
 /// use std::sync::Arc;
 /// use strata::wal::{BatchBuilder, Wal, WalOptions};
 /// use strata::{MemFileSystem, SeqNo};
@@ -44,6 +45,7 @@ use crate::seqno::SeqNo;
 /// assert_eq!(wal.release_below(SeqNo(11))?, 0); // the pin holds everything
 /// pin.advance(SeqNo(11))?;
 /// assert!(wal.segment_count() == 1);
+/// # }
 /// # Ok::<(), strata::Error>(())
 /// ```
 #[derive(Debug)]

@@ -700,3 +700,39 @@ fn closing_the_log_ends_readers() {
             .is_ok()
     );
 }
+
+/// The records a caller needs are gone: the error says so by its kind
+/// (`RecordsMissing`), not only in its text, so callers decide on it.
+#[test]
+fn a_log_that_starts_after_the_records_needed_is_refused_with_a_typed_cause() {
+    let options = WalOptions {
+        segment_bytes_max: 150,
+        ..Default::default()
+    };
+    let fs = mem();
+    let (wal, _, _) = open_collect(fs.clone(), options.clone()).unwrap();
+    for i in 0..10 {
+        wal.append(batch(i, 1), true).unwrap();
+    }
+    wal.release_below(SeqNo(8)).unwrap();
+    assert!(wal.oldest_retained_seq() > SeqNo(1));
+    drop(wal);
+    let strict = WalOptions {
+        require_replay_from: true,
+        ..options
+    };
+    let err = Wal::open(fs, "wal", DB, strict, SeqNo(1), |_| Ok(())).unwrap_err();
+    match &err {
+        Error::Corruption {
+            source: Some(source),
+            ..
+        } => assert!(
+            matches!(
+                source.kind,
+                strata_format::DecodeErrorKind::RecordsMissing { needed: 1, .. }
+            ),
+            "{err}"
+        ),
+        other => panic!("{other}"),
+    }
+}

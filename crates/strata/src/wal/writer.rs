@@ -48,9 +48,13 @@ use crate::seqno::SeqNo;
 pub(super) struct Waiter {
     /// The encoded batch (first_seq still 0); empty for a sync request.
     /// Read by the leader while framing; taken back by the writer after
-    /// its result arrives (see `Wal::append_returning`).
+    /// its result arrives (see `Wal::append_returning`). For a framed
+    /// waiter: the whole record, header included, written as it is.
     payload: Mutex<Vec<u8>>,
     payload_len: usize,
+    /// For an already framed record (a replicated one): the first sequence
+    /// number it carries, which must be the one the queue assigns.
+    framed_first_seq: Option<u64>,
     count: u32,
     sync: bool,
     /// The waiter's own lock, so that waking a follower never contends on
@@ -76,10 +80,20 @@ impl Waiter {
         Self {
             payload_len: payload.len(),
             payload: Mutex::new(payload),
+            framed_first_seq: None,
             count,
             sync,
             slot: Mutex::new(Slot::default()),
             wake: Condvar::new(),
+        }
+    }
+
+    /// A waiter for a record framed elsewhere (verified, holding `count`
+    /// operations from `first_seq`), written byte for byte.
+    pub(super) fn framed(record: Vec<u8>, first_seq: u64, count: u32, sync: bool) -> Self {
+        Self {
+            framed_first_seq: Some(first_seq),
+            ..Self::new(record, count, sync)
         }
     }
 
@@ -88,6 +102,7 @@ impl Waiter {
     pub(super) fn take_payload(&self, first_seq: Option<SeqNo>) -> Vec<u8> {
         let mut payload = std::mem::take(&mut *self.payload.lock());
         if let Some(first) = first_seq
+            && self.framed_first_seq.is_none()
             && payload.len() >= 8
         {
             set_batch_first_seq(&mut payload, first.get());
@@ -112,6 +127,8 @@ impl Waiter {
     fn framed_len(&self) -> usize {
         if self.count == 0 {
             0
+        } else if self.framed_first_seq.is_some() {
+            self.payload_len
         } else {
             RECORD_HEADER_LEN + self.payload_len
         }
@@ -338,8 +355,19 @@ fn lead(shared: &Shared, mut queue: MutexGuard<'_, Queue>, leader: &Arc<Waiter>)
     buffer.clear();
     buffer.reserve(group_bytes);
     let mut batches = 0u64;
+    let mut misplaced = None;
     for (waiter, &(first, _)) in group.iter().zip(&commits) {
         if waiter.count == 0 {
+            continue;
+        }
+        if let Some(carried) = waiter.framed_first_seq {
+            // A record framed elsewhere is written as it is; it must land
+            // at the sequence number it carries, or its bytes would lie.
+            if carried != first {
+                misplaced.get_or_insert((carried, first));
+            }
+            buffer.extend_from_slice(&waiter.payload.lock());
+            batches += 1;
             continue;
         }
         let start = begin_record(&mut buffer);
@@ -350,7 +378,14 @@ fn lead(shared: &Shared, mut queue: MutexGuard<'_, Queue>, leader: &Arc<Waiter>)
         finish_record(&mut buffer, start, RecordType::Batch);
         batches += 1;
     }
-    let outcome = write_group(shared, &mut writer, &buffer, group_first_seq, seq, sync);
+    let outcome = match misplaced {
+        None => write_group(shared, &mut writer, &buffer, group_first_seq, seq, sync),
+        Some((carried, assigned)) => Err(Error::Poisoned {
+            reason: Arc::from(format!(
+                "internal error: a replicated record carrying sequence number {carried} was queued at {assigned}; nothing of its group was written"
+            )),
+        }),
+    };
     writer.buffer = buffer;
 
     let counters = &shared.counters;

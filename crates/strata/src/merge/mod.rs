@@ -15,11 +15,15 @@
 //! - A cursor that failed is not advanced again: the merge returns its
 //!   error and the caller stops.
 
+mod key_range;
+
 use std::cmp::Ordering;
 
 use strata_format::key::{TRAILER_LEN, ValueKind, compare_internal};
 
 use crate::error::Result;
+
+pub(crate) use key_range::KeyRange;
 
 /// An entry as cursors and flushes see it: an internal key and its value,
 /// borrowed from wherever the entry lives.

@@ -1,5 +1,7 @@
-//! Retained key ranges: the part of the keyspace a database holds when it
-//! is a range-scoped replica ([`crate::Options::retain_ranges`]).
+//! Key intervals: the one type for "a set of key intervals" — the part of
+//! the keyspace a database holds when it is a range-scoped replica
+//! ([`crate::Options::retain_ranges`]), what a replica follows, what a
+//! credential may see, what a snapshot is cut to.
 //!
 //! A database with retained ranges keeps sequence numbers for every
 //! operation of its log (so they stay the primary's), but holds only keys
@@ -12,29 +14,93 @@
 //! Invariant: the intervals are sorted, non-empty and disjoint (checked by
 //! `Options::validate`).
 
-/// A set of disjoint key intervals `[start, end)` (`end` `None`:
-/// unbounded); empty means every key.
 use std::ops::Bound;
 
+/// A set of sorted, disjoint key intervals `[start, end)` (`end` `None`:
+/// unbounded); no intervals means every key.
+///
+/// # Examples
+///
+/// ```
+/// use strata::KeyIntervals;
+/// let eu = KeyIntervals::new(&[(b"eu/".to_vec(), Some(b"eu0".to_vec()))]);
+/// assert!(eu.contains(b"eu/42") && !eu.contains(b"us/1"));
+/// assert!(KeyIntervals::default().contains(b"anything"));
+/// assert!(KeyIntervals::default().covers_all(&eu));
+/// assert!(!eu.covers_all(&KeyIntervals::default()));
+/// assert_eq!(eu.clip(b"a", b"z"), Some((&b"eu/"[..], &b"eu0"[..])));
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct Retain {
+pub struct KeyIntervals {
     intervals: Vec<(Vec<u8>, Option<Vec<u8>>)>,
 }
 
-impl Retain {
-    pub(crate) fn new(intervals: &[(Vec<u8>, Option<Vec<u8>>)]) -> Self {
+impl KeyIntervals {
+    /// The set of `intervals` (which [`KeyIntervals::check`] accepts).
+    #[must_use]
+    pub fn new(intervals: &[(Vec<u8>, Option<Vec<u8>>)]) -> Self {
         Self {
             intervals: intervals.to_vec(),
         }
     }
 
+    /// The intervals.
+    #[must_use]
+    pub fn intervals(&self) -> &[(Vec<u8>, Option<Vec<u8>>)] {
+        &self.intervals
+    }
+
+    /// Whether every key of every interval of `wanted` lies in this set
+    /// (adjacent intervals count as one; no intervals: every key).
+    #[must_use]
+    pub fn covers_all(&self, wanted: &KeyIntervals) -> bool {
+        if self.is_everything() {
+            return true;
+        }
+        if wanted.is_everything() {
+            return false;
+        }
+        wanted.intervals.iter().all(|(start, end)| {
+            self.covers(
+                Bound::Included(start.as_slice()),
+                end.as_deref().map_or(Bound::Unbounded, Bound::Excluded),
+            )
+        })
+    }
+
+    /// `[start, end)` clipped to the span of the intervals it overlaps;
+    /// `None` if it overlaps none (with no intervals: unchanged).
+    #[must_use]
+    pub fn clip<'a>(&'a self, start: &'a [u8], end: &'a [u8]) -> Option<(&'a [u8], &'a [u8])> {
+        if self.is_everything() {
+            return (start < end).then_some((start, end));
+        }
+        let mut span: Option<(&[u8], &[u8])> = None;
+        for (r_start, r_end) in &self.intervals {
+            let lo = start.max(r_start.as_slice());
+            let hi = match r_end {
+                Some(r_end) => end.min(r_end.as_slice()),
+                None => end,
+            };
+            if lo < hi {
+                span = Some(match span {
+                    None => (lo, hi),
+                    Some((first, _)) => (first, hi),
+                });
+            }
+        }
+        span
+    }
+
     /// Whether every key is retained.
-    pub(crate) fn is_everything(&self) -> bool {
+    #[must_use]
+    pub fn is_everything(&self) -> bool {
         self.intervals.is_empty()
     }
 
     /// Whether `key` is retained.
-    pub(crate) fn contains(&self, key: &[u8]) -> bool {
+    #[must_use]
+    pub fn contains(&self, key: &[u8]) -> bool {
         if self.intervals.is_empty() {
             return true;
         }
@@ -49,7 +115,8 @@ impl Retain {
     }
 
     /// Whether any key of `[smallest, largest]` (inclusive) is retained.
-    pub(crate) fn overlaps(&self, smallest: &[u8], largest: &[u8]) -> bool {
+    #[must_use]
+    pub fn overlaps(&self, smallest: &[u8], largest: &[u8]) -> bool {
         self.intervals.is_empty()
             || self.intervals.iter().any(|(start, end)| {
                 start.as_slice() <= largest && end.as_deref().is_none_or(|end| smallest < end)
@@ -69,7 +136,8 @@ impl Retain {
     /// Whether every key from `start` to `end` is retained, so that a scan
     /// of that range is complete (adjacent intervals count as one). An
     /// empty range (start at or after end) is.
-    pub(crate) fn covers(&self, start: Bound<&[u8]>, end: Bound<&[u8]>) -> bool {
+    #[must_use]
+    pub fn covers(&self, start: Bound<&[u8]>, end: Bound<&[u8]>) -> bool {
         if self.intervals.is_empty() {
             return true;
         }
@@ -113,7 +181,8 @@ impl Retain {
     }
 
     /// The intervals for a message, for example `["eu/", "eu0")`.
-    pub(crate) fn describe(&self) -> String {
+    #[must_use]
+    pub fn describe(&self) -> String {
         let show = crate::ranges::map::show_key;
         self.intervals
             .iter()
@@ -129,7 +198,10 @@ impl Retain {
     }
 
     /// Checks the intervals: each non-empty, sorted, disjoint.
-    pub(crate) fn check(intervals: &[(Vec<u8>, Option<Vec<u8>>)]) -> Result<(), String> {
+    ///
+    /// # Errors
+    /// A message naming the bad interval (as `retain_ranges[i]`).
+    pub fn check(intervals: &[(Vec<u8>, Option<Vec<u8>>)]) -> Result<(), String> {
         for (i, (start, end)) in intervals.iter().enumerate() {
             if end.as_ref().is_some_and(|end| start >= end) {
                 return Err(format!("retain_ranges[{i}] is empty (start not below end)"));
@@ -157,7 +229,7 @@ mod tests {
 
     #[test]
     fn membership_and_overlap() {
-        let r = Retain::new(&[(b"b".to_vec(), Some(b"d".to_vec())), (b"m".to_vec(), None)]);
+        let r = KeyIntervals::new(&[(b"b".to_vec(), Some(b"d".to_vec())), (b"m".to_vec(), None)]);
         assert!(!r.contains(b"a"));
         assert!(r.contains(b"b"));
         assert!(r.contains(b"c\xff"));
@@ -166,21 +238,23 @@ mod tests {
         assert!(r.overlaps(b"a", b"b"));
         assert!(!r.overlaps(b"d", b"l"));
         assert!(r.overlaps(b"d", b"m"));
-        assert!(Retain::default().contains(b"anything"));
-        assert!(Retain::check(&[(b"b".to_vec(), Some(b"a".to_vec()))]).is_err());
+        assert!(KeyIntervals::default().contains(b"anything"));
+        assert!(KeyIntervals::check(&[(b"b".to_vec(), Some(b"a".to_vec()))]).is_err());
         assert!(
-            Retain::check(&[(b"a".to_vec(), Some(b"c".to_vec())), (b"b".to_vec(), None)]).is_err()
+            KeyIntervals::check(&[(b"a".to_vec(), Some(b"c".to_vec())), (b"b".to_vec(), None)])
+                .is_err()
         );
-        assert!(Retain::check(&[(b"a".to_vec(), None), (b"b".to_vec(), None)]).is_err());
+        assert!(KeyIntervals::check(&[(b"a".to_vec(), None), (b"b".to_vec(), None)]).is_err());
         assert!(
-            Retain::check(&[(b"a".to_vec(), Some(b"b".to_vec())), (b"b".to_vec(), None)]).is_ok()
+            KeyIntervals::check(&[(b"a".to_vec(), Some(b"b".to_vec())), (b"b".to_vec(), None)])
+                .is_ok()
         );
     }
 
     #[test]
     fn a_range_is_covered_only_when_every_key_of_it_is_held() {
         use Bound::{Excluded, Included, Unbounded};
-        let r = Retain::new(&[
+        let r = KeyIntervals::new(&[
             (b"b".to_vec(), Some(b"d".to_vec())),
             (b"d".to_vec(), Some(b"f".to_vec())),
             (b"m".to_vec(), None),
@@ -201,7 +275,7 @@ mod tests {
         assert!(covers(Excluded(b"b"), Excluded(b"c")));
         assert!(covers(Included(b"x"), Excluded(b"a")), "empty");
         assert!(covers(Excluded(b"g"), Excluded(b"g\0")), "empty");
-        assert!(Retain::default().covers(Unbounded, Unbounded));
+        assert!(KeyIntervals::default().covers(Unbounded, Unbounded));
         assert_eq!(r.describe(), r#"["b", "d"), ["d", "f"), ["m", end)"#);
     }
 }
