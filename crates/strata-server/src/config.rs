@@ -56,6 +56,17 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+/// What `strata serve` without `--config` runs: a primary on
+/// `./strata-data` (relative to the working directory), serving Kv, Admin
+/// and Replication on 127.0.0.1:7001 (the client commands' default) and
+/// metrics on 127.0.0.1:9101.
+pub(crate) const DEFAULT_CONFIG: &str = r#"
+role = "primary"
+data_dir = "strata-data"
+listen = "127.0.0.1:7001"
+metrics_listen = "127.0.0.1:9101"
+"#;
+
 /// The node's role.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -18,6 +18,7 @@ mod certs;
 mod client;
 mod config;
 mod connect;
+mod dump;
 mod inspect;
 mod listener;
 mod metrics;
@@ -45,11 +46,13 @@ struct Cli {
 
 #[derive(Subcommand)]
 pub(crate) enum Command {
-    /// Run a node (primary or replica) from a config file.
+    /// Run a node (primary or replica) from a config file; without one, a
+    /// primary on ./strata-data serving 127.0.0.1:7001 (metrics on
+    /// 127.0.0.1:9101).
     Serve {
-        /// The node's TOML config.
+        /// The node's TOML config (default: the built-in primary above).
         #[arg(long)]
-        config: PathBuf,
+        config: Option<PathBuf>,
     },
     /// Write a key on a running primary; prints the commit token.
     Put {
@@ -63,6 +66,32 @@ pub(crate) enum Command {
         /// The value.
         value: String,
     },
+    /// Remove a key on a running primary; prints the commit token.
+    Delete {
+        #[command(flatten)]
+        node: connect::NodeArgs,
+        /// Wait until the delete is durable.
+        #[arg(long)]
+        sync: bool,
+        /// The key.
+        key: String,
+    },
+    /// Remove every key in [START, END) on a running primary, atomically;
+    /// prints the commit token.
+    DeleteRange {
+        #[command(flatten)]
+        node: connect::NodeArgs,
+        /// Wait until the delete is durable.
+        #[arg(long)]
+        sync: bool,
+        /// The first key removed.
+        start: String,
+        /// The first key kept after the range (exclusive).
+        end: String,
+    },
+    /// Read keys in order (or reverse) from a running node: a range, a
+    /// prefix or everything, at most --limit, at or after a commit token.
+    Scan(client::ScanArgs),
     /// Read a key from a running node (primary or replica); prints the value
     /// and the sequence number the answer reflects.
     Get {
@@ -152,6 +181,12 @@ pub(crate) enum Command {
         #[arg(long)]
         to: PathBuf,
     },
+    /// Export every key and value of a stopped node's database (or a
+    /// backup or checkpoint) into a portable text file (docs/format.md).
+    Dump(dump::DumpArgs),
+    /// Import a dump file into a new database directory or a running
+    /// primary.
+    Load(dump::LoadArgs),
     /// Write a private CA and a certificate per node name (for TLS and
     /// mutual TLS between nodes).
     Certs(certs::CertsArgs),
@@ -167,7 +202,9 @@ pub(crate) enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve { config } => serve(&config),
+        Command::Serve { config } => serve(config.as_deref()),
+        Command::Dump(args) => dump::dump(&args),
+        Command::Load(args) => dump::load(&args),
         Command::Verify { data_dir } => verify(&data_dir),
         Command::Checkpoint { data_dir, to } => checkpoint(&data_dir, &to),
         Command::Bench(args) => bench::run(args),
@@ -302,8 +339,11 @@ fn checkpoint(data_dir: &std::path::Path, to: &std::path::Path) -> Result<(), St
     db.close().map_err(|e| format!("closing: {e}"))
 }
 
-fn serve(path: &std::path::Path) -> Result<(), String> {
-    let config = config::Config::load(path)?;
+fn serve(path: Option<&std::path::Path>) -> Result<(), String> {
+    let config = match path {
+        Some(path) => config::Config::load(path)?,
+        None => config::Config::parse(config::DEFAULT_CONFIG)?,
+    };
     // Structured logs on stderr: RUST_LOG filters (default info);
     // STRATA_LOG_FORMAT=json for one JSON object per line.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -323,7 +363,7 @@ fn serve(path: &std::path::Path) -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(|e| format!("starting the runtime: {e}"))?;
-    runtime.block_on(run(config, path.to_path_buf()))
+    runtime.block_on(run(config, path.map(std::path::Path::to_path_buf)))
 }
 
 /// On SIGHUP: reads the config file again and swaps in its `[auth]`
@@ -386,7 +426,7 @@ fn reload_on_hangup(
     });
 }
 
-async fn run(config: config::Config, path: std::path::PathBuf) -> Result<(), String> {
+async fn run(config: config::Config, path: Option<std::path::PathBuf>) -> Result<(), String> {
     let snapshots = config.data_dir.with_extension("snapshots");
     // Every certificate, key and token is read and checked before any
     // data is touched.
@@ -398,7 +438,10 @@ async fn run(config: config::Config, path: std::path::PathBuf) -> Result<(), Str
         .transpose()?
         .map(listener::TlsConfigCell::new);
     let connections = Arc::new(listener::ConnectionFigures::default());
-    reload_on_hangup(path, config.clone(), auth.clone(), server_tls.clone());
+    // The built-in config has no file to read again.
+    if let Some(path) = path {
+        reload_on_hangup(path, config.clone(), auth.clone(), server_tls.clone());
+    }
     let request_metrics = Arc::new(metrics::RequestMetrics::new());
     let (node, replica) = match config.role {
         config::Role::Primary => {
