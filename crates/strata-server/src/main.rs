@@ -19,6 +19,7 @@ mod client;
 mod config;
 mod connect;
 mod dump;
+mod health;
 mod inspect;
 mod listener;
 mod metrics;
@@ -443,9 +444,18 @@ async fn run(config: config::Config, path: Option<std::path::PathBuf>) -> Result
         reload_on_hangup(path, config.clone(), auth.clone(), server_tls.clone());
     }
     let request_metrics = Arc::new(metrics::RequestMetrics::new());
+    // Every fsync of the database's files is timed (strata_fsync_seconds).
+    let engine_options = {
+        let mut options = config.engine.options();
+        options.file_system = Arc::new(health::TimedFileSystem::new(
+            Arc::clone(&options.file_system),
+            request_metrics.fsync_seconds.clone(),
+        ));
+        options
+    };
     let (node, replica) = match config.role {
         config::Role::Primary => {
-            let db = Db::open(&config.data_dir, config.engine.options())
+            let db = Db::open(&config.data_dir, engine_options.clone())
                 .map_err(|e| format!("opening {}: {e}", config.data_dir.display()))?;
             let epoch =
                 Epoch::open(&config.data_dir).map_err(|e| format!("reading the epoch: {e}"))?;
@@ -479,7 +489,7 @@ async fn run(config: config::Config, path: Option<std::path::PathBuf>) -> Result
                 &config.data_dir,
             );
             replica_config.ranges = section.intervals();
-            replica_config.options = config.engine.options();
+            replica_config.options = engine_options.clone();
             replica_config.tls = section
                 .tls
                 .as_ref()
@@ -529,7 +539,8 @@ async fn run(config: config::Config, path: Option<std::path::PathBuf>) -> Result
         let metrics_listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|e| format!("listening for metrics on {addr}: {e}"))?;
-        tokio::spawn(metrics::serve(metrics_listener, node.clone()));
+        let registry = metrics::registry(&node, config.data_dir.clone());
+        tokio::spawn(metrics::serve(metrics_listener, registry));
         tracing::info!(%addr, "serving metrics at /metrics");
     }
     let (health, health_service) = tonic_health::server::health_reporter();
