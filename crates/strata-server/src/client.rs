@@ -148,7 +148,9 @@ pub(crate) fn run(command: Command) -> Result<(), String> {
             | Command::Token(_)
             | Command::Inspect { .. }
             | Command::Dump(_)
-            | Command::Load(_) => {
+            | Command::Load(_)
+            | Command::Backup(_)
+            | Command::Restore(_) => {
                 Err("not a client command".into())
             }
             Command::Scan(args) => scan(args).await,

@@ -278,11 +278,66 @@ pub(crate) struct Config {
     /// Connection limits.
     #[serde(default)]
     pub(crate) limits: LimitsSection,
+    /// Backups and continuous archiving of the log.
+    pub(crate) backup: Option<BackupSection>,
     /// Accept a non-loopback `listen` / `metrics_listen` without TLS. Off
     /// by default: a node's ports carry every write and the whole database,
     /// so plaintext on a network must be asked for plainly.
     #[serde(default)]
     pub(crate) allow_plaintext_non_loopback: bool,
+}
+
+/// `[backup]`: where base backups and the archived log go, and how often
+/// the archiver copies the log's tail.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct BackupSection {
+    /// The backup directory (relative to the config file): `base/` and
+    /// `log/`. Not inside `data_dir`.
+    pub(crate) dir: PathBuf,
+    /// How often the archiver syncs and copies new records, in
+    /// milliseconds (default 1000; 10–600,000): at most this much of the
+    /// newest log is not yet archived.
+    pub(crate) archive_interval_ms: Option<u64>,
+    /// The largest archive segment, in bytes (default 16 MiB; 4 KiB–1 GiB).
+    pub(crate) segment_bytes: Option<u64>,
+}
+
+impl BackupSection {
+    /// The archiver's interval.
+    pub(crate) fn archive_interval(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.archive_interval_ms.unwrap_or(1000))
+    }
+
+    /// The largest archive segment.
+    pub(crate) fn segment_bytes(&self) -> usize {
+        self.segment_bytes.map_or(16 << 20, |b| b as usize)
+    }
+
+    fn check(&self, data_dir: &Path) -> Result<(), String> {
+        if let Some(ms) = self.archive_interval_ms
+            && !(10..=600_000).contains(&ms)
+        {
+            return Err(format!(
+                "backup.archive_interval_ms = {ms} is outside 10..=600000"
+            ));
+        }
+        if let Some(bytes) = self.segment_bytes
+            && !(4096..=1 << 30).contains(&bytes)
+        {
+            return Err(format!(
+                "backup.segment_bytes = {bytes} is outside 4096..=1073741824"
+            ));
+        }
+        if self.dir.starts_with(data_dir) || data_dir.starts_with(&self.dir) {
+            return Err(format!(
+                "backup.dir {} and data_dir {} must not contain each other",
+                self.dir.display(),
+                data_dir.display()
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// The `[engine]` section: sync policy and limits.
@@ -383,6 +438,9 @@ impl Config {
             }
         };
         fix(&mut self.data_dir);
+        if let Some(backup) = &mut self.backup {
+            fix(&mut backup.dir);
+        }
         if let Some(tls) = &mut self.tls {
             fix(&mut tls.cert);
             fix(&mut tls.key);
@@ -507,6 +565,9 @@ impl Config {
 
     fn check(&self) -> Result<(), String> {
         self.check_security()?;
+        if let Some(backup) = &self.backup {
+            backup.check(&self.data_dir)?;
+        }
         match (self.role, &self.replica) {
             (Role::Primary, Some(_)) => {
                 return Err("a [replica] section is only for role = \"replica\"".into());

@@ -13,6 +13,7 @@
 //! replica follows its upstream (bootstrapping from a snapshot when it has
 //! no data) and serves reads and downstream replicas.
 
+mod backup;
 mod bench;
 mod certs;
 mod client;
@@ -188,6 +189,13 @@ pub(crate) enum Command {
     /// Import a dump file into a new database directory or a running
     /// primary.
     Load(dump::LoadArgs),
+    /// Take an online, consistent base backup of a running node into its
+    /// backup directory, or of a stopped node's database into a backup
+    /// directory.
+    Backup(backup::BackupArgs),
+    /// Rebuild a database in a new directory from a backup directory: the
+    /// newest base backup before the target plus the archived log up to it.
+    Restore(backup::RestoreArgs),
     /// Write a private CA and a certificate per node name (for TLS and
     /// mutual TLS between nodes).
     Certs(certs::CertsArgs),
@@ -206,6 +214,8 @@ fn main() -> ExitCode {
         Command::Serve { config } => serve(config.as_deref()),
         Command::Dump(args) => dump::dump(&args),
         Command::Load(args) => dump::load(&args),
+        Command::Backup(args) => backup::backup(&args),
+        Command::Restore(args) => backup::restore(&args),
         Command::Verify { data_dir } => verify(&data_dir),
         Command::Checkpoint { data_dir, to } => checkpoint(&data_dir, &to),
         Command::Bench(args) => bench::run(args),
@@ -535,11 +545,25 @@ async fn run(config: config::Config, path: Option<std::path::PathBuf>) -> Result
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| format!("listening on {}: {e}", config.listen))?;
+    // Backups: the archiver thread and the Backup service.
+    let archive_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let archive = config.backup.as_ref().map(|section| {
+        Arc::new(backup::ArchiveState::new(
+            section.dir.clone(),
+            config.data_dir.clone(),
+            section.archive_interval(),
+            section.segment_bytes(),
+        ))
+    });
+    let archiver = archive.as_ref().map(|state| {
+        tracing::info!(dir = %config.backup.as_ref().map(|b| b.dir.display().to_string()).unwrap_or_default(), "archiving the log");
+        backup::start_archiver(Arc::clone(state), node.db.clone(), Arc::clone(&archive_stop))
+    });
     if let Some(addr) = config.metrics_listen {
         let metrics_listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|e| format!("listening for metrics on {addr}: {e}"))?;
-        let registry = metrics::registry(&node, config.data_dir.clone());
+        let registry = metrics::registry(&node, config.data_dir.clone(), archive.clone());
         tokio::spawn(metrics::serve(metrics_listener, registry));
         tracing::info!(%addr, "serving metrics at /metrics");
     }
@@ -611,7 +635,13 @@ async fn run(config: config::Config, path: Option<std::path::PathBuf>) -> Result
             AdminServer::new(node.clone())
                 .max_decoding_message_size(1 << 20)
                 .max_encoding_message_size(64 << 20),
-        );
+        )
+        .add_optional_service(archive.as_ref().map(|state| {
+            strata_proto::v1::backup_server::BackupServer::new(backup::BackupService {
+                node: node.clone(),
+                state: Arc::clone(state),
+            })
+        }));
     let main = limits.serve(main_router, listener, stopped(stop_rx.clone()));
     let replication = async {
         match separate {
@@ -662,6 +692,17 @@ async fn run(config: config::Config, path: Option<std::path::PathBuf>) -> Result
         && tokio::time::timeout(grace, replica.stop()).await.is_err()
     {
         tracing::warn!("the replica did not stop following within the grace period");
+    }
+    // The archiver copies everything durable before the database closes
+    // (the close releases the log it pinned).
+    if let Some(archiver) = archiver {
+        archive_stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if tokio::task::spawn_blocking(move || archiver.join())
+            .await
+            .is_err()
+        {
+            tracing::warn!("the archiver ended abnormally");
+        }
     }
     // Flush and sync: the next start replays no log.
     node.digest_points.clear();

@@ -8,7 +8,7 @@
 //!   complete, and fsync latencies, recorded by the node's file system
 //!   ([`crate::health::TimedFileSystem`]): histograms and counters;
 //! - everything read at scrape time (the database's, replication's and
-//!   ranges' figures, the process and the disk): one table,
+//!   ranges' figures, the process and the disk, the archiver): one table,
 //!   [`scraped_series`], of name, help, type and a function from one
 //!   [`Scrape`] to samples, walked by a `prometheus-client` collector.
 //!
@@ -44,7 +44,7 @@ pub(crate) struct RequestLabels {
 }
 
 /// Metrics recorded as things happen, shared by the services, the file
-/// system.
+/// system and the archiver.
 #[derive(Debug)]
 pub(crate) struct RequestMetrics {
     pub(crate) write_seconds: Histogram,
@@ -131,6 +131,7 @@ pub(crate) struct Scrape<'a> {
     process: Option<ProcessFigures>,
     disk: Option<DiskFigures>,
     memory_limit_bytes: Option<u64>,
+    archive: Option<crate::backup::ArchiveFigures>,
 }
 
 fn one(value: f64) -> Vec<Sample> {
@@ -213,6 +214,14 @@ fn process(scrape: &Scrape<'_>, f: fn(&ProcessFigures) -> f64) -> Vec<Sample> {
 
 fn disk(scrape: &Scrape<'_>, f: fn(&DiskFigures) -> f64) -> Vec<Sample> {
     scrape.disk.as_ref().map(|d| one(f(d))).unwrap_or_default()
+}
+
+fn archive(scrape: &Scrape<'_>, f: fn(&crate::backup::ArchiveFigures) -> f64) -> Vec<Sample> {
+    scrape
+        .archive
+        .as_ref()
+        .map(|a| one(f(a)))
+        .unwrap_or_default()
 }
 
 fn connections(
@@ -594,6 +603,42 @@ fn scraped_series() -> Vec<Series> {
             kind: Gauge,
             read: |s| disk(s, |d| d.filesystem_free_bytes as f64),
         },
+        Series {
+            name: "strata_archive_last_seq",
+            help: "The last sequence number copied to the archive (with [backup] configured)",
+            kind: Gauge,
+            read: |s| archive(s, |a| a.last_seq as f64),
+        },
+        Series {
+            name: "strata_archive_segments",
+            help: "Archive segments written since start",
+            kind: Counter,
+            read: |s| archive(s, |a| a.segments as f64),
+        },
+        Series {
+            name: "strata_archive_bytes",
+            help: "Bytes written to the archive since start",
+            kind: Counter,
+            read: |s| archive(s, |a| a.bytes as f64),
+        },
+        Series {
+            name: "strata_archive_errors",
+            help: "Archiving attempts that failed since start (the archiver retries; a gap needs a new base backup)",
+            kind: Counter,
+            read: |s| archive(s, |a| a.errors as f64),
+        },
+        Series {
+            name: "strata_archive_last_success_timestamp_seconds",
+            help: "When the archiver last caught up with the durable log (Unix time)",
+            kind: Gauge,
+            read: |s| archive(s, |a| a.last_success_unix_ms as f64 / 1000.0),
+        },
+        Series {
+            name: "strata_backup_last_seq",
+            help: "The sequence number of the newest base backup in the backup directory",
+            kind: Gauge,
+            read: |s| archive(s, |a| a.backup_seq as f64),
+        },
     ]
 }
 
@@ -601,6 +646,7 @@ fn scraped_series() -> Vec<Series> {
 struct NodeCollector {
     node: Node,
     data_dir: PathBuf,
+    archive: Option<Arc<crate::backup::ArchiveState>>,
     series: Vec<Series>,
 }
 
@@ -627,6 +673,7 @@ impl NodeCollector {
             process: crate::health::process(),
             disk: crate::health::disk(&self.data_dir),
             memory_limit_bytes: crate::health::memory_limit_bytes(),
+            archive: self.archive.as_ref().map(|a| a.figures()),
         }
     }
 }
@@ -672,7 +719,11 @@ fn encode_value(
 }
 
 /// The registry of a node: every series, registered once.
-pub(crate) fn registry(node: &Node, data_dir: PathBuf) -> Registry {
+pub(crate) fn registry(
+    node: &Node,
+    data_dir: PathBuf,
+    archive: Option<Arc<crate::backup::ArchiveState>>,
+) -> Registry {
     let mut registry = Registry::default();
     let m = &node.metrics;
     registry.register(
@@ -698,6 +749,7 @@ pub(crate) fn registry(node: &Node, data_dir: PathBuf) -> Registry {
     registry.register_collector(Box::new(NodeCollector {
         node: node.clone(),
         data_dir,
+        archive,
         series: scraped_series(),
     }));
     registry
