@@ -150,7 +150,8 @@ pub(crate) fn run(command: Command) -> Result<(), String> {
             | Command::Dump(_)
             | Command::Load(_)
             | Command::Backup(_)
-            | Command::Restore(_) => {
+            | Command::Restore(_)
+            | Command::Prune(_) => {
                 Err("not a client command".into())
             }
             Command::Scan(args) => scan(args).await,

@@ -36,8 +36,9 @@ const HEADER: &str = "strata-dump 1";
 /// `strata dump`.
 #[derive(clap::Args, Debug, Clone)]
 pub(crate) struct DumpArgs {
-    /// The database directory (a stopped node's, a base backup or a
-    /// checkpoint).
+    /// The database directory: a stopped node's, a checkpoint, or a
+    /// database `strata restore` rebuilt (not a base backup in place: opening
+    /// it would change its files).
     #[arg(long)]
     pub(crate) data_dir: PathBuf,
     /// The dump file to write (must not exist).

@@ -184,7 +184,8 @@ pub(crate) enum Command {
         to: PathBuf,
     },
     /// Export every key and value of a stopped node's database (or a
-    /// backup or checkpoint) into a portable text file (docs/format.md).
+    /// checkpoint, or a restored database) into a portable text file
+    /// (docs/format.md).
     Dump(dump::DumpArgs),
     /// Import a dump file into a new database directory or a running
     /// primary.
@@ -196,6 +197,9 @@ pub(crate) enum Command {
     /// Rebuild a database in a new directory from a backup directory: the
     /// newest base backup before the target plus the archived log up to it.
     Restore(backup::RestoreArgs),
+    /// Apply a backup directory's retention: keep the newest base backups
+    /// and the archived log they need, remove the rest.
+    Prune(backup::PruneArgs),
     /// Write a private CA and a certificate per node name (for TLS and
     /// mutual TLS between nodes).
     Certs(certs::CertsArgs),
@@ -216,6 +220,7 @@ fn main() -> ExitCode {
         Command::Load(args) => dump::load(&args),
         Command::Backup(args) => backup::backup(&args),
         Command::Restore(args) => backup::restore(&args),
+        Command::Prune(args) => backup::prune(&args),
         Command::Verify { data_dir } => verify(&data_dir),
         Command::Checkpoint { data_dir, to } => checkpoint(&data_dir, &to),
         Command::Bench(args) => bench::run(args),

@@ -311,6 +311,16 @@ fn backup_while_writing_then_restore_to_three_points_and_refuse_a_gap() {
         batches: Vec::new(),
     };
     write_batches(&runtime, &node, &mut model, 0, 300);
+    // A moment between two writes, for --to-time: everything before it is
+    // archived (read by the archiver) before it, nothing after.
+    let before_moment = model.last();
+    node.wait_archived(before_moment);
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    let moment_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    std::thread::sleep(std::time::Duration::from_millis(5));
 
     // A backup while a second client keeps writing.
     let addr = node.addr.clone();
@@ -363,6 +373,27 @@ fn backup_while_writing_then_restore_to_three_points_and_refuse_a_gap() {
             "{name}: restored state differs from the model"
         );
     }
+    // --to-time: before the first base backup, so from an empty database
+    // and the archive from seq 1.
+    let at_time = dir.path().join("at-time");
+    let out = strata(&[
+        "restore",
+        "--archive",
+        archive.to_str().unwrap(),
+        "--to",
+        at_time.to_str().unwrap(),
+        "--to-time",
+        &moment_ms.to_string(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("base backup at seq 0"),
+        "{}",
+        text(&out)
+    );
+    let (seq, state) = contents(&at_time);
+    assert_eq!(seq, before_moment);
+    assert_eq!(state, model.at(before_moment));
     // The end without --to-seq too, and never into a used directory.
     let latest = dir.path().join("latest");
     assert_eq!(restore(&archive, &latest, None).unwrap(), end);
@@ -517,6 +548,31 @@ fn kill_9_during_a_backup_and_during_archiving_leaves_a_usable_set() {
         );
         assert_eq!(contents(&to).1, model.at(point), "{name}");
     }
+    // Retention: keep the newest base backup and the log after it.
+    let out = strata(&[
+        "prune",
+        "--archive",
+        archive.to_str().unwrap(),
+        "--keep",
+        "1",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let bases = std::fs::read_dir(archive.join("base"))
+        .unwrap()
+        .filter(|e| {
+            !e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with('.')
+        })
+        .count();
+    assert_eq!(bases, 1);
+    let pruned = dir.path().join("after-prune");
+    assert_eq!(restore(&archive, &pruned, None).unwrap(), model.last());
+    assert_eq!(contents(&pruned).1, model.at(model.last()));
+    let too_old = restore(&archive, &dir.path().join("too-old"), Some(first_base)).unwrap_err();
+    assert!(too_old.contains("no base backup"), "{too_old}");
     // Nothing left half-made is ever read: no temporary segment or
     // partial backup under a final name.
     for entry in std::fs::read_dir(archive.join("base")).unwrap() {

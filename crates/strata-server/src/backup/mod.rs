@@ -79,6 +79,21 @@ pub(crate) struct RestoreArgs {
     pub(crate) to_time: Option<u64>,
 }
 
+/// `strata prune`: the retention of a backup directory.
+#[derive(clap::Args, Debug, Clone)]
+pub(crate) struct PruneArgs {
+    /// The backup directory.
+    #[arg(long)]
+    pub(crate) archive: PathBuf,
+    /// Keep this many of the newest base backups (at least 1), and the
+    /// archived log from the oldest of them on.
+    #[arg(long)]
+    pub(crate) keep: usize,
+    /// Only print what would be removed.
+    #[arg(long)]
+    pub(crate) dry_run: bool,
+}
+
 /// The archiver's figures, for `/metrics`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct ArchiveFigures {
@@ -249,6 +264,21 @@ fn archive_round(
             Ok(p) => *pin = Some((Arc::clone(db), p)),
             Err(strata::Error::LogTruncated {
                 oldest_retained, ..
+            }) if state.segments.load(Ordering::Relaxed) == 0 && *next == 1 => {
+                // A new archive of an existing database starts where its
+                // log does; restores need a base backup from then on.
+                tracing::info!(
+                    from = oldest_retained,
+                    "the archive starts where the log does: take a base backup"
+                );
+                *next = oldest_retained;
+                let p = db
+                    .log_pin(SeqNo(*next))
+                    .map_err(|e| format!("pinning the log: {e}"))?;
+                *pin = Some((Arc::clone(db), p));
+            }
+            Err(strata::Error::LogTruncated {
+                oldest_retained, ..
             }) => {
                 tracing::error!(
                     missing_from = *next,
@@ -317,6 +347,7 @@ fn archive_round(
 /// beside the data directory (tables hard-linked, so it costs little),
 /// copied file by file into the backup directory, then removed.
 pub(crate) fn take_base(db: &Db, data_dir: &Path, root: &Path) -> Result<(set::Base, u64), String> {
+    remove_stale_checkpoints(data_dir);
     let checkpoint = data_dir.with_extension(format!("backup-{}", set::now_ms()));
     let seq = db
         .checkpoint(&checkpoint)
@@ -324,6 +355,27 @@ pub(crate) fn take_base(db: &Db, data_dir: &Path, root: &Path) -> Result<(set::B
     let stored = set::store_base(root, &checkpoint, seq.get(), db.database_id());
     let _ = std::fs::remove_dir_all(&checkpoint);
     stored
+}
+
+/// Removes checkpoints a crash during a backup left beside the data
+/// directory (`<data_dir>.backup-<ms>`; best effort).
+fn remove_stale_checkpoints(data_dir: &Path) {
+    let (Some(parent), Some(name)) = (data_dir.parent(), data_dir.file_stem()) else {
+        return;
+    };
+    let prefix = format!("{}.backup-", name.to_string_lossy());
+    let parent = if parent.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        parent
+    };
+    if let Ok(entries) = std::fs::read_dir(parent) {
+        for entry in entries.flatten() {
+            if entry.file_name().to_string_lossy().starts_with(&prefix) {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    }
 }
 
 /// The `Backup` service of a node with a `[backup]` section.
@@ -408,6 +460,69 @@ pub(crate) fn backup(args: &BackupArgs) -> Result<(), String> {
         );
         Ok(())
     })
+}
+
+/// `strata prune`: removes base backups older than the newest `keep`, and
+/// archived segments wholly at or before the oldest base backup kept (no
+/// restore can use them any more). Partial backups and temporary segments
+/// a crash left are removed too.
+pub(crate) fn prune(args: &PruneArgs) -> Result<(), String> {
+    if args.keep == 0 {
+        return Err(
+            "--keep must be at least 1: a backup directory without a base backup restores nothing"
+                .into(),
+        );
+    }
+    let bases = set::list_bases(&args.archive)?;
+    if bases.is_empty() {
+        println!(
+            "nothing to prune: no base backup in {}",
+            args.archive.display()
+        );
+        return Ok(());
+    }
+    let cut = bases.len().saturating_sub(args.keep);
+    let (old, kept) = bases.split_at(cut);
+    let Some(oldest_kept) = kept.first() else {
+        return Ok(());
+    };
+    let verb = if args.dry_run {
+        "would remove"
+    } else {
+        "removed"
+    };
+    for base in old {
+        if !args.dry_run {
+            std::fs::remove_dir_all(&base.dir)
+                .map_err(|e| format!("removing {}: {e}", base.dir.display()))?;
+        }
+        println!(
+            "{verb} base backup {} (seq {})",
+            base.dir.display(),
+            base.seq
+        );
+    }
+    let mut segments = 0;
+    for (_, last, path) in list_segments(&args.archive)? {
+        if last <= oldest_kept.seq {
+            if !args.dry_run {
+                std::fs::remove_file(&path)
+                    .map_err(|e| format!("removing {}: {e}", path.display()))?;
+            }
+            segments += 1;
+        }
+    }
+    if !args.dry_run {
+        let _ = archive_next(&args.archive);
+        set::remove_partials(&args.archive.join("base"));
+    }
+    println!(
+        "{verb} {segments} archived segments up to seq {}; restores reach back to seq {} (base backup {})",
+        oldest_kept.seq,
+        oldest_kept.seq,
+        oldest_kept.dir.display()
+    );
+    Ok(())
 }
 
 /// What a restore aims at.

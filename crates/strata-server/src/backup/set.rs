@@ -256,7 +256,7 @@ pub(crate) fn store_base(
 }
 
 /// Removes `.partial-*` directories a crash left (best effort).
-fn remove_partials(base_root: &Path) {
+pub(crate) fn remove_partials(base_root: &Path) {
     if let Ok(entries) = std::fs::read_dir(base_root) {
         for entry in entries.flatten() {
             if entry.file_name().to_string_lossy().starts_with(".partial-") {
