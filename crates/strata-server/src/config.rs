@@ -699,6 +699,19 @@ mod tests {
     }
 
     #[test]
+    fn the_built_in_config_is_a_loopback_primary_on_strata_data() {
+        let config = Config::parse(DEFAULT_CONFIG).unwrap();
+        assert_eq!(config.role, Role::Primary);
+        assert_eq!(config.data_dir, PathBuf::from("strata-data"));
+        assert_eq!(config.listen.to_string(), "127.0.0.1:7001");
+        assert_eq!(
+            config.metrics_listen.map(|a| a.to_string()).as_deref(),
+            Some("127.0.0.1:9101")
+        );
+        assert!(config.backup.is_none());
+    }
+
+    #[test]
     fn bad_configs_are_refused_naming_what() {
         for (text, needle) in [
             (
@@ -761,6 +774,22 @@ mod tests {
             (
                 "role = \"primary\"\ndata_dir = \"p\"\nlisten = \"127.0.0.1:7001\"\n[engine]\nsync = true\n",
                 "sync",
+            ),
+            (
+                "role = \"primary\"\ndata_dir = \"p\"\nlisten = \"127.0.0.1:7001\"\n[backup]\ndir = \"p/backup\"\n",
+                "must not contain each other",
+            ),
+            (
+                "role = \"primary\"\ndata_dir = \"p\"\nlisten = \"127.0.0.1:7001\"\n[backup]\ndir = \"b\"\narchive_interval_ms = 1\n",
+                "archive_interval_ms",
+            ),
+            (
+                "role = \"primary\"\ndata_dir = \"p\"\nlisten = \"127.0.0.1:7001\"\n[backup]\ndir = \"b\"\nsegment_bytes = 10\n",
+                "segment_bytes",
+            ),
+            (
+                "role = \"primary\"\ndata_dir = \"p\"\nlisten = \"127.0.0.1:7001\"\n[backup]\narchive_interval_ms = 100\n",
+                "dir",
             ),
             (
                 "role = \"primary\"\ndata_dir = \"p\"\nlisten = \"127.0.0.1:7001\"\n[engine]\nmemtable_bytes = \"big\"\n",

@@ -594,7 +594,11 @@ fn restore_into(root: &Path, to: &Path, target: Target) -> Result<Restored, Stri
             to.display()
         ));
     }
-    let staging = to.with_extension("restoring");
+    let staging = {
+        let mut name = to.as_os_str().to_os_string();
+        name.push(".restoring");
+        PathBuf::from(name)
+    };
     if staging.exists() {
         return Err(format!(
             "{} exists (an interrupted restore?): remove it first",
@@ -675,6 +679,7 @@ fn rebuild(
     };
     let mut next = base_seq + 1;
     let mut records = 0u64;
+    let mut last_progress = std::time::Instant::now();
     let mut database_id = base.map(|b| b.database_id);
     'segments: while next <= end {
         let Some((_, last, path)) = segments
@@ -738,6 +743,13 @@ fn rebuild(
             group.push(payload.to_vec());
             next = entry.last_seq + 1;
             records += 1;
+            if last_progress.elapsed() >= Duration::from_secs(1) {
+                last_progress = std::time::Instant::now();
+                eprintln!(
+                    "restore: at seq {}, {records} archived records applied",
+                    next - 1
+                );
+            }
             if group_bytes >= RESTORE_GROUP_BYTES {
                 apply(&db, &mut group)?;
                 group_bytes = 0;
