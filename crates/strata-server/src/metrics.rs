@@ -12,8 +12,10 @@
 //!   [`scraped_series`], of name, help, type and a function from one
 //!   [`Scrape`] to samples, walked by a `prometheus-client` collector.
 //!
-//! Served by axum (already in the tree through tonic's router); only
-//! `GET /metrics` is answered, anything else is 404. Alert rules and a
+//! Served by an axum router over hyper's HTTP/1 connections (both already
+//! in the tree through tonic), with bounds on connections, request heads
+//! and connection lifetime; only `GET /metrics` is answered, anything else
+//! is 404. Alert rules and a
 //! dashboard over these series are in `examples/monitoring/`.
 //!
 //! Thread safety: the registry is immutable after start and shared by
@@ -23,6 +25,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
@@ -782,8 +785,18 @@ async fn metrics_page(
     }
 }
 
+/// Connections the metrics endpoint serves at once; more are closed on
+/// accept.
+const CONNECTIONS_MAX: usize = 64;
+/// How long a client may take to send a request's head.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest a connection stays open (Prometheus reconnects).
+const CONNECTION_LIFETIME: Duration = Duration::from_secs(600);
+
 /// Serves `GET /metrics` from `registry` on `listener` until the process
-/// ends.
+/// ends: the axum router over hyper's HTTP/1 connections, at most
+/// [`CONNECTIONS_MAX`] at once, a request head within [`HEADER_TIMEOUT`]
+/// and 16 KiB, each connection closed after [`CONNECTION_LIFETIME`].
 pub(crate) async fn serve(listener: tokio::net::TcpListener, registry: Registry) {
     let app = axum::Router::new()
         .route("/metrics", axum::routing::get(metrics_page))
@@ -794,7 +807,71 @@ pub(crate) async fn serve(listener: tokio::net::TcpListener, registry: Registry)
             )
         })
         .with_state(Arc::new(registry));
-    if let Err(error) = axum::serve(listener, app).await {
-        tracing::error!(%error, "the metrics endpoint stopped");
+    let service = hyper_util::service::TowerToHyperService::new(app);
+    let permits = Arc::new(tokio::sync::Semaphore::new(CONNECTIONS_MAX));
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+            continue; // dropping the stream closes it
+        };
+        let service = service.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .max_buf_size(16 << 10)
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            let _ = tokio::time::timeout(CONNECTION_LIFETIME, connection).await;
+        });
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    async fn get(addr: std::net::SocketAddr, path: &str) -> String {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stream
+            .write_all(
+                format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+            )
+            .await
+            .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.unwrap();
+        response
+    }
+
+    #[tokio::test]
+    async fn only_metrics_is_served_and_connections_are_bounded() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(serve(listener, Registry::default()));
+        let page = get(addr, "/metrics").await;
+        assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+        assert!(page.contains("application/openmetrics-text"), "{page}");
+        assert!(page.trim_end().ends_with("# EOF"), "{page}");
+        assert!(get(addr, "/").await.starts_with("HTTP/1.1 404"));
+        assert!(get(addr, "/metricsx").await.starts_with("HTTP/1.1 404"));
+
+        // CONNECTIONS_MAX silent connections hold every slot: the next one
+        // is closed at once, before it sends anything.
+        let mut idle = Vec::new();
+        for _ in 0..CONNECTIONS_MAX {
+            idle.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+        }
+        let mut extra = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut byte = [0u8; 1];
+        assert_eq!(extra.read(&mut byte).await.unwrap_or(0), 0);
+        // A silent connection is closed once its head is overdue.
+        let mut silent = idle.pop().unwrap();
+        assert_eq!(silent.read(&mut byte).await.unwrap_or(0), 0);
+        drop(idle);
     }
 }
