@@ -69,7 +69,7 @@ impl Model {
 }
 
 /// Batch number `n` of a deterministic workload over 64 keys.
-fn batch(n: u64) -> Vec<Op> {
+fn batch_ops(n: u64) -> Vec<Op> {
     let key = |i: u64| format!("k{:02}", i % 64).into_bytes();
     let mut ops = vec![Op::Put(key(n * 7), format!("v{n}").repeat(8).into_bytes())];
     match n % 10 {
@@ -282,7 +282,7 @@ fn write_batches(
             .await
             .unwrap();
         for n in from..from + count {
-            let ops = batch(n);
+            let ops = batch_ops(n);
             let seq = kv
                 .write(WriteRequest {
                     operations: to_wire(&ops),
@@ -582,4 +582,78 @@ fn kill_9_during_a_backup_and_during_archiving_leaves_a_usable_set() {
             "{name}"
         );
     }
+}
+
+#[test]
+fn an_offline_backup_of_a_stopped_node_restores_and_a_running_one_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let db = strata::Db::open(&data, strata::Options::default()).unwrap();
+    let mut model = Model {
+        batches: Vec::new(),
+    };
+    for n in 0..200 {
+        let mut batch = strata::WriteBatch::new();
+        let ops = batch_ops(n);
+        for op in &ops {
+            match op {
+                Op::Put(k, v) => batch.put(k, v),
+                Op::Delete(k) => batch.delete(k),
+                Op::DeleteRange(s, e) => batch.delete_range(s, e),
+            }
+        }
+        let seq = db.write(batch, &strata::WriteOptions::default()).unwrap();
+        model.batches.push((seq.get(), ops));
+    }
+    db.flush().unwrap(); // some of it in tables, the rest in the log
+    for n in 200..250 {
+        let ops = batch_ops(n);
+        let mut batch = strata::WriteBatch::new();
+        for op in &ops {
+            if let Op::Put(k, v) = op {
+                batch.put(k, v);
+            }
+        }
+        let ops: Vec<Op> = ops
+            .into_iter()
+            .filter(|o| matches!(o, Op::Put(..)))
+            .collect();
+        let seq = db.write(batch, &strata::WriteOptions::default()).unwrap();
+        model.batches.push((seq.get(), ops));
+    }
+    // While the database is open (a running node holds its lock): refused.
+    let backups = dir.path().join("backups");
+    let refused = strata(&[
+        "backup",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--to",
+        backups.to_str().unwrap(),
+    ]);
+    assert!(!refused.status.success());
+    assert!(text(&refused).contains("LOCK"), "{}", text(&refused));
+    db.close().unwrap();
+    let out = strata(&[
+        "backup",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--to",
+        backups.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!("up to seq {}", model.last())),
+        "{}",
+        text(&out)
+    );
+    let to = dir.path().join("restored");
+    assert_eq!(restore(&backups, &to, None).unwrap(), model.last());
+    assert_eq!(contents(&to).1, model.at(model.last()));
+    // No checkpoint is left beside the data directory.
+    let leftovers: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("data.backup-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
 }
