@@ -287,7 +287,6 @@ const LOAD_BATCH_BYTES: usize = 1 << 20;
 pub(crate) fn load(args: &LoadArgs) -> Result<(), String> {
     let entries = read_dump(&args.file, |_| Ok(()))?;
     let mut progress = Progress::new("load");
-    let mut batches: Vec<Vec<Entry>> = Vec::new();
     let mut loaded = 0u64;
     let mut bytes = 0u64;
     if let Some(dir) = &args.data_dir {
@@ -333,20 +332,6 @@ pub(crate) fn load(args: &LoadArgs) -> Result<(), String> {
     let Some(node) = &args.node else {
         return Err("give --data-dir or --node".into());
     };
-    let mut current = Vec::new();
-    let mut current_bytes = 0;
-    read_dump(&args.file, |entry| {
-        current_bytes += entry.0.len() + entry.1.len();
-        current.push(entry);
-        if current.len() >= LOAD_BATCH_ENTRIES || current_bytes >= LOAD_BATCH_BYTES {
-            batches.push(std::mem::take(&mut current));
-            current_bytes = 0;
-        }
-        Ok(())
-    })?;
-    if !current.is_empty() {
-        batches.push(current);
-    }
     let node = crate::connect::NodeArgs {
         node: node.clone(),
         security: args.security.clone(),
@@ -355,47 +340,52 @@ pub(crate) fn load(args: &LoadArgs) -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(|e| format!("starting the runtime: {e}"))?;
-    let last_seq = runtime.block_on(async {
-        let mut kv = node.kv().await?;
-        let count = batches.len();
-        let mut seq = 0;
-        for (i, batch) in batches.into_iter().enumerate() {
-            loaded += batch.len() as u64;
-            bytes += batch
-                .iter()
-                .map(|(k, v)| (k.len() + v.len()) as u64)
-                .sum::<u64>();
-            let operations = batch
-                .into_iter()
-                .map(|(key, value)| Operation {
-                    kind: operation::Kind::Put as i32,
-                    key,
-                    value,
-                })
-                .collect();
-            seq = kv
-                .write(WriteRequest {
-                    operations,
-                    // The last batch's sync makes every earlier one durable.
-                    sync: i + 1 == count,
-                    ..WriteRequest::default()
-                })
-                .await
-                .map_err(|e| {
-                    format!(
-                        "writing batch {} of {count} (after {} entries): {:?}: {}",
-                        i + 1,
-                        loaded,
-                        e.code(),
-                        e.message()
-                    )
-                })?
-                .into_inner()
-                .seq;
-            progress.tick(loaded, bytes);
+    let mut kv = runtime.block_on(node.kv())?;
+    let mut send = |batch: Vec<Entry>, sync: bool, loaded: u64| -> Result<u64, String> {
+        let operations = batch
+            .into_iter()
+            .map(|(key, value)| Operation {
+                kind: operation::Kind::Put as i32,
+                key,
+                value,
+            })
+            .collect();
+        runtime
+            .block_on(kv.write(WriteRequest {
+                operations,
+                sync,
+                ..WriteRequest::default()
+            }))
+            .map(|answer| answer.into_inner().seq)
+            .map_err(|e| {
+                format!(
+                    "writing to {} after {loaded} entries: {:?}: {}",
+                    node.node,
+                    e.code(),
+                    e.message()
+                )
+            })
+    };
+    // One batch in memory at a time; the last one synced makes every
+    // earlier one durable.
+    let mut current = Vec::new();
+    let mut current_bytes = 0;
+    let mut last_seq = 0;
+    read_dump(&args.file, |entry| {
+        current_bytes += entry.0.len() + entry.1.len();
+        bytes += (entry.0.len() + entry.1.len()) as u64;
+        current.push(entry);
+        loaded += 1;
+        if current.len() >= LOAD_BATCH_ENTRIES || current_bytes >= LOAD_BATCH_BYTES {
+            last_seq = send(std::mem::take(&mut current), loaded == entries, loaded)?;
+            current_bytes = 0;
         }
-        Ok::<u64, String>(seq)
+        progress.tick(loaded, bytes);
+        Ok(())
     })?;
+    if !current.is_empty() {
+        last_seq = send(current, true, loaded)?;
+    }
     println!(
         "loaded {entries} entries into {} (seq {last_seq})",
         node.node
