@@ -301,6 +301,10 @@ pub(crate) struct BackupSection {
     pub(crate) archive_interval_ms: Option<u64>,
     /// The largest archive segment, in bytes (default 16 MiB; 4 KiB–1 GiB).
     pub(crate) segment_bytes: Option<u64>,
+    /// While archiving fails, the most log the node keeps for the archive,
+    /// in bytes (default 1 GiB; 1 MiB–1 TiB): past it the node stops
+    /// holding its log (the archive gets a gap) rather than fill its disk.
+    pub(crate) log_hold_bytes_max: Option<u64>,
 }
 
 impl BackupSection {
@@ -314,7 +318,19 @@ impl BackupSection {
         self.segment_bytes.map_or(16 << 20, |b| b as usize)
     }
 
+    /// The most log held for a failing archiver.
+    pub(crate) fn log_hold_bytes_max(&self) -> u64 {
+        self.log_hold_bytes_max.unwrap_or(1 << 30)
+    }
+
     fn check(&self, data_dir: &Path) -> Result<(), String> {
+        if let Some(bytes) = self.log_hold_bytes_max
+            && !(1 << 20..=1 << 40).contains(&bytes)
+        {
+            return Err(format!(
+                "backup.log_hold_bytes_max = {bytes} is outside 1048576..=1099511627776"
+            ));
+        }
         if let Some(ms) = self.archive_interval_ms
             && !(10..=600_000).contains(&ms)
         {
@@ -351,6 +367,9 @@ pub(crate) struct EngineSection {
     pub(crate) memtable_bytes: Option<u64>,
     /// Block cache size, in bytes.
     pub(crate) block_cache_bytes: Option<u64>,
+    /// The size a commit-log segment grows to before the next one starts,
+    /// in bytes (default 64 MiB): the unit the log is released in.
+    pub(crate) wal_segment_bytes: Option<u64>,
     /// The longest key, in bytes.
     pub(crate) key_bytes_max: Option<u64>,
     /// The longest value, in bytes (default 8 MiB).
@@ -370,6 +389,9 @@ impl EngineSection {
         let size = |v: Option<u64>, d: usize| v.map_or(d, |v| v as usize);
         options.memtable_bytes_max = size(self.memtable_bytes, options.memtable_bytes_max);
         options.block_cache_bytes = self.block_cache_bytes.unwrap_or(options.block_cache_bytes);
+        options.wal_segment_bytes_max = self
+            .wal_segment_bytes
+            .unwrap_or(options.wal_segment_bytes_max);
         options.key_bytes_max = size(self.key_bytes_max, options.key_bytes_max);
         // A node's default leaves room for the key in a batch replication
         // can ship: 8 MiB values in 16 MiB batches.
@@ -388,6 +410,12 @@ impl EngineSection {
         within("sync_interval_ms", self.sync_interval_ms, 0, 60_000)?;
         within("memtable_bytes", self.memtable_bytes, 64 << 10, 4 << 30)?;
         within("block_cache_bytes", self.block_cache_bytes, 0, 1 << 40)?;
+        within(
+            "wal_segment_bytes",
+            self.wal_segment_bytes,
+            1 << 20,
+            1 << 30,
+        )?;
         within("key_bytes_max", self.key_bytes_max, 1, 1 << 20)?;
         within("value_bytes_max", self.value_bytes_max, 0, 64 << 20)?;
         within("batch_bytes_max", self.batch_bytes_max, 1 << 10, 16 << 20)?;

@@ -558,6 +558,7 @@ async fn run(config: config::Config, path: Option<std::path::PathBuf>) -> Result
             config.data_dir.clone(),
             section.archive_interval(),
             section.segment_bytes(),
+            section.log_hold_bytes_max(),
         ))
     });
     let archiver = archive.as_ref().map(|state| {

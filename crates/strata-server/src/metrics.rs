@@ -631,6 +631,12 @@ fn scraped_series() -> Vec<Series> {
             read: |s| archive(s, |a| a.errors as f64),
         },
         Series {
+            name: "strata_archive_gaps",
+            help: "Times since start the archiver found the log no longer holding what the archive lacked (a gap: restores cannot cross it; take a new base backup)",
+            kind: Counter,
+            read: |s| archive(s, |a| a.gaps as f64),
+        },
+        Series {
             name: "strata_archive_last_success_timestamp_seconds",
             help: "When the archiver last caught up with the durable log (Unix time)",
             kind: Gauge,

@@ -113,12 +113,18 @@ struct Node {
 
 impl Node {
     fn new(dir: &Path) -> Self {
+        Self::with_config(dir, "")
+    }
+
+    /// A node whose config ends with `extra` (inside `[backup]` unless it
+    /// opens a section).
+    fn with_config(dir: &Path, extra: &str) -> Self {
         let (port, metrics_port) = (free_port(), free_port());
         let config = dir.join("node.toml");
         std::fs::write(
             &config,
             format!(
-                "role = \"primary\"\ndata_dir = \"data\"\nlisten = \"127.0.0.1:{port}\"\nmetrics_listen = \"127.0.0.1:{metrics_port}\"\n\n[backup]\ndir = \"backup\"\narchive_interval_ms = 50\nsegment_bytes = 8192\n"
+                "role = \"primary\"\ndata_dir = \"data\"\nlisten = \"127.0.0.1:{port}\"\nmetrics_listen = \"127.0.0.1:{metrics_port}\"\n\n[backup]\ndir = \"backup\"\narchive_interval_ms = 50\nsegment_bytes = 8192\n{extra}"
             ),
         )
         .unwrap();
@@ -176,6 +182,14 @@ impl Node {
         text.lines()
             .find_map(|l| l.strip_prefix("strata_archive_last_seq "))
             .map_or(0, |v| v.parse::<f64>().unwrap() as u64)
+    }
+
+    /// A counter or gauge from a scrape (0 when absent).
+    fn metric(&self, name: &str) -> f64 {
+        let text = common_node::scrape_text(&self.metrics);
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .map_or(0.0, |v| v.parse::<f64>().unwrap())
     }
 
     /// Waits until the archive holds everything up to `seq`.
@@ -656,4 +670,78 @@ fn an_offline_backup_of_a_stopped_node_restores_and_a_running_one_is_refused() {
         .filter(|n| n.starts_with("data.backup-"))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn a_failing_archiver_lets_go_of_the_log_past_its_bound_and_a_new_backup_heals() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut node = Node::with_config(
+        dir.path(),
+        "log_hold_bytes_max = 1048576\n[engine]\nmemtable_bytes = 65536\nwal_segment_bytes = 1048576\n",
+    );
+    node.start();
+    let mut model = Model {
+        batches: Vec::new(),
+    };
+    write_batches(&runtime, &node, &mut model, 0, 100);
+    let first_base = backup(&node);
+    node.wait_archived(model.last());
+    let archived_before = model.last();
+    // The archive's log directory becomes a file: every segment write fails.
+    let log = node.backup_dir().join("log");
+    let saved = node.backup_dir().join("log.saved");
+    std::fs::rename(&log, &saved).unwrap();
+    std::fs::write(&log, b"not a directory").unwrap();
+    // Far more than the bound of log while it fails (about 4 MiB).
+    let mut n = 100;
+    while !node.log().contains("no longer holding the log") {
+        write_batches(&runtime, &node, &mut model, n, 500);
+        n += 500;
+        assert!(n < 40_000, "the archiver never let go: {}", node.log());
+    }
+    assert!(node.metric("strata_archive_errors_total") > 0.0);
+    // Writes go on (flushes release the log once nothing holds it: the
+    // node's digest points hold about 10 s of it) until the log no longer
+    // holds what the archive lacks: a gap, counted.
+    while node.metric("strata_archive_gaps_total") < 1.0 {
+        write_batches(&runtime, &node, &mut model, n, 50);
+        n += 50;
+        assert!(n < 100_000, "the log was never released: {}", node.log());
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    // Archiving works again and goes on after the gap.
+    std::fs::remove_file(&log).unwrap();
+    std::fs::rename(&saved, &log).unwrap();
+    write_batches(&runtime, &node, &mut model, n, 50);
+    n += 50;
+    node.wait_archived(model.last());
+    // Restores up to the gap still work; across it they are refused;
+    // a new base backup makes everything after it restorable.
+    let before = dir.path().join("before-gap");
+    assert_eq!(
+        restore(&node.backup_dir(), &before, Some(archived_before)).unwrap(),
+        archived_before
+    );
+    assert_eq!(contents(&before).1, model.at(archived_before));
+    let across = restore(
+        &node.backup_dir(),
+        &dir.path().join("across"),
+        Some(model.last()),
+    )
+    .unwrap_err();
+    assert!(across.contains("gap"), "{across}");
+    let second_base = backup(&node);
+    assert!(second_base > first_base);
+    write_batches(&runtime, &node, &mut model, n, 50);
+    node.wait_archived(model.last());
+    let healed = dir.path().join("healed");
+    assert_eq!(
+        restore(&node.backup_dir(), &healed, None).unwrap(),
+        model.last()
+    );
+    assert_eq!(contents(&healed).1, model.at(model.last()));
 }

@@ -101,6 +101,7 @@ pub(crate) struct ArchiveFigures {
     pub(crate) segments: u64,
     pub(crate) bytes: u64,
     pub(crate) errors: u64,
+    pub(crate) gaps: u64,
     pub(crate) last_success_unix_ms: u64,
     pub(crate) backup_seq: u64,
 }
@@ -112,7 +113,9 @@ pub(crate) struct ArchiveState {
     data_dir: PathBuf,
     interval: Duration,
     segment_bytes: usize,
+    log_hold_bytes_max: u64,
     last_seq: AtomicU64,
+    gaps: AtomicU64,
     segments: AtomicU64,
     bytes: AtomicU64,
     errors: AtomicU64,
@@ -129,6 +132,7 @@ impl ArchiveState {
         data_dir: PathBuf,
         interval: Duration,
         segment_bytes: usize,
+        log_hold_bytes_max: u64,
     ) -> Self {
         let backup_seq = set::list_bases(&root)
             .ok()
@@ -139,7 +143,9 @@ impl ArchiveState {
             data_dir,
             interval,
             segment_bytes,
+            log_hold_bytes_max,
             last_seq: AtomicU64::new(0),
+            gaps: AtomicU64::new(0),
             segments: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
             errors: AtomicU64::new(0),
@@ -157,6 +163,7 @@ impl ArchiveState {
             segments: load(&self.segments),
             bytes: load(&self.bytes),
             errors: load(&self.errors),
+            gaps: load(&self.gaps),
             last_success_unix_ms: load(&self.last_success_unix_ms),
             backup_seq: load(&self.backup_seq),
         }
@@ -227,16 +234,31 @@ pub(crate) fn start_archiver(
             .last_seq
             .store(next.saturating_sub(1), Ordering::Relaxed);
         let mut pin: Option<(Arc<Db>, strata::wal::LogPin)> = None;
+        let mut hold = true;
         loop {
             let stopping = stop.load(Ordering::Relaxed);
             if let Some(db) = db.get() {
-                match archive_round(&state, &db, &mut next, &mut pin) {
-                    Ok(()) => state
-                        .last_success_unix_ms
-                        .store(set::now_ms(), Ordering::Relaxed),
+                match archive_round(&state, &db, &mut next, &mut pin, hold) {
+                    Ok(()) => {
+                        hold = true;
+                        state
+                            .last_success_unix_ms
+                            .store(set::now_ms(), Ordering::Relaxed);
+                    }
                     Err(error) => {
                         state.errors.fetch_add(1, Ordering::Relaxed);
                         tracing::error!(%error, "archiving failed; retrying next round");
+                        // A failing archiver must not fill the node's disk.
+                        let held = db.log_bytes_from(SeqNo(next));
+                        if hold && held > state.log_hold_bytes_max {
+                            hold = false;
+                            pin = None;
+                            tracing::error!(
+                                held_bytes = held,
+                                max = state.log_hold_bytes_max,
+                                "archiving keeps failing with more log than [backup] log_hold_bytes_max not archived: no longer holding the log (the archive will have a gap; take a new base backup once archiving works)"
+                            );
+                        }
                     }
                 }
             }
@@ -251,49 +273,51 @@ pub(crate) fn start_archiver(
     })
 }
 
+/// Moves `next` to the oldest record the log holds: a gap in the archive
+/// (counted and logged), except for a new archive of an existing database,
+/// which starts where its log does.
+fn skip_gap(state: &ArchiveState, next: &mut u64, oldest_retained: u64) {
+    if state.segments.load(Ordering::Relaxed) == 0 && *next == 1 {
+        tracing::info!(
+            from = oldest_retained,
+            "the archive starts where the log does: take a base backup"
+        );
+    } else {
+        tracing::error!(
+            missing_from = *next,
+            missing_to = oldest_retained.saturating_sub(1),
+            "the log no longer holds records the archive lacks: the archive has a gap; take a new base backup"
+        );
+        state.errors.fetch_add(1, Ordering::Relaxed);
+        state.gaps.fetch_add(1, Ordering::Relaxed);
+    }
+    *next = oldest_retained;
+}
+
 /// One round: sync, read every durable record from `next`, seal segments.
+/// With `hold`, the log is pinned from `next` on (released otherwise).
 fn archive_round(
     state: &ArchiveState,
     db: &Arc<Db>,
     next: &mut u64,
     pin: &mut Option<(Arc<Db>, strata::wal::LogPin)>,
+    hold: bool,
 ) -> Result<(), String> {
-    if !pin.as_ref().is_some_and(|(held, _)| Arc::ptr_eq(held, db)) {
+    if !hold {
         *pin = None;
-        match db.log_pin(SeqNo(*next)) {
-            Ok(p) => *pin = Some((Arc::clone(db), p)),
-            Err(strata::Error::LogTruncated {
-                oldest_retained, ..
-            }) if state.segments.load(Ordering::Relaxed) == 0 && *next == 1 => {
-                // A new archive of an existing database starts where its
-                // log does; restores need a base backup from then on.
-                tracing::info!(
-                    from = oldest_retained,
-                    "the archive starts where the log does: take a base backup"
-                );
-                *next = oldest_retained;
-                let p = db
-                    .log_pin(SeqNo(*next))
-                    .map_err(|e| format!("pinning the log: {e}"))?;
-                *pin = Some((Arc::clone(db), p));
-            }
+    } else if !pin.as_ref().is_some_and(|(held, _)| Arc::ptr_eq(held, db)) {
+        *pin = None;
+        let held = match db.log_pin(SeqNo(*next)) {
             Err(strata::Error::LogTruncated {
                 oldest_retained, ..
             }) => {
-                tracing::error!(
-                    missing_from = *next,
-                    missing_to = oldest_retained.saturating_sub(1),
-                    "the log no longer holds records the archive lacks: the archive has a gap; take a new base backup"
-                );
-                state.errors.fetch_add(1, Ordering::Relaxed);
-                *next = oldest_retained;
-                let p = db
-                    .log_pin(SeqNo(*next))
-                    .map_err(|e| format!("pinning the log: {e}"))?;
-                *pin = Some((Arc::clone(db), p));
+                skip_gap(state, next, oldest_retained);
+                db.log_pin(SeqNo(*next))
             }
-            Err(e) => return Err(format!("pinning the log at {}: {e}", *next)),
+            other => other,
         }
+        .map_err(|e| format!("pinning the log at {}: {e}", *next))?;
+        *pin = Some((Arc::clone(db), held));
     }
     // Writes made without sync become durable, so they are archived too.
     if db.poisoned().is_none() {
@@ -302,9 +326,16 @@ fn archive_round(
     if *next > db.durable_seq().get() {
         return Ok(());
     }
-    let mut reader = db
-        .log_reader(SeqNo(*next))
-        .map_err(|e| format!("reading the log from {}: {e}", *next))?;
+    let mut reader = match db.log_reader(SeqNo(*next)) {
+        Err(strata::Error::LogTruncated {
+            oldest_retained, ..
+        }) => {
+            skip_gap(state, next, oldest_retained);
+            db.log_reader(SeqNo(*next))
+        }
+        other => other,
+    }
+    .map_err(|e| format!("reading the log from {}: {e}", *next))?;
     let database_id = db.database_id();
     let mut pending: Vec<segment::Entry> = Vec::new();
     let mut pending_bytes = 0;
