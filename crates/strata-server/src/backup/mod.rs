@@ -97,12 +97,19 @@ pub(crate) struct PruneArgs {
 /// The archiver's figures, for `/metrics`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct ArchiveFigures {
+    /// The last sequence number in the archive.
     pub(crate) last_seq: u64,
+    /// Segments written since start.
     pub(crate) segments: u64,
+    /// Bytes written since start.
     pub(crate) bytes: u64,
+    /// Failed rounds (and gaps) since start.
     pub(crate) errors: u64,
+    /// Gaps since start: the log no longer held what the archive lacked.
     pub(crate) gaps: u64,
+    /// When a round last caught up with the durable log (Unix ms; 0: never).
     pub(crate) last_success_unix_ms: u64,
+    /// The newest base backup's sequence number (0: none).
     pub(crate) backup_seq: u64,
 }
 

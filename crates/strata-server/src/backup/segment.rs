@@ -57,9 +57,13 @@ pub(crate) struct Entry {
 /// A decoded segment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Segment {
+    /// The database whose log it holds.
     pub(crate) database_id: u128,
+    /// The first operation of its first record.
     pub(crate) first_seq: u64,
+    /// The last operation of its last record.
     pub(crate) last_seq: u64,
+    /// Its records, in order, without holes.
     pub(crate) entries: Vec<Entry>,
 }
 
