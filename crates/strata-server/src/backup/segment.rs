@@ -287,6 +287,29 @@ mod tests {
     }
 
     #[test]
+    fn random_bytes_and_random_damage_never_panic() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(17);
+        let good = encode(7, &entries());
+        for _ in 0..20_000 {
+            let mut bytes = if rng.random_bool(0.5) {
+                good.clone()
+            } else {
+                (0..rng.random_range(0..200))
+                    .map(|_| rng.random())
+                    .collect()
+            };
+            for _ in 0..rng.random_range(0..4) {
+                if let Some(b) = bytes.get_mut(rng.random_range(0..good.len())) {
+                    *b = rng.random();
+                }
+            }
+            bytes.truncate(rng.random_range(0..=bytes.len()));
+            let _ = decode(&bytes);
+        }
+    }
+
+    #[test]
     fn file_names_parse() {
         assert_eq!(parse_file_name(&file_name(3, 9)), Some((3, 9)));
         assert_eq!(parse_file_name("x.slog"), None);

@@ -313,9 +313,23 @@ pub(crate) fn copy_base(base: &Base, to: &Path) -> Result<u64, String> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn random_descriptor_text_never_panics() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(17);
+        let alphabet =
+            b"strata-backup 1\nseq time_unix_ms database_id file end 0123456789abcdef ./";
+        for _ in 0..20_000 {
+            let text: String = (0..rng.random_range(0..120))
+                .map(|_| char::from(alphabet[rng.random_range(0..alphabet.len())]))
+                .collect();
+            let _ = parse_descriptor(&text, Path::new("/b"));
+        }
+    }
 
     #[test]
     fn descriptors_round_trip_and_damage_is_refused() {
