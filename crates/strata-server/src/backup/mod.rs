@@ -229,22 +229,32 @@ pub(crate) fn start_archiver(
     stop: Arc<std::sync::atomic::AtomicBool>,
 ) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
-        let mut next = match archive_next(&state.root) {
-            Ok(next) => next,
-            Err(error) => {
-                tracing::error!(%error, "the archiver cannot read its directory; not archiving");
-                state.errors.fetch_add(1, Ordering::Relaxed);
-                return;
-            }
-        };
-        state
-            .last_seq
-            .store(next.saturating_sub(1), Ordering::Relaxed);
+        // Where the archive ends: read again each round until it can be
+        // (a backup disk mounted late).
+        let mut resume: Option<u64> = None;
+        let mut next = 0;
         let mut pin: Option<(Arc<Db>, strata::wal::LogPin)> = None;
         let mut hold = true;
         loop {
             let stopping = stop.load(Ordering::Relaxed);
-            if let Some(db) = db.get() {
+            if resume.is_none() {
+                match archive_next(&state.root) {
+                    Ok(found) => {
+                        resume = Some(found);
+                        next = found;
+                        state
+                            .last_seq
+                            .store(found.saturating_sub(1), Ordering::Relaxed);
+                    }
+                    Err(error) => {
+                        state.errors.fetch_add(1, Ordering::Relaxed);
+                        tracing::error!(%error, "the archiver cannot read its directory; retrying next round");
+                    }
+                }
+            }
+            if resume.is_some()
+                && let Some(db) = db.get()
+            {
                 match archive_round(&state, &db, &mut next, &mut pin, hold) {
                     Ok(()) => {
                         hold = true;
