@@ -19,6 +19,11 @@
 //!   1 GiB memtable, no sync and no flush: the cost includes the write
 //!   path (batch encoding, an in-memory commit-log append, sequence
 //!   publication), not only the skip list.
+//! - `db/get_tables_hit`, `db/get_tables_miss`: `Db::get` of 400,000 keys
+//!   flushed into tables (block cache warm) and compacted, memtable empty.
+//! - `db/scan100_merged`: `Db::scan` from a random key, 100 entries, with
+//!   every fourth key overwritten in a live memtable: the merge of a
+//!   memtable and table levels, per 100-entry scan.
 #![allow(
     missing_docs,
     clippy::unwrap_used,
@@ -289,5 +294,61 @@ fn memtable(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, block, bloom, table, memtable);
+fn db(c: &mut Criterion) {
+    const LOADED: u64 = 400_000;
+    let value = values(1)[0];
+    let options = Options {
+        file_system: Arc::new(MemFileSystem::new()),
+        ..Options::default()
+    };
+    let db = Db::open("micro-db", options).unwrap();
+    let mut order: Vec<u64> = (0..LOADED).collect();
+    order.shuffle(&mut SmallRng::seed_from_u64(14));
+    for i in &order {
+        db.put(&key(i * 2), &value).unwrap();
+    }
+    db.flush().unwrap();
+    db.wait_for_compactions().unwrap();
+    let mut group = c.benchmark_group("db");
+    group.throughput(Throughput::Elements(1));
+    let mut rng = SmallRng::seed_from_u64(15);
+    group.bench_function("get_tables_hit", |b| {
+        b.iter_batched(
+            || key(rng.random_range(0..LOADED) * 2),
+            |k| black_box(db.get(&k).unwrap().unwrap()),
+            BatchSize::SmallInput,
+        );
+    });
+    group.bench_function("get_tables_miss", |b| {
+        b.iter_batched(
+            || key(rng.random_range(0..LOADED) * 2 + 1),
+            |k| assert!(db.get(&k).unwrap().is_none()),
+            BatchSize::SmallInput,
+        );
+    });
+    // Every fourth key overwritten in the memtable: scans merge it with
+    // the tables below.
+    for i in (0..LOADED).step_by(4) {
+        db.put(&key(i * 2), &value).unwrap();
+    }
+    group.throughput(Throughput::Elements(100));
+    group.bench_function("scan100_merged", |b| {
+        b.iter_batched(
+            || key(rng.random_range(0..LOADED - 100) * 2),
+            |k| {
+                let start: &[u8] = &k;
+                let mut bytes = 0;
+                for entry in db.scan(start..).unwrap().take(100) {
+                    let (k, v) = entry.unwrap();
+                    bytes += k.len() + v.len();
+                }
+                black_box(bytes)
+            },
+            BatchSize::SmallInput,
+        );
+    });
+    group.finish();
+}
+
+criterion_group!(benches, block, bloom, table, memtable, db);
 criterion_main!(benches);
