@@ -4,7 +4,11 @@
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
-    let files = ["strata/v1/replication.proto", "strata/v1/kv.proto"];
+    let files = [
+        "strata/v1/replication.proto",
+        "strata/v1/kv.proto",
+        "strata/v1/backup.proto",
+    ];
     for file in files {
         println!("cargo:rerun-if-changed={}", root.join(file).display());
     }

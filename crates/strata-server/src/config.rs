@@ -56,6 +56,17 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+/// What `strata serve` without `--config` runs: a primary on
+/// `./strata-data` (relative to the working directory), serving Kv, Admin
+/// and Replication on 127.0.0.1:7001 (the client commands' default) and
+/// metrics on 127.0.0.1:9101.
+pub(crate) const DEFAULT_CONFIG: &str = r#"
+role = "primary"
+data_dir = "strata-data"
+listen = "127.0.0.1:7001"
+metrics_listen = "127.0.0.1:9101"
+"#;
+
 /// The node's role.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -267,11 +278,82 @@ pub(crate) struct Config {
     /// Connection limits.
     #[serde(default)]
     pub(crate) limits: LimitsSection,
+    /// Backups and continuous archiving of the log.
+    pub(crate) backup: Option<BackupSection>,
     /// Accept a non-loopback `listen` / `metrics_listen` without TLS. Off
     /// by default: a node's ports carry every write and the whole database,
     /// so plaintext on a network must be asked for plainly.
     #[serde(default)]
     pub(crate) allow_plaintext_non_loopback: bool,
+}
+
+/// `[backup]`: where base backups and the archived log go, and how often
+/// the archiver copies the log's tail.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct BackupSection {
+    /// The backup directory (relative to the config file): `base/` and
+    /// `log/`. Not inside `data_dir`.
+    pub(crate) dir: PathBuf,
+    /// How often the archiver syncs and copies new records, in
+    /// milliseconds (default 1000; 10–600,000): at most this much of the
+    /// newest log is not yet archived.
+    pub(crate) archive_interval_ms: Option<u64>,
+    /// The largest archive segment, in bytes (default 16 MiB; 4 KiB–1 GiB).
+    pub(crate) segment_bytes: Option<u64>,
+    /// While archiving fails, the most log the node keeps for the archive,
+    /// in bytes (default 1 GiB; 1 MiB–1 TiB): past it the node stops
+    /// holding its log (the archive gets a gap) rather than fill its disk.
+    pub(crate) log_hold_bytes_max: Option<u64>,
+}
+
+impl BackupSection {
+    /// The archiver's interval.
+    pub(crate) fn archive_interval(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.archive_interval_ms.unwrap_or(1000))
+    }
+
+    /// The largest archive segment.
+    pub(crate) fn segment_bytes(&self) -> usize {
+        self.segment_bytes.map_or(16 << 20, |b| b as usize)
+    }
+
+    /// The most log held for a failing archiver.
+    pub(crate) fn log_hold_bytes_max(&self) -> u64 {
+        self.log_hold_bytes_max.unwrap_or(1 << 30)
+    }
+
+    fn check(&self, data_dir: &Path) -> Result<(), String> {
+        if let Some(bytes) = self.log_hold_bytes_max
+            && !(1 << 20..=1 << 40).contains(&bytes)
+        {
+            return Err(format!(
+                "backup.log_hold_bytes_max = {bytes} is outside 1048576..=1099511627776"
+            ));
+        }
+        if let Some(ms) = self.archive_interval_ms
+            && !(10..=600_000).contains(&ms)
+        {
+            return Err(format!(
+                "backup.archive_interval_ms = {ms} is outside 10..=600000"
+            ));
+        }
+        if let Some(bytes) = self.segment_bytes
+            && !(4096..=1 << 30).contains(&bytes)
+        {
+            return Err(format!(
+                "backup.segment_bytes = {bytes} is outside 4096..=1073741824"
+            ));
+        }
+        if self.dir.starts_with(data_dir) || data_dir.starts_with(&self.dir) {
+            return Err(format!(
+                "backup.dir {} and data_dir {} must not contain each other",
+                self.dir.display(),
+                data_dir.display()
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// The `[engine]` section: sync policy and limits.
@@ -285,6 +367,9 @@ pub(crate) struct EngineSection {
     pub(crate) memtable_bytes: Option<u64>,
     /// Block cache size, in bytes.
     pub(crate) block_cache_bytes: Option<u64>,
+    /// The size a commit-log segment grows to before the next one starts,
+    /// in bytes (default 64 MiB): the unit the log is released in.
+    pub(crate) wal_segment_bytes: Option<u64>,
     /// The longest key, in bytes.
     pub(crate) key_bytes_max: Option<u64>,
     /// The longest value, in bytes (default 8 MiB).
@@ -304,6 +389,9 @@ impl EngineSection {
         let size = |v: Option<u64>, d: usize| v.map_or(d, |v| v as usize);
         options.memtable_bytes_max = size(self.memtable_bytes, options.memtable_bytes_max);
         options.block_cache_bytes = self.block_cache_bytes.unwrap_or(options.block_cache_bytes);
+        options.wal_segment_bytes_max = self
+            .wal_segment_bytes
+            .unwrap_or(options.wal_segment_bytes_max);
         options.key_bytes_max = size(self.key_bytes_max, options.key_bytes_max);
         // A node's default leaves room for the key in a batch replication
         // can ship: 8 MiB values in 16 MiB batches.
@@ -322,6 +410,12 @@ impl EngineSection {
         within("sync_interval_ms", self.sync_interval_ms, 0, 60_000)?;
         within("memtable_bytes", self.memtable_bytes, 64 << 10, 4 << 30)?;
         within("block_cache_bytes", self.block_cache_bytes, 0, 1 << 40)?;
+        within(
+            "wal_segment_bytes",
+            self.wal_segment_bytes,
+            1 << 20,
+            1 << 30,
+        )?;
         within("key_bytes_max", self.key_bytes_max, 1, 1 << 20)?;
         within("value_bytes_max", self.value_bytes_max, 0, 64 << 20)?;
         within("batch_bytes_max", self.batch_bytes_max, 1 << 10, 16 << 20)?;
@@ -372,6 +466,9 @@ impl Config {
             }
         };
         fix(&mut self.data_dir);
+        if let Some(backup) = &mut self.backup {
+            fix(&mut backup.dir);
+        }
         if let Some(tls) = &mut self.tls {
             fix(&mut tls.cert);
             fix(&mut tls.key);
@@ -496,6 +593,9 @@ impl Config {
 
     fn check(&self) -> Result<(), String> {
         self.check_security()?;
+        if let Some(backup) = &self.backup {
+            backup.check(&self.data_dir)?;
+        }
         match (self.role, &self.replica) {
             (Role::Primary, Some(_)) => {
                 return Err("a [replica] section is only for role = \"replica\"".into());
@@ -627,6 +727,19 @@ mod tests {
     }
 
     #[test]
+    fn the_built_in_config_is_a_loopback_primary_on_strata_data() {
+        let config = Config::parse(DEFAULT_CONFIG).unwrap();
+        assert_eq!(config.role, Role::Primary);
+        assert_eq!(config.data_dir, PathBuf::from("strata-data"));
+        assert_eq!(config.listen.to_string(), "127.0.0.1:7001");
+        assert_eq!(
+            config.metrics_listen.map(|a| a.to_string()).as_deref(),
+            Some("127.0.0.1:9101")
+        );
+        assert!(config.backup.is_none());
+    }
+
+    #[test]
     fn bad_configs_are_refused_naming_what() {
         for (text, needle) in [
             (
@@ -689,6 +802,22 @@ mod tests {
             (
                 "role = \"primary\"\ndata_dir = \"p\"\nlisten = \"127.0.0.1:7001\"\n[engine]\nsync = true\n",
                 "sync",
+            ),
+            (
+                "role = \"primary\"\ndata_dir = \"p\"\nlisten = \"127.0.0.1:7001\"\n[backup]\ndir = \"p/backup\"\n",
+                "must not contain each other",
+            ),
+            (
+                "role = \"primary\"\ndata_dir = \"p\"\nlisten = \"127.0.0.1:7001\"\n[backup]\ndir = \"b\"\narchive_interval_ms = 1\n",
+                "archive_interval_ms",
+            ),
+            (
+                "role = \"primary\"\ndata_dir = \"p\"\nlisten = \"127.0.0.1:7001\"\n[backup]\ndir = \"b\"\nsegment_bytes = 10\n",
+                "segment_bytes",
+            ),
+            (
+                "role = \"primary\"\ndata_dir = \"p\"\nlisten = \"127.0.0.1:7001\"\n[backup]\narchive_interval_ms = 100\n",
+                "dir",
             ),
             (
                 "role = \"primary\"\ndata_dir = \"p\"\nlisten = \"127.0.0.1:7001\"\n[engine]\nmemtable_bytes = \"big\"\n",

@@ -13,11 +13,14 @@
 //! replica follows its upstream (bootstrapping from a snapshot when it has
 //! no data) and serves reads and downstream replicas.
 
+mod backup;
 mod bench;
 mod certs;
 mod client;
 mod config;
 mod connect;
+mod dump;
+mod health;
 mod inspect;
 mod listener;
 mod metrics;
@@ -45,11 +48,13 @@ struct Cli {
 
 #[derive(Subcommand)]
 pub(crate) enum Command {
-    /// Run a node (primary or replica) from a config file.
+    /// Run a node (primary or replica) from a config file; without one, a
+    /// primary on ./strata-data serving 127.0.0.1:7001 (metrics on
+    /// 127.0.0.1:9101).
     Serve {
-        /// The node's TOML config.
+        /// The node's TOML config (default: the built-in primary above).
         #[arg(long)]
-        config: PathBuf,
+        config: Option<PathBuf>,
     },
     /// Write a key on a running primary; prints the commit token.
     Put {
@@ -63,6 +68,32 @@ pub(crate) enum Command {
         /// The value.
         value: String,
     },
+    /// Remove a key on a running primary; prints the commit token.
+    Delete {
+        #[command(flatten)]
+        node: connect::NodeArgs,
+        /// Wait until the delete is durable.
+        #[arg(long)]
+        sync: bool,
+        /// The key.
+        key: String,
+    },
+    /// Remove every key in [START, END) on a running primary, atomically;
+    /// prints the commit token.
+    DeleteRange {
+        #[command(flatten)]
+        node: connect::NodeArgs,
+        /// Wait until the delete is durable.
+        #[arg(long)]
+        sync: bool,
+        /// The first key removed.
+        start: String,
+        /// The first key kept after the range (exclusive).
+        end: String,
+    },
+    /// Read keys in order (or reverse) from a running node: a range, a
+    /// prefix or everything, at most --limit, at or after a commit token.
+    Scan(client::ScanArgs),
     /// Read a key from a running node (primary or replica); prints the value
     /// and the sequence number the answer reflects.
     Get {
@@ -152,6 +183,23 @@ pub(crate) enum Command {
         #[arg(long)]
         to: PathBuf,
     },
+    /// Export every key and value of a stopped node's database (or a
+    /// checkpoint, or a restored database) into a portable text file
+    /// (docs/format.md).
+    Dump(dump::DumpArgs),
+    /// Import a dump file into a new database directory or a running
+    /// primary.
+    Load(dump::LoadArgs),
+    /// Take an online, consistent base backup of a running node into its
+    /// backup directory, or of a stopped node's database into a backup
+    /// directory.
+    Backup(backup::BackupArgs),
+    /// Rebuild a database in a new directory from a backup directory: the
+    /// newest base backup before the target plus the archived log up to it.
+    Restore(backup::RestoreArgs),
+    /// Apply a backup directory's retention: keep the newest base backups
+    /// and the archived log they need, remove the rest.
+    Prune(backup::PruneArgs),
     /// Write a private CA and a certificate per node name (for TLS and
     /// mutual TLS between nodes).
     Certs(certs::CertsArgs),
@@ -167,7 +215,12 @@ pub(crate) enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve { config } => serve(&config),
+        Command::Serve { config } => serve(config.as_deref()),
+        Command::Dump(args) => dump::dump(&args),
+        Command::Load(args) => dump::load(&args),
+        Command::Backup(args) => backup::backup(&args),
+        Command::Restore(args) => backup::restore(&args),
+        Command::Prune(args) => backup::prune(&args),
         Command::Verify { data_dir } => verify(&data_dir),
         Command::Checkpoint { data_dir, to } => checkpoint(&data_dir, &to),
         Command::Bench(args) => bench::run(args),
@@ -302,8 +355,11 @@ fn checkpoint(data_dir: &std::path::Path, to: &std::path::Path) -> Result<(), St
     db.close().map_err(|e| format!("closing: {e}"))
 }
 
-fn serve(path: &std::path::Path) -> Result<(), String> {
-    let config = config::Config::load(path)?;
+fn serve(path: Option<&std::path::Path>) -> Result<(), String> {
+    let config = match path {
+        Some(path) => config::Config::load(path)?,
+        None => config::Config::parse(config::DEFAULT_CONFIG)?,
+    };
     // Structured logs on stderr: RUST_LOG filters (default info);
     // STRATA_LOG_FORMAT=json for one JSON object per line.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -323,7 +379,7 @@ fn serve(path: &std::path::Path) -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(|e| format!("starting the runtime: {e}"))?;
-    runtime.block_on(run(config, path.to_path_buf()))
+    runtime.block_on(run(config, path.map(std::path::Path::to_path_buf)))
 }
 
 /// On SIGHUP: reads the config file again and swaps in its `[auth]`
@@ -386,7 +442,7 @@ fn reload_on_hangup(
     });
 }
 
-async fn run(config: config::Config, path: std::path::PathBuf) -> Result<(), String> {
+async fn run(config: config::Config, path: Option<std::path::PathBuf>) -> Result<(), String> {
     let snapshots = config.data_dir.with_extension("snapshots");
     // Every certificate, key and token is read and checked before any
     // data is touched.
@@ -398,11 +454,23 @@ async fn run(config: config::Config, path: std::path::PathBuf) -> Result<(), Str
         .transpose()?
         .map(listener::TlsConfigCell::new);
     let connections = Arc::new(listener::ConnectionFigures::default());
-    reload_on_hangup(path, config.clone(), auth.clone(), server_tls.clone());
+    // The built-in config has no file to read again.
+    if let Some(path) = path {
+        reload_on_hangup(path, config.clone(), auth.clone(), server_tls.clone());
+    }
     let request_metrics = Arc::new(metrics::RequestMetrics::new());
+    // Every fsync of the database's files is timed (strata_fsync_seconds).
+    let engine_options = {
+        let mut options = config.engine.options();
+        options.file_system = Arc::new(health::TimedFileSystem::new(
+            Arc::clone(&options.file_system),
+            request_metrics.fsync_seconds.clone(),
+        ));
+        options
+    };
     let (node, replica) = match config.role {
         config::Role::Primary => {
-            let db = Db::open(&config.data_dir, config.engine.options())
+            let db = Db::open(&config.data_dir, engine_options.clone())
                 .map_err(|e| format!("opening {}: {e}", config.data_dir.display()))?;
             let epoch =
                 Epoch::open(&config.data_dir).map_err(|e| format!("reading the epoch: {e}"))?;
@@ -436,7 +504,7 @@ async fn run(config: config::Config, path: std::path::PathBuf) -> Result<(), Str
                 &config.data_dir,
             );
             replica_config.ranges = section.intervals();
-            replica_config.options = config.engine.options();
+            replica_config.options = engine_options.clone();
             replica_config.tls = section
                 .tls
                 .as_ref()
@@ -482,11 +550,27 @@ async fn run(config: config::Config, path: std::path::PathBuf) -> Result<(), Str
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| format!("listening on {}: {e}", config.listen))?;
+    // Backups: the archiver thread and the Backup service.
+    let archive_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let archive = config.backup.as_ref().map(|section| {
+        Arc::new(backup::ArchiveState::new(
+            section.dir.clone(),
+            config.data_dir.clone(),
+            section.archive_interval(),
+            section.segment_bytes(),
+            section.log_hold_bytes_max(),
+        ))
+    });
+    let archiver = archive.as_ref().map(|state| {
+        tracing::info!(dir = %config.backup.as_ref().map(|b| b.dir.display().to_string()).unwrap_or_default(), "archiving the log");
+        backup::start_archiver(Arc::clone(state), node.db.clone(), Arc::clone(&archive_stop))
+    });
     if let Some(addr) = config.metrics_listen {
         let metrics_listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|e| format!("listening for metrics on {addr}: {e}"))?;
-        tokio::spawn(metrics::serve(metrics_listener, node.clone()));
+        let registry = metrics::registry(&node, config.data_dir.clone(), archive.clone());
+        tokio::spawn(metrics::serve(metrics_listener, registry));
         tracing::info!(%addr, "serving metrics at /metrics");
     }
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -557,7 +641,13 @@ async fn run(config: config::Config, path: std::path::PathBuf) -> Result<(), Str
             AdminServer::new(node.clone())
                 .max_decoding_message_size(1 << 20)
                 .max_encoding_message_size(64 << 20),
-        );
+        )
+        .add_optional_service(archive.as_ref().map(|state| {
+            strata_proto::v1::backup_server::BackupServer::new(backup::BackupService {
+                node: node.clone(),
+                state: Arc::clone(state),
+            })
+        }));
     let main = limits.serve(main_router, listener, stopped(stop_rx.clone()));
     let replication = async {
         match separate {
@@ -608,6 +698,17 @@ async fn run(config: config::Config, path: std::path::PathBuf) -> Result<(), Str
         && tokio::time::timeout(grace, replica.stop()).await.is_err()
     {
         tracing::warn!("the replica did not stop following within the grace period");
+    }
+    // The archiver copies everything durable before the database closes
+    // (the close releases the log it pinned).
+    if let Some(archiver) = archiver {
+        archive_stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if tokio::task::spawn_blocking(move || archiver.join())
+            .await
+            .is_err()
+        {
+            tracing::warn!("the archiver ended abnormally");
+        }
     }
     // Flush and sync: the next start replays no log.
     node.digest_points.clear();
