@@ -21,6 +21,7 @@ mod connect;
 mod inspect;
 mod listener;
 mod metrics;
+mod pipeline;
 mod secrets;
 mod services;
 
@@ -188,8 +189,11 @@ fn main() -> ExitCode {
 /// What every listener of a node shares: TLS and the limits, set
 /// explicitly: connections (bounded, silent ones closed), streams per
 /// connection, keepalives so a dead or idle peer is noticed, header size
-/// and reset-flood bounds. Message sizes are per service; compressed
-/// messages are not accepted at all (no service enables compression).
+/// and reset-flood bounds, and flow-control windows: a stream may have at
+/// most 256 KiB of requests unread, a connection 1 MiB (so a pipelined
+/// stream whose client stopped reading leaves room for the connection's
+/// other streams). Message sizes are per service; compressed messages are
+/// not accepted at all (no service enables compression).
 struct Limits {
     tls: Option<listener::TlsConfigCell>,
     max_connections: usize,
@@ -207,6 +211,8 @@ impl Limits {
             .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
             .http2_max_header_list_size(Some(16 << 10))
             .http2_max_pending_accept_reset_streams(Some(64))
+            .initial_stream_window_size(Some(256 << 10))
+            .initial_connection_window_size(Some(1 << 20))
     }
 
     /// Serves `router` on `listener` (TLS or not) until `stop`.
@@ -421,6 +427,7 @@ async fn run(config: config::Config, path: std::path::PathBuf) -> Result<(), Str
                     metrics: Arc::clone(&request_metrics),
                     auth: auth.clone(),
                     connections: Arc::clone(&connections),
+                    inline_writers: Arc::new(tokio::sync::Semaphore::new(services::INLINE_WRITERS)),
                 },
                 None,
             )
@@ -466,6 +473,7 @@ async fn run(config: config::Config, path: std::path::PathBuf) -> Result<(), Str
                     metrics: Arc::clone(&request_metrics),
                     auth: auth.clone(),
                     connections: Arc::clone(&connections),
+                    inline_writers: Arc::new(tokio::sync::Semaphore::new(services::INLINE_WRITERS)),
                 },
                 Some(replica),
             )
