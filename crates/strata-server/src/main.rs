@@ -325,7 +325,7 @@ fn serve(path: &std::path::Path) -> Result<(), String> {
         builder.try_init()
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(config.limits.runtime_threads())
         .enable_all()
         .build()
         .map_err(|e| format!("starting the runtime: {e}"))?;
@@ -427,7 +427,9 @@ async fn run(config: config::Config, path: std::path::PathBuf) -> Result<(), Str
                     metrics: Arc::clone(&request_metrics),
                     auth: auth.clone(),
                     connections: Arc::clone(&connections),
-                    inline_writers: Arc::new(tokio::sync::Semaphore::new(services::INLINE_WRITERS)),
+                    inline_writers: Arc::new(tokio::sync::Semaphore::new(
+                        services::inline_writers(config.limits.runtime_threads()),
+                    )),
                 },
                 None,
             )
@@ -473,7 +475,9 @@ async fn run(config: config::Config, path: std::path::PathBuf) -> Result<(), Str
                     metrics: Arc::clone(&request_metrics),
                     auth: auth.clone(),
                     connections: Arc::clone(&connections),
-                    inline_writers: Arc::new(tokio::sync::Semaphore::new(services::INLINE_WRITERS)),
+                    inline_writers: Arc::new(tokio::sync::Semaphore::new(
+                        services::inline_writers(config.limits.runtime_threads()),
+                    )),
                 },
                 Some(replica),
             )

@@ -7,7 +7,7 @@
 //! case) and unsynced writes are answered on the runtime thread that
 //! decoded them: an engine get or an unsynced group-commit write takes a
 //! few microseconds, less than the hop to another thread and back. At most
-//! [`INLINE_WRITERS`] runtime threads are inside an engine write at once
+//! [`inline_writers`] runtime threads are inside an engine write at once
 //! (others take the blocking pool), so a write stall never holds every
 //! runtime thread and reads keep being answered through one.
 //!
@@ -36,10 +36,13 @@ use strata_replication::{ReadOptions, Replica, SharedDb, Upstream, epoch::Epoch}
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
-/// How many runtime threads may be inside an engine write at once; other
-/// unsynced writes go to the blocking pool. One less than the node's two
-/// runtime threads, so reads always have one.
-pub(crate) const INLINE_WRITERS: usize = 1;
+/// How many of `runtime_threads` may be inside an engine write at once;
+/// other unsynced writes go to the blocking pool. One less than them, so
+/// reads always have one (with a single runtime thread, that one: a write
+/// stall then holds up reads too).
+pub(crate) fn inline_writers(runtime_threads: usize) -> usize {
+    runtime_threads.saturating_sub(1).max(1)
+}
 
 /// What a node is.
 #[derive(Debug, Clone)]
@@ -74,7 +77,7 @@ pub(crate) struct Node {
     pub(crate) connections: Arc<crate::listener::ConnectionFigures>,
     /// Recent views of the database, for digests as of a sequence number.
     pub(crate) digest_points: Arc<DigestPoints>,
-    /// Permits to write on a runtime thread ([`INLINE_WRITERS`]).
+    /// Permits to write on a runtime thread ([`inline_writers`]).
     pub(crate) inline_writers: Arc<tokio::sync::Semaphore>,
 }
 
