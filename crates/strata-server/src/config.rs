@@ -761,6 +761,10 @@ mod tests {
                 "limits.shutdown_grace_ms",
             ),
             (
+                "role = \"primary\"\ndata_dir = \"p\"\nlisten = \"127.0.0.1:7001\"\n[limits]\nruntime_threads = 0\n",
+                "limits.runtime_threads",
+            ),
+            (
                 "role = \"replica\"\ndata_dir = \"r\"\nlisten = \"127.0.0.1:7002\"\n[replica]\nupstream = \"https://127.0.0.1:7001\"\nid = \"r1\"\n",
                 "[replica.tls]",
             ),
