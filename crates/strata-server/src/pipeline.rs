@@ -21,6 +21,9 @@
 //!   beyond the HTTP/2 windows: the task reads on only once the transport
 //!   took the answers before, so a client that stops reading stops its own
 //!   stream and no other.
+//! - After a reload of the credentials, a stream whose credential no longer
+//!   grants it is ended (PERMISSION_DENIED) before its next request is
+//!   answered, as replication streams are.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -31,6 +34,7 @@ use strata::WriteBatch;
 use strata_proto::v1::{
     PipelineRequest, PipelineResponse, WriteRequest, pipeline_request, pipeline_response,
 };
+use strata_replication::auth::Principal;
 use tokio_stream::{Stream, StreamExt};
 use tonic::Status;
 
@@ -48,6 +52,7 @@ const MERGED_BYTES_MAX: usize = 1 << 20;
 /// cannot be told apart).
 pub(crate) fn serve<S>(
     node: Node,
+    principal: Principal,
     requests: S,
 ) -> tokio_stream::wrappers::ReceiverStream<Result<PipelineResponse, Status>>
 where
@@ -56,6 +61,7 @@ where
     let (answers, receiver) = tokio::sync::mpsc::channel(ANSWERS_MAX);
     tokio::spawn(async move {
         let mut requests = Box::pin(requests);
+        let mut auth_generation = node.auth.generation();
         loop {
             let mut chunk = VecDeque::new();
             let mut end = None;
@@ -79,6 +85,22 @@ where
                         break;
                     }
                     None => break,
+                }
+            }
+            let generation = node.auth.generation();
+            if generation != auth_generation {
+                auth_generation = generation;
+                if !node.auth.still_grants(&principal) {
+                    tracing::warn!(
+                        credential = %principal.name,
+                        "credential revoked: ending a pipelined stream"
+                    );
+                    let _ = answers
+                        .send(Err(Status::permission_denied(
+                            "the credential this stream was opened with was revoked or changed",
+                        )))
+                        .await;
+                    return;
                 }
             }
             if answer_chunk(&node, chunk, &answers).await.is_err() {

@@ -133,18 +133,18 @@ const ADMINS: &[Access] = &[Access::Admin];
 
 impl Node {
     /// Refuses the call unless its credential has one of `roles`; counts
-    /// refusals as outcome "denied".
+    /// refusals as outcome "denied". Returns who is calling.
     fn allow<T>(
         &self,
         request: &Request<T>,
         method: &'static str,
         roles: &[Access],
         what: &str,
-    ) -> Result<(), Status> {
-        let allowed = self
-            .auth
-            .authenticate(request)
-            .and_then(|principal| principal.require(roles, what));
+    ) -> Result<strata_replication::auth::Principal, Status> {
+        let allowed = self.auth.authenticate(request).and_then(|principal| {
+            principal.require(roles, what)?;
+            Ok(principal)
+        });
         if let Err(status) = &allowed {
             self.metrics
                 .requests
@@ -289,10 +289,12 @@ impl Kv for Node {
         request: Request<Streaming<PipelineRequest>>,
     ) -> Result<Response<Self::PipelineStream>, Status> {
         // The credentials that may read are those that may write
-        // (READERS == WRITERS); checked once, for the stream.
-        self.allow(&request, "pipeline", READERS, "read and write")?;
+        // (READERS == WRITERS); checked for the stream, and again after
+        // every reload of the credentials.
+        let principal = self.allow(&request, "pipeline", READERS, "read and write")?;
         Ok(Response::new(Box::pin(crate::pipeline::serve(
             self.clone(),
+            principal,
             request.into_inner(),
         ))))
     }
