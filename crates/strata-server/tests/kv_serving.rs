@@ -1,7 +1,8 @@
 //! How a `strata serve` node (from the example configs) serves `Kv`:
 //! `Pipeline` answers come in request order, each with its request's
 //! sequence and status, a bad request in the middle is answered with its
-//! error while the rest are served; a client that stops reading its
+//! error while the rest are served; consecutive writes, which the node may
+//! commit as one, each keep their own commit token; a client that stops reading its
 //! answers holds back only its own stream, which then stops reading
 //! requests (bounded memory), while other streams on the same connection
 //! are served; and on a replica, reads waiting for a commit token hold up
@@ -384,4 +385,129 @@ async fn replica_reads_waiting_for_a_commit_token_hold_up_no_other_read() {
         assert_eq!(answer.value, b"second");
         assert!(answer.seq > token);
     }
+}
+
+fn write_of(operations: Vec<Operation>) -> pipeline_request::Operation {
+    pipeline_request::Operation::Write(WriteRequest {
+        operations,
+        ..WriteRequest::default()
+    })
+}
+
+fn op(kind: operation::Kind, key: &str, value: &str) -> Operation {
+    Operation {
+        kind: kind as i32,
+        key: key.into(),
+        value: value.into(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consecutive_writes_keep_their_own_commit_tokens_and_a_refused_one_only_its_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let primary = primary(dir.path()).await;
+    let mut kv = KvClient::connect(primary.grpc.clone()).await.unwrap();
+    // Sent at once, so the node can commit the run of writes together; the
+    // answers must not depend on whether it did.
+    let requests = vec![
+        request(0, put("a1", b"1")),
+        request(1, put("a2", b"2")),
+        request(
+            2,
+            write_of(vec![
+                op(operation::Kind::Put, "a3", "3"),
+                op(operation::Kind::Put, "a4", "4"),
+            ]),
+        ),
+        // Refused by the engine (a range that ends before it starts).
+        request(
+            3,
+            write_of(vec![op(operation::Kind::DeleteRange, "b", "a")]),
+        ),
+        request(
+            4,
+            pipeline_request::Operation::Delete(DeleteRequest {
+                key: b"a1".to_vec(),
+                sync: false,
+            }),
+        ),
+        request(5, put("a5", b"5")),
+        request(6, get("a1")),
+        request(7, get("a4")),
+        request(8, get("a5")),
+    ];
+    let answers: Vec<_> = kv
+        .pipeline(tokio_stream::iter(requests))
+        .await
+        .unwrap()
+        .into_inner()
+        .collect::<Result<Vec<_>, _>>()
+        .await
+        .unwrap();
+    let codes: Vec<Code> = answers.iter().map(|a| Code::from(a.code)).collect();
+    let mut expected = vec![Code::Ok; 9];
+    expected[3] = Code::InvalidArgument;
+    assert_eq!(codes, expected, "{answers:?}");
+    assert!(answers[3].message.contains("delete_range"), "{answers:?}");
+    let seq = |i: usize| match &answers[i].answer {
+        Some(pipeline_response::Answer::Write(write)) => write.seq,
+        other => panic!("answer {i} is not a write: {other:?}"),
+    };
+    // One number per operation, in request order, none for the refused one.
+    let first = seq(0);
+    assert_eq!(
+        [seq(1), seq(2), seq(4), seq(5)],
+        [first + 1, first + 3, first + 4, first + 5]
+    );
+    let found = |i: usize| match &answers[i].answer {
+        Some(pipeline_response::Answer::Get(get)) => get.found.then(|| get.value.clone()),
+        other => panic!("answer {i} is not a get: {other:?}"),
+    };
+    assert_eq!(found(6), None, "deleted by request 4");
+    assert_eq!(found(7), Some(b"4".to_vec()));
+    assert_eq!(found(8), Some(b"5".to_vec()));
+    // A token names what it covers: a write's own token reads it.
+    let at_token = kv
+        .get(GetRequest {
+            key: b"a3".to_vec(),
+            min_seq: seq(2),
+            ..GetRequest::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(at_token.value, b"3");
+    assert!(at_token.seq >= seq(5));
+
+    // The same without a refused request: the run can share one engine write.
+    let requests = vec![
+        request(0, put("b1", b"1")),
+        request(1, put("b2", b"2")),
+        request(
+            2,
+            write_of(vec![
+                op(operation::Kind::Put, "b3", "3"),
+                op(operation::Kind::Put, "b4", "4"),
+            ]),
+        ),
+        request(3, put("b5", b"5")),
+    ];
+    let answers: Vec<_> = kv
+        .pipeline(tokio_stream::iter(requests))
+        .await
+        .unwrap()
+        .into_inner()
+        .collect::<Result<Vec<_>, _>>()
+        .await
+        .unwrap();
+    assert!(
+        answers.iter().all(|a| a.code == Code::Ok as i32),
+        "{answers:?}"
+    );
+    let seq = |i: usize| match &answers[i].answer {
+        Some(pipeline_response::Answer::Write(write)) => write.seq,
+        other => panic!("answer {i} is not a write: {other:?}"),
+    };
+    let first = seq(0);
+    assert_eq!([seq(1), seq(2), seq(3)], [first + 1, first + 3, first + 4]);
 }
