@@ -245,12 +245,11 @@ async fn write_run(node: &Node, run: Vec<Mergeable>) -> Vec<PipelineResponse> {
             Err(status) => outcomes.push(Some(Err(status))),
         }
     }
-    if in_batch == 1 {
-        // Nothing to share: as a unary write.
-        batch = WriteBatch::new();
-    }
-    let mut merged_failed = in_batch <= 1;
-    if in_batch > 1 {
+    // Whether the run's requests must be written one by one: the engine
+    // refused their shared write for its content, so which of them is at
+    // fault is found by writing each alone.
+    let mut one_by_one = false;
+    if in_batch > 0 {
         match node.commit(batch, sync, 0, 0).await {
             Ok(committed) => {
                 // Each request's token: the last sequence number of its own
@@ -263,7 +262,9 @@ async fn write_run(node: &Node, run: Vec<Mergeable>) -> Vec<PipelineResponse> {
                     }
                 }
             }
-            Err(status) if status.code() == tonic::Code::InvalidArgument => merged_failed = true,
+            Err(status) if status.code() == tonic::Code::InvalidArgument && in_batch > 1 => {
+                one_by_one = true;
+            }
             Err(status) => {
                 for outcome in outcomes.iter_mut().filter(|o| o.is_none()) {
                     *outcome = Some(Err(status.clone()));
@@ -286,8 +287,7 @@ async fn write_run(node: &Node, run: Vec<Mergeable>) -> Vec<PipelineResponse> {
                     confirmed: true,
                 })
             }
-            // Alone: refused (or committed) for its own content.
-            None if merged_failed => node.write_timed(write.request).await,
+            None if one_by_one => node.write_timed(write.request).await,
             None => Err(Status::internal("a merged write lost its answer")),
         };
         answers.push(answered(
