@@ -8,7 +8,15 @@
 //! first), `overwrite` (puts over the same key space). Keys are 16 bytes
 //! (the index in big-endian after a scrambled prefix for the random
 //! workloads), values `--value-size` bytes.
+//!
+//! Against a node each client has its own connection. With `--pipeline N`
+//! a client sends N operations at a time on one `Kv.Pipeline` stream and
+//! reads their N answers before sending the next N (as `redis-benchmark
+//! -P N` does); without it, each operation is one unary call, answered
+//! before the next is sent. Latency is from sending an operation to
+//! reading its answer.
 
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,7 +24,9 @@ use std::time::{Duration, Instant};
 
 use strata::{Db, Options, WriteBatch, WriteOptions};
 use strata_proto::v1::kv_client::KvClient;
-use strata_proto::v1::{GetRequest, Operation, WriteRequest, operation};
+use strata_proto::v1::{GetRequest, PipelineRequest, PutRequest, pipeline_request};
+
+use crate::connect::Connected;
 
 /// What to run.
 #[derive(Debug, Clone, clap::Args)]
@@ -42,6 +52,14 @@ pub(crate) struct BenchArgs {
     /// Run against this running node over gRPC.
     #[arg(long)]
     node: Option<String>,
+    /// With --node: operations each client keeps in flight on one
+    /// pipelined stream (1: one unary call at a time).
+    #[arg(long, default_value_t = 1, requires = "node")]
+    pipeline: usize,
+    /// With --node: runtime threads driving the clients (1, as
+    /// redis-benchmark, leaves the other cores to the node).
+    #[arg(long, default_value_t = 1, requires = "node")]
+    client_threads: usize,
     #[command(flatten)]
     security: crate::connect::Security,
 }
@@ -128,14 +146,23 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), String> {
             args.workload
         ));
     }
-    if args.threads == 0 || args.num == 0 {
-        return Err("--threads and --num must be positive".into());
+    if args.threads == 0 || args.num == 0 || args.pipeline == 0 {
+        return Err("--threads, --num and --pipeline must be positive".into());
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| format!("starting the runtime: {e}"))?;
+    if args.pipeline > 4096 {
+        return Err("--pipeline: at most 4096 operations in flight per client".into());
+    }
+    let runtime = if args.node.is_some() && args.client_threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(args.client_threads.clamp(2, 64))
+            .enable_all()
+            .build()
+    }
+    .map_err(|e| format!("starting the runtime: {e}"))?;
     runtime.block_on(async move {
         match (&args.data_dir, &args.node) {
             (Some(dir), None) => embedded(&args, dir).await,
@@ -194,50 +221,137 @@ async fn embedded(args: &BenchArgs, dir: &std::path::Path) -> Result<(), String>
     db.close().map_err(|e| format!("closing: {e}"))
 }
 
+/// The request of a client's `n`-th operation.
+fn remote_operation(args: &BenchArgs, i: u64, value: &[u8]) -> pipeline_request::Operation {
+    if args.workload == "readrandom" {
+        let k = i.wrapping_mul(0x2545_f491_4f6c_dd1d) % args.num;
+        pipeline_request::Operation::Get(GetRequest {
+            key: key("fillrandom", k).to_vec(),
+            ..GetRequest::default()
+        })
+    } else {
+        pipeline_request::Operation::Put(PutRequest {
+            key: key(&args.workload, i).to_vec(),
+            value: value.to_vec(),
+            sync: args.sync,
+        })
+    }
+}
+
+fn describe(status: &tonic::Status) -> String {
+    format!("{:?}: {}", status.code(), status.message())
+}
+
 async fn remote(args: &BenchArgs, node: &str) -> Result<(), String> {
     let done = Arc::new(AtomicU64::new(0));
+    let per_thread = args.num / args.threads;
+    let mut clients = Vec::new();
+    for _ in 0..args.threads {
+        let (channel, token) = args.security.channel(node).await?;
+        clients.push(KvClient::with_interceptor(channel, token));
+    }
     let ticker = progress(Arc::clone(&done), args.num);
     let started = Instant::now();
-    let per_thread = args.num / args.threads;
     let mut handles = Vec::new();
-    for t in 0..args.threads {
-        let (channel, token) = args.security.channel(node).await?;
-        let mut kv = KvClient::with_interceptor(channel, token);
+    for (t, kv) in (0..args.threads).zip(clients) {
         let done = Arc::clone(&done);
         let args = args.clone();
+        let first = t * per_thread;
         handles.push(tokio::spawn(async move {
-            let value = vec![0x5au8; args.value_size];
-            let mut micros = Vec::with_capacity(per_thread as usize);
-            for n in 0..per_thread {
-                let i = t * per_thread + n;
-                let op_started = Instant::now();
-                if args.workload == "readrandom" {
-                    let k = i.wrapping_mul(0x2545_f491_4f6c_dd1d) % args.num;
-                    kv.get(GetRequest {
-                        key: key("fillrandom", k).to_vec(),
-                        ..GetRequest::default()
-                    })
-                    .await
-                    .map_err(|e| format!("{:?}: {}", e.code(), e.message()))?;
-                } else {
-                    kv.write(WriteRequest {
-                        operations: vec![Operation {
-                            kind: operation::Kind::Put as i32,
-                            key: key(&args.workload, i).to_vec(),
-                            value: value.clone(),
-                        }],
-                        sync: args.sync,
-                        ..WriteRequest::default()
-                    })
-                    .await
-                    .map_err(|e| format!("{:?}: {}", e.code(), e.message()))?;
-                }
-                micros.push(op_started.elapsed().as_micros() as u64);
-                done.fetch_add(1, Ordering::Relaxed);
+            if args.pipeline > 1 {
+                pipelined(kv, &args, first..first + per_thread, &done).await
+            } else {
+                unary(kv, &args, first..first + per_thread, &done).await
             }
-            Ok::<_, String>(micros)
         }));
     }
     finish(handles, started, ticker, &args.workload, node, &done).await?;
     Ok(())
+}
+
+/// Operations `range`, one unary call each.
+async fn unary(
+    mut kv: KvClient<Connected>,
+    args: &BenchArgs,
+    range: std::ops::Range<u64>,
+    done: &AtomicU64,
+) -> Result<Vec<u64>, String> {
+    let value = vec![0x5au8; args.value_size];
+    let mut micros = Vec::with_capacity(range.clone().count());
+    for i in range {
+        let op_started = Instant::now();
+        match remote_operation(args, i, &value) {
+            pipeline_request::Operation::Get(get) => {
+                kv.get(get).await.map_err(|e| describe(&e))?;
+            }
+            pipeline_request::Operation::Put(put) => {
+                kv.put(put).await.map_err(|e| describe(&e))?;
+            }
+            _ => return Err("the bench sends only gets and puts".into()),
+        }
+        micros.push(op_started.elapsed().as_micros() as u64);
+        done.fetch_add(1, Ordering::Relaxed);
+    }
+    Ok(micros)
+}
+
+/// Operations `range` on one `Pipeline` stream, `args.pipeline` at a time.
+async fn pipelined(
+    mut kv: KvClient<Connected>,
+    args: &BenchArgs,
+    range: std::ops::Range<u64>,
+    done: &AtomicU64,
+) -> Result<Vec<u64>, String> {
+    let value = vec![0x5au8; args.value_size];
+    let total = range.end - range.start;
+    let (tx, rx) = tokio::sync::mpsc::channel(args.pipeline);
+    let mut answers = kv
+        .pipeline(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .map_err(|e| describe(&e))?
+        .into_inner();
+    let mut in_flight: VecDeque<(u64, Instant)> = VecDeque::with_capacity(args.pipeline);
+    let mut micros = Vec::with_capacity(total as usize);
+    let mut next = 0u64;
+    while (micros.len() as u64) < total {
+        // A new batch only once the previous one is answered.
+        if in_flight.is_empty() {
+            let batch_end = total.min(next + args.pipeline as u64);
+            while next < batch_end {
+                let request = PipelineRequest {
+                    sequence: next,
+                    operation: Some(remote_operation(args, range.start + next, &value)),
+                };
+                tx.send(request)
+                    .await
+                    .map_err(|_| "the node closed the pipelined stream".to_string())?;
+                in_flight.push_back((next, Instant::now()));
+                next += 1;
+            }
+        }
+        let answer = answers
+            .message()
+            .await
+            .map_err(|e| describe(&e))?
+            .ok_or("the node ended the pipelined stream early")?;
+        let (sequence, sent) = in_flight
+            .pop_front()
+            .ok_or("an answer to no request in flight")?;
+        if answer.sequence != sequence {
+            return Err(format!(
+                "answer {} where {sequence} was due (out of order)",
+                answer.sequence
+            ));
+        }
+        if answer.code != tonic::Code::Ok as i32 {
+            return Err(format!(
+                "request {sequence}: {:?}: {}",
+                tonic::Code::from_i32(answer.code),
+                answer.message
+            ));
+        }
+        micros.push(sent.elapsed().as_micros() as u64);
+        done.fetch_add(1, Ordering::Relaxed);
+    }
+    Ok(micros)
 }

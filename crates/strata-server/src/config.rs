@@ -41,6 +41,7 @@
 //! max_connections = 4096
 //! handshake_timeout_ms = 10000     # TLS handshake / first byte
 //! shutdown_grace_ms = 5000         # SIGTERM/SIGINT: how long open calls may finish
+//! runtime_threads = 2              # threads answering requests
 //!
 //! [engine]                         # optional: sync policy and limits
 //! sync_interval_ms = 10            # background log sync (absent: none)
@@ -199,6 +200,11 @@ pub(crate) struct LimitsSection {
     /// to finish before they are dropped and the database is closed, in
     /// milliseconds (default 5000).
     pub(crate) shutdown_grace_ms: Option<u64>,
+    /// Threads that serve the network: read requests, answer the reads
+    /// and unsynced writes that wait for nothing, write answers (default
+    /// 2; 1 to 64). Synced writes, waiting reads and scans use a separate
+    /// pool; the engine's flushes and compactions their own threads.
+    pub(crate) runtime_threads: Option<u64>,
 }
 
 impl LimitsSection {
@@ -215,6 +221,11 @@ impl LimitsSection {
     /// How long a stopping node waits for open calls.
     pub(crate) fn shutdown_grace(&self) -> std::time::Duration {
         std::time::Duration::from_millis(self.shutdown_grace_ms.unwrap_or(5_000))
+    }
+
+    /// The threads serving the network.
+    pub(crate) fn runtime_threads(&self) -> usize {
+        self.runtime_threads.map_or(2, |v| v as usize)
     }
 }
 
@@ -588,6 +599,13 @@ impl Config {
                 "limits.shutdown_grace_ms = {ms} is outside 100..=300000"
             ));
         }
+        if let Some(threads) = limits.runtime_threads
+            && !(1..=64).contains(&threads)
+        {
+            return Err(format!(
+                "limits.runtime_threads = {threads} is outside 1..=64"
+            ));
+        }
         Ok(())
     }
 
@@ -870,6 +888,10 @@ mod tests {
             (
                 "role = \"primary\"\ndata_dir = \"p\"\nlisten = \"127.0.0.1:7001\"\n[limits]\nshutdown_grace_ms = 10\n",
                 "limits.shutdown_grace_ms",
+            ),
+            (
+                "role = \"primary\"\ndata_dir = \"p\"\nlisten = \"127.0.0.1:7001\"\n[limits]\nruntime_threads = 0\n",
+                "limits.runtime_threads",
             ),
             (
                 "role = \"replica\"\ndata_dir = \"r\"\nlisten = \"127.0.0.1:7002\"\n[replica]\nupstream = \"https://127.0.0.1:7001\"\nid = \"r1\"\n",

@@ -24,6 +24,7 @@ mod health;
 mod inspect;
 mod listener;
 mod metrics;
+mod pipeline;
 mod secrets;
 mod services;
 
@@ -241,8 +242,11 @@ fn main() -> ExitCode {
 /// What every listener of a node shares: TLS and the limits, set
 /// explicitly: connections (bounded, silent ones closed), streams per
 /// connection, keepalives so a dead or idle peer is noticed, header size
-/// and reset-flood bounds. Message sizes are per service; compressed
-/// messages are not accepted at all (no service enables compression).
+/// and reset-flood bounds, and flow-control windows: a stream may have at
+/// most 256 KiB of requests unread, a connection 1 MiB (so a pipelined
+/// stream whose client stopped reading leaves room for the connection's
+/// other streams). Message sizes are per service; compressed messages are
+/// not accepted at all (no service enables compression).
 struct Limits {
     tls: Option<listener::TlsConfigCell>,
     max_connections: usize,
@@ -260,6 +264,8 @@ impl Limits {
             .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
             .http2_max_header_list_size(Some(16 << 10))
             .http2_max_pending_accept_reset_streams(Some(64))
+            .initial_stream_window_size(Some(256 << 10))
+            .initial_connection_window_size(Some(1 << 20))
     }
 
     /// Serves `router` on `listener` (TLS or not) until `stop`.
@@ -375,7 +381,7 @@ fn serve(path: Option<&std::path::Path>) -> Result<(), String> {
         builder.try_init()
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(config.limits.runtime_threads())
         .enable_all()
         .build()
         .map_err(|e| format!("starting the runtime: {e}"))?;
@@ -489,6 +495,9 @@ async fn run(config: config::Config, path: Option<std::path::PathBuf>) -> Result
                     metrics: Arc::clone(&request_metrics),
                     auth: auth.clone(),
                     connections: Arc::clone(&connections),
+                    inline_writers: Arc::new(tokio::sync::Semaphore::new(
+                        services::inline_writers(config.limits.runtime_threads()),
+                    )),
                 },
                 None,
             )
@@ -534,6 +543,9 @@ async fn run(config: config::Config, path: Option<std::path::PathBuf>) -> Result
                     metrics: Arc::clone(&request_metrics),
                     auth: auth.clone(),
                     connections: Arc::clone(&connections),
+                    inline_writers: Arc::new(tokio::sync::Semaphore::new(
+                        services::inline_writers(config.limits.runtime_threads()),
+                    )),
                 },
                 Some(replica),
             )

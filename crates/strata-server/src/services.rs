@@ -1,9 +1,21 @@
 //! The client services of a node: `Kv` (writes on a primary, reads on any
 //! node with `min_seq` and staleness waits) and `Admin` (status, digest).
 //!
-//! Blocking work (writes, waits, scans) runs on tokio's blocking pool; no
-//! request holds a runtime thread while it waits.
+//! Work that may block runs on tokio's blocking pool: synced and
+//! semi-synchronous writes, reads that wait for a commit token or a
+//! staleness bound, scans. Reads whose waits are already met (the common
+//! case) and unsynced writes are answered on the runtime thread that
+//! decoded them: an engine get or an unsynced group-commit write takes a
+//! few microseconds, less than the hop to another thread and back. At most
+//! [`inline_writers`] runtime threads are inside an engine write at once
+//! (others take the blocking pool), so a write stall never holds every
+//! runtime thread and reads keep being answered through one.
+//!
+//! `Pipeline` streams are served by [`crate::pipeline`]: requests answered
+//! in order, runs of writes committed as one engine write, a bounded number
+//! of requests read ahead.
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,15 +24,25 @@ use strata_proto::v1::admin_server::Admin;
 use strata_proto::v1::kv_server::Kv;
 use strata_proto::v1::{
     DeleteRequest, DigestRequest, DigestResponse, GetRequest, GetResponse, KeyValue,
-    MergeRangesRequest, MergeRangesResponse, Operation, PromoteRequest, PromoteResponse,
-    PutRequest, RangeDigest, RangeState, RangesRequest, RangesResponse, ReplicaState, ScanRequest,
-    ScanResponse, SplitRangeRequest, SplitRangeResponse, StatusRequest, StatusResponse,
-    WriteRequest, WriteResponse, operation,
+    MergeRangesRequest, MergeRangesResponse, Operation, PipelineRequest, PipelineResponse,
+    PromoteRequest, PromoteResponse, PutRequest, RangeDigest, RangeState, RangesRequest,
+    RangesResponse, ReplicaState, ScanRequest, ScanResponse, SplitRangeRequest, SplitRangeResponse,
+    StatusRequest, StatusResponse, WriteRequest, WriteResponse, operation, pipeline_request,
+    pipeline_response,
 };
 use strata_replication::auth::{Auth, Role as Access};
 use strata_replication::digest::{DigestError, DigestPoints, DigestQuery};
 use strata_replication::{ReadOptions, Replica, SharedDb, Upstream, epoch::Epoch};
-use tonic::{Request, Response, Status};
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status, Streaming};
+
+/// How many of `runtime_threads` may be inside an engine write at once;
+/// other unsynced writes go to the blocking pool. One less than them, so
+/// reads always have one (with a single runtime thread, that one: a write
+/// stall then holds up reads too).
+pub(crate) fn inline_writers(runtime_threads: usize) -> usize {
+    runtime_threads.saturating_sub(1).max(1)
+}
 
 /// What a node is.
 #[derive(Debug, Clone)]
@@ -55,6 +77,8 @@ pub(crate) struct Node {
     pub(crate) connections: Arc<crate::listener::ConnectionFigures>,
     /// Recent views of the database, for digests as of a sequence number.
     pub(crate) digest_points: Arc<DigestPoints>,
+    /// Permits to write on a runtime thread ([`inline_writers`]).
+    pub(crate) inline_writers: Arc<tokio::sync::Semaphore>,
 }
 
 /// Intervals for a message, for example `["eu/", "eu0")`.
@@ -109,18 +133,18 @@ const ADMINS: &[Access] = &[Access::Admin];
 
 impl Node {
     /// Refuses the call unless its credential has one of `roles`; counts
-    /// refusals as outcome "denied".
+    /// refusals as outcome "denied". Returns who is calling.
     fn allow<T>(
         &self,
         request: &Request<T>,
         method: &'static str,
         roles: &[Access],
         what: &str,
-    ) -> Result<(), Status> {
-        let allowed = self
-            .auth
-            .authenticate(request)
-            .and_then(|principal| principal.require(roles, what));
+    ) -> Result<strata_replication::auth::Principal, Status> {
+        let allowed = self.auth.authenticate(request).and_then(|principal| {
+            principal.require(roles, what)?;
+            Ok(principal)
+        });
         if let Err(status) = &allowed {
             self.metrics
                 .requests
@@ -149,6 +173,68 @@ impl Node {
     }
 }
 
+/// Checks `operations` (at least one, each of a known kind), then adds
+/// them to `batch`; on an error, adds none.
+pub(crate) fn add_operations(
+    batch: &mut WriteBatch,
+    operations: &[Operation],
+) -> Result<(), Status> {
+    if operations.is_empty() {
+        return Err(Status::invalid_argument(
+            "a write needs at least one operation",
+        ));
+    }
+    for (i, op) in operations.iter().enumerate() {
+        if !matches!(
+            operation::Kind::try_from(op.kind),
+            Ok(operation::Kind::Put | operation::Kind::Delete | operation::Kind::DeleteRange)
+        ) {
+            return Err(Status::invalid_argument(format!(
+                "operations[{i}].kind {} is not put, delete or delete_range",
+                op.kind
+            )));
+        }
+    }
+    for op in operations {
+        match operation::Kind::try_from(op.kind) {
+            Ok(operation::Kind::Put) => batch.put(&op.key, &op.value),
+            Ok(operation::Kind::Delete) => batch.delete(&op.key),
+            _ => batch.delete_range(&op.key, &op.value),
+        }
+    }
+    Ok(())
+}
+
+/// A put as the one-operation write it is.
+pub(crate) fn put_to_write(put: PutRequest) -> WriteRequest {
+    WriteRequest {
+        operations: vec![Operation {
+            kind: operation::Kind::Put as i32,
+            key: put.key,
+            value: put.value,
+        }],
+        sync: put.sync,
+        ..WriteRequest::default()
+    }
+}
+
+/// A delete as the one-operation write it is.
+pub(crate) fn delete_to_write(delete: DeleteRequest) -> WriteRequest {
+    WriteRequest {
+        operations: vec![Operation {
+            kind: operation::Kind::Delete as i32,
+            key: delete.key,
+            value: Vec::new(),
+        }],
+        sync: delete.sync,
+        ..WriteRequest::default()
+    }
+}
+
+/// The answers of a `Pipeline` stream.
+pub(crate) type PipelineAnswers =
+    Pin<Box<dyn Stream<Item = Result<PipelineResponse, Status>> + Send + 'static>>;
+
 #[tonic::async_trait]
 impl Kv for Node {
     async fn write(
@@ -156,22 +242,16 @@ impl Kv for Node {
         request: Request<WriteRequest>,
     ) -> Result<Response<WriteResponse>, Status> {
         self.allow(&request, "write", WRITERS, "write")?;
-        self.write_timed(request.into_inner()).await
+        self.write_timed(request.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn put(&self, request: Request<PutRequest>) -> Result<Response<WriteResponse>, Status> {
         self.allow(&request, "write", WRITERS, "write")?;
-        let put = request.into_inner();
-        let write = WriteRequest {
-            operations: vec![Operation {
-                kind: operation::Kind::Put as i32,
-                key: put.key,
-                value: put.value,
-            }],
-            sync: put.sync,
-            ..WriteRequest::default()
-        };
-        self.write_timed(write).await
+        self.write_timed(put_to_write(request.into_inner()))
+            .await
+            .map(Response::new)
     }
 
     async fn delete(
@@ -179,17 +259,9 @@ impl Kv for Node {
         request: Request<DeleteRequest>,
     ) -> Result<Response<WriteResponse>, Status> {
         self.allow(&request, "write", WRITERS, "write")?;
-        let delete = request.into_inner();
-        let write = WriteRequest {
-            operations: vec![Operation {
-                kind: operation::Kind::Delete as i32,
-                key: delete.key,
-                value: Vec::new(),
-            }],
-            sync: delete.sync,
-            ..WriteRequest::default()
-        };
-        self.write_timed(write).await
+        self.write_timed(delete_to_write(request.into_inner()))
+            .await
+            .map(Response::new)
     }
 
     async fn scan(&self, request: Request<ScanRequest>) -> Result<Response<ScanResponse>, Status> {
@@ -205,18 +277,68 @@ impl Kv for Node {
 
     async fn get(&self, request: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
         self.allow(&request, "get", READERS, "read")?;
+        self.get_timed(request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    type PipelineStream = PipelineAnswers;
+
+    async fn pipeline(
+        &self,
+        request: Request<Streaming<PipelineRequest>>,
+    ) -> Result<Response<Self::PipelineStream>, Status> {
+        // The credentials that may read are those that may write
+        // (READERS == WRITERS); checked for the stream, and again after
+        // every reload of the credentials.
+        let principal = self.allow(&request, "pipeline", READERS, "read and write")?;
+        Ok(Response::new(Box::pin(crate::pipeline::serve(
+            self.clone(),
+            principal,
+            request.into_inner(),
+        ))))
+    }
+}
+
+impl Node {
+    /// The answer to one request of a `Pipeline` stream.
+    pub(crate) async fn answer_pipelined(&self, request: PipelineRequest) -> PipelineResponse {
+        let sequence = request.sequence;
+        let outcome = match request.operation {
+            Some(pipeline_request::Operation::Get(get)) => self
+                .get_timed(get)
+                .await
+                .map(pipeline_response::Answer::Get),
+            Some(pipeline_request::Operation::Put(put)) => self
+                .write_timed(put_to_write(put))
+                .await
+                .map(pipeline_response::Answer::Write),
+            Some(pipeline_request::Operation::Delete(delete)) => self
+                .write_timed(delete_to_write(delete))
+                .await
+                .map(pipeline_response::Answer::Write),
+            Some(pipeline_request::Operation::Write(write)) => self
+                .write_timed(write)
+                .await
+                .map(pipeline_response::Answer::Write),
+            None => Err(Status::invalid_argument(format!(
+                "request {sequence}: no operation (get, put, delete or write)"
+            ))),
+        };
+        crate::pipeline::answered(sequence, outcome)
+    }
+
+    pub(crate) async fn get_timed(&self, request: GetRequest) -> Result<GetResponse, Status> {
         let started = std::time::Instant::now();
-        let result = self.get_inner(request.into_inner()).await;
+        let result = self.get_inner(request).await;
         self.metrics
             .read_seconds
             .observe(started.elapsed().as_secs_f64());
         self.count("get", result.is_ok());
         result
     }
-}
 
-impl Node {
-    async fn write_timed(&self, request: WriteRequest) -> Result<Response<WriteResponse>, Status> {
+    pub(crate) async fn write_timed(&self, request: WriteRequest) -> Result<WriteResponse, Status> {
         let started = std::time::Instant::now();
         let result = self.write_inner(request).await;
         self.metrics
@@ -226,7 +348,7 @@ impl Node {
         result
     }
 
-    fn count(&self, method: &'static str, ok: bool) {
+    pub(crate) fn count(&self, method: &'static str, ok: bool) {
         self.metrics
             .requests
             .get_or_create(&crate::metrics::RequestLabels {
@@ -236,37 +358,53 @@ impl Node {
             .inc();
     }
 
-    async fn write_inner(&self, request: WriteRequest) -> Result<Response<WriteResponse>, Status> {
+    async fn write_inner(&self, request: WriteRequest) -> Result<WriteResponse, Status> {
+        let mut batch = WriteBatch::new();
+        add_operations(&mut batch, &request.operations)?;
+        self.commit(
+            batch,
+            request.sync,
+            request.min_replicas,
+            request.replica_timeout_millis,
+        )
+        .await
+    }
+
+    /// Writes `batch`; semi-synchronously if `min_replicas > 0`.
+    pub(crate) async fn commit(
+        &self,
+        batch: WriteBatch,
+        sync: bool,
+        min_replicas: u32,
+        replica_timeout_millis: u64,
+    ) -> Result<WriteResponse, Status> {
         // A replica's database refuses writes (ReadOnly, naming the primary)
         // until it is promoted.
-        if request.operations.is_empty() {
-            return Err(Status::invalid_argument(
-                "a write needs at least one operation",
-            ));
-        }
-        let mut batch = WriteBatch::new();
-        for (i, op) in request.operations.iter().enumerate() {
-            match operation::Kind::try_from(op.kind) {
-                Ok(operation::Kind::Put) => batch.put(&op.key, &op.value),
-                Ok(operation::Kind::Delete) => batch.delete(&op.key),
-                Ok(operation::Kind::DeleteRange) => batch.delete_range(&op.key, &op.value),
-                _ => {
-                    return Err(Status::invalid_argument(format!(
-                        "operations[{i}].kind {} is not put, delete or delete_range",
-                        op.kind
-                    )));
-                }
-            }
+        let db = self.db()?;
+        let committed = |seq: SeqNo| WriteResponse {
+            seq: seq.get(),
+            replicas: 0,
+            confirmed: true,
+        };
+        // An unsynced write waits for no disk: on this thread, if no other
+        // runtime thread is writing.
+        if !sync
+            && min_replicas == 0
+            && let Ok(_permit) = self.inline_writers.try_acquire()
+        {
+            return db
+                .write(batch, &WriteOptions { sync: false })
+                .map(committed)
+                .map_err(|e| to_status(&e));
         }
         let node = self.clone();
-        let db = self.db()?;
-        let answer = tokio::task::spawn_blocking(move || {
-            if request.min_replicas > 0 {
+        tokio::task::spawn_blocking(move || {
+            if min_replicas > 0 {
                 node.upstream
                     .write(
                         batch,
-                        request.min_replicas as usize,
-                        millis(request.replica_timeout_millis, 1000),
+                        min_replicas as usize,
+                        millis(replica_timeout_millis, 1000),
                     )
                     .map(|o| WriteResponse {
                         seq: o.seq.get(),
@@ -274,18 +412,31 @@ impl Node {
                         confirmed: o.confirmed,
                     })
             } else {
-                db.write(batch, &WriteOptions { sync: request.sync })
-                    .map(|seq| WriteResponse {
-                        seq: seq.get(),
-                        replicas: 0,
-                        confirmed: true,
-                    })
+                db.write(batch, &WriteOptions { sync }).map(committed)
             }
         })
         .await
         .map_err(|e| Status::internal(e.to_string()))?
-        .map_err(|e| to_status(&e))?;
-        Ok(Response::new(answer))
+        .map_err(|e| to_status(&e))
+    }
+
+    /// A snapshot if the read's waits are met now, without blocking:
+    /// `None` if it would have to wait.
+    fn snapshot_now(&self, options: &ReadOptions) -> Result<Option<strata::Snapshot>, Status> {
+        let now = ReadOptions {
+            timeout: Duration::ZERO,
+            ..*options
+        };
+        match &self.role {
+            Role::Replica { replica, .. } => Ok(replica.snapshot(&now).ok()),
+            Role::Primary => {
+                let db = self.db()?;
+                Ok(match now.min_seq {
+                    Some(min) if !db.wait_for_seq(min, Duration::ZERO) => None,
+                    _ => Some(db.snapshot()),
+                })
+            }
+        }
     }
 
     /// A snapshot once the read's waits are met (a replica waits for
@@ -367,25 +518,33 @@ impl Node {
         Ok(Response::new(answer))
     }
 
-    async fn get_inner(&self, request: GetRequest) -> Result<Response<GetResponse>, Status> {
+    async fn get_inner(&self, request: GetRequest) -> Result<GetResponse, Status> {
         let options = read_options(
             request.min_seq,
             request.max_staleness_millis,
             request.timeout_millis,
         );
-        let node = self.clone();
-        let answer = tokio::task::spawn_blocking(move || -> Result<GetResponse, Status> {
-            let snapshot = node.read_snapshot(&options)?;
-            let value = snapshot.get(&request.key).map_err(|e| to_status(&e))?;
+        let answer = |snapshot: &strata::Snapshot, key: &[u8]| {
+            let value = snapshot.get(key).map_err(|e| to_status(&e))?;
             Ok(GetResponse {
                 found: value.is_some(),
                 value: value.unwrap_or_default(),
                 seq: snapshot.seq().get(),
             })
+        };
+        // Met waits (or none): an engine get, on this thread. Otherwise the
+        // wait holds a blocking-pool thread, not a runtime one, so other
+        // reads go on.
+        if let Some(snapshot) = self.snapshot_now(&options)? {
+            return answer(&snapshot, &request.key);
+        }
+        let node = self.clone();
+        tokio::task::spawn_blocking(move || -> Result<GetResponse, Status> {
+            let snapshot = node.read_snapshot(&options)?;
+            answer(&snapshot, &request.key)
         })
         .await
-        .map_err(|e| Status::internal(e.to_string()))??;
-        Ok(Response::new(answer))
+        .map_err(|e| Status::internal(e.to_string()))?
     }
 }
 

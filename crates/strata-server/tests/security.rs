@@ -996,3 +996,57 @@ async fn replicas_refused_for_their_credentials_are_counted_and_alerted() {
         &after[0]
     ));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipelined_stream_ends_once_its_token_is_revoked() {
+    use strata_proto::v1::{PipelineRequest, pipeline_request};
+    let setup = Setup::new();
+    let primary = running_primary(&setup).await;
+    let old = setup.token("app");
+    let (requests, receiver) = tokio::sync::mpsc::channel(4);
+    let mut answers = KvClient::new(setup.channel(&primary).await)
+        .pipeline(with_token(
+            tokio_stream::wrappers::ReceiverStream::new(receiver),
+            Some(&old),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let request = |sequence| PipelineRequest {
+        sequence,
+        operation: Some(pipeline_request::Operation::Write(put("k", b"v".to_vec()))),
+    };
+    requests.send(request(0)).await.unwrap();
+    let first = answers.message().await.unwrap().unwrap();
+    assert_eq!((first.sequence, first.code), (0, Code::Ok as i32));
+
+    // Rotate the token: the config names a new file, SIGHUP.
+    let new_file = setup.path().join("secrets/app-new.token");
+    let out = strata(&["token", "--out", new_file.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+    let new = std::fs::read_to_string(&new_file)
+        .unwrap()
+        .trim_end()
+        .to_string();
+    let text = std::fs::read_to_string(&primary.config).unwrap();
+    std::fs::write(
+        &primary.config,
+        text.replace("secrets/app.token", "secrets/app-new.token"),
+    )
+    .unwrap();
+    hangup(&primary);
+    let started = Instant::now();
+    while !accepted(&setup, &primary, &new).await {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the new token was never accepted: {}",
+            primary.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // The open stream's next request ends it.
+    requests.send(request(1)).await.unwrap();
+    let status = answers.message().await.unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+}
