@@ -233,7 +233,11 @@ fn flush_one(inner: &Inner, memtable: &Arc<Memtable>) -> Result<()> {
     inner.publish_view();
     let flushed = inner.versions.lock().flushed_seq();
     inner.flushed.store(flushed, Ordering::Relaxed);
-    inner.wal.release_below(SeqNo(flushed + 1))?;
+    // Keep the record holding `flushed` itself (release below it, not
+    // past it): a replica that has applied exactly up to the flushed point
+    // resumes by checking that record's hash, so an idle primary must not
+    // drop it (it would send the replica back to a snapshot, forever).
+    inner.wal.release_below(SeqNo(flushed))?;
     remove_settled_tombstones(inner)?;
     delete_obsolete(inner)
 }
