@@ -222,41 +222,6 @@ async fn a_restarted_replica_resumes_from_its_position_without_reapplying() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn after_both_restart_with_everything_flushed_the_replica_resumes_without_a_snapshot() {
-    let dir = tempfile::tempdir().unwrap();
-    let node = primary(dir.path()).await;
-    let db = node.db.get().unwrap();
-    let last = write_batches(&db, 0, 300);
-    let r = replica(dir.path(), "r1", node.addr);
-    wait_applied(&r, last, Duration::from_secs(20)).await;
-    let bootstraps = r.figures().bootstraps;
-    r.stop().await;
-    drop(r);
-    // A clean close flushes everything: the reopened log starts after it.
-    drop(db);
-    node.db.close(Duration::from_secs(10)).unwrap();
-    drop(node);
-    let node = primary(dir.path()).await;
-    let db = node.db.get().unwrap();
-    assert_eq!(db.last_seq(), last);
-    let r = replica(dir.path(), "r1", node.addr);
-    // Idle primary: the replica must settle on its position, not loop
-    // through snapshots (it used to bootstrap again and again).
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let figures = r.figures();
-    assert_eq!(figures.applied_seq, last.get(), "{figures:?}");
-    assert_eq!(
-        figures.bootstraps, 0,
-        "restarted replica bootstrapped: {figures:?} (before: {bootstraps})"
-    );
-    // And it follows new writes from there.
-    let more = write_batches(&db, 300, 20);
-    wait_applied(&r, more, Duration::from_secs(20)).await;
-    assert_eq!(r.figures().bootstraps, 0);
-    assert_eq!(digest(&r.db().get().unwrap(), more), digest(&db, more));
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn semi_synchronous_writes_wait_for_replicas_and_say_when_they_did_not() {
     let dir = tempfile::tempdir().unwrap();
     let node = primary(dir.path()).await;

@@ -233,11 +233,7 @@ fn flush_one(inner: &Inner, memtable: &Arc<Memtable>) -> Result<()> {
     inner.publish_view();
     let flushed = inner.versions.lock().flushed_seq();
     inner.flushed.store(flushed, Ordering::Relaxed);
-    // Keep the record holding `flushed` itself (release below it, not
-    // past it): a replica that has applied exactly up to the flushed point
-    // resumes by checking that record's hash, so an idle primary must not
-    // drop it (it would send the replica back to a snapshot, forever).
-    inner.wal.release_below(SeqNo(flushed))?;
+    inner.wal.release_below(SeqNo(flushed + 1))?;
     remove_settled_tombstones(inner)?;
     delete_obsolete(inner)
 }

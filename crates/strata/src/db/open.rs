@@ -135,9 +135,7 @@ impl Db {
                 versions.delete_obsolete()?;
             }
         }
-        // As after a flush: the record holding `flushed_seq` stays, so a
-        // replica at exactly that point can resume (see `background::flush`).
-        wal.release_below(SeqNo(flushed_seq))?;
+        wal.release_below(SeqNo(flushed_seq + 1))?;
         let mut recovery = recovery;
         recovery.manifest_torn_tail = versions.torn_manifest_tail.take();
         let visible = recovery.next_seq.get().saturating_sub(1);
