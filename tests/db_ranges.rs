@@ -518,7 +518,14 @@ fn purge_outside_retained_leaves_no_other_key_in_any_file() {
     )
     .unwrap();
     let written = strata::replication::purge_outside_retained(&scoped).unwrap();
-    assert!(written > 0, "the straddling tables were rewritten");
+    // The straddling tables were rewritten: by the purge, or already by a
+    // background compaction of the scoped database (which drops what it
+    // does not retain too); the file scan below is the real check.
+    let compacted = scoped.stats().compaction_bytes_written;
+    assert!(
+        written > 0 || compacted > 0,
+        "the straddling tables were rewritten (purge wrote {written}, compactions {compacted})"
+    );
     assert_eq!(scoped.last_seq(), seq);
     scoped.close().unwrap();
     // No file of the copy holds another range's value.
