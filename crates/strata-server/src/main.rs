@@ -24,7 +24,10 @@ mod health;
 mod inspect;
 mod listener;
 mod metrics;
+mod node;
 mod pipeline;
+mod request_metrics;
+mod requests;
 mod secrets;
 mod services;
 
@@ -307,7 +310,9 @@ const DIGEST_POINTS: usize = 20;
 
 /// Counts replication calls refused for their credential in
 /// `strata_requests_total{outcome="denied"}`, beside Kv's and Admin's.
-fn count_denied(metrics: &Arc<metrics::RequestMetrics>) -> strata_replication::upstream::OnDenied {
+fn count_denied(
+    metrics: &Arc<request_metrics::RequestMetrics>,
+) -> strata_replication::upstream::OnDenied {
     let metrics = Arc::clone(metrics);
     strata_replication::upstream::OnDenied::new(move |method| metrics.count_denied(method))
 }
@@ -464,7 +469,7 @@ async fn run(config: config::Config, path: Option<std::path::PathBuf>) -> Result
     if let Some(path) = path {
         reload_on_hangup(path, config.clone(), auth.clone(), server_tls.clone());
     }
-    let request_metrics = Arc::new(metrics::RequestMetrics::new());
+    let request_metrics = Arc::new(request_metrics::RequestMetrics::new());
     // Every fsync of the database's files is timed (strata_fsync_seconds).
     let engine_options = {
         let mut options = config.engine.options();
@@ -486,18 +491,18 @@ async fn run(config: config::Config, path: Option<std::path::PathBuf>) -> Result
             upstream_config.on_denied = Some(count_denied(&request_metrics));
             let upstream = Upstream::new(db.clone(), epoch.clone(), upstream_config);
             (
-                services::Node {
+                node::Node {
                     digest_points: Arc::new(DigestPoints::new(db.clone(), DIGEST_POINTS)),
                     db,
                     epoch,
                     upstream,
-                    role: services::Role::Primary,
+                    role: node::Role::Primary,
                     metrics: Arc::clone(&request_metrics),
                     auth: auth.clone(),
                     connections: Arc::clone(&connections),
-                    inline_writers: Arc::new(tokio::sync::Semaphore::new(
-                        services::inline_writers(config.limits.runtime_threads()),
-                    )),
+                    inline_writers: Arc::new(tokio::sync::Semaphore::new(node::inline_writers(
+                        config.limits.runtime_threads(),
+                    ))),
                 },
                 None,
             )
@@ -531,21 +536,21 @@ async fn run(config: config::Config, path: Option<std::path::PathBuf>) -> Result
             upstream_config.on_denied = Some(count_denied(&request_metrics));
             let upstream = Upstream::new(replica.db(), replica.epoch(), upstream_config);
             (
-                services::Node {
+                node::Node {
                     digest_points: Arc::new(DigestPoints::new(replica.db(), DIGEST_POINTS)),
                     db: replica.db(),
                     epoch: replica.epoch(),
                     upstream,
-                    role: services::Role::Replica {
+                    role: node::Role::Replica {
                         replica: Arc::clone(&replica),
                         upstream: section.upstream,
                     },
                     metrics: Arc::clone(&request_metrics),
                     auth: auth.clone(),
                     connections: Arc::clone(&connections),
-                    inline_writers: Arc::new(tokio::sync::Semaphore::new(
-                        services::inline_writers(config.limits.runtime_threads()),
-                    )),
+                    inline_writers: Arc::new(tokio::sync::Semaphore::new(node::inline_writers(
+                        config.limits.runtime_threads(),
+                    ))),
                 },
                 Some(replica),
             )
@@ -586,7 +591,7 @@ async fn run(config: config::Config, path: Option<std::path::PathBuf>) -> Result
         tracing::info!(%addr, "serving metrics at /metrics");
     }
     let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_serving::<KvServer<services::Node>>().await;
+    health.set_serving::<KvServer<node::Node>>().await;
     health
         .set_serving::<strata_proto::v1::replication_server::ReplicationServer<Upstream>>()
         .await;

@@ -38,7 +38,8 @@ use strata_replication::auth::Principal;
 use tokio_stream::{Stream, StreamExt};
 use tonic::Status;
 
-use crate::services::{Node, add_operations, delete_to_write, put_to_write};
+use crate::node::Node;
+use crate::requests::{add_operations, delete_to_write, put_to_write};
 
 /// Requests taken from a stream at once.
 pub(crate) const CHUNK_MAX: usize = 64;

@@ -7,7 +7,7 @@
 //! case) and unsynced writes are answered on the runtime thread that
 //! decoded them: an engine get or an unsynced group-commit write takes a
 //! few microseconds, less than the hop to another thread and back. At most
-//! [`inline_writers`] runtime threads are inside an engine write at once
+//! [`crate::node::inline_writers`] runtime threads are inside an engine write at once
 //! (others take the blocking pool), so a write stall never holds every
 //! runtime thread and reads keep being answered through one.
 //!
@@ -24,62 +24,19 @@ use strata_proto::v1::admin_server::Admin;
 use strata_proto::v1::kv_server::Kv;
 use strata_proto::v1::{
     DeleteRequest, DigestRequest, DigestResponse, GetRequest, GetResponse, KeyValue,
-    MergeRangesRequest, MergeRangesResponse, Operation, PipelineRequest, PipelineResponse,
-    PromoteRequest, PromoteResponse, PutRequest, RangeDigest, RangeState, RangesRequest,
-    RangesResponse, ReplicaState, ScanRequest, ScanResponse, SplitRangeRequest, SplitRangeResponse,
-    StatusRequest, StatusResponse, WriteRequest, WriteResponse, operation, pipeline_request,
-    pipeline_response,
+    MergeRangesRequest, MergeRangesResponse, PipelineRequest, PipelineResponse, PromoteRequest,
+    PromoteResponse, PutRequest, RangeDigest, RangeState, RangesRequest, RangesResponse,
+    ReplicaState, ScanRequest, ScanResponse, SplitRangeRequest, SplitRangeResponse, StatusRequest,
+    StatusResponse, WriteRequest, WriteResponse, pipeline_request, pipeline_response,
 };
-use strata_replication::auth::{Auth, Role as Access};
-use strata_replication::digest::{DigestError, DigestPoints, DigestQuery};
-use strata_replication::{ReadOptions, Replica, SharedDb, Upstream, epoch::Epoch};
+use strata_replication::ReadOptions;
+use strata_replication::auth::Role as Access;
+use strata_replication::digest::{DigestError, DigestQuery};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
-/// How many of `runtime_threads` may be inside an engine write at once;
-/// other unsynced writes go to the blocking pool. One less than them, so
-/// reads always have one (with a single runtime thread, that one: a write
-/// stall then holds up reads too).
-pub(crate) fn inline_writers(runtime_threads: usize) -> usize {
-    runtime_threads.saturating_sub(1).max(1)
-}
-
-/// What a node is.
-#[derive(Debug, Clone)]
-pub(crate) enum Role {
-    /// Takes writes.
-    Primary,
-    /// Follows an upstream.
-    Replica {
-        /// The running replica.
-        replica: Arc<Replica>,
-        /// Its upstream's address.
-        upstream: String,
-    },
-}
-
-/// The node's services share this.
-#[derive(Debug, Clone)]
-pub(crate) struct Node {
-    /// The database.
-    pub(crate) db: SharedDb,
-    /// The node's epoch.
-    pub(crate) epoch: Epoch,
-    /// Its replication service (to count replicas, semi-sync writes).
-    pub(crate) upstream: Upstream,
-    /// Primary or replica.
-    pub(crate) role: Role,
-    /// Request latencies and counts.
-    pub(crate) metrics: Arc<crate::metrics::RequestMetrics>,
-    /// Who may call `Kv` and `Admin`.
-    pub(crate) auth: Auth,
-    /// The listener's figures.
-    pub(crate) connections: Arc<crate::listener::ConnectionFigures>,
-    /// Recent views of the database, for digests as of a sequence number.
-    pub(crate) digest_points: Arc<DigestPoints>,
-    /// Permits to write on a runtime thread ([`inline_writers`]).
-    pub(crate) inline_writers: Arc<tokio::sync::Semaphore>,
-}
+use crate::node::{Node, Role};
+use crate::requests::{add_operations, delete_to_write, put_to_write};
 
 /// Intervals for a message, for example `["eu/", "eu0")`.
 fn describe_intervals(intervals: &[(Vec<u8>, Option<Vec<u8>>)]) -> String {
@@ -148,7 +105,7 @@ impl Node {
         if let Err(status) = &allowed {
             self.metrics
                 .requests
-                .get_or_create(&crate::metrics::RequestLabels {
+                .get_or_create(&crate::request_metrics::RequestLabels {
                     method,
                     outcome: "denied",
                 })
@@ -170,64 +127,6 @@ impl Node {
         self.db
             .get()
             .ok_or_else(|| Status::unavailable("the node has no database yet (bootstrapping)"))
-    }
-}
-
-/// Checks `operations` (at least one, each of a known kind), then adds
-/// them to `batch`; on an error, adds none.
-pub(crate) fn add_operations(
-    batch: &mut WriteBatch,
-    operations: &[Operation],
-) -> Result<(), Status> {
-    if operations.is_empty() {
-        return Err(Status::invalid_argument(
-            "a write needs at least one operation",
-        ));
-    }
-    for (i, op) in operations.iter().enumerate() {
-        if !matches!(
-            operation::Kind::try_from(op.kind),
-            Ok(operation::Kind::Put | operation::Kind::Delete | operation::Kind::DeleteRange)
-        ) {
-            return Err(Status::invalid_argument(format!(
-                "operations[{i}].kind {} is not put, delete or delete_range",
-                op.kind
-            )));
-        }
-    }
-    for op in operations {
-        match operation::Kind::try_from(op.kind) {
-            Ok(operation::Kind::Put) => batch.put(&op.key, &op.value),
-            Ok(operation::Kind::Delete) => batch.delete(&op.key),
-            _ => batch.delete_range(&op.key, &op.value),
-        }
-    }
-    Ok(())
-}
-
-/// A put as the one-operation write it is.
-pub(crate) fn put_to_write(put: PutRequest) -> WriteRequest {
-    WriteRequest {
-        operations: vec![Operation {
-            kind: operation::Kind::Put as i32,
-            key: put.key,
-            value: put.value,
-        }],
-        sync: put.sync,
-        ..WriteRequest::default()
-    }
-}
-
-/// A delete as the one-operation write it is.
-pub(crate) fn delete_to_write(delete: DeleteRequest) -> WriteRequest {
-    WriteRequest {
-        operations: vec![Operation {
-            kind: operation::Kind::Delete as i32,
-            key: delete.key,
-            value: Vec::new(),
-        }],
-        sync: delete.sync,
-        ..WriteRequest::default()
     }
 }
 
@@ -351,7 +250,7 @@ impl Node {
     pub(crate) fn count(&self, method: &'static str, ok: bool) {
         self.metrics
             .requests
-            .get_or_create(&crate::metrics::RequestLabels {
+            .get_or_create(&crate::request_metrics::RequestLabels {
                 method,
                 outcome: if ok { "ok" } else { "error" },
             })

@@ -431,7 +431,7 @@ fn remove_stale_checkpoints(data_dir: &Path) {
 /// The `Backup` service of a node with a `[backup]` section.
 #[derive(Debug, Clone)]
 pub(crate) struct BackupService {
-    pub(crate) node: crate::services::Node,
+    pub(crate) node: crate::node::Node,
     pub(crate) state: Arc<ArchiveState>,
 }
 
