@@ -256,6 +256,9 @@ async fn watches_deliver_every_change_in_order<C: Coordinator>(c: &C) {
 }
 
 async fn a_leadership_fences_itself_by_its_deadline<C: Coordinator>(c: &C) {
+    // Watch the key from the start, to see when the store deletes it.
+    let (_, now) = c.list(b"f/").await.unwrap();
+    let mut watch = c.watch(b"f/primary", now + 1).await.unwrap();
     let Campaign::Won(first) = campaign(c, b"f/primary", b"n1", Duration::from_secs(2))
         .await
         .unwrap()
@@ -264,22 +267,35 @@ async fn a_leadership_fences_itself_by_its_deadline<C: Coordinator>(c: &C) {
     };
     assert!(first.is_valid());
     assert!(first.time_left() <= Duration::from_secs(2));
-    // Not kept alive: the deadline passes before the store expires the key,
-    // so the old primary stops before anyone else can win.
-    let stop = Instant::now();
-    while first.is_valid() {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let fenced_after = stop.elapsed();
-    // At that moment the key is still held: nobody else can be primary yet.
+    // While it is valid, nobody else can win the key.
     let Campaign::Lost { holder, lease } = campaign(c, b"f/primary", b"n2", Duration::from_secs(2))
         .await
         .unwrap()
     else {
-        panic!("n2 won while n1's lease was still valid (fenced after {fenced_after:?})");
+        panic!("n2 won while n1's leadership was valid");
     };
     assert_eq!(holder.value, b"n1");
     c.revoke_lease(lease).await.unwrap();
+    // Not kept alive: the store deletes the key when the lease expires, and
+    // by then the old primary's deadline has passed (it stopped first).
+    let deleted_seen = loop {
+        let event = tokio::time::timeout(Duration::from_secs(10), watch.next())
+            .await
+            .expect("n1's key deleted within 10 s")
+            .unwrap();
+        if event.kind == EventKind::Delete {
+            break Instant::now();
+        }
+    };
+    let deadline = first
+        .valid_until()
+        .expect("a deadline until the keep-alive fails");
+    assert!(
+        deadline <= deleted_seen,
+        "n1 could still act as primary {:?} after the store dropped its key",
+        deadline - deleted_seen
+    );
+    assert!(!first.is_valid());
     // After the store expires it, a new campaign wins with a larger epoch.
     let start = Instant::now();
     let second = loop {
