@@ -38,22 +38,6 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::node::{Node, Role};
 use crate::requests::{add_operations, delete_to_write, put_to_write};
 
-/// Intervals for a message, for example `["eu/", "eu0")`.
-fn describe_intervals(intervals: &[(Vec<u8>, Option<Vec<u8>>)]) -> String {
-    let show = |key: &[u8]| format!("{:?}", String::from_utf8_lossy(key));
-    intervals
-        .iter()
-        .map(|(start, end)| {
-            format!(
-                "[{}, {})",
-                show(start),
-                end.as_deref().map_or_else(|| "end".to_string(), show)
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 fn to_status(error: &Error) -> Status {
     match error {
         Error::InvalidArgument(text) => Status::invalid_argument(text.clone()),
@@ -620,7 +604,7 @@ impl Admin for Node {
                 DigestError::Gone { .. } => Status::failed_precondition(e.to_string()),
                 DigestError::OutsideHeld => Status::invalid_argument(format!(
                     "{e} ({})",
-                    describe_intervals(&self.held_ranges())
+                    strata::KeyIntervals::new(&self.held_ranges()).describe()
                 )),
                 other => Status::internal(other.to_string()),
             })?;
