@@ -382,12 +382,7 @@ impl Wal {
                 Arc::new(Waiter::new(batch.into_bytes(), count, sync && i == last))
             })
             .collect();
-        let commits = writer::commit_many(&self.shared, &waiters)?;
-        Ok(commits
-            .into_iter()
-            .zip(&waiters)
-            .map(|(commit, waiter)| (commit, waiter.take_payload(Some(commit.first_seq))))
-            .collect())
+        self.commit_returning(&waiters)
     }
 
     /// Appends records framed elsewhere (each `(record, first_seq,
@@ -425,10 +420,16 @@ impl Wal {
                 Arc::new(Waiter::framed(record, first_seq, count, sync && i == last))
             })
             .collect();
-        let commits = writer::commit_many(&self.shared, &waiters)?;
+        self.commit_returning(&waiters)
+    }
+
+    /// Commits `waiters` in order from this thread; returns each one's
+    /// commit and its bytes back (first sequence number filled in).
+    fn commit_returning(&self, waiters: &[Arc<Waiter>]) -> Result<Vec<(Commit, Vec<u8>)>> {
+        let commits = writer::commit_many(&self.shared, waiters)?;
         Ok(commits
             .into_iter()
-            .zip(&waiters)
+            .zip(waiters)
             .map(|(commit, waiter)| (commit, waiter.take_payload(Some(commit.first_seq))))
             .collect())
     }
