@@ -15,105 +15,21 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
-use strata_cluster::{
-    AgentConfig, AgentStatus, ClusterKeys, EtcdCoordinator, EtcdOptions, Leadership, MemberRecord,
-    Node, run_agent,
-};
-use tokio::sync::watch;
-
-#[derive(Default)]
-struct FakeNode {
-    applied: u64,
-    leadership: Mutex<Option<Arc<Leadership>>>,
-    /// (when, what): every transition.
-    events: Mutex<Vec<(Instant, String)>>,
-}
-
-impl FakeNode {
-    fn is_primary(&self) -> bool {
-        self.leadership
-            .lock()
-            .as_ref()
-            .is_some_and(|l| l.is_valid())
-    }
-}
-
-impl Node for FakeNode {
-    fn applied_seq(&self) -> u64 {
-        self.applied
-    }
-    fn full(&self) -> bool {
-        true
-    }
-    async fn promote(&self, epoch: u64, leadership: Arc<Leadership>) -> Result<(), String> {
-        *self.leadership.lock() = Some(leadership);
-        self.events
-            .lock()
-            .push((Instant::now(), format!("promote {epoch}")));
-        Ok(())
-    }
-    async fn follow(&self, primary: &MemberRecord) {
-        self.events
-            .lock()
-            .push((Instant::now(), format!("follow {}", primary.node)));
-    }
-    fn fence(&self) {
-        *self.leadership.lock() = None;
-        self.events.lock().push((Instant::now(), "fence".into()));
-    }
-}
-
-struct Running {
-    node: Arc<FakeNode>,
-    status: watch::Receiver<AgentStatus>,
-    stop: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<strata_cluster::Result<()>>,
-}
+use common::fake::{Running, wait_for};
+use strata_cluster::{EtcdCoordinator, EtcdOptions};
 
 fn start(endpoints: Vec<String>, name: &str, applied: u64, ttl: Duration) -> Running {
     let mut options = EtcdOptions::new(endpoints);
     options.request_timeout = Duration::from_millis(500);
     options.connect_timeout = Duration::from_millis(300);
-    let store = EtcdCoordinator::connect(options).unwrap();
-    let node = Arc::new(FakeNode {
-        applied,
-        ..FakeNode::default()
-    });
-    let mut config = AgentConfig::new(
-        ClusterKeys::new("strata", "agent-test").unwrap(),
+    common::fake::start(
+        EtcdCoordinator::connect(options).unwrap(),
         name,
-        &format!("http://127.0.0.1/{name}"),
-        "g",
-    );
-    config.lease_ttl = ttl;
-    let (status_tx, status) = watch::channel(AgentStatus::default());
-    let (stop, stop_rx) = watch::channel(false);
-    let task = tokio::spawn(run_agent(
-        store,
-        Arc::clone(&node),
-        config,
-        status_tx,
-        stop_rx,
-    ));
-    Running {
-        node,
-        status,
-        stop,
-        task,
-    }
-}
-
-async fn wait_for(what: &str, limit: Duration, mut check: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    while !check() {
-        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    start.elapsed()
+        applied,
+        ttl,
+    )
 }
 
 fn primaries(nodes: &[Running]) -> usize {

@@ -10,6 +10,8 @@
     clippy::indexing_slicing
 )]
 
+pub(crate) mod fake;
+
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
