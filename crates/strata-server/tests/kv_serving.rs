@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 use strata_proto::v1::admin_client::AdminClient;
 use strata_proto::v1::kv_client::KvClient;
 use strata_proto::v1::{
-    DeleteRequest, GetRequest, Operation, PipelineRequest, PutRequest, StatusRequest, WriteRequest,
-    operation, pipeline_request, pipeline_response,
+    DeleteRequest, GetRequest, Operation, PipelineRequest, PipelineResponse, PutRequest,
+    StatusRequest, WriteRequest, operation, pipeline_request, pipeline_response,
 };
 use tokio_stream::StreamExt;
 use tonic::Code;
@@ -69,6 +69,21 @@ fn request(sequence: u64, operation: pipeline_request::Operation) -> PipelineReq
         sequence,
         operation: Some(operation),
     }
+}
+
+/// Sends `requests` on one `Pipeline` stream and collects every answer.
+async fn pipeline_all(
+    kv: &mut KvClient<tonic::transport::Channel>,
+    requests: impl IntoIterator<Item = PipelineRequest>,
+) -> Vec<PipelineResponse> {
+    let requests: Vec<PipelineRequest> = requests.into_iter().collect();
+    kv.pipeline(tokio_stream::iter(requests))
+        .await
+        .unwrap()
+        .into_inner()
+        .collect::<Result<Vec<_>, _>>()
+        .await
+        .unwrap()
 }
 
 fn get(key: &str) -> pipeline_request::Operation {
@@ -156,14 +171,7 @@ async fn a_bad_request_is_answered_with_its_error_and_the_rest_in_order() {
         ),
         request(11, get("d")),
     ];
-    let answers: Vec<_> = kv
-        .pipeline(tokio_stream::iter(requests))
-        .await
-        .unwrap()
-        .into_inner()
-        .collect::<Result<Vec<_>, _>>()
-        .await
-        .unwrap();
+    let answers: Vec<_> = pipeline_all(&mut kv, requests).await;
     let sequences: Vec<u64> = answers.iter().map(|a| a.sequence).collect();
     assert_eq!(sequences, (0..12).collect::<Vec<_>>(), "{answers:?}");
     let codes: Vec<Code> = answers.iter().map(|a| Code::from(a.code)).collect();
@@ -354,14 +362,7 @@ async fn replica_reads_waiting_for_a_commit_token_hold_up_no_other_read() {
         let answer = reader.get(read(0)).await.unwrap().into_inner();
         assert_eq!(answer.value, b"first");
     }
-    let pipelined: Vec<_> = reader
-        .pipeline(tokio_stream::iter((0..100).map(|i| request(i, get("k")))))
-        .await
-        .unwrap()
-        .into_inner()
-        .collect::<Result<Vec<_>, _>>()
-        .await
-        .unwrap();
+    let pipelined: Vec<_> = pipeline_all(&mut reader, (0..100).map(|i| request(i, get("k")))).await;
     assert!(pipelined.iter().all(|a| a.code == Code::Ok as i32));
     assert!(
         waiting.iter().all(|w| !w.is_finished()),
@@ -436,14 +437,7 @@ async fn consecutive_writes_keep_their_own_commit_tokens_and_a_refused_one_only_
         request(7, get("a4")),
         request(8, get("a5")),
     ];
-    let answers: Vec<_> = kv
-        .pipeline(tokio_stream::iter(requests))
-        .await
-        .unwrap()
-        .into_inner()
-        .collect::<Result<Vec<_>, _>>()
-        .await
-        .unwrap();
+    let answers: Vec<_> = pipeline_all(&mut kv, requests).await;
     let codes: Vec<Code> = answers.iter().map(|a| Code::from(a.code)).collect();
     let mut expected = vec![Code::Ok; 9];
     expected[3] = Code::InvalidArgument;
@@ -492,14 +486,7 @@ async fn consecutive_writes_keep_their_own_commit_tokens_and_a_refused_one_only_
         ),
         request(3, put("b5", b"5")),
     ];
-    let answers: Vec<_> = kv
-        .pipeline(tokio_stream::iter(requests))
-        .await
-        .unwrap()
-        .into_inner()
-        .collect::<Result<Vec<_>, _>>()
-        .await
-        .unwrap();
+    let answers: Vec<_> = pipeline_all(&mut kv, requests).await;
     assert!(
         answers.iter().all(|a| a.code == Code::Ok as i32),
         "{answers:?}"
