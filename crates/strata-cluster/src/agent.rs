@@ -11,8 +11,8 @@
 //! primary, the group's primary key, so a node that stops (crash, SIGSTOP,
 //! partition from etcd) loses both at once when the lease expires. Every
 //! `tick` (a tenth of the lease's TTL) the agent renews the lease, rewrites
-//! its record (role, applied sequence number, epoch) and looks at the
-//! primary key:
+//! its record (role, applied sequence number, epoch) if it changed, and
+//! looks at the primary key:
 //!
 //! - held by another node: follow it (the node is told once per change);
 //! - absent: if this node is the group's [`crate::successor`] (the most
@@ -130,6 +130,9 @@ struct Agent<C, N> {
     started: Instant,
     /// Whether a primary has been seen since the agent started.
     seen_primary: bool,
+    /// The record last written, and under which lease: rewritten only
+    /// when it changes (an idle node costs etcd a keep-alive, no write).
+    published: Option<(LeaseId, MemberRecord)>,
 }
 
 /// Runs the agent until `stop` turns true; then resigns a leadership it
@@ -159,6 +162,7 @@ pub async fn run_agent<C: Coordinator, N: Node>(
         no_primary_since: None,
         started: Instant::now(),
         seen_primary: false,
+        published: None,
     };
     loop {
         if *stop.borrow() {
@@ -264,9 +268,12 @@ impl<C: Coordinator, N: Node> Agent<C, N> {
             applied_seq: self.node.applied_seq(),
             epoch: self.status.borrow().epoch,
         };
-        self.store
-            .put(member_key, &record.encode(), Some(lease))
-            .await?;
+        if self.published.as_ref() != Some(&(lease, record.clone())) {
+            self.store
+                .put(member_key, &record.encode(), Some(lease))
+                .await?;
+            self.published = Some((lease, record));
+        }
         if self.leadership.is_some() {
             return Ok(());
         }
