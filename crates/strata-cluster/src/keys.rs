@@ -11,6 +11,8 @@
 //! | --- | --- | --- |
 //! | `members/{node}` | the node's record (address, role, applied sequence number, epoch, group) | the node's |
 //! | `groups/{group}/primary` | the primary's node name | the primary's |
+//! | `groups/{group}/history/{epoch:020}` | where that epoch's history began ([`crate::EpochStart`]) | none |
+//! | `groups/{group}/switchover` | a planned hand-over ([`crate::Switchover`]) | the requester's |
 //!
 //! Invariants: names are 1 to 64 bytes of `[A-Za-z0-9._-]`, so no name
 //! contains `/` and no key is a prefix of another's parent.
@@ -85,6 +87,32 @@ impl ClusterKeys {
     pub fn primary(&self, group: &str) -> Result<Vec<u8>> {
         check_name("range group", group)?;
         Ok(format!("{}groups/{group}/primary", self.root).into_bytes())
+    }
+
+    /// The prefix of `group`'s epoch history.
+    pub fn history(&self, group: &str) -> Result<Vec<u8>> {
+        check_name("range group", group)?;
+        Ok(format!("{}groups/{group}/history/", self.root).into_bytes())
+    }
+
+    /// The history entry of `epoch` in `group` (zero-padded, so the
+    /// entries list in epoch order).
+    ///
+    /// ```
+    /// let keys = strata_cluster::ClusterKeys::new("strata", "shop").unwrap();
+    /// assert_eq!(keys.history_entry("g1", 7).unwrap(),
+    ///     b"strata/shop/groups/g1/history/00000000000000000007".to_vec());
+    /// ```
+    pub fn history_entry(&self, group: &str, epoch: u64) -> Result<Vec<u8>> {
+        let mut key = self.history(group)?;
+        key.extend_from_slice(format!("{epoch:020}").as_bytes());
+        Ok(key)
+    }
+
+    /// The planned switchover of `group`, while one is asked for.
+    pub fn switchover(&self, group: &str) -> Result<Vec<u8>> {
+        check_name("range group", group)?;
+        Ok(format!("{}groups/{group}/switchover", self.root).into_bytes())
     }
 
     /// The prefix of every key of this cluster.

@@ -12,6 +12,8 @@
 //! - [`ClusterKeys`]: the key layout, so two clusters can share one etcd.
 //! - [`MemberRecord`] and [`successor`]: what each node publishes under its
 //!   lease, and which member campaigns when a group has no primary.
+//! - [`EpochStart`] and [`token_fate`]: where each epoch's history began,
+//!   and whether a commit token survived the failovers since.
 //! - [`run_agent`]: the per-node loop that keeps the membership alive,
 //!   takes over a group whose primary is gone, and fences a primary that
 //!   can no longer prove its lease; it drives the node through [`Node`].
@@ -36,6 +38,7 @@ mod agent;
 mod coordinator;
 mod election;
 mod etcd;
+mod history;
 mod keys;
 mod mem;
 mod membership;
@@ -47,6 +50,7 @@ pub use coordinator::{
 };
 pub use election::{Campaign, Leadership, campaign, campaign_with, default_margin};
 pub use etcd::{EtcdCoordinator, EtcdOptions, EtcdWatch};
+pub use history::{EpochStart, TokenFate, token_fate};
 pub use keys::{ClusterKeys, check_name};
 pub use mem::{MemCoordinator, MemWatch};
 pub use membership::{MemberRecord, Role, successor};

@@ -216,12 +216,14 @@ pub(crate) fn answered(
             code: tonic::Code::Ok as i32,
             message: String::new(),
             answer: Some(answer),
+            not_primary: None,
         },
         Err(status) => PipelineResponse {
             sequence,
             code: status.code() as i32,
             message: status.message().to_string(),
             answer: None,
+            not_primary: None,
         },
     }
 }
@@ -286,6 +288,7 @@ async fn write_run(node: &Node, run: Vec<Mergeable>) -> Vec<PipelineResponse> {
                     seq,
                     replicas: 0,
                     confirmed: true,
+                    epoch: node.epoch.get(),
                 })
             }
             None if one_by_one => node.write_timed(write.request).await,

@@ -264,10 +264,12 @@ impl Node {
         // A replica's database refuses writes (ReadOnly, naming the primary)
         // until it is promoted.
         let db = self.db()?;
-        let committed = |seq: SeqNo| WriteResponse {
+        let epoch = self.epoch.get();
+        let committed = move |seq: SeqNo| WriteResponse {
             seq: seq.get(),
             replicas: 0,
             confirmed: true,
+            epoch,
         };
         // An unsynced write waits for no disk: on this thread, if no other
         // runtime thread is writing.
@@ -293,6 +295,7 @@ impl Node {
                         seq: o.seq.get(),
                         replicas: o.replicas as u32,
                         confirmed: o.confirmed,
+                        epoch,
                     })
             } else {
                 db.write(batch, &WriteOptions { sync }).map(committed)
@@ -367,6 +370,7 @@ impl Node {
         );
         let node = self.clone();
         let answer = tokio::task::spawn_blocking(move || -> Result<ScanResponse, Status> {
+            let epoch = node.epoch.get();
             let snapshot = node.read_snapshot(&options)?;
             let start = std::ops::Bound::Included(request.start.as_slice());
             let end = if request.unbounded {
@@ -394,6 +398,7 @@ impl Node {
                 entries,
                 seq: snapshot.seq().get(),
                 more,
+                epoch,
             })
         })
         .await
@@ -407,12 +412,16 @@ impl Node {
             request.max_staleness_millis,
             request.timeout_millis,
         );
-        let answer = |snapshot: &strata::Snapshot, key: &[u8]| {
+        // Read before the snapshot: the snapshot's history is that of this
+        // epoch or a later one (a lower claim only makes a client stricter).
+        let epoch = self.epoch.get();
+        let answer = move |snapshot: &strata::Snapshot, key: &[u8]| {
             let value = snapshot.get(key).map_err(|e| to_status(&e))?;
             Ok(GetResponse {
                 found: value.is_some(),
                 value: value.unwrap_or_default(),
                 seq: snapshot.seq().get(),
+                epoch,
             })
         };
         // Met waits (or none): an engine get, on this thread. Otherwise the
