@@ -28,6 +28,31 @@ pub fn is_going_away(status: &Status) -> bool {
     status.code() == tonic::Code::Unavailable && status.metadata().contains_key(GOING_AWAY_KEY)
 }
 
+/// The metadata key that marks a [`diverged`] refusal.
+pub(crate) const DIVERGED_KEY: &str = "strata-refusal";
+
+/// Marks `status` (a refusal of a subscription) as "the replica's history
+/// is not a prefix of this node's": a fork, or a replica ahead of this
+/// node. A replica told to (a cluster member rejoining after a failover)
+/// then replaces its database with a snapshot instead of retrying.
+#[must_use]
+pub(crate) fn diverged(mut status: Status) -> Status {
+    status.metadata_mut().insert(
+        DIVERGED_KEY,
+        tonic::metadata::MetadataValue::from_static("diverged"),
+    );
+    status
+}
+
+/// Whether `status` is a [`diverged`] refusal.
+#[must_use]
+pub(crate) fn is_diverged(status: &Status) -> bool {
+    status
+        .metadata()
+        .get(DIVERGED_KEY)
+        .is_some_and(|v| v.as_bytes() == b"diverged")
+}
+
 /// Parses a 16-byte little-endian database id.
 pub(crate) fn parse_database_id(bytes: &[u8]) -> Option<u128> {
     <[u8; 16]>::try_from(bytes).ok().map(u128::from_le_bytes)

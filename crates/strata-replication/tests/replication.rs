@@ -345,6 +345,84 @@ async fn promotion_raises_the_epoch_and_forked_or_older_histories_are_refused() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_member_replaces_a_diverged_history_and_keeps_its_handles() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = primary(dir.path()).await;
+    let old_db = old.db.get().unwrap();
+    let base = write_batches(&old_db, 0, 30);
+    let a = replica(dir.path(), "a", old.addr);
+    wait_applied(&a, base, Duration::from_secs(20)).await;
+    // a wins an election at epoch 7 (decided elsewhere): the history
+    // begins at what it applied, and it takes writes only when told.
+    let start = a.prepare_promotion(7).await.unwrap();
+    assert_eq!(start, base.get());
+    assert!(
+        a.prepare_promotion(7).await.is_err(),
+        "no second promotion to the same epoch"
+    );
+    let a_db = a.db().get().unwrap();
+    let sync = WriteOptions { sync: true };
+    let mut batch = WriteBatch::new();
+    batch.put(b"fork", b"new");
+    assert!(
+        a_db.write(batch.clone(), &sync).is_err(),
+        "fenced until accept_writes"
+    );
+    a.accept_writes().unwrap();
+    let new_seq = a_db.write(batch, &sync).unwrap();
+    let new = serve(a.db(), a.epoch(), &dir.path().join("a.snapshots")).await;
+
+    // The old primary writes a tail nobody shipped: the same number, other
+    // bytes, then more.
+    let mut batch = WriteBatch::new();
+    batch.put(b"fork", b"old");
+    old_db.write(batch, &sync).unwrap();
+    write_batches(&old_db, 100, 5);
+    let old_last = old_db.last_seq();
+    drop(old_db);
+
+    // The old primary rejoins through the same handles, as a member that
+    // replaces a diverged history.
+    let db = old.db.clone();
+    let epoch = Epoch::open(&dir.path().join("primary")).unwrap();
+    let mut config = ReplicaConfig::new(
+        format!("http://{}", new.addr),
+        "old",
+        dir.path().join("primary"),
+    );
+    config.state_dir = dir.path().join("primary");
+    config.options = options();
+    config.backoff_max = Duration::from_millis(300);
+    config.rebootstrap_on_divergence = true;
+    drop(old.upstream);
+    let rejoined = Replica::start_shared(config, db.clone(), epoch.clone()).unwrap();
+    let started = Instant::now();
+    loop {
+        let figures = rejoined.figures();
+        let db_now = db.get();
+        if figures.divergences > 0
+            && let Some(db_now) = db_now
+            && db_now.get(b"fork").unwrap().as_deref() == Some(&b"new"[..])
+        {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "{figures:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let figures = rejoined.figures();
+    assert_eq!(figures.divergences, 1, "{figures:?}");
+    assert!(figures.bootstraps >= 1, "{figures:?}");
+    assert!(figures.applied_seq >= new_seq.get());
+    assert!(figures.applied_seq < old_last.get(), "the old tail is gone");
+    assert_eq!(epoch.get(), 7, "the shared epoch handle saw the new epoch");
+    let now = db.get().unwrap();
+    assert!(
+        now.get(b"other00102").unwrap().is_none(),
+        "no record of the old tail is served"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_serves_downstream_replicas() {
     let dir = tempfile::tempdir().unwrap();
     let node = primary(dir.path()).await;

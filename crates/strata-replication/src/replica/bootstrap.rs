@@ -73,7 +73,7 @@ pub(super) async fn bootstrap(shared: &Arc<Shared>) -> Result<(), BootstrapFaile
             .counters
             .bootstraps
             .fetch_add(1, Ordering::Relaxed);
-        adopt(&install_shared, db, known).map_err(|e| e.to_string())
+        adopt(&install_shared, Arc::new(db), known).map_err(|e| e.to_string())
     })
     .await
     .map_err(|e| e.to_string())?

@@ -41,6 +41,15 @@ pub struct ReplicaConfig {
     /// the replica's life: a replica restarted with other ranges refuses to
     /// start (its data would lack the new ranges' history).
     pub ranges: crate::KeyIntervals,
+    /// Replace the local database with a snapshot of the upstream's before
+    /// following (a cluster member whose history a failover cut: its own
+    /// records after the cut must never be served). Default: false.
+    pub discard_local: bool,
+    /// When the upstream refuses this replica's history as diverged (a
+    /// fork, or a replica ahead of it), bootstrap from a snapshot instead
+    /// of refusing to follow (cluster members: the upstream is the elected
+    /// primary, so the replica's tail is the one to go). Default: false.
+    pub rebootstrap_on_divergence: bool,
 }
 
 impl ReplicaConfig {
@@ -67,6 +76,8 @@ impl ReplicaConfig {
             tls: None,
             token: None,
             ranges: Vec::new(),
+            discard_local: false,
+            rebootstrap_on_divergence: false,
         }
     }
 }

@@ -7,16 +7,21 @@ use super::*;
 
 pub(super) fn open_follower(config: &ReplicaConfig) -> Result<Db, Error> {
     let db = Db::open(&config.data_dir, config.options.clone())?;
-    Follower::of(&db).fence(format!(
+    fence_follower(config, &db);
+    Ok(db)
+}
+
+/// Refuses local writes on `db`, naming the upstream.
+pub(super) fn fence_follower(config: &ReplicaConfig, db: &Db) {
+    Follower::of(db).fence(format!(
         "this node is a replica of {}; write to the primary",
         config.upstream
     ));
-    Ok(db)
 }
 
 /// Installs `db` as the replica's database: pins its log at its position
 /// and finds the hash of its last record (from its log, else `known`).
-pub(super) fn adopt(shared: &Shared, db: Db, known: Option<[u8; 8]>) -> Result<(), Error> {
+pub(super) fn adopt(shared: &Shared, db: Arc<Db>, known: Option<[u8; 8]>) -> Result<(), Error> {
     let last = db.last_seq();
     let mut hash = known;
     if last.get() > 0
@@ -30,13 +35,14 @@ pub(super) fn adopt(shared: &Shared, db: Db, known: Option<[u8; 8]>) -> Result<(
     let pin = LogSource::of(&db).pin(SeqNo(last.get().max(1))).ok();
     *shared.pin.lock() = pin;
     *shared.last_hash.lock() = hash;
-    shared.db.set(Arc::new(db));
+    shared.db.set(db);
     Ok(())
 }
 
 pub(super) async fn follow(shared: Arc<Shared>) {
     let config = &shared.config;
     let mut backoff = config.backoff_initial;
+    let mut discard = config.discard_local;
     loop {
         if shared.stop.load(Ordering::Acquire) {
             return;
@@ -44,6 +50,9 @@ pub(super) async fn follow(shared: Arc<Shared>) {
         let applied_before = shared.counters.records.load(Ordering::Relaxed);
         let end = if shared.db.get().is_none() {
             End::Bootstrap("no database yet".into())
+        } else if discard {
+            discard = false;
+            End::Diverged("told to discard the local history".into())
         } else {
             session(&shared).await
         };
@@ -75,6 +84,24 @@ pub(super) async fn follow(shared: Arc<Shared>) {
             End::Denied(why) => {
                 denied(&shared, &why);
                 config.backoff_max
+            }
+            End::Diverged(why) => {
+                tracing::warn!(upstream = %config.upstream, reason = %why, "this replica's history diverged from the upstream's: replacing it with a snapshot");
+                shared.counters.divergences.fetch_add(1, Ordering::Relaxed);
+                match bootstrap(&shared).await {
+                    Ok(()) => {
+                        backoff = config.backoff_initial;
+                        continue;
+                    }
+                    Err(error) => {
+                        // Still diverged: the next session is refused again.
+                        *shared.last_error.lock() = Some(format!(
+                            "bootstrap after divergence ({why}) failed: {error}"
+                        ));
+                        discard = true;
+                        backoff
+                    }
+                }
             }
             End::Bootstrap(why) => match bootstrap(&shared).await {
                 Ok(()) => {

@@ -66,7 +66,7 @@ use crate::hash::record_hash;
 use crate::shared::SharedDb;
 
 pub use config::ReplicaConfig;
-use follow::{adopt, follow, open_follower};
+use follow::{adopt, fence_follower, follow, open_follower};
 use reads::Freshness;
 pub use reads::{ReadAnswer, ReadError, ReadOptions};
 
@@ -106,6 +106,10 @@ pub struct ReplicaFigures {
     /// Streams the upstream ended because it was shutting down (then
     /// reconnected with backoff; not errors).
     pub upstream_shutdowns: u64,
+    /// Histories refused as diverged and replaced by a snapshot
+    /// ([`ReplicaConfig::rebootstrap_on_divergence`]), and local databases
+    /// discarded at start ([`ReplicaConfig::discard_local`]).
+    pub divergences: u64,
     /// Why the last connection ended, if it failed.
     pub last_error: Option<String>,
 }
@@ -123,6 +127,7 @@ struct Counters {
     refusals: AtomicU64,
     credential_refusals: AtomicU64,
     upstream_shutdowns: AtomicU64,
+    divergences: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -163,6 +168,9 @@ enum End {
     GoingAway,
     /// The upstream refused this replica's credential.
     Denied(String),
+    /// The upstream refused this replica's history as diverged, and the
+    /// replica is to replace it with a snapshot.
+    Diverged(String),
     /// Stop was asked for.
     Stopped,
 }
@@ -184,11 +192,14 @@ fn credential_refused(status: &Status) -> bool {
     )
 }
 
-fn classify(status: &Status) -> End {
+fn classify(config: &ReplicaConfig, status: &Status) -> End {
     if crate::wire::is_going_away(status) {
         return End::GoingAway;
     }
     let text = format!("{:?}: {}", status.code(), status.message());
+    if config.rebootstrap_on_divergence && crate::wire::is_diverged(status) {
+        return End::Diverged(text);
+    }
     if credential_refused(status) {
         return End::Denied(text);
     }
@@ -205,19 +216,50 @@ impl Replica {
     ///
     /// # Errors
     /// The database failed to open, or the epoch file is unreadable.
-    pub fn start(mut config: ReplicaConfig) -> Result<Self, Error> {
+    pub fn start(config: ReplicaConfig) -> Result<Self, Error> {
+        let epoch = Self::open_epoch(&config)?;
+        Self::start_shared(config, SharedDb::empty(), epoch)
+    }
+
+    /// The epoch file of a replica configured as `config` (in its
+    /// `state_dir`), for [`Replica::start_shared`].
+    ///
+    /// # Errors
+    /// The epoch file is unreadable.
+    pub fn open_epoch(config: &ReplicaConfig) -> Result<Epoch, Error> {
+        Epoch::open_in(Arc::clone(&config.options.file_system), &config.state_dir).map_err(|e| {
+            Error::InvalidArgument(format!("replica state {}: {e}", config.state_dir.display()))
+        })
+    }
+
+    /// Starts following with the node's own handles: `db` (empty, or
+    /// already holding the database in `config.data_dir`, which is then
+    /// fenced and followed from its position) and `epoch` (from
+    /// [`Replica::open_epoch`]), so services built on them (an
+    /// [`crate::Upstream`], digests) see every database this replica
+    /// installs. A cluster member uses one pair for its whole life, through
+    /// promotions and rejoins. Must be called inside a tokio runtime.
+    ///
+    /// # Errors
+    /// The database failed to open, or the ranges differ from the ones it
+    /// was started with.
+    pub fn start_shared(
+        mut config: ReplicaConfig,
+        db: SharedDb,
+        epoch: Epoch,
+    ) -> Result<Self, Error> {
         crate::check_intervals(&config.ranges)
             .map_err(|e| Error::InvalidArgument(e.to_string()))?;
         let fs = Arc::clone(&config.options.file_system);
         record_ranges(&*fs, &config.state_dir, &config.ranges)?;
         config.options.retain_ranges.clone_from(&config.ranges);
-        let epoch = Epoch::open_in(Arc::clone(&fs), &config.state_dir).map_err(|e| {
-            Error::InvalidArgument(format!("replica state {}: {e}", config.state_dir.display()))
-        })?;
-        recover_install(&*fs, &config.data_dir)?;
+        let open = db.get();
+        if open.is_none() {
+            recover_install(&*fs, &config.data_dir)?;
+        }
         let has_database = fs.exists(&config.data_dir.join("CURRENT")).unwrap_or(false);
         let shared = Arc::new(Shared {
-            db: SharedDb::empty(),
+            db,
             fs,
             epoch,
             stop: AtomicBool::new(false),
@@ -230,9 +272,12 @@ impl Replica {
             upstream_durable: AtomicU64::new(0),
             config,
         });
-        if has_database {
+        if let Some(open) = open {
+            fence_follower(&shared.config, &open);
+            adopt(&shared, open, None)?;
+        } else if has_database {
             let db = open_follower(&shared.config)?;
-            adopt(&shared, db, None)?;
+            adopt(&shared, Arc::new(db), None)?;
         }
         let loop_shared = Arc::clone(&shared);
         let task = tokio::spawn(async move { follow(loop_shared).await });
@@ -279,6 +324,7 @@ impl Replica {
             refusals: load(&c.refusals),
             credential_refusals: load(&c.credential_refusals),
             upstream_shutdowns: load(&c.upstream_shutdowns),
+            divergences: load(&c.divergences),
             last_error: self.shared.last_error.lock().clone(),
         }
     }
@@ -306,15 +352,45 @@ impl Replica {
     /// # Errors
     /// The epoch could not be written, or there is no database yet.
     pub async fn promote(&self) -> Result<u64, Error> {
+        let next = self.shared.epoch.get() + 1;
+        self.prepare_promotion(next).await?;
+        self.accept_writes()?;
+        Ok(next)
+    }
+
+    /// The first half of a promotion at `epoch` (decided elsewhere, for
+    /// example by an election): stops following and records `epoch`
+    /// durably, the database still refusing writes. Returns the last
+    /// sequence number applied, where the new epoch's history begins.
+    /// [`Replica::accept_writes`] is the second half.
+    ///
+    /// # Errors
+    /// `epoch` is not above the epoch followed so far, the epoch could
+    /// not be written, or there is no database yet.
+    pub async fn prepare_promotion(&self, epoch: u64) -> Result<u64, Error> {
         self.stop().await;
         let db = self.shared.db.get().ok_or(Error::Closed)?;
-        let next = self.shared.epoch.get() + 1;
+        let current = self.shared.epoch.get();
+        if epoch <= current {
+            return Err(Error::InvalidArgument(format!(
+                "promotion to epoch {epoch}: this node has already followed epoch {current}"
+            )));
+        }
         self.shared
             .epoch
-            .raise_to(next)
+            .raise_to(epoch)
             .map_err(|e| Error::InvalidArgument(format!("writing the epoch: {e}")))?;
+        Ok(db.last_seq().get())
+    }
+
+    /// Accepts local writes (after [`Replica::prepare_promotion`]).
+    ///
+    /// # Errors
+    /// There is no database.
+    pub fn accept_writes(&self) -> Result<(), Error> {
+        let db = self.shared.db.get().ok_or(Error::Closed)?;
         Follower::of(&db).unfence();
-        Ok(next)
+        Ok(())
     }
 }
 

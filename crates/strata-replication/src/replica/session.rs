@@ -34,7 +34,7 @@ pub(super) async fn session(shared: &Arc<Shared>) -> End {
     let request = with_token(&shared.config, ReceiverStream::new(rx));
     let mut inbound = match client.subscribe(request).await {
         Ok(response) => response.into_inner(),
-        Err(status) => return classify(&status),
+        Err(status) => return classify(&shared.config, &status),
     };
     // The Welcome first.
     match inbound.message().await {
@@ -60,7 +60,7 @@ pub(super) async fn session(shared: &Arc<Shared>) -> End {
             shared.freshness.lock().heard(welcome.durable_seq);
         }
         Ok(_) => return End::Retry("the upstream's first message was not a Welcome".into()),
-        Err(status) => return classify(&status),
+        Err(status) => return classify(&shared.config, &status),
     }
     loop {
         if shared.stop.load(Ordering::Acquire) {
@@ -83,7 +83,7 @@ pub(super) async fn session(shared: &Arc<Shared>) -> End {
                     break;
                 }
                 Err(status) => {
-                    ended = Some(classify(&status));
+                    ended = Some(classify(&shared.config, &status));
                     break;
                 }
             };

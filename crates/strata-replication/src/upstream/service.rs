@@ -54,16 +54,16 @@ fn open_position(
     let hash = RangeFilter::shown_hash(filter, payload)
         .map_err(|e| Status::internal(format!("this node's log record at {applied}: {e}")))?;
     if record.last_seq.get() != applied {
-        return Err(Status::aborted(format!(
+        return Err(crate::wire::diverged(Status::aborted(format!(
             "forked history: the replica's last batch ends at {applied}, but this node's batch holding {applied} spans {}..={}",
             record.first_seq.get(),
             record.last_seq.get()
-        )));
+        ))));
     }
     if !applied_hash.is_empty() && applied_hash != hash {
-        return Err(Status::aborted(format!(
+        return Err(crate::wire::diverged(Status::aborted(format!(
             "forked history: the replica's batch ending at {applied} differs from this node's (hash mismatch)"
-        )));
+        ))));
     }
     Ok((reader, Some(hash)))
 }
@@ -175,10 +175,10 @@ impl Upstream {
         }
         let durable = db.durable_seq().get();
         if sub.applied_seq > durable {
-            return Err(Status::out_of_range(format!(
+            return Err(crate::wire::diverged(Status::out_of_range(format!(
                 "the replica has applied up to {}, beyond this node's durable log ({durable}): a replaced history or the wrong upstream",
                 sub.applied_seq
-            )));
+            ))));
         }
         let applied = sub.applied_seq;
         let position_db = Arc::clone(&db);
