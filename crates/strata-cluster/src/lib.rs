@@ -43,7 +43,7 @@ mod keys;
 mod mem;
 mod membership;
 
-pub use agent::{AgentConfig, AgentStatus, Node, run_agent};
+pub use agent::{AgentConfig, AgentStatus, Follow, Node, Switchover, run_agent};
 pub use coordinator::{
     Compare, CompareOp, CompareTarget, Coordinator, Error, EventKind, KeyValue, Lease, LeaseId, Op,
     Result, Revision, Txn, TxnOutcome, Watch, WatchEvent, prefix_end,

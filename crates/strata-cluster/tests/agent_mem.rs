@@ -149,3 +149,73 @@ async fn stopping_a_primary_hands_over_at_once() {
     second.stop.send(true).unwrap();
     second.task.await.unwrap().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_switchover_drains_waits_for_the_target_and_hands_over_to_it_alone() {
+    use strata_cluster::{ClusterKeys, Coordinator, EpochStart, Switchover};
+    let store = MemCoordinator::new();
+    let ttl = Duration::from_secs(1);
+    let p = start(store.clone(), "p", 100, ttl);
+    wait_for("p primary", Duration::from_secs(5), || p.node.is_primary()).await;
+    // "a" would be the successor by sequence number; the request names "b".
+    let a = start(store.clone(), "a", 100, ttl);
+    let b = start(store.clone(), "b", 40, ttl);
+    wait_for("followers", Duration::from_secs(5), || {
+        [&a, &b]
+            .iter()
+            .all(|n| n.status.borrow().following.as_deref() == Some("p"))
+    })
+    .await;
+    let keys = ClusterKeys::new("strata", "agent-test").unwrap();
+    let request = Switchover {
+        v: 1,
+        to: "b".into(),
+    };
+    store
+        .put(&keys.switchover("g").unwrap(), &request.encode(), None)
+        .await
+        .unwrap();
+    wait_for("p drained", Duration::from_secs(3), || {
+        p.node.drained.load(Ordering::Relaxed)
+    })
+    .await;
+    // b has not caught up: p stays primary, drained.
+    tokio::time::sleep(ttl).await;
+    assert!(
+        p.node.is_primary(),
+        "no hand-over before the target caught up"
+    );
+    b.node.applied.store(100, Ordering::Relaxed);
+    wait_for("b primary", Duration::from_secs(5), || b.node.is_primary()).await;
+    assert!(!p.node.is_primary() && !a.node.is_primary());
+    assert!(!p.node.drained.load(Ordering::Relaxed));
+    assert_eq!(p.status.borrow().handovers, 1);
+    // The new epoch's history starts where b was; p follows b with that
+    // cut (it loses nothing: it had applied no more than 100).
+    let epoch = b.status.borrow().epoch;
+    let entry = store
+        .get(&keys.history_entry("g", epoch).unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    let entry = EpochStart::decode(&entry.value, "history").unwrap();
+    assert_eq!((entry.node.as_str(), entry.start_seq), ("b", 100));
+    wait_for("p follows b", Duration::from_secs(5), || {
+        p.status.borrow().following.as_deref() == Some("b")
+    })
+    .await;
+    let followed = p
+        .node
+        .events
+        .lock()
+        .iter()
+        .rev()
+        .find(|(_, e)| e.starts_with("follow"))
+        .map(|(_, e)| e.clone())
+        .unwrap();
+    assert_eq!(followed, "follow b cut 100");
+    for n in [p, a, b] {
+        n.stop.send(true).unwrap();
+        n.task.await.unwrap().unwrap();
+    }
+}

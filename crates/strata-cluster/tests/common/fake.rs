@@ -8,13 +8,15 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use strata_cluster::{
-    AgentConfig, AgentStatus, ClusterKeys, Coordinator, Leadership, MemberRecord, Node, run_agent,
+    AgentConfig, AgentStatus, ClusterKeys, Coordinator, Follow, Leadership, Node, run_agent,
 };
 use tokio::sync::watch;
 
 #[derive(Default)]
 pub(crate) struct FakeNode {
     pub(crate) applied: AtomicU64,
+    pub(crate) epoch: AtomicU64,
+    pub(crate) drained: AtomicBool,
     pub(crate) scoped: AtomicBool,
     pub(crate) leadership: Mutex<Option<Arc<Leadership>>>,
     /// (when, what): every transition.
@@ -37,17 +39,37 @@ impl Node for FakeNode {
     fn full(&self) -> bool {
         !self.scoped.load(Ordering::Relaxed)
     }
-    async fn promote(&self, epoch: u64, leadership: Arc<Leadership>) -> Result<(), String> {
+    fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Relaxed)
+    }
+    async fn prepare_promotion(&self, epoch: u64) -> Result<u64, String> {
+        let mine = self.epoch.load(Ordering::Relaxed);
+        if epoch <= mine {
+            return Err(format!("epoch {epoch} is not above {mine}"));
+        }
+        self.epoch.store(epoch, Ordering::Relaxed);
+        Ok(self.applied.load(Ordering::Relaxed))
+    }
+    fn accept_writes(&self, epoch: u64, leadership: Arc<Leadership>) -> Result<(), String> {
         *self.leadership.lock() = Some(leadership);
         self.events
             .lock()
             .push((Instant::now(), format!("promote {epoch}")));
         Ok(())
     }
-    async fn follow(&self, primary: &MemberRecord) {
+    async fn follow(&self, plan: &Follow) {
+        self.epoch.fetch_max(plan.epoch, Ordering::Relaxed);
+        let cut = plan.cut.map_or("none".to_string(), |c| c.to_string());
+        self.events.lock().push((
+            Instant::now(),
+            format!("follow {} cut {cut}", plan.primary.node),
+        ));
+    }
+    fn drain(&self, on: bool) {
+        self.drained.store(on, Ordering::Relaxed);
         self.events
             .lock()
-            .push((Instant::now(), format!("follow {}", primary.node)));
+            .push((Instant::now(), format!("drain {on}")));
     }
     fn fence(&self) {
         *self.leadership.lock() = None;
