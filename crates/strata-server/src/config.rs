@@ -76,6 +76,117 @@ pub(crate) enum Role {
     Primary,
     /// Follows an upstream and serves reads.
     Replica,
+    /// A member of a cluster (`[cluster]`): primary or replica as the
+    /// election through etcd decides.
+    Member,
+}
+
+/// `[cluster]`: the etcd a member is coordinated through, and who it is.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ClusterSection {
+    /// etcd client URLs (`http://127.0.0.1:2379`).
+    pub(crate) etcd: Vec<String>,
+    /// The cluster's name (two clusters may share one etcd).
+    pub(crate) name: String,
+    /// This node's range group (a primary and its replicas).
+    pub(crate) group: String,
+    /// This node's name (also its replica id on the primary).
+    pub(crate) node: String,
+    /// Where other members and clients reach this node (default
+    /// `http://{listen}`; `https://` with `[tls]`).
+    pub(crate) advertise: Option<String>,
+    /// The keys' prefix in etcd (default `strata`).
+    pub(crate) prefix: Option<String>,
+    /// The lease's time to live in milliseconds (default 3000; 500 to
+    /// 60000): how long a stopped primary leaves the group without one.
+    pub(crate) lease_ttl_ms: Option<u64>,
+    /// Added to etcd's revision to make the epoch (default 0), for a group
+    /// whose data carries an epoch from before the cluster.
+    pub(crate) epoch_base: Option<u64>,
+    /// Replicas that must confirm every write before it is acknowledged
+    /// (default 1): with 1 or more no acknowledged write is lost by a
+    /// failover; with 0 a failover may lose the unshipped tail (counted as
+    /// discarded records when the old primary rejoins).
+    pub(crate) min_sync_replicas: Option<u32>,
+    /// How long a write waits for those replicas, in milliseconds (default
+    /// 2000); past it the write is answered "outcome unknown".
+    pub(crate) sync_timeout_ms: Option<u64>,
+    /// TLS to the primary, when members serve `https://`.
+    pub(crate) tls: Option<ClientTlsSection>,
+    /// A file holding the replica token this node presents to the primary.
+    pub(crate) token_file: Option<PathBuf>,
+    /// An environment variable holding it.
+    pub(crate) token_env: Option<String>,
+}
+
+impl ClusterSection {
+    /// The lease's time to live.
+    pub(crate) fn lease_ttl(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.lease_ttl_ms.unwrap_or(3000))
+    }
+
+    /// The replicas every write waits for.
+    pub(crate) fn min_sync_replicas(&self) -> u32 {
+        self.min_sync_replicas.unwrap_or(1)
+    }
+
+    fn check(&self, listen: SocketAddr, tls: bool) -> Result<(), String> {
+        if self.etcd.is_empty() {
+            return Err("cluster.etcd lists no endpoint".into());
+        }
+        for url in &self.etcd {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(format!(
+                    "cluster.etcd: {url:?} must start with http:// or https://"
+                ));
+            }
+        }
+        for (what, name) in [
+            ("cluster.name", &self.name),
+            ("cluster.group", &self.group),
+            ("cluster.node", &self.node),
+        ] {
+            strata_cluster::check_name("name", name).map_err(|e| format!("{what}: {e}"))?;
+        }
+        if let Some(prefix) = &self.prefix {
+            strata_cluster::ClusterKeys::new(prefix, &self.name)
+                .map_err(|e| format!("cluster.prefix: {e}"))?;
+        }
+        if let Some(ms) = self.lease_ttl_ms
+            && !(500..=60_000).contains(&ms)
+        {
+            return Err(format!(
+                "cluster.lease_ttl_ms = {ms} is outside 500..=60000"
+            ));
+        }
+        if let Some(ms) = self.sync_timeout_ms
+            && !(10..=60_000).contains(&ms)
+        {
+            return Err(format!(
+                "cluster.sync_timeout_ms = {ms} is outside 10..=60000"
+            ));
+        }
+        if self.min_sync_replicas.is_some_and(|n| n > 16) {
+            return Err("cluster.min_sync_replicas is at most 16".into());
+        }
+        if let Some(advertise) = &self.advertise
+            && !(advertise.starts_with("http://") || advertise.starts_with("https://"))
+        {
+            return Err(format!(
+                "cluster.advertise = {advertise:?} must start with http:// or https://"
+            ));
+        }
+        let _ = (listen, tls);
+        Ok(())
+    }
+
+    /// The address others reach this node at.
+    pub(crate) fn advertised(&self, listen: SocketAddr, tls: bool) -> String {
+        self.advertise
+            .clone()
+            .unwrap_or_else(|| format!("{}://{listen}", if tls { "https" } else { "http" }))
+    }
 }
 
 /// The `[replica]` section.
@@ -278,6 +389,8 @@ pub(crate) struct Config {
     pub(crate) replication_listen: Option<SocketAddr>,
     /// For a replica: whom it follows.
     pub(crate) replica: Option<ReplicaSection>,
+    /// For a cluster member: its etcd, cluster, group and name.
+    pub(crate) cluster: Option<ClusterSection>,
     /// Durability and limits (all optional).
     #[serde(default)]
     pub(crate) engine: EngineSection,
@@ -614,8 +727,22 @@ impl Config {
         if let Some(backup) = &self.backup {
             backup.check(&self.data_dir)?;
         }
+        match (self.role, &self.cluster) {
+            (Role::Member, None) => {
+                return Err(
+                    "role = \"member\" needs a [cluster] section (etcd, name, group, node)".into(),
+                );
+            }
+            (Role::Member, Some(cluster)) => {
+                cluster.check(self.listen, self.tls.is_some())?;
+            }
+            (_, Some(_)) => {
+                return Err("a [cluster] section is only for role = \"member\"".into());
+            }
+            (_, None) => {}
+        }
         match (self.role, &self.replica) {
-            (Role::Primary, Some(_)) => {
+            (Role::Primary | Role::Member, Some(_)) => {
                 return Err("a [replica] section is only for role = \"replica\"".into());
             }
             (Role::Replica, None) => {
@@ -642,7 +769,7 @@ impl Config {
                 strata_replication::check_intervals(&replica.intervals())
                     .map_err(|e| format!("replica.ranges: {e}"))?;
             }
-            (Role::Primary, None) => {}
+            (Role::Primary | Role::Member, None) => {}
         }
         self.engine.check()?;
         if self.data_dir.as_os_str().is_empty() {

@@ -22,7 +22,9 @@ mod connect;
 mod dump;
 mod health;
 mod inspect;
+mod join;
 mod listener;
+mod member;
 mod metrics;
 mod node;
 mod pipeline;
@@ -479,7 +481,22 @@ async fn run(config: config::Config, path: Option<std::path::PathBuf>) -> Result
         ));
         options
     };
+    let mut member: Option<join::Started> = None;
     let (node, replica) = match config.role {
+        config::Role::Member => {
+            let started = join::start(
+                &config,
+                engine_options.clone(),
+                &snapshots,
+                auth.clone(),
+                count_denied(&request_metrics),
+                Arc::clone(&request_metrics),
+                Arc::clone(&connections),
+            )?;
+            let node = started.node.clone();
+            member = Some(started);
+            (node, None)
+        }
         config::Role::Primary => {
             let db = Db::open(&config.data_dir, engine_options.clone())
                 .map_err(|e| format!("opening {}: {e}", config.data_dir.display()))?;
@@ -496,7 +513,8 @@ async fn run(config: config::Config, path: Option<std::path::PathBuf>) -> Result
                     db,
                     epoch,
                     upstream,
-                    role: node::Role::Primary,
+                    role: Arc::new(arc_swap::ArcSwap::from_pointee(node::Role::Primary)),
+                    cluster: None,
                     metrics: Arc::clone(&request_metrics),
                     auth: auth.clone(),
                     connections: Arc::clone(&connections),
@@ -541,10 +559,11 @@ async fn run(config: config::Config, path: Option<std::path::PathBuf>) -> Result
                     db: replica.db(),
                     epoch: replica.epoch(),
                     upstream,
-                    role: node::Role::Replica {
+                    role: Arc::new(arc_swap::ArcSwap::from_pointee(node::Role::Replica {
                         replica: Arc::clone(&replica),
                         upstream: section.upstream,
-                    },
+                    })),
+                    cluster: None,
                     metrics: Arc::clone(&request_metrics),
                     auth: auth.clone(),
                     connections: Arc::clone(&connections),
@@ -710,6 +729,11 @@ async fn run(config: config::Config, path: Option<std::path::PathBuf>) -> Result
                 "calls still open after the grace period are dropped"
             );
         }
+    }
+    if let Some(member) = member {
+        // Hands the group over at once (the key is deleted, the lease
+        // revoked) and stops following.
+        member.stop(grace).await;
     }
     if let Some(replica) = replica
         && tokio::time::timeout(grace, replica.stop()).await.is_err()

@@ -158,6 +158,18 @@ fn archive(scrape: &Scrape<'_>, f: fn(&crate::backup::ArchiveFigures) -> f64) ->
         .unwrap_or_default()
 }
 
+/// One sample for a cluster member, labeled with its group; none for a
+/// node outside a cluster.
+fn member(
+    scrape: &Scrape<'_>,
+    f: fn(&crate::member::Membership, &strata_cluster::AgentStatus) -> f64,
+) -> Vec<Sample> {
+    scrape.node.cluster.as_ref().map_or_else(Vec::new, |m| {
+        let status = m.status.borrow().clone();
+        vec![(vec![("group", m.group.clone())], f(m, &status))]
+    })
+}
+
 fn connections(
     scrape: &Scrape<'_>,
     f: fn(&crate::listener::ConnectionFigures) -> u64,
@@ -176,13 +188,91 @@ fn scraped_series() -> Vec<Series> {
             help: "1 while the node serves; role label: primary or replica",
             kind: Gauge,
             read: |s| {
-                let role = if matches!(s.node.role, Role::Primary) {
-                    "primary"
-                } else {
-                    "replica"
+                let role = match &*s.node.role() {
+                    Role::Primary => "primary",
+                    Role::Replica { .. } => "replica",
+                    Role::Standby => "standby",
                 };
                 vec![(vec![("role", role.to_string())], 1.0)]
             },
+        },
+        Series {
+            name: "strata_cluster_primary",
+            help: "A cluster member: 1 while it is its group's primary (holding a valid lease)",
+            kind: Gauge,
+            read: |s| {
+                member(s, |m, st| {
+                    f64::from(u8::from(st.primary && !m.lease_left().is_zero()))
+                })
+            },
+        },
+        Series {
+            name: "strata_cluster_primary_known",
+            help: "A cluster member: 1 while it knows its group's primary (itself or the one it follows)",
+            kind: Gauge,
+            read: |s| member(s, |_, st| f64::from(u8::from(st.primary_node.is_some()))),
+        },
+        Series {
+            name: "strata_cluster_lease_seconds_left",
+            help: "A primary member: time left before its lease can no longer be proven (0 otherwise)",
+            kind: Gauge,
+            read: |s| member(s, |m, _| m.lease_left().as_secs_f64()),
+        },
+        Series {
+            name: "strata_cluster_promotions",
+            help: "Elections this member won (each a failover or first start of its group)",
+            kind: Counter,
+            read: |s| member(s, |_, st| st.promotions as f64),
+        },
+        Series {
+            name: "strata_cluster_leaderships_lost",
+            help: "Times this member was fenced: its lease could no longer be proven",
+            kind: Counter,
+            read: |s| member(s, |_, st| st.fenced as f64),
+        },
+        Series {
+            name: "strata_cluster_handovers",
+            help: "Planned switchovers this member handed its group over in",
+            kind: Counter,
+            read: |s| member(s, |_, st| st.handovers as f64),
+        },
+        Series {
+            name: "strata_cluster_fenced_writes",
+            help: "Writes refused or not acknowledged because the lease could not be proven (or during a switchover's drain)",
+            kind: Counter,
+            read: |s| {
+                member(s, |m, _| {
+                    m.fenced_writes.load(std::sync::atomic::Ordering::Relaxed) as f64
+                })
+            },
+        },
+        Series {
+            name: "strata_cluster_not_primary_writes",
+            help: "Writes refused because this member is not its group's primary",
+            kind: Counter,
+            read: |s| {
+                member(s, |m, _| {
+                    m.not_primary_writes
+                        .load(std::sync::atomic::Ordering::Relaxed) as f64
+                })
+            },
+        },
+        Series {
+            name: "strata_cluster_discarded_records",
+            help: "Sequence numbers of this member's own history that no later epoch kept, discarded when it rejoined (acknowledged writes only with min_sync_replicas = 0)",
+            kind: Counter,
+            read: |s| {
+                member(s, |m, _| {
+                    m.discarded_records
+                        .load(std::sync::atomic::Ordering::Relaxed) as f64
+                })
+            },
+        },
+        Series {
+            name: "strata_cluster_coordinator_errors",
+            help: "Calls to etcd that failed (each retried at the next tick)",
+            kind: Counter,
+            read: |s| member(s, |_, st| st.coordinator_errors as f64),
         },
         Series {
             name: "strata_epoch",
@@ -606,9 +696,9 @@ impl NodeCollector {
             stats: db.as_ref().map(|d| d.stats()),
             poisoned: db.as_ref().is_some_and(|d| d.poisoned().is_some()),
             replicas: self.node.upstream.replicas(),
-            follower: match &self.node.role {
+            follower: match &*self.node.role() {
                 Role::Replica { replica, .. } => Some(replica.figures()),
-                Role::Primary => None,
+                Role::Primary | Role::Standby => None,
             },
             process: crate::health::process(),
             disk: crate::health::disk(&self.data_dir),

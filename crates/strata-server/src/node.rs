@@ -30,6 +30,16 @@ pub(crate) enum Role {
         /// Its upstream's address.
         upstream: String,
     },
+    /// A cluster member neither leading nor following yet (or fenced):
+    /// serves reads of its own data, refuses writes.
+    Standby,
+}
+
+impl Node {
+    /// The node's role now.
+    pub(crate) fn role(&self) -> Arc<Role> {
+        self.role.load_full()
+    }
 }
 
 /// The node's services share this.
@@ -41,8 +51,11 @@ pub(crate) struct Node {
     pub(crate) epoch: Epoch,
     /// Its replication service (to count replicas, semi-sync writes).
     pub(crate) upstream: Upstream,
-    /// Primary or replica.
-    pub(crate) role: Role,
+    /// Primary, replica or standby: fixed for a node configured as one,
+    /// changed by the failover agent for a cluster member.
+    pub(crate) role: Arc<arc_swap::ArcSwap<Role>>,
+    /// For a cluster member: its membership (leadership, refusals).
+    pub(crate) cluster: Option<Arc<crate::member::Membership>>,
     /// Request latencies and counts.
     pub(crate) metrics: Arc<crate::request_metrics::RequestMetrics>,
     /// Who may call `Kv` and `Admin`.

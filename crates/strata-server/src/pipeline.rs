@@ -205,6 +205,26 @@ fn operation_bytes(request: &WriteRequest) -> usize {
         .sum()
 }
 
+/// The primary a "not primary" refusal names (from its metadata).
+fn not_primary(status: &Status) -> Option<strata_proto::v1::NotPrimary> {
+    if status.code() != tonic::Code::FailedPrecondition {
+        return None;
+    }
+    let metadata = status.metadata();
+    let text = |key: &str| {
+        metadata
+            .get(key)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let epoch = text(crate::member::EPOCH_KEY)?.parse().ok()?;
+    Some(strata_proto::v1::NotPrimary {
+        node: text(crate::member::PRIMARY_NODE_KEY).unwrap_or_default(),
+        address: text(crate::member::PRIMARY_ADDRESS_KEY).unwrap_or_default(),
+        epoch,
+    })
+}
+
 /// The answer to request `sequence`.
 pub(crate) fn answered(
     sequence: u64,
@@ -223,7 +243,7 @@ pub(crate) fn answered(
             code: status.code() as i32,
             message: status.message().to_string(),
             answer: None,
-            not_primary: None,
+            not_primary: not_primary(&status),
         },
     }
 }

@@ -17,6 +17,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use strata::{Error, SeqNo, WriteBatch, WriteOptions};
@@ -101,8 +102,8 @@ impl Node {
 
     /// The key ranges this node holds (empty: every key).
     fn held_ranges(&self) -> strata_replication::KeyIntervals {
-        match &self.role {
-            Role::Primary => Vec::new(),
+        match &*self.role() {
+            Role::Primary | Role::Standby => Vec::new(),
             Role::Replica { replica, .. } => replica.ranges().to_vec(),
         }
     }
@@ -261,6 +262,44 @@ impl Node {
         min_replicas: u32,
         replica_timeout_millis: u64,
     ) -> Result<WriteResponse, Status> {
+        // A cluster member takes a write only under a valid leadership, and
+        // acknowledges it only if the leadership is still valid once the
+        // write is durable (and confirmed by min_sync_replicas replicas).
+        if let Some(member) = &self.cluster {
+            let leadership = member.admit()?;
+            let wanted = min_replicas.max(member.min_sync_replicas);
+            let timeout = if replica_timeout_millis == 0 {
+                member.sync_timeout_millis
+            } else {
+                replica_timeout_millis
+            };
+            let response = self
+                .commit_local(batch, sync || wanted > 0, wanted, timeout)
+                .await?;
+            member.acknowledge(&leadership)?;
+            if member.min_sync_replicas > 0 && !response.confirmed {
+                return Err(crate::member::unknown_outcome(Status::unavailable(
+                    format!(
+                        "not confirmed by {} replica(s) within {timeout} ms (min_sync_replicas): durable here, but not acknowledged; it may or may not survive a failover",
+                        member.min_sync_replicas
+                    ),
+                )));
+            }
+            return Ok(response);
+        }
+        self.commit_local(batch, sync, min_replicas, replica_timeout_millis)
+            .await
+    }
+
+    /// Writes `batch` to the engine (semi-synchronously if
+    /// `min_replicas > 0`), without the membership's checks.
+    async fn commit_local(
+        &self,
+        batch: WriteBatch,
+        sync: bool,
+        min_replicas: u32,
+        replica_timeout_millis: u64,
+    ) -> Result<WriteResponse, Status> {
         // A replica's database refuses writes (ReadOnly, naming the primary)
         // until it is promoted.
         let db = self.db()?;
@@ -313,9 +352,9 @@ impl Node {
             timeout: Duration::ZERO,
             ..*options
         };
-        match &self.role {
+        match &*self.role() {
             Role::Replica { replica, .. } => Ok(replica.snapshot(&now).ok()),
-            Role::Primary => {
+            Role::Primary | Role::Standby => {
                 let db = self.db()?;
                 Ok(match now.min_seq {
                     Some(min) if !db.wait_for_seq(min, Duration::ZERO) => None,
@@ -328,11 +367,11 @@ impl Node {
     /// A snapshot once the read's waits are met (a replica waits for
     /// `min_seq` and staleness; a primary for `min_seq`). Blocking.
     fn read_snapshot(&self, options: &ReadOptions) -> Result<strata::Snapshot, Status> {
-        match &self.role {
+        match &*self.role() {
             Role::Replica { replica, .. } => replica
                 .snapshot(options)
                 .map_err(|e| Status::unavailable(e.to_string())),
-            Role::Primary => {
+            Role::Primary | Role::Standby => {
                 let db = self.db()?;
                 if let Some(min) = options.min_seq
                     && !db.wait_for_seq(min, options.timeout)
@@ -449,9 +488,10 @@ impl Admin for Node {
         self.allow(&request, "status", READERS, "read status")?;
         let db = self.db.get();
         let mut status = StatusResponse {
-            role: match self.role {
+            role: match &*self.role() {
                 Role::Primary => "primary".into(),
-                Role::Replica { ref replica, .. } if replica.following() => "replica".into(),
+                Role::Standby => "standby".into(),
+                Role::Replica { replica, .. } if replica.following() => "replica".into(),
                 Role::Replica { .. } => "primary".into(),
             },
             last_seq: db.as_ref().map_or(0, |db| db.last_seq().get()),
@@ -477,7 +517,20 @@ impl Admin for Node {
                 .collect(),
             ..StatusResponse::default()
         };
-        if let Role::Replica { replica, upstream } = &self.role {
+        if let Some(member) = &self.cluster {
+            let known = member.status.borrow().clone();
+            status.node.clone_from(&member.node);
+            status.group.clone_from(&member.group);
+            if let Some((node, address)) = known.primary_node {
+                status.primary_node = node;
+                status.primary_address = address;
+            }
+            status.lease_millis_left = member.lease_left().as_millis() as u64;
+            status.fenced_writes = member.fenced_writes.load(Ordering::Relaxed);
+            status.not_primary_writes = member.not_primary_writes.load(Ordering::Relaxed);
+            status.discarded_records = member.discarded_records.load(Ordering::Relaxed);
+        }
+        if let Role::Replica { replica, upstream } = &*self.role() {
             let f = replica.figures();
             status.upstream = upstream.clone();
             status.upstream_durable_seq = f.upstream_durable_seq;
@@ -570,7 +623,13 @@ impl Admin for Node {
         request: Request<PromoteRequest>,
     ) -> Result<Response<PromoteResponse>, Status> {
         self.allow(&request, "promote", ADMINS, "promote")?;
-        let Role::Replica { replica, .. } = &self.role else {
+        if self.cluster.is_some() {
+            return Err(Status::failed_precondition(
+                "this node is a cluster member: its role is elected through etcd; hand the group over with `strata cluster failover --to NODE`",
+            ));
+        }
+        let role = self.role();
+        let Role::Replica { replica, .. } = &*role else {
             return Err(Status::failed_precondition(
                 "this node is already a primary",
             ));
