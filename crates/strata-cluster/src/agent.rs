@@ -422,6 +422,13 @@ impl<C: Coordinator, N: Node> Agent<C, N> {
     /// [`Follow::cut`]); `None` while the history entry of `epoch` (the
     /// primary's) is not published yet.
     async fn cut_since(&self, epoch: u64) -> Result<Option<Option<u64>>> {
+        let (cut, published, _) = self.history_cut(epoch).await?;
+        Ok(published.then_some(cut))
+    }
+
+    /// The cut since the node's own epoch, whether `epoch`'s entry is
+    /// published, and how many epochs the history holds.
+    async fn history_cut(&self, epoch: u64) -> Result<(Option<u64>, bool, usize)> {
         let (entries, _) = self
             .store
             .list(&self.config.keys.history(&self.config.group)?)
@@ -437,7 +444,7 @@ impl<C: Coordinator, N: Node> Agent<C, N> {
                 cut = Some(cut.map_or(entry.start_seq, |c| c.min(entry.start_seq)));
             }
         }
-        Ok(published.then_some(cut))
+        Ok((cut, published, entries.len()))
     }
 
     /// As primary: hand the group over if a switchover names another
@@ -527,6 +534,19 @@ impl<C: Coordinator, N: Node> Agent<C, N> {
         // (after a whole-group restart the most advanced must win).
         let settling = !self.seen_primary && self.started.elapsed() < self.config.lease_ttl;
         if !self.node.full() || settling {
+            return Ok(());
+        }
+        // A node holding records a later epoch cut (its own tail from an
+        // older epoch, not yet replaced) must never lead: it would serve
+        // them again.
+        let (cut, _, epochs) = self.history_cut(0).await?;
+        let applied = self.node.applied_seq();
+        if cut.is_some_and(|cut| applied > cut) {
+            return Ok(());
+        }
+        // An empty node never leads a group that has had a primary: it
+        // would replace the group's data with none.
+        if applied == 0 && epochs > 0 {
             return Ok(());
         }
         let since = *self.no_primary_since.get_or_insert_with(Instant::now);

@@ -364,6 +364,25 @@ impl Node {
         }
     }
 
+    /// [`Node::read_snapshot`] and the epoch whose history it is: the
+    /// epoch read before and after the snapshot, retried while they differ
+    /// (a replica raises its epoch when it starts following a new primary,
+    /// before it applies that primary's history, and installs a snapshot
+    /// only once no reader holds the old database), so an answer never
+    /// names an epoch its data is not from.
+    fn read_in_one_epoch(&self, options: &ReadOptions) -> Result<(u64, strata::Snapshot), Status> {
+        for _ in 0..3 {
+            let before = self.epoch.get();
+            let snapshot = self.read_snapshot(options)?;
+            if self.epoch.get() == before {
+                return Ok((before, snapshot));
+            }
+        }
+        Err(Status::unavailable(
+            "the node moved to a new epoch during the read (a failover); retry",
+        ))
+    }
+
     /// A snapshot once the read's waits are met (a replica waits for
     /// `min_seq` and staleness; a primary for `min_seq`). Blocking.
     fn read_snapshot(&self, options: &ReadOptions) -> Result<strata::Snapshot, Status> {
@@ -409,8 +428,7 @@ impl Node {
         );
         let node = self.clone();
         let answer = tokio::task::spawn_blocking(move || -> Result<ScanResponse, Status> {
-            let epoch = node.epoch.get();
-            let snapshot = node.read_snapshot(&options)?;
+            let (epoch, snapshot) = node.read_in_one_epoch(&options)?;
             let start = std::ops::Bound::Included(request.start.as_slice());
             let end = if request.unbounded {
                 std::ops::Bound::Unbounded
@@ -451,10 +469,7 @@ impl Node {
             request.max_staleness_millis,
             request.timeout_millis,
         );
-        // Read before the snapshot: the snapshot's history is that of this
-        // epoch or a later one (a lower claim only makes a client stricter).
-        let epoch = self.epoch.get();
-        let answer = move |snapshot: &strata::Snapshot, key: &[u8]| {
+        let answer = move |epoch: u64, snapshot: &strata::Snapshot, key: &[u8]| {
             let value = snapshot.get(key).map_err(|e| to_status(&e))?;
             Ok(GetResponse {
                 found: value.is_some(),
@@ -466,13 +481,16 @@ impl Node {
         // Met waits (or none): an engine get, on this thread. Otherwise the
         // wait holds a blocking-pool thread, not a runtime one, so other
         // reads go on.
-        if let Some(snapshot) = self.snapshot_now(&options)? {
-            return answer(&snapshot, &request.key);
+        let before = self.epoch.get();
+        if let Some(snapshot) = self.snapshot_now(&options)?
+            && self.epoch.get() == before
+        {
+            return answer(before, &snapshot, &request.key);
         }
         let node = self.clone();
         tokio::task::spawn_blocking(move || -> Result<GetResponse, Status> {
-            let snapshot = node.read_snapshot(&options)?;
-            answer(&snapshot, &request.key)
+            let (epoch, snapshot) = node.read_in_one_epoch(&options)?;
+            answer(epoch, &snapshot, &request.key)
         })
         .await
         .map_err(|e| Status::internal(e.to_string()))?

@@ -94,6 +94,7 @@ pub(super) async fn follow(shared: Arc<Shared>) {
                         continue;
                     }
                     Err(error) => {
+                        tracing::warn!(upstream = %config.upstream, reason = %why, %error, "bootstrap after divergence failed; retrying");
                         // Still diverged: the next session is refused again.
                         *shared.last_error.lock() = Some(format!(
                             "bootstrap after divergence ({why}) failed: {error}"

@@ -132,7 +132,9 @@ pub(crate) struct Group {
 
 /// Writes the configs of `n` members (`n1`..) of group `g1` in cluster
 /// `cluster`, coordinated by `etcd`, with `lease_ttl_ms` and
-/// `min_sync_replicas`.
+/// `min_sync_replicas`: `examples/failover/n{i}.toml` (the README's
+/// walk-through; members past the third are copies of the third) with
+/// free ports, this etcd, an absolute data directory and these settings.
 pub(crate) fn group(
     dir: &Path,
     etcd: &[String],
@@ -153,30 +155,41 @@ pub(crate) fn group(
             let metrics = free_port();
             let config = dir.join(format!("{name}.toml"));
             let data = dir.join(format!("{name}-data"));
-            std::fs::write(
-                &config,
-                format!(
-                    r#"role = "member"
-data_dir = "{}"
-listen = "127.0.0.1:{port}"
-metrics_listen = "127.0.0.1:{metrics}"
-
-[limits]
-shutdown_grace_ms = 1000
-
-[cluster]
-etcd = [{etcd}]
-name = "{cluster}"
-group = "g1"
-node = "{name}"
-lease_ttl_ms = {lease_ttl_ms}
-min_sync_replicas = {min_sync_replicas}
-sync_timeout_ms = 2000
-"#,
-                    data.display()
+            let example = super::node::repo()
+                .join("examples/failover")
+                .join(format!("n{}.toml", i.min(3)));
+            let text = std::fs::read_to_string(&example).unwrap();
+            let j = i.min(3);
+            let replaced = [
+                (format!("127.0.0.1:720{j}"), format!("127.0.0.1:{port}")),
+                (format!("127.0.0.1:930{j}"), format!("127.0.0.1:{metrics}")),
+                (
+                    format!("\"data/n{j}\""),
+                    format!("{:?}", data.display().to_string()),
                 ),
-            )
-            .unwrap();
+                (format!("\"n{j}\""), format!("\"{name}\"")),
+                ("\"http://127.0.0.1:2379\"".to_string(), etcd.clone()),
+                ("\"demo\"".to_string(), format!("\"{cluster}\"")),
+                (
+                    "lease_ttl_ms = 3000".to_string(),
+                    format!("lease_ttl_ms = {lease_ttl_ms}"),
+                ),
+                (
+                    "min_sync_replicas = 1".to_string(),
+                    format!("min_sync_replicas = {min_sync_replicas}\nsync_timeout_ms = 2000"),
+                ),
+            ];
+            let mut text = text;
+            for (from, to) in &replaced {
+                assert!(
+                    text.contains(from.as_str()),
+                    "{} has no {from}",
+                    example.display()
+                );
+                text = text.replace(from.as_str(), to);
+            }
+            text.push_str("\n[limits]\nshutdown_grace_ms = 1000\n");
+            std::fs::write(&config, text).unwrap();
             Member {
                 name,
                 config,
