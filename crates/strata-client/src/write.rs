@@ -139,6 +139,10 @@ impl Client {
         let mut tried = Vec::new();
         let mut backoff = BACKOFF_FIRST;
         let mut next: Option<Primary> = None;
+        // The newest epoch a refusal was followed to: a refusal is followed
+        // only to a newer one, so two nodes that name each other at the
+        // same epoch are each tried once per round, never in a loop.
+        let mut followed = 0;
         loop {
             let target = match next.take() {
                 Some(target) => Some(target),
@@ -158,8 +162,11 @@ impl Client {
                     }
                     Err(failure) => {
                         self.forget_primary();
-                        next = self.after_failure(&target, failure, &mut tried)?;
-                        if next.is_some() {
+                        next = self
+                            .after_failure(&target, failure, &mut tried)?
+                            .filter(|newer| newer.epoch > followed);
+                        if let Some(newer) = &next {
+                            followed = newer.epoch;
                             continue;
                         }
                     }
