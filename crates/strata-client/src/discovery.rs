@@ -239,7 +239,7 @@ pub(crate) async fn ask_seeds(
         let address = pool.url(seed);
         match status_of(pool, &address, timeout).await {
             Ok(status) => answers.push(SeedStatus { address, status }),
-            Err(said) => tried.push(Attempt::new(address, None, said)),
+            Err(said) => crate::client::note(tried, Attempt::new(address, None, said)),
         }
     }
     answers
@@ -281,7 +281,19 @@ pub(crate) fn primary_from_seeds(answers: &[SeedStatus]) -> Result<Primary, Stri
         .iter()
         .filter(|a| !a.status.primary_address.is_empty())
         .max_by_key(|a| a.status.epoch);
+    // A replica outside a cluster names no primary, only the upstream it
+    // follows: usually the primary (a node further down a cascade refuses
+    // the write, and the client rediscovers).
+    let upstream = answers
+        .iter()
+        .filter(|a| a.status.primary_address.is_empty() && !a.status.upstream.is_empty())
+        .max_by_key(|a| a.status.epoch);
     match named {
+        None if let Some(seed) = upstream => Ok(Primary {
+            node: seed.status.upstream.clone(),
+            address: seed.status.upstream.clone(),
+            epoch: seed.status.epoch,
+        }),
         Some(seed) => Ok(Primary {
             node: if seed.status.primary_node.is_empty() {
                 seed.status.primary_address.clone()
@@ -353,6 +365,9 @@ mod tests {
         let named = primary_from_seeds(&answers[..1]).unwrap();
         assert_eq!((named.address.as_str(), named.epoch), ("http://c", 9));
         assert!(primary_from_seeds(&[seed("http://a", "replica", 1, "")]).is_err());
+        let mut outside = seed("http://a", "replica", 1, "");
+        outside.status.upstream = "http://up".into();
+        assert_eq!(primary_from_seeds(&[outside]).unwrap().address, "http://up");
         let members = members_from_seeds(&answers[..1]);
         assert_eq!(members.len(), 2);
     }

@@ -61,6 +61,15 @@ fn list(attempts: &[Attempt]) -> String {
     parts.join("; ")
 }
 
+/// ` of group "g"`, or nothing without a group.
+fn of_group(group: &str) -> String {
+    if group.is_empty() {
+        String::new()
+    } else {
+        format!(" of group {group:?}")
+    }
+}
+
 /// Why a client call failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -82,7 +91,7 @@ pub enum Error {
     /// No node took the write as the group's primary within the failover
     /// wait. Nothing was applied: every refusal listed was a node saying
     /// it did not take the write.
-    #[error("no primary of group {group:?} took the write within {waited:?}: {}", list(.tried))]
+    #[error("no primary{} took the write within {waited:?}: {}", of_group(.group), list(.tried))]
     NoPrimary {
         /// The range group (empty without an etcd source).
         group: String,
