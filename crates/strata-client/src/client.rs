@@ -71,13 +71,20 @@ pub(crate) fn note(tried: &mut Vec<Attempt>, attempt: Attempt) {
 
 impl Client {
     /// A client for `config`. Opens no connection: nodes and etcd are
-    /// reached on the first call.
+    /// reached on the first call. Call it within a Tokio runtime (the
+    /// etcd connection's balancer runs as a task of it).
     ///
     /// # Errors
     /// [`Error::Config`] when `config` does not pass
-    /// [`ClientConfig::check`] or an etcd endpoint is not a URL.
+    /// [`ClientConfig::check`], an etcd endpoint is not a URL, or there is
+    /// no Tokio runtime to run in.
     pub fn new(config: ClientConfig) -> Result<Client> {
         config.check()?;
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(Error::Config {
+                detail: "Client::new must be called within a Tokio runtime".into(),
+            });
+        }
         let directory = match &config.etcd {
             Some(source) => {
                 let mut options = EtcdOptions::new(source.endpoints.clone());

@@ -118,3 +118,13 @@ async fn a_cluster_status_without_etcd_is_refused() {
         Err(Error::Config { .. })
     ));
 }
+
+#[test]
+fn a_client_made_outside_a_runtime_is_an_error_not_a_panic() {
+    let config = ClientConfig::etcd(EtcdSource::new(["http://127.0.0.1:2379"], "shop", "g1"));
+    let err = Client::new(config).unwrap_err();
+    assert!(
+        matches!(err, Error::Config { .. }) && err.to_string().contains("Tokio runtime"),
+        "{err}"
+    );
+}
