@@ -16,7 +16,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use strata_cluster::{Coordinator, EpochStart, EtcdCoordinator, EtcdOptions};
@@ -52,6 +52,8 @@ pub(crate) struct Inner {
     pub(crate) etcd: Option<Etcd>,
     pub(crate) primary: Mutex<Option<Primary>>,
     pub(crate) history: Mutex<Vec<EpochStart>>,
+    /// The group's members and when they were read.
+    pub(crate) members: Mutex<Option<(Instant, Vec<Member>)>>,
     pub(crate) next_read: AtomicUsize,
 }
 
@@ -60,6 +62,9 @@ pub(crate) struct Inner {
 pub(crate) const BACKOFF_FIRST: Duration = Duration::from_millis(50);
 /// The longest pause between two attempts.
 pub(crate) const BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// How long a read of the group's members is used before it is read again
+/// (a read that no member answered forgets it at once).
+pub(crate) const MEMBERS_FRESH: Duration = Duration::from_secs(5);
 
 /// Pushes `attempt` unless the same node already said the same thing (a
 /// wait of many rounds reports each distinct answer once).
@@ -138,6 +143,7 @@ impl Client {
                 etcd,
                 primary: Mutex::new(None),
                 history: Mutex::new(Vec::new()),
+                members: Mutex::new(None),
                 next_read: AtomicUsize::new(0),
             }),
         })
@@ -220,8 +226,26 @@ impl Client {
         *self.inner.primary.lock() = None;
     }
 
-    /// The group's members: from etcd, else from the seeds' answers.
+    /// The group's members, as last read if that is recent.
     pub(crate) async fn members(&self, tried: &mut Vec<Attempt>) -> Vec<Member> {
+        if let Some((read_at, members)) = self.inner.members.lock().as_ref()
+            && read_at.elapsed() < MEMBERS_FRESH
+        {
+            return members.clone();
+        }
+        let members = self.discover_members(tried).await;
+        if !members.is_empty() {
+            *self.inner.members.lock() = Some((Instant::now(), members.clone()));
+        }
+        members
+    }
+
+    pub(crate) fn forget_members(&self) {
+        *self.inner.members.lock() = None;
+    }
+
+    /// The group's members: from etcd, else from the seeds' answers.
+    async fn discover_members(&self, tried: &mut Vec<Attempt>) -> Vec<Member> {
         let inner = &self.inner;
         if let Some(etcd) = &inner.etcd {
             match etcd.members().await {
@@ -247,6 +271,9 @@ impl Client {
             tried,
         )
         .await;
+        if let Ok(primary) = discovery::primary_from_seeds(&answers) {
+            self.remember(primary);
+        }
         discovery::members_from_seeds(&answers)
     }
 

@@ -93,7 +93,8 @@ impl fmt::Debug for Bearer {
     }
 }
 
-/// How a [`crate::Client`] finds and reaches a range group.
+/// How a [`crate::Client`] finds and reaches a range group. Its `Debug`
+/// output shows whether TLS is configured, never the key material.
 ///
 /// # Examples
 ///
@@ -104,7 +105,7 @@ impl fmt::Debug for Bearer {
 /// assert!(config.check().is_ok());
 /// assert!(strata_client::ClientConfig::seeds(Vec::<String>::new()).check().is_err());
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ClientConfig {
     /// Node addresses (`host:port` or an `http://`/`https://` URL) asked
     /// for the primary by `Admin.Status`, and read from by
@@ -181,6 +182,20 @@ impl ClientConfig {
             return bad("request_timeout must be above zero".into());
         }
         Ok(())
+    }
+}
+
+impl fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientConfig")
+            .field("seeds", &self.seeds)
+            .field("etcd", &self.etcd)
+            .field("tls", &self.tls.as_ref().map(|_| "<configured>"))
+            .field("bearer", &self.bearer)
+            .field("request_timeout", &self.request_timeout)
+            .field("read_wait", &self.read_wait)
+            .field("failover_wait", &self.failover_wait)
+            .finish()
     }
 }
 

@@ -48,12 +48,21 @@ impl Interceptor for WithBearer {
 pub(crate) type Connected = InterceptedService<Channel, WithBearer>;
 
 /// The channels, by address.
-#[derive(Debug)]
 pub(crate) struct Pool {
     tls: Option<ClientTlsConfig>,
     bearer: WithBearer,
     connect_timeout: Duration,
     channels: Mutex<HashMap<String, Channel>>,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("tls", &self.tls.as_ref().map(|_| "<configured>"))
+            .field("bearer", &self.bearer)
+            .field("channels", &self.channels.lock().keys().collect::<Vec<_>>())
+            .finish()
+    }
 }
 
 impl Pool {

@@ -291,6 +291,8 @@ impl Client {
         {
             return Ok((answer, primary.address));
         }
+        self.forget_members();
+        self.forget_primary();
         Err(Error::NoReadAnswer { token, tried })
     }
 

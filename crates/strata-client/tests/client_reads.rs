@@ -243,3 +243,32 @@ async fn with_etcd_too_an_answer_from_an_older_epoch_is_not_taken() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn the_members_are_read_once_for_many_reads_and_again_after_a_read_nobody_answered() {
+    let primary = start(Script::primary("p", 5), 100).await;
+    let replica = start(Script::replica("r", 5, &primary.address), 100).await;
+    let client = Client::new(seeds(&[&replica.address])).unwrap();
+    for _ in 0..5 {
+        client
+            .get(b"k", ReadPolicy::Replicas { token: None })
+            .await
+            .unwrap();
+    }
+    assert_eq!(replica.statuses(), 1);
+    let unmet = Some(Token {
+        epoch: 5,
+        seq: 1_000,
+    });
+    assert!(
+        client
+            .get(b"k", ReadPolicy::Replicas { token: unmet })
+            .await
+            .is_err()
+    );
+    client
+        .get(b"k", ReadPolicy::Replicas { token: None })
+        .await
+        .unwrap();
+    assert_eq!(replica.statuses(), 2);
+}

@@ -95,6 +95,7 @@ pub(crate) struct FakeNode {
     pub(crate) applied: AtomicU64,
     pub(crate) writes: AtomicUsize,
     pub(crate) reads: AtomicUsize,
+    pub(crate) statuses: AtomicUsize,
     /// The `min_seq` of every read, in order.
     pub(crate) min_seqs: Mutex<Vec<u64>>,
 }
@@ -114,6 +115,10 @@ impl Running {
         self.node.reads.load(Ordering::SeqCst)
     }
 
+    pub(crate) fn statuses(&self) -> usize {
+        self.node.statuses.load(Ordering::SeqCst)
+    }
+
     pub(crate) fn set(&self, change: impl FnOnce(&mut Script)) {
         change(&mut self.node.script.lock());
     }
@@ -129,6 +134,7 @@ pub(crate) async fn start(script: Script, applied: u64) -> Running {
         applied: AtomicU64::new(applied),
         writes: AtomicUsize::new(0),
         reads: AtomicUsize::new(0),
+        statuses: AtomicUsize::new(0),
         min_seqs: Mutex::new(Vec::new()),
     });
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
@@ -266,6 +272,7 @@ impl Kv for FakeNode {
 #[tonic::async_trait]
 impl Admin for FakeNode {
     async fn status(&self, _: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
+        self.statuses.fetch_add(1, Ordering::SeqCst);
         let script = self.script.lock();
         Ok(Response::new(StatusResponse {
             role: script.role.into(),
