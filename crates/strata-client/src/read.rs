@@ -150,6 +150,18 @@ enum Outcome {
 impl Client {
     /// Reads `key` where `policy` says.
     ///
+    /// ```no_run
+    /// # async fn run(client: strata_client::Client) -> Result<(), strata_client::Error> {
+    /// use strata_client::{Error, ReadPolicy};
+    /// let token = client.put(b"k", b"v").await?;
+    /// match client.get(b"k", ReadPolicy::Replicas { token: Some(token) }).await {
+    ///     Ok(answer) => println!("{:?} from {} at epoch {}", answer.value, answer.node, answer.epoch),
+    ///     Err(Error::WriteLost { cut, .. }) => println!("a failover dropped it (history cut at {cut})"),
+    ///     Err(e) => return Err(e),
+    /// }
+    /// # Ok(()) }
+    /// ```
+    ///
     /// # Errors
     /// - [`Error::WriteLost`]: the token's write is gone from the group's
     ///   history.

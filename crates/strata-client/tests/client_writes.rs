@@ -204,3 +204,20 @@ async fn with_no_primary_at_all_the_error_names_etcd_and_the_group() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn a_node_that_knows_no_primary_sends_the_write_back_to_discovery() {
+    let mut script = Script::replica("a", 3, "");
+    script.role = "primary";
+    script.on_write = OnWrite::NotPrimary {
+        node: String::new(),
+        address: String::new(),
+        epoch: None,
+    };
+    let a = start(script, 0).await;
+    let client = Client::new(seeds(&[&a.address], Duration::from_millis(300))).unwrap();
+    let err = client.put(b"k", b"v").await.unwrap_err();
+    assert!(matches!(err, Error::NoPrimary { .. }), "{err}");
+    assert!(err.to_string().contains("it knows no primary"), "{err}");
+    assert!(a.writes() >= 2, "rediscovered and retried within the wait");
+}
