@@ -12,6 +12,7 @@
 //! reached is [`Error::Coordinator`] naming the endpoints.
 
 use std::collections::BTreeMap;
+use std::fmt;
 
 use strata_cluster::{MemberRecord, Role};
 
@@ -55,6 +56,50 @@ pub struct GroupStatus {
     pub lease_millis_left: Option<u64>,
     /// Its members, by node name.
     pub members: Vec<MemberStatus>,
+}
+
+/// One line for the group, then one per member, as `strata cluster
+/// status` prints them:
+///
+/// ```text
+/// group g1  primary n2  epoch 41  lease left 4200 ms
+///   n1  replica  http://127.0.0.1:7001  epoch 41  applied 1200  lag 3
+///   n2  primary  http://127.0.0.1:7002  epoch 41  applied 1203  lag 0
+/// ```
+impl fmt::Display for GroupStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.primary, self.epoch) {
+            (Ok(primary), Some(epoch)) => {
+                write!(
+                    f,
+                    "group {}  primary {primary}  epoch {epoch}  lease left ",
+                    self.group
+                )?;
+                match self.lease_millis_left {
+                    Some(ms) => writeln!(f, "{ms} ms")?,
+                    None => writeln!(f, "unknown (the primary did not answer)")?,
+                }
+            }
+            (Ok(primary), None) => writeln!(f, "group {}  primary {primary}", self.group)?,
+            (Err(why), _) => writeln!(f, "group {}  no primary: {why}", self.group)?,
+        }
+        for m in &self.members {
+            write!(
+                f,
+                "  {}  {}  {}  epoch {}  applied {}  lag ",
+                m.node, m.role, m.address, m.epoch, m.applied_seq
+            )?;
+            match m.lag {
+                Some(lag) => write!(f, "{lag}")?,
+                None => write!(f, "?")?,
+            }
+            if let Some(error) = &m.error {
+                write!(f, "  (from its record; not answering: {error})")?;
+            }
+            writeln!(f)?;
+        }
+        Ok(())
+    }
 }
 
 impl Client {

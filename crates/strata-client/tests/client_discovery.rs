@@ -108,6 +108,26 @@ async fn the_cluster_status_reports_every_group_with_lag_and_lease() {
     let g2 = &groups[1];
     assert!(g2.primary.as_ref().unwrap_err().contains("has no primary"));
     assert_eq!(g2.members[0].lag, None);
+    let text = g1.to_string();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines[0],
+        format!("group g1  primary p  epoch {epoch}  lease left 4200 ms")
+    );
+    assert!(
+        lines[1].starts_with("  gone  replica  http://127.0.0.1:")
+            && lines[1].contains("(from its record; not answering: Admin.Status"),
+        "{text}"
+    );
+    assert_eq!(
+        lines[3],
+        format!("  r  replica  {}  epoch 0  applied 93  lag 7", r.address)
+    );
+    assert!(
+        g2.to_string()
+            .starts_with("group g2  no primary: group \"g2\" has no primary"),
+        "{g2}"
+    );
 }
 
 #[tokio::test]

@@ -1,7 +1,7 @@
 //! `strata cluster status`: every range group of a cluster, from etcd's
 //! records and each member's own `Admin.Status`.
 
-use strata_client::{Client, ClientConfig, EtcdSource, GroupStatus};
+use strata_client::{Client, ClientConfig, EtcdSource};
 
 use crate::connect::Security;
 
@@ -63,37 +63,7 @@ async fn status(args: StatusArgs) -> Result<(), String> {
         ));
     }
     for group in &groups {
-        print!("{}", render(group));
+        print!("{group}");
     }
     Ok(())
-}
-
-/// One group's lines.
-fn render(group: &GroupStatus) -> String {
-    let mut out = match (&group.primary, group.epoch) {
-        (Ok(primary), Some(epoch)) => {
-            let lease = group.lease_millis_left.map_or_else(
-                || "unknown (the primary did not answer)".to_string(),
-                |ms| format!("{ms} ms"),
-            );
-            format!(
-                "group {}  primary {primary}  epoch {epoch}  lease left {lease}\n",
-                group.group
-            )
-        }
-        (Ok(primary), None) => format!("group {}  primary {primary}\n", group.group),
-        (Err(why), _) => format!("group {}  no primary: {why}\n", group.group),
-    };
-    for m in &group.members {
-        let lag = m.lag.map_or_else(|| "?".to_string(), |lag| lag.to_string());
-        out.push_str(&format!(
-            "  {}  {}  {}  epoch {}  applied {}  lag {lag}",
-            m.node, m.role, m.address, m.epoch, m.applied_seq
-        ));
-        if let Some(error) = &m.error {
-            out.push_str(&format!("  (from its record; not answering: {error})"));
-        }
-        out.push('\n');
-    }
-    out
 }
