@@ -2,9 +2,9 @@
 //! nodes.
 //!
 //! Role: etcd is the authority when there is one. The primary is the node
-//! named by `groups/{group}/primary`, at the epoch of that key's creation
-//! revision, reached at the address of its member record
-//! (`members/{node}`); the members are the records of the group; the
+//! named by `groups/{group}/primary`, reached at the address of its member
+//! record (`members/{node}`), at the higher of the record's epoch and the
+//! key's creation revision; the members are the records of the group; the
 //! epoch history is `groups/{group}/history/`. Without etcd (or when it
 //! cannot be reached) the seeds' `Admin.Status` answers decide: a seed
 //! that says it is primary at the highest epoch, else the primary a seed
@@ -51,8 +51,11 @@ pub struct Primary {
     pub node: String,
     /// Where it is reached.
     pub address: String,
-    /// The epoch it was learned at: its primary key's creation revision
-    /// in etcd, or the epoch a node reported (0: unknown).
+    /// The epoch it was learned at (0: unknown): from etcd, the epoch of
+    /// its member record or, if higher, its primary key's creation
+    /// revision (a record not yet rewritten after the promotion still
+    /// names the epoch it followed); without etcd, the epoch a node
+    /// reported. Never above the primary's actual epoch.
     pub epoch: u64,
 }
 
@@ -147,7 +150,7 @@ impl Etcd {
             )));
         };
         let node = String::from_utf8_lossy(&held.value).into_owned();
-        let epoch = u64::try_from(held.create_revision).unwrap_or(0);
+        let revision = u64::try_from(held.create_revision).unwrap_or(0);
         let member_key = match self.keys.member(&node) {
             Ok(key) => key,
             Err(e) => return Ok(Err(format!("{} names {node:?}: {e}", show(&key)))),
@@ -165,10 +168,13 @@ impl Etcd {
         };
         let record =
             MemberRecord::decode(&record.value, &show(&member_key)).map_err(|e| self.error(&e))?;
+        // The agent's epoch is its `epoch_base` plus the key's creation
+        // revision; the client does not know the base, so it takes the
+        // higher of the two lower bounds it has.
         Ok(Ok(Primary {
             node,
             address: record.address,
-            epoch,
+            epoch: record.epoch.max(revision),
         }))
     }
 

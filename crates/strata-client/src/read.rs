@@ -295,8 +295,11 @@ impl Client {
                 return Ok((answer, address.clone()));
             }
         }
+        let pool = &self.inner.pool;
         if let Some(primary) = self.find_primary(&mut tried).await
-            && !order.contains(&primary.address)
+            && !order
+                .iter()
+                .any(|a| pool.url(a) == pool.url(&primary.address))
             && let Outcome::Taken(answer) = self
                 .try_node(&primary.address, &read, token, &mut tried)
                 .await?

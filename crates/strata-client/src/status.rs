@@ -49,7 +49,7 @@ pub struct GroupStatus {
     pub group: String,
     /// Its primary's node name, or why there is none.
     pub primary: Result<String, String>,
-    /// The primary's epoch (its key's creation revision).
+    /// The primary's epoch as etcd shows it (see [`crate::Primary::epoch`]).
     pub epoch: Option<u64>,
     /// The time left on the primary's lease, as it reported it
     /// (milliseconds).

@@ -1,6 +1,7 @@
 //! Discovery over a `MemCoordinator` holding the records the agent
-//! writes: the primary (its key's creation revision as the epoch, its
-//! member record's address), and the cluster status report.
+//! writes: the primary (its member record's address, at the higher of the
+//! record's epoch and its key's creation revision), and the cluster status
+//! report.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -54,6 +55,19 @@ async fn the_primary_comes_from_its_key_and_its_member_record() {
         ),
         ("n2", "http://127.0.0.1:7002", epoch)
     );
+    // A record at a higher epoch than the key's revision (an agent with an
+    // epoch base) gives the epoch.
+    records::member(
+        &store,
+        "n2",
+        "http://127.0.0.1:7002",
+        "g1",
+        Role::Primary,
+        1_000_007,
+    )
+    .await;
+    let client = Client::with_coordinator(config("g1"), store.clone()).unwrap();
+    assert_eq!(client.primary().await.unwrap().epoch, 1_000_007);
     // A group whose primary has no record yet is reported as such.
     records::primary(&store, "g2", "n9").await;
     let other = Client::with_coordinator(config("g2"), store).unwrap();
