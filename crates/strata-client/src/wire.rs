@@ -90,6 +90,12 @@ pub(crate) fn write_failure(status: &Status) -> WriteFailure {
                 epoch: refusal_epoch(status),
             }
         }
+        // A database fenced under a write that was admitted refuses it
+        // (FAILED_PRECONDITION "fenced: ..."): not applied, and the node is
+        // no longer primary.
+        Code::FailedPrecondition if status.message().starts_with("fenced") => {
+            WriteFailure::NotApplied { detail }
+        }
         Code::Unavailable if text(status, "strata-outcome") == Some("unknown") => {
             WriteFailure::MaybeApplied { detail }
         }
@@ -180,6 +186,11 @@ mod tests {
         assert!(matches!(
             write_failure(&fenced),
             WriteFailure::MaybeApplied { .. }
+        ));
+        let fenced_db = Status::failed_precondition("fenced: this node lost its lease");
+        assert!(matches!(
+            write_failure(&fenced_db),
+            WriteFailure::NotApplied { .. }
         ));
         let refused = Status::unavailable("fenced: lease not proven");
         assert!(matches!(

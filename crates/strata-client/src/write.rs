@@ -7,8 +7,9 @@
 //!   refused attempt was sent at: follow it at once. Epochs only grow, so
 //!   this happens at most once per epoch change and cannot loop.
 //! - "not primary" at the same or an older epoch, no primary named, a
-//!   connection that never opened, or UNAVAILABLE without
-//!   `strata-outcome: unknown` (the node did not apply the write):
+//!   connection that never opened, UNAVAILABLE without
+//!   `strata-outcome: unknown`, or FAILED_PRECONDITION "fenced" (the node
+//!   did not apply the write):
 //!   forget the primary, wait (50 ms doubling to 1 s), rediscover and try
 //!   again, until [`crate::ClientConfig::failover_wait`] has passed; then
 //!   [`Error::NoPrimary`] with every attempt.
