@@ -13,11 +13,17 @@ use strata_proto::v1::{
 
 use crate::Command;
 
+mod cluster;
+mod route;
+
+pub(crate) use cluster::ClusterArgs;
+pub(crate) use route::Target;
+
 /// `strata scan`: which keys, in which order, how many, how fresh.
 #[derive(clap::Args, Debug, Clone)]
 pub(crate) struct ScanArgs {
     #[command(flatten)]
-    pub(crate) node: crate::connect::NodeArgs,
+    pub(crate) node: Target,
     /// Keys from this one on (inclusive; default: the first key).
     #[arg(long, conflicts_with = "prefix")]
     pub(crate) start: Option<String>,
@@ -35,8 +41,15 @@ pub(crate) struct ScanArgs {
     pub(crate) limit: u64,
     /// Read at or after this commit token: the node waits until it has
     /// applied it (read your writes, also on a replica).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, conflicts_with = "token")]
     pub(crate) min_seq: u64,
+    /// Read after this write (EPOCH:SEQ, as put prints it), from a replica
+    /// whose history holds it.
+    #[arg(long)]
+    pub(crate) token: Option<strata_client::Token>,
+    /// Read from any replica rather than the primary.
+    #[arg(long)]
+    pub(crate) replicas: bool,
     /// How long the node may wait for --min-seq, in milliseconds.
     #[arg(long, default_value_t = 2000)]
     pub(crate) timeout_ms: u64,
@@ -63,14 +76,105 @@ pub(crate) fn show(bytes: &[u8]) -> String {
 /// Entries per `Scan` call.
 const SCAN_PAGE: u64 = 10_000;
 
+/// Where a scan's pages come from: one node directly, or the group
+/// through `strata-client`.
+enum Pages {
+    Direct(strata_proto::v1::kv_client::KvClient<crate::connect::Connected>),
+    Routed(strata_client::Client, strata_client::ReadPolicy),
+}
+
+/// One page: its entries, sequence number, epoch and whether more is left.
+struct Page {
+    entries: Vec<(Vec<u8>, Vec<u8>)>,
+    seq: u64,
+    epoch: u64,
+    more: bool,
+}
+
+impl Pages {
+    async fn next(
+        &mut self,
+        request: ScanRequest,
+        first: Option<(u64, u64)>,
+    ) -> Result<Page, String> {
+        match self {
+            Pages::Direct(kv) => {
+                let page = kv
+                    .scan(request)
+                    .await
+                    .map_err(|e| format!("{:?}: {}", e.code(), e.message()))?
+                    .into_inner();
+                Ok(Page {
+                    entries: page.entries.into_iter().map(|e| (e.key, e.value)).collect(),
+                    seq: page.seq,
+                    epoch: page.epoch,
+                    more: page.more,
+                })
+            }
+            Pages::Routed(client, policy) => {
+                // Later pages read at or after the first page, from a
+                // history that holds it.
+                let policy = match (*policy, first) {
+                    (strata_client::ReadPolicy::Replicas { .. }, Some((epoch, seq))) => {
+                        strata_client::ReadPolicy::Replicas {
+                            token: Some(strata_client::Token { epoch, seq }),
+                        }
+                    }
+                    (policy, _) => policy,
+                };
+                let range = strata_client::ScanRange::new(
+                    request.start,
+                    (!request.unbounded).then_some(request.end),
+                )
+                .limit(request.limit)
+                .reverse(request.reverse);
+                let page = client
+                    .scan(range, policy)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok(Page {
+                    entries: page.entries,
+                    seq: page.seq,
+                    epoch: page.epoch,
+                    more: page.more,
+                })
+            }
+        }
+    }
+}
+
+/// The read policy of a routed read.
+fn policy(token: Option<strata_client::Token>, replicas: bool) -> strata_client::ReadPolicy {
+    if token.is_some() || replicas {
+        strata_client::ReadPolicy::Replicas { token }
+    } else {
+        strata_client::ReadPolicy::Primary
+    }
+}
+
+const ROUTED_MIN_SEQ: &str =
+    "with several --node or --etcd, read after a write with --token EPOCH:SEQ (as put prints it)";
+
 /// Pages through `Kv.Scan`, printing each entry as `key<TAB>value`, then
 /// a summary line. Every page after the first waits for the first page's
 /// sequence number, so a scan never goes back in time (on a replica too);
 /// pages are separate reads, so writes between pages may show in later
 /// pages.
 async fn scan(args: ScanArgs) -> Result<(), String> {
-    let describe = |e: tonic::Status| format!("{:?}: {}", e.code(), e.message());
-    let mut kv = args.node.kv().await?;
+    let direct = args
+        .node
+        .single()
+        .filter(|_| args.token.is_none() && !args.replicas);
+    let routed = direct.is_none();
+    let mut pages = match direct {
+        Some(node) => Pages::Direct(node.kv().await?),
+        None if args.min_seq != 0 => return Err(ROUTED_MIN_SEQ.into()),
+        None => Pages::Routed(
+            args.node
+                .client(std::time::Duration::from_millis(args.timeout_ms))?,
+            policy(args.token, args.replicas),
+        ),
+    };
     let (mut start, mut end) = match &args.prefix {
         Some(prefix) => (prefix.as_bytes().to_vec(), prefix_end(prefix.as_bytes())),
         None => (
@@ -80,7 +184,7 @@ async fn scan(args: ScanArgs) -> Result<(), String> {
     };
     let mut printed = 0u64;
     let mut min_seq = args.min_seq;
-    let mut seq = 0;
+    let mut first = None;
     let mut more = true;
     while more && (args.limit == 0 || printed < args.limit) {
         let want = if args.limit == 0 {
@@ -91,33 +195,34 @@ async fn scan(args: ScanArgs) -> Result<(), String> {
         if end.as_ref().is_some_and(|e| *e <= start) {
             break;
         }
-        let page = kv
-            .scan(ScanRequest {
-                start: start.clone(),
-                end: end.clone().unwrap_or_default(),
-                unbounded: end.is_none(),
-                limit: want as u32,
-                reverse: args.reverse,
-                min_seq,
-                timeout_millis: args.timeout_ms,
-                ..ScanRequest::default()
-            })
-            .await
-            .map_err(describe)?
-            .into_inner();
-        if seq == 0 {
-            seq = page.seq;
+        let page = pages
+            .next(
+                ScanRequest {
+                    start: start.clone(),
+                    end: end.clone().unwrap_or_default(),
+                    unbounded: end.is_none(),
+                    limit: want as u32,
+                    reverse: args.reverse,
+                    min_seq,
+                    timeout_millis: args.timeout_ms,
+                    ..ScanRequest::default()
+                },
+                first,
+            )
+            .await?;
+        if first.is_none() {
+            first = Some((page.epoch, page.seq));
         }
         min_seq = min_seq.max(page.seq);
         more = page.more;
-        for entry in &page.entries {
-            println!("{}\t{}", show(&entry.key), show(&entry.value));
+        for (key, value) in &page.entries {
+            println!("{}\t{}", show(key), show(value));
         }
         printed += page.entries.len() as u64;
         match page.entries.last() {
-            Some(last) if args.reverse => end = Some(last.key.clone()),
-            Some(last) => {
-                start = last.key.clone();
+            Some((last, _)) if args.reverse => end = Some(last.clone()),
+            Some((last, _)) => {
+                start = last.clone();
                 start.push(0);
             }
             None => break,
@@ -128,7 +233,20 @@ async fn scan(args: ScanArgs) -> Result<(), String> {
     } else {
         ""
     };
-    println!("({printed} entries at seq {seq}{left_out})");
+    let (epoch, seq) = first.unwrap_or_default();
+    if routed {
+        println!("({printed} entries at seq {seq}, epoch {epoch}{left_out})");
+    } else {
+        println!("({printed} entries at seq {seq}{left_out})");
+    }
+    Ok(())
+}
+
+/// Writes `batch` through the client; prints its token as `epoch:seq`.
+async fn routed_write(target: &Target, batch: strata_client::WriteBatch) -> Result<(), String> {
+    let client = target.client(std::time::Duration::from_secs(1))?;
+    let token = client.write(batch).await.map_err(|e| e.to_string())?;
+    println!("token {token}");
     Ok(())
 }
 
@@ -155,20 +273,32 @@ pub(crate) fn run(command: Command) -> Result<(), String> {
                 Err("not a client command".into())
             }
             Command::Scan(args) => scan(args).await,
-            Command::Delete { node, sync, key } => {
+            Command::Cluster(args) => cluster::run(args).await,
+            Command::Delete { node: target, sync, key } => {
+                let Some(node) = target.single() else {
+                    return routed_write(&target, strata_client::WriteBatch::new().delete(key.as_bytes()).sync(sync)).await;
+                };
                 let seq = write_one(&node, sync, operation::Kind::Delete, key.into_bytes(), Vec::new()).await?;
                 println!("seq {seq}");
                 Ok(())
             }
-            Command::DeleteRange { node, sync, start, end } => {
+            Command::DeleteRange { node: target, sync, start, end } => {
                 if end.as_bytes() <= start.as_bytes() {
                     return Err(format!("delete-range: END {end:?} must be above START {start:?}"));
                 }
+                let Some(node) = target.single() else {
+                    let batch = strata_client::WriteBatch::new().delete_range(start.as_bytes(), end.as_bytes());
+                    return routed_write(&target, batch.sync(sync)).await;
+                };
                 let seq = write_one(&node, sync, operation::Kind::DeleteRange, start.into_bytes(), end.into_bytes()).await?;
                 println!("seq {seq}");
                 Ok(())
             }
-            Command::Put { node, sync, key, value } => {
+            Command::Put { node: target, sync, key, value } => {
+                let Some(node) = target.single() else {
+                    let batch = strata_client::WriteBatch::new().put(key.as_bytes(), value.as_bytes());
+                    return routed_write(&target, batch.sync(sync)).await;
+                };
                 let mut kv = node.kv().await?;
                 let answer = kv
                     .write(WriteRequest {
@@ -186,7 +316,22 @@ pub(crate) fn run(command: Command) -> Result<(), String> {
                 println!("seq {}", answer.seq);
                 Ok(())
             }
-            Command::Get { node, min_seq, timeout_ms, key } => {
+            Command::Get { node: target, min_seq, token, replicas, timeout_ms, key } => {
+                let Some(node) = target.single().filter(|_| token.is_none() && !replicas) else {
+                    if min_seq != 0 {
+                        return Err(ROUTED_MIN_SEQ.into());
+                    }
+                    let client = target.client(std::time::Duration::from_millis(timeout_ms))?;
+                    let answer = client.get(key.as_bytes(), policy(token, replicas)).await.map_err(|e| e.to_string())?;
+                    match answer.value {
+                        Some(value) => println!(
+                            "{} (at seq {}, epoch {}, from {})",
+                            String::from_utf8_lossy(&value), answer.seq, answer.epoch, answer.node
+                        ),
+                        None => println!("(not found at seq {}, epoch {}, from {})", answer.seq, answer.epoch, answer.node),
+                    }
+                    return Ok(());
+                };
                 let mut kv = node.kv().await?;
                 let answer = kv
                     .get(GetRequest {

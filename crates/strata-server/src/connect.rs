@@ -72,10 +72,9 @@ impl Security {
         crate::secrets::presented_token(self.token_file.as_deref(), env)
     }
 
-    /// A channel to `node` with these settings.
-    pub(crate) async fn channel(&self, node: &str) -> Result<(Channel, WithToken), String> {
-        let tls = self
-            .ca
+    /// The TLS settings, if `--ca` is given.
+    fn tls(&self) -> Result<Option<tonic::transport::ClientTlsConfig>, String> {
+        self.ca
             .as_ref()
             .map(|ca| {
                 crate::secrets::client_tls(&ClientTlsSection {
@@ -85,7 +84,38 @@ impl Security {
                     server_name: self.server_name.clone(),
                 })
             })
+            .transpose()
+    }
+
+    /// These settings for `strata-client`: TLS, and the token (read and
+    /// checked as for a single node).
+    pub(crate) fn client_settings(
+        &self,
+    ) -> Result<
+        (
+            Option<tonic::transport::ClientTlsConfig>,
+            Option<strata_client::Bearer>,
+        ),
+        String,
+    > {
+        let bytes = match (&self.token_file, std::env::var_os("STRATA_TOKEN")) {
+            (Some(file), _) => Some(crate::secrets::token_from_file(file)?),
+            (None, Some(_)) => Some(crate::secrets::token_from_env("STRATA_TOKEN")?),
+            (None, None) => None,
+        };
+        let bearer = bytes
+            .map(|bytes| {
+                let text =
+                    String::from_utf8(bytes).map_err(|_| "a token must be ASCII".to_string())?;
+                strata_client::Bearer::new(&text).map_err(|e| e.to_string())
+            })
             .transpose()?;
+        Ok((self.tls()?, bearer))
+    }
+
+    /// A channel to `node` with these settings.
+    pub(crate) async fn channel(&self, node: &str) -> Result<(Channel, WithToken), String> {
+        let tls = self.tls()?;
         let address = if node.starts_with("http://") || node.starts_with("https://") {
             node.to_string()
         } else if tls.is_some() {

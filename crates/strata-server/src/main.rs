@@ -62,10 +62,11 @@ pub(crate) enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
-    /// Write a key on a running primary; prints the commit token.
+    /// Write a key on a running primary; prints the commit token (with
+    /// several --node or --etcd: on the group's primary, as epoch:seq).
     Put {
         #[command(flatten)]
-        node: connect::NodeArgs,
+        node: client::Target,
         /// Wait until the write is durable.
         #[arg(long)]
         sync: bool,
@@ -77,7 +78,7 @@ pub(crate) enum Command {
     /// Remove a key on a running primary; prints the commit token.
     Delete {
         #[command(flatten)]
-        node: connect::NodeArgs,
+        node: client::Target,
         /// Wait until the delete is durable.
         #[arg(long)]
         sync: bool,
@@ -88,7 +89,7 @@ pub(crate) enum Command {
     /// prints the commit token.
     DeleteRange {
         #[command(flatten)]
-        node: connect::NodeArgs,
+        node: client::Target,
         /// Wait until the delete is durable.
         #[arg(long)]
         sync: bool,
@@ -104,10 +105,17 @@ pub(crate) enum Command {
     /// and the sequence number the answer reflects.
     Get {
         #[command(flatten)]
-        node: connect::NodeArgs,
+        node: client::Target,
         /// Wait until the node has applied this commit token.
-        #[arg(long, default_value_t = 0)]
+        #[arg(long, default_value_t = 0, conflicts_with = "token")]
         min_seq: u64,
+        /// Read after this write (EPOCH:SEQ, as put prints it), from a
+        /// replica whose history holds it.
+        #[arg(long)]
+        token: Option<strata_client::Token>,
+        /// Read from any replica rather than the primary.
+        #[arg(long)]
+        replicas: bool,
         /// How long to wait for it, in milliseconds.
         #[arg(long, default_value_t = 2000)]
         timeout_ms: u64,
@@ -216,6 +224,8 @@ pub(crate) enum Command {
         #[command(flatten)]
         node: connect::NodeArgs,
     },
+    /// Report on a cluster from etcd (`strata cluster status`).
+    Cluster(client::ClusterArgs),
 }
 
 fn main() -> ExitCode {
