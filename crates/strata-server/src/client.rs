@@ -424,6 +424,19 @@ pub(crate) fn run(command: Command) -> Result<(), String> {
                 let mut admin = node.admin().await?;
                 let s = admin.status(StatusRequest {}).await.map_err(describe)?.into_inner();
                 println!("role {}  epoch {}  last_seq {}  durable_seq {}", s.role, s.epoch, s.last_seq, s.durable_seq);
+                if !s.node.is_empty() {
+                    println!(
+                        "member {} of group {}  primary {} ({})  lease left {} ms  fenced writes {}  not-primary writes {}  discarded records {}",
+                        s.node,
+                        s.group,
+                        if s.primary_node.is_empty() { "unknown" } else { &s.primary_node },
+                        s.primary_address,
+                        s.lease_millis_left,
+                        s.fenced_writes,
+                        s.not_primary_writes,
+                        s.discarded_records
+                    );
+                }
                 if s.role == "replica" {
                     println!(
                         "upstream {}  upstream_durable_seq {}  applied {}  reconnects {}  upstream shutdowns {}  bootstraps {}  refusals {} (credential {}){}",

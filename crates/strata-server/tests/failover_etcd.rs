@@ -657,3 +657,149 @@ async fn planned_switchovers_lose_nothing_and_bound_the_write_gap() {
         "writes stopped for {p99:.3} s in a planned switchover"
     );
 }
+
+/// A TCP forwarder on loopback that can be cut: existing connections are
+/// dropped and new ones refused while cut.
+struct Proxy {
+    addr: std::net::SocketAddr,
+    cut: Arc<AtomicBool>,
+    generation: Arc<AtomicU64>,
+}
+
+impl Proxy {
+    async fn start(to: String) -> Proxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let cut = Arc::new(AtomicBool::new(false));
+        let generation = Arc::new(AtomicU64::new(0));
+        let (c, g) = (Arc::clone(&cut), Arc::clone(&generation));
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    return;
+                };
+                if c.load(Ordering::Relaxed) {
+                    drop(inbound);
+                    continue;
+                }
+                let to = to.clone();
+                let (c, g) = (Arc::clone(&c), Arc::clone(&g));
+                let born = g.load(Ordering::Relaxed);
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(&to).await else {
+                        return;
+                    };
+                    let copy = tokio::io::copy_bidirectional(&mut inbound, &mut outbound);
+                    let watch_cut = async {
+                        while !c.load(Ordering::Relaxed) && g.load(Ordering::Relaxed) == born {
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                        }
+                    };
+                    tokio::select! {
+                        _ = copy => {}
+                        () = watch_cut => {}
+                    }
+                });
+            }
+        });
+        Proxy {
+            addr,
+            cut,
+            generation,
+        }
+    }
+
+    fn cut(&self, on: bool) {
+        self.cut.store(on, Ordering::Relaxed);
+        self.generation.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a real etcd (apt-get install -y etcd-server); .ci/run runs it: cargo test -p strata-server --test failover_etcd -- --ignored --test-threads 1"]
+async fn a_primary_cut_from_etcd_but_not_from_clients_is_fenced_within_its_lease() {
+    let etcd = etcd::Etcd::start(3).await;
+    let dir = tempfile::tempdir().unwrap();
+    let lease_ms = 2000;
+    let mut g = group(dir.path(), &etcd.endpoints(), "proxy-cut", 3, lease_ms, 1);
+    // Every member reaches etcd through its own proxies, so one can be cut
+    // from etcd while its clients still reach it.
+    let mut proxies = Vec::new();
+    for m in &g.members {
+        let mut mine = Vec::new();
+        for endpoint in etcd.endpoints() {
+            let to = endpoint.trim_start_matches("http://").to_string();
+            mine.push(Proxy::start(to).await);
+        }
+        let text = std::fs::read_to_string(&m.config).unwrap();
+        let direct = etcd
+            .endpoints()
+            .iter()
+            .map(|e| format!("{e:?}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let proxied = mine
+            .iter()
+            .map(|p| format!("\"http://{}\"", p.addr))
+            .collect::<Vec<_>>()
+            .join(", ");
+        assert!(text.contains(&direct));
+        std::fs::write(&m.config, text.replace(&direct, &proxied)).unwrap();
+        proxies.push(mine);
+    }
+    g.start_all();
+    let p = g.primary(None, Duration::from_secs(20)).await;
+    let mut kv = g.members[p].kv().await.unwrap();
+    let start = Instant::now();
+    while put(&mut kv, "warm", "up").await.is_err() {
+        assert!(start.elapsed() < Duration::from_secs(20), "{}", g.logs());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for proxy in &proxies[p] {
+        proxy.cut(true);
+    }
+    let cut_at = Instant::now();
+    let fenced_after = loop {
+        if put(&mut kv, "while-cut", "x").await.is_err() {
+            break cut_at.elapsed();
+        }
+        assert!(
+            cut_at.elapsed() < Duration::from_millis(lease_ms),
+            "still acknowledging writes {:?} after being cut from etcd",
+            cut_at.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let next = g.primary(Some(p), Duration::from_secs(20)).await;
+    let elected_after = cut_at.elapsed();
+    eprintln!(
+        "cut from etcd: fenced after {fenced_after:?}, {} primary after {elected_after:?} (lease {lease_ms} ms)",
+        g.members[next].name
+    );
+    assert!(
+        fenced_after < elected_after,
+        "fenced only after a successor was elected"
+    );
+    // Still reachable by clients, it acknowledges nothing.
+    let mut acks = 0;
+    for i in 0..20 {
+        if put(&mut kv, &format!("cut-{i}"), "x").await.is_ok() {
+            acks += 1;
+        }
+    }
+    assert_eq!(acks, 0);
+    // Reconnected, it rejoins as a replica.
+    for proxy in &proxies[p] {
+        proxy.cut(false);
+    }
+    let back = Instant::now();
+    loop {
+        if let Some(s) = g.members[p].status().await
+            && s.role == "replica"
+        {
+            break;
+        }
+        assert!(back.elapsed() < Duration::from_secs(20), "{}", g.logs());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -285,8 +285,11 @@ fn prometheus_scrapes_a_loaded_node_and_every_alert_and_panel_has_series() {
     let panels =
         dashboard_queries(&std::fs::read_to_string(root.join("strata-dashboard.json")).unwrap());
     assert!(panels.len() >= 20, "{panels:?}");
+    // Cluster members' alerts have series only on members (checked
+    // against a member's scrape in failover_etcd.rs); these nodes are not.
     let mut pending: Vec<(String, String)> = alerts
         .iter()
+        .filter(|(_, expr)| !expr.contains("strata_cluster_"))
         .map(|(name, expr)| (format!("alert {name}"), with_bool_comparisons(expr)))
         .chain(panels.iter().map(|q| ("dashboard".to_string(), q.clone())))
         .collect();
