@@ -233,6 +233,16 @@ pub enum Error {
         /// Why.
         detail: String,
     },
+    /// A compare-and-swap change lost: what it read changed before it was
+    /// applied (another change won), or the change does not apply to the
+    /// state it found.
+    #[error("{what} refused: {detail}")]
+    Conflict {
+        /// The change.
+        what: &'static str,
+        /// What was found.
+        detail: String,
+    },
     /// A name (cluster, group, node) that cannot be part of a key.
     #[error("invalid {what} {name:?}: {why}")]
     InvalidName {

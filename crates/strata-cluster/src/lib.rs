@@ -14,6 +14,10 @@
 //!   lease, and which member campaigns when a group has no primary.
 //! - [`EpochStart`] and [`token_fate`]: where each epoch's history began,
 //!   and whether a commit token survived the failovers since.
+//! - [`RangeMap`]: which group owns each key range, changed only by
+//!   compare-and-swap ([`create_map`], [`split`], [`merge`], the moves
+//!   [`begin_move`], [`flip_move`], [`abort_move`]) and followed by
+//!   [`watch_map`].
 //! - [`run_agent`]: the per-node loop that keeps the membership alive,
 //!   takes over a group whose primary is gone, and fences a primary that
 //!   can no longer prove its lease; it drives the node through [`Node`].
@@ -42,6 +46,7 @@ mod history;
 mod keys;
 mod mem;
 mod membership;
+mod ranges;
 
 pub use agent::{AgentConfig, AgentStatus, Follow, Node, Switchover, run_agent};
 pub use coordinator::{
@@ -54,3 +59,7 @@ pub use history::{EpochStart, TokenFate, token_fate};
 pub use keys::{ClusterKeys, check_name};
 pub use mem::{MemCoordinator, MemWatch};
 pub use membership::{MemberRecord, Role, successor};
+pub use ranges::{
+    Freeze, Moving, RangeEntry, RangeMap, abort_move, begin_move, create_map, decode_entry,
+    encode_entry, flip_move, merge, read_entry, read_map, show_key, split, watch_map,
+};

@@ -327,6 +327,159 @@ async fn a_leadership_fences_itself_by_its_deadline<C: Coordinator>(c: &C) {
     assert!(c.get(b"f/primary").await.unwrap().is_none());
 }
 
+fn range_keys() -> strata_cluster::ClusterKeys {
+    strata_cluster::ClusterKeys::new("conf", "ranges").unwrap()
+}
+
+async fn range_map_changes_are_compare_and_swap<C: Coordinator>(c: &C) {
+    use strata_cluster::{
+        Freeze, abort_move, begin_move, create_map, flip_move, merge, read_map, split,
+    };
+    let keys = range_keys();
+    assert!(read_map(c, &keys).await.unwrap().is_none());
+    create_map(c, &keys, "g1").await.unwrap();
+    assert!(matches!(
+        create_map(c, &keys, "g2").await,
+        Err(Error::Conflict { .. })
+    ));
+    let map = read_map(c, &keys).await.unwrap().unwrap();
+    assert_eq!(map.entries().len(), 1);
+    assert_eq!(map.locate(b"anything").group, "g1");
+    // Two splits read from the same map: the first wins, the second is
+    // refused (its compare on the parent's revision fails), not applied.
+    split(c, &keys, &map, b"m").await.unwrap();
+    let lost = split(c, &keys, &map, b"t").await;
+    assert!(matches!(lost, Err(Error::Conflict { .. })), "{lost:?}");
+    let map = read_map(c, &keys).await.unwrap().unwrap();
+    let starts: Vec<&[u8]> = map.entries().iter().map(|e| e.start.as_slice()).collect();
+    assert_eq!(starts, [&b""[..], b"m"]);
+    assert_eq!(map.locate(b"l").end.as_deref(), Some(&b"m"[..]));
+    assert_eq!(map.locate(b"m").split_version, 2);
+    assert!(
+        split(c, &keys, &map, b"m").await.is_err(),
+        "m already starts a range"
+    );
+
+    // A move: marked, then flipped only while the source's freeze holds.
+    let id = begin_move(c, &keys, &map, b"m", "g2").await.unwrap();
+    let marked = read_map(c, &keys).await.unwrap().unwrap();
+    assert_eq!(
+        marked.locate(b"x").group,
+        "g1",
+        "the owner keeps it until the flip"
+    );
+    assert_eq!(marked.locate(b"x").moving.as_ref().unwrap().to, "g2");
+    assert!(
+        begin_move(c, &keys, &marked, b"m", "g3").await.is_err(),
+        "one move at a time"
+    );
+    assert!(
+        split(c, &keys, &marked, b"p").await.is_err(),
+        "no split while moving"
+    );
+    let freeze = Freeze {
+        v: 1,
+        id,
+        node: "n1".into(),
+        seq: 42,
+    }
+    .encode();
+    // Without the freeze the flip is refused.
+    assert!(matches!(
+        flip_move(c, &keys, b"m", id, &freeze).await,
+        Err(Error::Conflict { .. })
+    ));
+    c.put(&keys.range_freeze(b"m"), &freeze, None)
+        .await
+        .unwrap();
+    // A flip for another move id is refused.
+    assert!(flip_move(c, &keys, b"m", id + 1000, &freeze).await.is_err());
+    flip_move(c, &keys, b"m", id, &freeze).await.unwrap();
+    assert!(
+        c.get(&keys.range_freeze(b"m")).await.unwrap().is_none(),
+        "the flip deletes the freeze"
+    );
+    let moved = read_map(c, &keys).await.unwrap().unwrap();
+    let entry = moved.locate(b"x");
+    assert_eq!(
+        (
+            entry.group.as_str(),
+            entry.move_version,
+            entry.moving.clone()
+        ),
+        ("g2", 2, None)
+    );
+    // A flip replayed after it won is refused (the entry changed).
+    assert!(flip_move(c, &keys, b"m", id, &freeze).await.is_err());
+
+    // Merge needs one group; after moving back, it merges.
+    assert!(merge(c, &keys, &moved, b"m").await.is_err());
+    begin_move(c, &keys, &moved, b"m", "g1").await.unwrap();
+    abort_move(c, &keys, b"m").await.unwrap();
+    let aborted = read_map(c, &keys).await.unwrap().unwrap();
+    assert_eq!(aborted.locate(b"x").group, "g2");
+    assert!(aborted.locate(b"x").moving.is_none());
+    let id = begin_move(c, &keys, &aborted, b"m", "g1").await.unwrap();
+    let freeze = Freeze {
+        v: 1,
+        id,
+        node: "n2".into(),
+        seq: 7,
+    }
+    .encode();
+    c.put(&keys.range_freeze(b"m"), &freeze, None)
+        .await
+        .unwrap();
+    flip_move(c, &keys, b"m", id, &freeze).await.unwrap();
+    let back = read_map(c, &keys).await.unwrap().unwrap();
+    merge(c, &keys, &back, b"m").await.unwrap();
+    let merged = read_map(c, &keys).await.unwrap().unwrap();
+    assert_eq!(merged.entries().len(), 1);
+    assert_eq!(merged.entries()[0].end, None);
+    assert_eq!(merged.entries()[0].group, "g1");
+}
+
+async fn range_map_watch_publishes_only_whole_maps<C: Coordinator>(c: &C) {
+    use strata_cluster::{create_map, read_map, split, watch_map};
+    let keys = strata_cluster::ClusterKeys::new("conf", "watched").unwrap();
+    let (tx, mut rx) =
+        tokio::sync::watch::channel::<Option<std::sync::Arc<strata_cluster::RangeMap>>>(None);
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let body = async {
+        create_map(c, &keys, "g1").await.unwrap();
+        for at in [&b"d"[..], b"h", b"p", b"t"] {
+            let map = read_map(c, &keys).await.unwrap().unwrap();
+            split(c, &keys, &map, at).await.unwrap();
+        }
+        let want = read_map(c, &keys).await.unwrap().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let seen = rx.borrow_and_update().clone();
+            if let Some(seen) = seen {
+                // Every published map is whole (RangeMap::new checked it);
+                // the newest one is the store's.
+                if seen.entries().len() == 5 {
+                    let starts = |m: &strata_cluster::RangeMap| {
+                        m.entries()
+                            .iter()
+                            .map(|e| e.start.clone())
+                            .collect::<Vec<_>>()
+                    };
+                    assert_eq!(starts(&seen), starts(&want));
+                    break;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the watched map did not reach 5 ranges"
+            );
+            let _ = tokio::time::timeout(Duration::from_millis(200), rx.changed()).await;
+        }
+        stop_tx.send(true).unwrap();
+    };
+    tokio::join!(watch_map(c, keys.clone(), tx, stop), body);
+}
+
 macro_rules! conformance {
     ($($name:ident),* $(,)?) => {
         mod mem {
@@ -362,4 +515,6 @@ conformance!(
     leases_expire_and_are_kept_alive,
     watches_deliver_every_change_in_order,
     a_leadership_fences_itself_by_its_deadline,
+    range_map_changes_are_compare_and_swap,
+    range_map_watch_publishes_only_whole_maps,
 );
