@@ -8,6 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "strata/v1/replication.proto",
         "strata/v1/kv.proto",
         "strata/v1/backup.proto",
+        "strata/v1/moves.proto",
     ];
     for file in files {
         println!("cargo:rerun-if-changed={}", root.join(file).display());

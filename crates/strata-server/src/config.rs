@@ -118,6 +118,11 @@ pub(crate) struct ClusterSection {
     pub(crate) token_file: Option<PathBuf>,
     /// An environment variable holding it.
     pub(crate) token_env: Option<String>,
+    /// Whether the cluster spreads key ranges over several groups by the
+    /// range map in etcd (default false: this group holds every key).
+    /// A sharded member takes writes and serves reads only for ranges the
+    /// map gives its group.
+    pub(crate) sharded: Option<bool>,
 }
 
 impl ClusterSection {

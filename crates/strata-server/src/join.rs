@@ -23,7 +23,9 @@ use strata_replication::upstream::OnDenied;
 use strata_replication::{Replica, ReplicaConfig, SharedDb, Upstream, UpstreamConfig};
 use tokio::sync::watch;
 
+use crate::import::{Imports, Reach};
 use crate::member::{Member, Membership};
+use crate::ownership::Ownership;
 use crate::node::{self, Role};
 use crate::{config, listener, request_metrics, secrets};
 
@@ -96,16 +98,43 @@ pub(crate) fn start(
     let keys = ClusterKeys::new(section.prefix.as_deref().unwrap_or("strata"), &section.name)
         .map_err(|e| format!("[cluster]: {e}"))?;
     let address = section.advertised(config.listen, config.tls.is_some());
-    let mut agent_config = AgentConfig::new(keys, &section.node, &address, &section.group);
+    let mut agent_config = AgentConfig::new(keys.clone(), &section.node, &address, &section.group);
     agent_config.lease_ttl = section.lease_ttl();
     agent_config.epoch_base = section.epoch_base.unwrap_or(0);
     let (status_tx, status_rx) = watch::channel(AgentStatus::default());
+    let store = EtcdCoordinator::connect(EtcdOptions::new(section.etcd.clone()))
+        .map_err(|e| format!("[cluster] etcd: {e}"))?;
+    let (stop, stop_rx) = watch::channel(false);
+    let ownership = if section.sharded.unwrap_or(false) {
+        let (map_tx, map_rx) = watch::channel(None);
+        let watcher = store.clone();
+        let watch_keys = keys.clone();
+        let watch_stop = stop_rx.clone();
+        tokio::spawn(async move {
+            strata_cluster::watch_map(&watcher, watch_keys, map_tx, watch_stop).await;
+        });
+        Some(Arc::new(Ownership::new(
+            section.group.clone(),
+            section.node.clone(),
+            keys.clone(),
+            store.clone(),
+            map_rx,
+        )))
+    } else {
+        None
+    };
+    let imports = Imports::new(Reach {
+        tls: template.tls.clone(),
+        token: template.token.clone(),
+    });
     let membership = Arc::new(Membership::new(
         section.node.clone(),
         section.group.clone(),
         status_rx,
         section.min_sync_replicas(),
         section.sync_timeout_ms.unwrap_or(2000),
+        ownership,
+        imports,
     ));
     let role = Arc::new(ArcSwap::from_pointee(Role::Standby));
     let member = Arc::new(Member::new(
@@ -115,9 +144,6 @@ pub(crate) fn start(
         Arc::clone(&role),
         template,
     ));
-    let store = EtcdCoordinator::connect(EtcdOptions::new(section.etcd.clone()))
-        .map_err(|e| format!("[cluster] etcd: {e}"))?;
-    let (stop, stop_rx) = watch::channel(false);
     let agent = tokio::spawn(strata_cluster::run_agent(
         store,
         Arc::clone(&member),
@@ -125,7 +151,7 @@ pub(crate) fn start(
         status_tx,
         stop_rx,
     ));
-    tracing::info!(node = %section.node, group = %section.group, cluster = %section.name, %address, etcd = %section.etcd.join(","), "joining the cluster");
+    tracing::info!(node = %section.node, group = %section.group, cluster = %section.name, %address, etcd = %section.etcd.join(","), sharded = section.sharded.unwrap_or(false), "joining the cluster");
     let node = node::Node {
         digest_points: Arc::new(DigestPoints::new(db.clone(), crate::DIGEST_POINTS)),
         db,

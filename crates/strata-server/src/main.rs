@@ -21,12 +21,16 @@ mod config;
 mod connect;
 mod dump;
 mod health;
+mod import;
 mod inspect;
 mod join;
 mod listener;
 mod member;
 mod metrics;
+mod mover;
+mod moves;
 mod node;
+mod ownership;
 mod pipeline;
 mod request_metrics;
 mod requests;
@@ -688,6 +692,10 @@ async fn run(config: config::Config, path: Option<std::path::PathBuf>) -> Result
                 .max_decoding_message_size(1 << 20)
                 .max_encoding_message_size(64 << 20),
         )
+        .add_optional_service(node.sharded().map(|_| {
+            strata_proto::v1::range_moves_server::RangeMovesServer::new(node.clone())
+                .max_decoding_message_size(1 << 20)
+        }))
         .add_optional_service(archive.as_ref().map(|state| {
             strata_proto::v1::backup_server::BackupServer::new(backup::BackupService {
                 node: node.clone(),

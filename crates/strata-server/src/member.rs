@@ -67,6 +67,10 @@ pub(crate) struct Membership {
     pub(crate) not_primary_writes: AtomicU64,
     /// Records of this node's own history discarded by a rejoin.
     pub(crate) discarded_records: AtomicU64,
+    /// On a sharded member: the range map and the ranges frozen for moves.
+    pub(crate) ownership: Option<Arc<crate::ownership::Ownership>>,
+    /// Copies of ranges moving into this group.
+    pub(crate) imports: crate::import::Imports,
 }
 
 impl Membership {
@@ -76,6 +80,8 @@ impl Membership {
         status: watch::Receiver<AgentStatus>,
         min_sync_replicas: u32,
         sync_timeout_millis: u64,
+        ownership: Option<Arc<crate::ownership::Ownership>>,
+        imports: crate::import::Imports,
     ) -> Self {
         Self {
             node,
@@ -88,7 +94,17 @@ impl Membership {
             fenced_writes: AtomicU64::new(0),
             not_primary_writes: AtomicU64::new(0),
             discarded_records: AtomicU64::new(0),
+            ownership,
+            imports,
         }
+    }
+
+    /// The leadership held now, if still valid.
+    pub(crate) fn current_leadership(&self) -> Option<Arc<Leadership>> {
+        self.leadership
+            .lock()
+            .clone()
+            .filter(|l| l.is_valid())
     }
 
     /// The leadership a write is taken under, or the refusal: "not

@@ -170,6 +170,13 @@ fn member(
     })
 }
 
+/// A sample of a sharded member's ownership (none otherwise).
+fn sharded(scrape: &Scrape<'_>, f: fn(&crate::ownership::Ownership) -> f64) -> Vec<Sample> {
+    scrape.node.sharded().map_or_else(Vec::new, |o| {
+        vec![(vec![("group", o.group().to_string())], f(o))]
+    })
+}
+
 fn connections(
     scrape: &Scrape<'_>,
     f: fn(&crate::listener::ConnectionFigures) -> u64,
@@ -273,6 +280,46 @@ fn scraped_series() -> Vec<Series> {
             help: "Calls to etcd that failed (each retried at the next tick)",
             kind: Counter,
             read: |s| member(s, |_, st| st.coordinator_errors as f64),
+        },
+        Series {
+            name: "strata_cluster_map_revision",
+            help: "A sharded member: the etcd revision of the range map it routes by (0: none yet)",
+            kind: Gauge,
+            read: |s| sharded(s, |o| o.map().map_or(0.0, |m| m.revision() as f64)),
+        },
+        Series {
+            name: "strata_cluster_ranges_owned",
+            help: "A sharded member: ranges of the map its group owns",
+            kind: Gauge,
+            read: |s| {
+                sharded(s, |o| {
+                    o.map().map_or(0.0, |m| {
+                        m.entries().iter().filter(|e| e.group == o.group()).count() as f64
+                    })
+                })
+            },
+        },
+        Series {
+            name: "strata_cluster_frozen_ranges",
+            help: "A sharded primary: ranges frozen for a move's cut-over now",
+            kind: Gauge,
+            read: |s| sharded(s, |o| o.frozen_count() as f64),
+        },
+        Series {
+            name: "strata_cluster_wrong_group_requests",
+            help: "Requests refused because their keys are in ranges of another group",
+            kind: Counter,
+            read: |s| {
+                sharded(s, |o| {
+                    o.wrong_group.load(std::sync::atomic::Ordering::Relaxed) as f64
+                })
+            },
+        },
+        Series {
+            name: "strata_cluster_range_moving_writes",
+            help: "Writes refused because their range was frozen for a move's cut-over",
+            kind: Counter,
+            read: |s| sharded(s, |o| o.moving.load(std::sync::atomic::Ordering::Relaxed) as f64),
         },
         Series {
             name: "strata_epoch",

@@ -258,8 +258,20 @@ async fn write_run(node: &Node, run: Vec<Mergeable>) -> Vec<PipelineResponse> {
     let mut sync = false;
     let mut outcomes: Vec<Option<Result<u64, Status>>> = Vec::with_capacity(run.len());
     let mut in_batch = 0usize;
+    // On a sharded member, each request's keys are checked on their own
+    // first (a request for another group is refused alone), then again,
+    // all together, under the ownership gate.
+    let sharded = node.sharded().cloned();
+    let mut spans = sharded.as_ref().map(|_| Vec::new());
     for write in &run {
-        match add_operations(&mut batch, &write.request.operations) {
+        let own = match (&sharded, &mut spans) {
+            (Some(ownership), Some(all)) => {
+                let mine = crate::ownership::spans_of(&write.request.operations);
+                ownership.check_read(&mine).map(|()| all.extend(mine))
+            }
+            _ => Ok(()),
+        };
+        match own.and_then(|()| add_operations(&mut batch, &write.request.operations)) {
             Ok(()) => {
                 sync |= write.request.sync;
                 in_batch += 1;
@@ -273,7 +285,7 @@ async fn write_run(node: &Node, run: Vec<Mergeable>) -> Vec<PipelineResponse> {
     // fault is found by writing each alone.
     let mut one_by_one = false;
     if in_batch > 0 {
-        match node.commit(batch, sync, 0, 0).await {
+        match node.commit(batch, spans, sync, 0, 0).await {
             Ok(committed) => {
                 // Each request's token: the last sequence number of its own
                 // operations, counting back from the batch's last.

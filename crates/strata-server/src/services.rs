@@ -72,11 +72,12 @@ fn millis(value: u64, default: u64) -> Duration {
 const READERS: &[Access] = &[Access::Client, Access::Admin];
 const WRITERS: &[Access] = &[Access::Client, Access::Admin];
 const ADMINS: &[Access] = &[Access::Admin];
+const SCANNERS: &[Access] = &[Access::Client, Access::Admin, Access::Replica];
 
 impl Node {
     /// Refuses the call unless its credential has one of `roles`; counts
     /// refusals as outcome "denied". Returns who is calling.
-    fn allow<T>(
+    pub(crate) fn allow<T>(
         &self,
         request: &Request<T>,
         method: &'static str,
@@ -108,7 +109,7 @@ impl Node {
         }
     }
 
-    fn db(&self) -> Result<Arc<strata::Db>, Status> {
+    pub(crate) fn db(&self) -> Result<Arc<strata::Db>, Status> {
         self.db
             .get()
             .ok_or_else(|| Status::unavailable("the node has no database yet (bootstrapping)"))
@@ -149,7 +150,14 @@ impl Kv for Node {
     }
 
     async fn scan(&self, request: Request<ScanRequest>) -> Result<Response<ScanResponse>, Status> {
-        self.allow(&request, "scan", READERS, "read")?;
+        // A full replica's credential may scan too (it may read the whole
+        // log already): a range move's copy scans with it.
+        let principal = self.allow(&request, "scan", SCANNERS, "read")?;
+        if principal.role == Access::Replica && !principal.ranges.is_empty() {
+            return Err(Status::permission_denied(
+                "a range-scoped replica credential may not scan",
+            ));
+        }
         let started = std::time::Instant::now();
         let result = self.scan_inner(request.into_inner()).await;
         self.metrics
@@ -245,8 +253,12 @@ impl Node {
     async fn write_inner(&self, request: WriteRequest) -> Result<WriteResponse, Status> {
         let mut batch = WriteBatch::new();
         add_operations(&mut batch, &request.operations)?;
+        let spans = self
+            .sharded()
+            .map(|_| crate::ownership::spans_of(&request.operations));
         self.commit(
             batch,
+            spans,
             request.sync,
             request.min_replicas,
             request.replica_timeout_millis,
@@ -258,6 +270,7 @@ impl Node {
     pub(crate) async fn commit(
         &self,
         batch: WriteBatch,
+        spans: Option<Vec<crate::ownership::Span>>,
         sync: bool,
         min_replicas: u32,
         replica_timeout_millis: u64,
@@ -273,9 +286,28 @@ impl Node {
             } else {
                 replica_timeout_millis
             };
-            let response = self
-                .commit_local(batch, sync || wanted > 0, wanted, timeout)
-                .await?;
+            let response = match (&member.ownership, spans) {
+                (Some(ownership), Some(spans)) => {
+                    self.commit_owned(
+                        batch,
+                        Arc::clone(ownership),
+                        spans,
+                        sync || wanted > 0,
+                        wanted,
+                        timeout,
+                    )
+                    .await?
+                }
+                (Some(_), None) => {
+                    return Err(Status::internal(
+                        "a write on a sharded member came without its keys",
+                    ));
+                }
+                _ => {
+                    self.commit_local(batch, sync || wanted > 0, wanted, timeout)
+                        .await?
+                }
+            };
             member.acknowledge(&leadership)?;
             if member.min_sync_replicas > 0 && !response.confirmed {
                 return Err(crate::member::unknown_outcome(Status::unavailable(
@@ -293,7 +325,7 @@ impl Node {
 
     /// Writes `batch` to the engine (semi-synchronously if
     /// `min_replicas > 0`), without the membership's checks.
-    async fn commit_local(
+    pub(crate) async fn commit_local(
         &self,
         batch: WriteBatch,
         sync: bool,
@@ -343,6 +375,63 @@ impl Node {
         .await
         .map_err(|e| Status::internal(e.to_string()))?
         .map_err(|e| to_status(&e))
+    }
+
+    /// The ranges this node's group owns, on a sharded member.
+    pub(crate) fn sharded(&self) -> Option<&Arc<crate::ownership::Ownership>> {
+        self.cluster.as_ref().and_then(|m| m.ownership.as_ref())
+    }
+
+    /// Refuses a read of keys this node's group does not own.
+    fn check_read(&self, spans: &[crate::ownership::Span]) -> Result<(), Status> {
+        match self.sharded() {
+            Some(ownership) => ownership.check_read(spans),
+            None => Ok(()),
+        }
+    }
+
+    /// [`Node::commit_local`] under the ownership gate: the keys are
+    /// checked, and the engine takes the write, before a freeze can name
+    /// its sequence number.
+    async fn commit_owned(
+        &self,
+        batch: WriteBatch,
+        ownership: Arc<crate::ownership::Ownership>,
+        spans: Vec<crate::ownership::Span>,
+        sync: bool,
+        min_replicas: u32,
+        replica_timeout_millis: u64,
+    ) -> Result<WriteResponse, Status> {
+        let db = self.db()?;
+        let epoch = self.epoch.get();
+        let node = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let _gate = ownership.admit_write(&spans)?;
+            if min_replicas > 0 {
+                node.upstream
+                    .write(
+                        batch,
+                        min_replicas as usize,
+                        millis(replica_timeout_millis, 1000),
+                    )
+                    .map(|o| WriteResponse {
+                        seq: o.seq.get(),
+                        replicas: o.replicas as u32,
+                        confirmed: o.confirmed,
+                        epoch,
+                    })
+            } else {
+                db.write(batch, &WriteOptions { sync }).map(|seq| WriteResponse {
+                    seq: seq.get(),
+                    replicas: 0,
+                    confirmed: true,
+                    epoch,
+                })
+            }
+            .map_err(|e| to_status(&e))
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
     }
 
     /// A snapshot if the read's waits are met now, without blocking:
@@ -421,6 +510,10 @@ impl Node {
                 "end must be above start (or set unbounded)",
             ));
         }
+        self.check_read(&[crate::ownership::Span::Range(
+            request.start.clone(),
+            (!request.unbounded).then(|| request.end.clone()),
+        )])?;
         let options = read_options(
             request.min_seq,
             request.max_staleness_millis,
@@ -464,6 +557,9 @@ impl Node {
     }
 
     async fn get_inner(&self, request: GetRequest) -> Result<GetResponse, Status> {
+        if self.sharded().is_some() {
+            self.check_read(&[crate::ownership::Span::Key(request.key.clone())])?;
+        }
         let options = read_options(
             request.min_seq,
             request.max_staleness_millis,

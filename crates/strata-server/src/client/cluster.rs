@@ -25,6 +25,99 @@ pub(crate) enum ClusterCommand {
     /// primary stops taking writes, waits until the member has applied
     /// everything, and resigns; only that member campaigns.
     Failover(FailoverArgs),
+    /// The range map: create it, list it, split or merge ranges.
+    Ranges(RangesArgs),
+    /// Move a key range to another group online: copy, freeze, flip the
+    /// map, drop the old copy. Writes to the range are refused only
+    /// during the cut-over.
+    Move(MoveArgs),
+}
+
+/// Where the cluster is in etcd.
+#[derive(clap::Args, Debug, Clone)]
+pub(crate) struct EtcdArgs {
+    /// etcd client URLs (comma separated).
+    #[arg(long, value_delimiter = ',', value_name = "ENDPOINTS", required = true)]
+    pub(crate) etcd: Vec<String>,
+    /// The cluster's name in etcd.
+    #[arg(long)]
+    pub(crate) cluster: String,
+    /// The prefix of Strata's keys in etcd.
+    #[arg(long, default_value = "strata")]
+    pub(crate) key_prefix: String,
+}
+
+impl EtcdArgs {
+    fn connect(
+        &self,
+    ) -> Result<(strata_cluster::EtcdCoordinator, strata_cluster::ClusterKeys), String> {
+        let keys = strata_cluster::ClusterKeys::new(&self.key_prefix, &self.cluster)
+            .map_err(|e| e.to_string())?;
+        let store = strata_cluster::EtcdCoordinator::connect(strata_cluster::EtcdOptions::new(
+            self.etcd.clone(),
+        ))
+        .map_err(|e| format!("etcd at {}: {e}", self.etcd.join(",")))?;
+        Ok((store, keys))
+    }
+}
+
+/// `strata cluster ranges`.
+#[derive(clap::Args, Debug, Clone)]
+pub(crate) struct RangesArgs {
+    #[command(flatten)]
+    pub(crate) etcd: EtcdArgs,
+    #[command(subcommand)]
+    pub(crate) command: RangesCommand,
+}
+
+/// The range map subcommands. Keys are given as text.
+#[derive(clap::Subcommand, Debug, Clone)]
+pub(crate) enum RangesCommand {
+    /// Create the map: every key in GROUP.
+    Init {
+        /// The group that owns every key at first.
+        #[arg(long)]
+        group: String,
+    },
+    /// Print every range: start, end, group, versions, a move under way.
+    List,
+    /// Split the range holding KEY at KEY.
+    Split {
+        /// The first key of the new right-hand range.
+        #[arg(long)]
+        at: String,
+    },
+    /// Merge the range starting at KEY into the one before it.
+    Merge {
+        /// The start of the right-hand range.
+        #[arg(long)]
+        at: String,
+    },
+    /// End a move left marked by a mover that stopped.
+    Abort {
+        /// The range's start.
+        #[arg(long)]
+        start: String,
+    },
+}
+
+/// `strata cluster move`.
+#[derive(clap::Args, Debug, Clone)]
+pub(crate) struct MoveArgs {
+    #[command(flatten)]
+    pub(crate) etcd: EtcdArgs,
+    /// The start of the range to move (as text; "" for the first range).
+    #[arg(long)]
+    pub(crate) start: String,
+    /// The group to move it to.
+    #[arg(long)]
+    pub(crate) to: String,
+    /// How long the source's freeze holds if this command dies during
+    /// the cut-over, in milliseconds.
+    #[arg(long, default_value_t = 10_000)]
+    pub(crate) hold_ms: u64,
+    #[command(flatten)]
+    pub(crate) security: Security,
 }
 
 /// `strata cluster failover`.
@@ -70,7 +163,101 @@ pub(crate) async fn run(args: ClusterArgs) -> Result<(), String> {
     match args.command {
         ClusterCommand::Status(args) => status(args).await,
         ClusterCommand::Failover(args) => failover(args).await,
+        ClusterCommand::Ranges(args) => ranges(args).await,
+        ClusterCommand::Move(args) => move_range(args).await,
     }
+}
+
+async fn ranges(args: RangesArgs) -> Result<(), String> {
+    use strata_cluster::{create_map, merge, read_map, show_key, split};
+    let (store, keys) = args.etcd.connect()?;
+    let map = || async {
+        read_map(&store, &keys)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| "the cluster has no range map (strata cluster ranges init)".to_string())
+    };
+    match args.command {
+        RangesCommand::Init { group } => {
+            let revision = create_map(&store, &keys, &group)
+                .await
+                .map_err(|e| e.to_string())?;
+            println!("range map created: every key in group {group} (revision {revision})");
+        }
+        RangesCommand::List => {
+            let map = map().await?;
+            println!("range map at revision {}", map.revision());
+            println!("{:<24} {:<24} {:<12} {:>6} {:>6}  moving", "start", "end", "group", "split", "move");
+            for e in map.entries() {
+                println!(
+                    "{:<24} {:<24} {:<12} {:>6} {:>6}  {}",
+                    show_key(&e.start),
+                    e.end.as_deref().map_or("end".to_string(), show_key),
+                    e.group,
+                    e.split_version,
+                    e.move_version,
+                    e.moving
+                        .as_ref()
+                        .map_or("-".to_string(), |m| format!("to {} (move {})", m.to, e.mod_revision))
+                );
+            }
+        }
+        RangesCommand::Split { at } => {
+            let revision = split(&store, &keys, &map().await?, at.as_bytes())
+                .await
+                .map_err(|e| e.to_string())?;
+            println!("split at {} (revision {revision})", show_key(at.as_bytes()));
+        }
+        RangesCommand::Merge { at } => {
+            let revision = merge(&store, &keys, &map().await?, at.as_bytes())
+                .await
+                .map_err(|e| e.to_string())?;
+            println!("merged the range at {} into the one before it (revision {revision})", show_key(at.as_bytes()));
+        }
+        RangesCommand::Abort { start } => {
+            let mover = crate::mover::Mover {
+                store,
+                keys,
+                security: Security::default(),
+                options: crate::mover::MoveOptions::default(),
+            };
+            mover.abort(start.as_bytes()).await?;
+            println!("no move marks the range at {} now", show_key(start.as_bytes()));
+        }
+    }
+    Ok(())
+}
+
+async fn move_range(args: MoveArgs) -> Result<(), String> {
+    let (store, keys) = args.etcd.connect()?;
+    let mover = crate::mover::Mover {
+        store,
+        keys,
+        security: args.security.clone(),
+        options: crate::mover::MoveOptions {
+            hold: std::time::Duration::from_millis(args.hold_ms.clamp(1000, 60_000)),
+            ..crate::mover::MoveOptions::default()
+        },
+    };
+    let report = mover
+        .move_range(args.start.as_bytes(), &args.to, &mut |line: &str| {
+            eprintln!("{line}");
+        })
+        .await?;
+    println!(
+        "moved {} from {} to {} (move {}): {} keys copied, {} log records applied, cut-over {} ms at source seq {}, {} ms in all{}",
+        report.range,
+        report.from,
+        report.to,
+        report.id,
+        report.keys_copied,
+        report.records_applied,
+        report.cut_over.as_millis(),
+        report.freeze_seq,
+        report.total.as_millis(),
+        if report.dropped { "" } else { "; the source kept its copy (not served)" }
+    );
+    Ok(())
 }
 
 /// Asks for the switchover (a key under a lease of this command's, so an

@@ -273,3 +273,67 @@ pub(crate) async fn put(
         (r.epoch, r.seq)
     })
 }
+
+/// The two groups of `examples/sharded/` (g1: a1, a2; g2: b1, b2) in
+/// cluster `cluster`, on free ports, coordinated by `etcd`.
+pub(crate) fn sharded(dir: &Path, etcd: &[String], cluster: &str, lease_ttl_ms: u64) -> Vec<Group> {
+    let etcd = etcd
+        .iter()
+        .map(|e| format!("{e:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut groups = Vec::new();
+    for (g, names) in [("g1", ["a1", "a2"]), ("g2", ["b1", "b2"])] {
+        let mut members = Vec::new();
+        for name in names {
+            let i = match name {
+                "a1" => 1,
+                "a2" => 2,
+                "b1" => 3,
+                _ => 4,
+            };
+            let port = free_port();
+            let metrics = free_port();
+            let config = dir.join(format!("{name}.toml"));
+            let data = dir.join(format!("{name}-data"));
+            let example = super::node::repo()
+                .join("examples/sharded")
+                .join(format!("{name}.toml"));
+            let mut text = std::fs::read_to_string(&example).unwrap();
+            for (from, to) in [
+                (format!("127.0.0.1:730{i}"), format!("127.0.0.1:{port}")),
+                (format!("127.0.0.1:940{i}"), format!("127.0.0.1:{metrics}")),
+                (
+                    format!("\"data/{name}\""),
+                    format!("{:?}", data.display().to_string()),
+                ),
+                ("\"http://127.0.0.1:2379\"".to_string(), etcd.clone()),
+                ("\"shards\"".to_string(), format!("\"{cluster}\"")),
+                (
+                    "lease_ttl_ms = 3000".to_string(),
+                    format!("lease_ttl_ms = {lease_ttl_ms}"),
+                ),
+            ] {
+                assert!(text.contains(from.as_str()), "{} has no {from}", example.display());
+                text = text.replace(from.as_str(), &to);
+            }
+            text.push_str("\n[limits]\nshutdown_grace_ms = 1000\n");
+            std::fs::write(&config, text).unwrap();
+            members.push(Member {
+                name: name.to_string(),
+                config,
+                log: dir.join(format!("{name}.log")),
+                grpc: format!("http://127.0.0.1:{port}"),
+                metrics: format!("127.0.0.1:{metrics}"),
+                child: None,
+                runs: 0,
+            });
+        }
+        let _ = g;
+        groups.push(Group {
+            members,
+            dir: dir.to_path_buf(),
+        });
+    }
+    groups
+}
