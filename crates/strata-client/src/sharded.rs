@@ -503,6 +503,12 @@ impl<'c> Retry<'c> {
     /// from an attempt routed by `used`; `Err` to stop (with `error` when
     /// it is not one to retry, or the wait ran out).
     async fn after(&mut self, error: Error, used: &RangeMap) -> Result<Arc<RangeMap>> {
+        // Every retry, however it is earned, ends with the wait: a map
+        // whose revision keeps growing (any etcd write moves it) must not
+        // keep a refused request going.
+        if Instant::now() >= self.deadline {
+            return Err(error);
+        }
         let newer = used.revision().saturating_add(1);
         match &error {
             Error::WrongGroup { map_revision, .. } => {
