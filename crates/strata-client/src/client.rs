@@ -74,6 +74,19 @@ pub(crate) fn note(tried: &mut Vec<Attempt>, attempt: Attempt) {
     }
 }
 
+/// Connects to `source`'s etcd with `config`'s deadlines (no I/O yet).
+pub(crate) fn connect_etcd(
+    config: &ClientConfig,
+    source: &crate::config::EtcdSource,
+) -> Result<EtcdCoordinator> {
+    let mut options = EtcdOptions::new(source.endpoints.clone());
+    options.request_timeout = config.request_timeout;
+    options.connect_timeout = config.request_timeout / 2;
+    EtcdCoordinator::connect(options).map_err(|e| Error::Config {
+        detail: e.to_string(),
+    })
+}
+
 impl Client {
     /// A client for `config`. Opens no connection: nodes and etcd are
     /// reached on the first call. Call it within a Tokio runtime (the
@@ -92,13 +105,7 @@ impl Client {
         }
         let directory = match &config.etcd {
             Some(source) => {
-                let mut options = EtcdOptions::new(source.endpoints.clone());
-                options.request_timeout = config.request_timeout;
-                options.connect_timeout = config.request_timeout / 2;
-                let etcd = EtcdCoordinator::connect(options).map_err(|e| Error::Config {
-                    detail: e.to_string(),
-                })?;
-                Some(Box::new(etcd) as Box<dyn discovery::Directory>)
+                Some(Box::new(connect_etcd(&config, source)?) as Box<dyn discovery::Directory>)
             }
             None => None,
         };
@@ -128,7 +135,7 @@ impl Client {
         Client::build(config, Some(Box::new(coordinator)))
     }
 
-    fn build(
+    pub(crate) fn build(
         config: ClientConfig,
         directory: Option<Box<dyn discovery::Directory>>,
     ) -> Result<Client> {

@@ -34,7 +34,9 @@ pub struct EtcdSource {
     pub key_prefix: String,
     /// The cluster's name.
     pub cluster: String,
-    /// The range group the client writes to and reads from.
+    /// The range group the client writes to and reads from (a
+    /// [`crate::ShardedClient`] ignores it: the range map names the
+    /// groups).
     pub group: String,
 }
 
@@ -51,6 +53,20 @@ impl EtcdSource {
             cluster: cluster.into(),
             group: group.into(),
         }
+    }
+
+    /// The source for every group of `cluster` (no group named), under the
+    /// default key prefix: what a [`crate::ShardedClient`] is given.
+    ///
+    /// ```
+    /// let etcd = strata_client::EtcdSource::cluster(["http://127.0.0.1:2379"], "shop");
+    /// assert!(etcd.group.is_empty());
+    /// ```
+    pub fn cluster(
+        endpoints: impl IntoIterator<Item = impl Into<String>>,
+        cluster: impl Into<String>,
+    ) -> EtcdSource {
+        EtcdSource::new(endpoints, cluster, "")
     }
 }
 
@@ -162,6 +178,12 @@ impl ClientConfig {
     /// an etcd source has no endpoint or a name that cannot be part of a
     /// key, or a deadline is zero.
     pub fn check(&self) -> Result<()> {
+        self.check_with(true)
+    }
+
+    /// [`ClientConfig::check`], with or without the etcd source's group
+    /// (a sharded client names none).
+    pub(crate) fn check_with(&self, group: bool) -> Result<()> {
         let bad = |detail: String| Err(Error::Config { detail });
         if self.seeds.is_empty() && self.etcd.is_none() {
             return bad(
@@ -173,7 +195,13 @@ impl ClientConfig {
                 return bad("the etcd source has no endpoint".into());
             }
             strata_cluster::ClusterKeys::new(&etcd.key_prefix, &etcd.cluster)
-                .and_then(|keys| keys.primary(&etcd.group))
+                .and_then(|keys| {
+                    if group {
+                        keys.primary(&etcd.group).map(|_| ())
+                    } else {
+                        Ok(())
+                    }
+                })
                 .map_err(|e| Error::Config {
                     detail: e.to_string(),
                 })?;

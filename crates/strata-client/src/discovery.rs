@@ -18,7 +18,9 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
-use strata_cluster::{ClusterKeys, Coordinator, EpochStart, KeyValue, MemberRecord, Role};
+use strata_cluster::{
+    ClusterKeys, Coordinator, EpochStart, KeyValue, MemberRecord, Revision, Role,
+};
 use strata_proto::v1::StatusRequest;
 
 use crate::config::EtcdSource;
@@ -27,10 +29,12 @@ use crate::pool::Pool;
 
 type Boxed<'a, T> = Pin<Box<dyn Future<Output = strata_cluster::Result<T>> + Send + 'a>>;
 
-/// The two reads the client makes of the coordinator, object safe.
+/// The reads the client makes of the coordinator, object safe.
 pub(crate) trait Directory: Send + Sync {
     fn get<'a>(&'a self, key: &'a [u8]) -> Boxed<'a, Option<KeyValue>>;
     fn list<'a>(&'a self, prefix: &'a [u8]) -> Boxed<'a, Vec<KeyValue>>;
+    /// A listing and the store revision it is as of (the range map).
+    fn list_at<'a>(&'a self, prefix: &'a [u8]) -> Boxed<'a, (Vec<KeyValue>, Revision)>;
 }
 
 impl<C: Coordinator> Directory for C {
@@ -40,6 +44,29 @@ impl<C: Coordinator> Directory for C {
 
     fn list<'a>(&'a self, prefix: &'a [u8]) -> Boxed<'a, Vec<KeyValue>> {
         Box::pin(async move { Coordinator::list(self, prefix).await.map(|(kvs, _)| kvs) })
+    }
+
+    fn list_at<'a>(&'a self, prefix: &'a [u8]) -> Boxed<'a, (Vec<KeyValue>, Revision)> {
+        Box::pin(Coordinator::list(self, prefix))
+    }
+}
+
+/// One coordinator connection shared by the clients of several groups
+/// (a `ShardedClient` and its per-group `Client`s).
+#[derive(Clone)]
+pub(crate) struct Shared(pub(crate) std::sync::Arc<dyn Directory>);
+
+impl Directory for Shared {
+    fn get<'a>(&'a self, key: &'a [u8]) -> Boxed<'a, Option<KeyValue>> {
+        self.0.get(key)
+    }
+
+    fn list<'a>(&'a self, prefix: &'a [u8]) -> Boxed<'a, Vec<KeyValue>> {
+        self.0.list(prefix)
+    }
+
+    fn list_at<'a>(&'a self, prefix: &'a [u8]) -> Boxed<'a, (Vec<KeyValue>, Revision)> {
+        self.0.list_at(prefix)
     }
 }
 

@@ -138,6 +138,46 @@ pub enum Error {
         /// Where that epoch's history began.
         cut: u64,
     },
+    /// A node refused the request because, by the range map it knows,
+    /// its group does not own a key of it (FAILED_PRECONDITION "wrong
+    /// group"). Nothing was applied. A [`crate::ShardedClient`] reads the
+    /// map again and re-routes; a [`crate::Client`] returns it at once.
+    #[error(
+        "{node} refused: its group does not own the keys (owner {}, its map revision {}): {said}",
+        .owner.as_deref().unwrap_or("not named"),
+        .map_revision.map_or("not named".to_string(), |r| r.to_string())
+    )]
+    WrongGroup {
+        /// The node.
+        node: String,
+        /// The group the node believes owns the key (`strata-range-group`).
+        owner: Option<String>,
+        /// The revision of the node's map (`strata-map-revision`).
+        map_revision: Option<i64>,
+        /// The node's message.
+        said: String,
+    },
+    /// A node cannot take the request now because its range is in the
+    /// cut-over of a move (UNAVAILABLE "range moving") or the node has no
+    /// range map yet (UNAVAILABLE "no range map"). Nothing was applied;
+    /// a [`crate::ShardedClient`] backs off and tries again, a
+    /// [`crate::Client`] returns it at once.
+    #[error("{node} cannot take the request now: {said}")]
+    RangeMoving {
+        /// The node.
+        node: String,
+        /// The node's message.
+        said: String,
+    },
+    /// The batch's keys fall in ranges of more than one group, by the
+    /// range map at `map_revision`: nothing was sent. Split the batch.
+    #[error("the batch spans range groups (map revision {map_revision}): {ranges}")]
+    SpansGroups {
+        /// Each range the batch touches, with its group.
+        ranges: String,
+        /// The revision of the map the batch was checked against.
+        map_revision: i64,
+    },
     /// No node gave an answer the read could accept.
     #[error("no acceptable answer{}: {}", .token.map(|t| format!(" for token {t}")).unwrap_or_default(), list(.tried))]
     NoReadAnswer {

@@ -7,6 +7,10 @@
 //!   ([`EtcdSource`]) or by asking seed nodes, follows it across
 //!   failovers ("not primary" answers naming a newer epoch, rediscovery
 //!   within [`ClientConfig::failover_wait`]).
+//! - [`ShardedClient`]: every group of a cluster, each request routed by
+//!   the range map in etcd to the group owning its keys (one [`Client`]
+//!   per group); its writes return a [`GroupToken`] (`group/epoch:seq`),
+//!   its reads take a [`ShardedRead`].
 //! - [`Token`]: `(epoch, seq)` of an acknowledged write.
 //! - [`ReadPolicy`]: the primary, or the replicas (round robin) with an
 //!   optional token.
@@ -36,6 +40,8 @@ mod discovery;
 mod error;
 mod pool;
 mod read;
+mod route;
+mod sharded;
 mod status;
 mod token;
 mod wire;
@@ -46,6 +52,7 @@ pub use config::{Bearer, ClientConfig, EtcdSource};
 pub use discovery::Primary;
 pub use error::{Attempt, Error, Result};
 pub use read::{GetAnswer, ReadPolicy, ScanAnswer, ScanRange};
+pub use sharded::{ScanPiece, ShardedClient, ShardedGet, ShardedRead, ShardedScan};
 pub use status::{GroupStatus, MemberStatus};
-pub use token::{ParseTokenError, Token};
+pub use token::{GroupToken, ParseGroupTokenError, ParseTokenError, Token};
 pub use write::WriteBatch;

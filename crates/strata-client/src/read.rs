@@ -11,6 +11,11 @@
 //! rediscovered (within the failover wait) when it fails or answers from
 //! an epoch older than the one it was found at.
 //!
+//! A refusal by the range map ("wrong group", "range moving", "no range
+//! map") ends a primary read at once as [`Error::WrongGroup`] or
+//! [`Error::RangeMoving`]; a replica read passes it over for the next
+//! member and returns it only when no member answered.
+//!
 //! Invariants: a read that etcd's history shows lost is
 //! [`Error::WriteLost`], never an answer; every answer returned names the
 //! node and epoch it came from.
@@ -248,6 +253,9 @@ impl Client {
                             ),
                         ),
                     ),
+                    Err(status) if wire::range_refusal(&status).is_some() => {
+                        return Err(range_error(&primary.address, &status));
+                    }
                     Err(status) if wire::read_is_final(&status) => {
                         return Err(refused(&primary.address, &status));
                     }
@@ -289,8 +297,12 @@ impl Client {
                 .filter(|m| m.primary)
                 .map(|m| m.address.clone()),
         );
+        // A refusal by the range map, kept for when no node answers.
+        let mut range = None;
         for address in &order {
-            if let Outcome::Taken(answer) = self.try_node(address, &read, token, &mut tried).await?
+            if let Outcome::Taken(answer) = self
+                .try_node(address, &read, token, &mut tried, &mut range)
+                .await?
             {
                 return Ok((answer, address.clone()));
             }
@@ -301,10 +313,14 @@ impl Client {
                 .iter()
                 .any(|a| pool.url(a) == pool.url(&primary.address))
             && let Outcome::Taken(answer) = self
-                .try_node(&primary.address, &read, token, &mut tried)
+                .try_node(&primary.address, &read, token, &mut tried, &mut range)
                 .await?
         {
             return Ok((answer, primary.address));
+        }
+        if let Some(refusal) = range {
+            // The members answered; the range map sent the read away.
+            return Err(refusal);
         }
         self.forget_members();
         self.forget_primary();
@@ -318,9 +334,15 @@ impl Client {
         read: &Read,
         token: Option<Token>,
         tried: &mut Vec<Attempt>,
+        range: &mut Option<Error>,
     ) -> Result<Outcome> {
         let answer = match self.send_read(address, read, token).await {
             Ok(answer) => answer,
+            Err(status) if wire::range_refusal(&status).is_some() => {
+                note(tried, Attempt::new(address, None, wire::describe(&status)));
+                *range = Some(range_error(address, &status));
+                return Ok(Outcome::Passed);
+            }
             Err(status) if wire::read_is_final(&status) => return Err(refused(address, &status)),
             Err(status) => {
                 note(
@@ -413,6 +435,15 @@ impl Client {
                     "no answer within {deadline:?}"
                 )))
             })
+    }
+}
+
+/// The range-map refusal `status` is, as an error (callers check that it
+/// is one).
+fn range_error(address: &str, status: &tonic::Status) -> Error {
+    match wire::range_refusal(status) {
+        Some(refusal) => refusal.into_error(address),
+        None => refused(address, status),
     }
 }
 

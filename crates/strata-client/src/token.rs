@@ -63,6 +63,60 @@ impl FromStr for Token {
     }
 }
 
+/// A commit token with the range group that gave it: what a
+/// [`crate::ShardedClient`] write returns, and what a sharded read may
+/// wait for (in that group only).
+///
+/// FORMAT as text: `group/epoch:seq`, e.g. `g1/7:41230` (group names hold
+/// no `/`).
+///
+/// # Examples
+///
+/// ```
+/// use strata_client::{GroupToken, Token};
+/// let token: GroupToken = "g1/7:41230".parse().unwrap();
+/// assert_eq!(token, GroupToken { group: "g1".into(), token: Token { epoch: 7, seq: 41230 } });
+/// assert_eq!(token.to_string(), "g1/7:41230");
+/// assert!("7:41230".parse::<GroupToken>().is_err());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct GroupToken {
+    /// The range group whose primary acknowledged the write.
+    pub group: String,
+    /// The write's token in that group.
+    pub token: Token,
+}
+
+impl fmt::Display for GroupToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.group, self.token)
+    }
+}
+
+/// Why a text is not a group token.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{text:?} is not a group commit token (expected GROUP/EPOCH:SEQ, e.g. g1/7:41230)")]
+pub struct ParseGroupTokenError {
+    /// The text given.
+    pub text: String,
+}
+
+impl FromStr for GroupToken {
+    type Err = ParseGroupTokenError;
+
+    fn from_str(text: &str) -> Result<GroupToken, ParseGroupTokenError> {
+        let bad = || ParseGroupTokenError {
+            text: text.to_string(),
+        };
+        let (group, token) = text.split_once('/').ok_or_else(bad)?;
+        strata_cluster::check_name("range group", group).map_err(|_| bad())?;
+        Ok(GroupToken {
+            group: group.to_string(),
+            token: token.parse().map_err(|_| bad())?,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -74,6 +128,22 @@ mod tests {
         assert_eq!(token.to_string().parse::<Token>().unwrap(), token);
         for bad in ["", ":", "1:", ":2", "1:2:3", "-1:2", "a:b", " 1:2"] {
             let err = bad.parse::<Token>().unwrap_err();
+            assert_eq!(err.text, bad);
+        }
+    }
+
+    #[test]
+    fn group_tokens_round_trip_and_bad_texts_are_named() {
+        let token = GroupToken {
+            group: "eu-1.a_b".into(),
+            token: Token { epoch: 3, seq: 9 },
+        };
+        assert_eq!(token.to_string(), "eu-1.a_b/3:9");
+        assert_eq!(token.to_string().parse::<GroupToken>().unwrap(), token);
+        for bad in [
+            "", "/", "g1/", "/1:2", "g1/1", "g1/1:2:3", "g 1/1:2", "a/b/1:2", "g1:1:2",
+        ] {
+            let err = bad.parse::<GroupToken>().unwrap_err();
             assert_eq!(err.text, bad);
         }
     }

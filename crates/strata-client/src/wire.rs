@@ -10,10 +10,21 @@
 //! holds a [`tonic::ConnectError`] never reached the node, any other may
 //! have.
 //!
+//! The range map's refusals (the server contract of sharding): a key
+//! the node's group does not own is FAILED_PRECONDITION "wrong group: ..."
+//! with `strata-range-group` (the owner it believes) and
+//! `strata-map-revision` (its map's revision, decimal); a range in the
+//! cut-over of a move is UNAVAILABLE "range moving: ..." with
+//! `strata-range-moving: 1`; a node without a map is UNAVAILABLE "no range
+//! map ..."; a batch its map places in several groups is INVALID_ARGUMENT
+//! "batch spans range groups: ...". None of them applied anything.
+//!
 //! Invariants: classification is a pure function of the status; metadata
 //! that is missing or not text is treated as absent, never unwrapped.
 
 use tonic::{Code, Status};
+
+use crate::error::Error;
 
 /// How a failed write must be handled.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,8 +41,82 @@ pub(crate) enum WriteFailure {
     NotApplied { detail: String },
     /// The write may have been applied: never retried.
     MaybeApplied { detail: String },
+    /// A refusal by the range map (wrong group, range moving, no map):
+    /// not applied, and for the caller to handle (it is not retried here).
+    Range(RangeRefusal),
     /// A refusal a retry does not change.
     Final { code: Code, message: String },
+}
+
+/// A node's refusal by the range map (see the module doc). None of them
+/// applied anything.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum RangeRefusal {
+    /// FAILED_PRECONDITION "wrong group: ..." with `strata-range-group`
+    /// and `strata-map-revision`.
+    WrongGroup {
+        owner: Option<String>,
+        map_revision: Option<i64>,
+        said: String,
+    },
+    /// UNAVAILABLE "range moving: ..." (`strata-range-moving: 1`) or
+    /// "no range map ...".
+    Moving { said: String },
+}
+
+impl RangeRefusal {
+    /// The refusal as the client's error, naming `node`.
+    pub(crate) fn into_error(self, node: &str) -> Error {
+        match self {
+            RangeRefusal::WrongGroup {
+                owner,
+                map_revision,
+                said,
+            } => Error::WrongGroup {
+                node: node.to_string(),
+                owner,
+                map_revision,
+                said,
+            },
+            RangeRefusal::Moving { said } => Error::RangeMoving {
+                node: node.to_string(),
+                said,
+            },
+        }
+    }
+}
+
+/// The message prefix of a node's refusal of a batch whose keys its map
+/// places in several groups (INVALID_ARGUMENT).
+pub(crate) const SPANS_GROUPS: &str = "batch spans range groups:";
+
+/// The range-map refusal `status` is, if it is one. A status the client
+/// library made itself never is.
+pub(crate) fn range_refusal(status: &Status) -> Option<RangeRefusal> {
+    if local(status) {
+        return None;
+    }
+    let message = status.message();
+    match status.code() {
+        Code::FailedPrecondition if message.starts_with("wrong group:") => {
+            Some(RangeRefusal::WrongGroup {
+                owner: text(status, "strata-range-group")
+                    .filter(|g| !g.is_empty())
+                    .map(str::to_string),
+                map_revision: text(status, "strata-map-revision").and_then(|r| r.parse().ok()),
+                said: message.to_string(),
+            })
+        }
+        Code::Unavailable
+            if (message.starts_with("range moving:") || message.starts_with("no range map"))
+                && text(status, "strata-outcome") != Some("unknown") =>
+        {
+            Some(RangeRefusal::Moving {
+                said: message.to_string(),
+            })
+        }
+        _ => None,
+    }
 }
 
 /// Metadata text, if present and printable.
@@ -77,6 +162,9 @@ pub(crate) fn write_failure(status: &Status) -> WriteFailure {
         } else {
             WriteFailure::MaybeApplied { detail }
         };
+    }
+    if let Some(refusal) = range_refusal(status) {
+        return WriteFailure::Range(refusal);
     }
     match status.code() {
         Code::FailedPrecondition if status.message().starts_with("not primary") => {
@@ -216,5 +304,59 @@ mod tests {
         assert!(read_is_final(&Status::invalid_argument("empty key")));
         assert!(!read_is_final(&Status::unavailable("min_seq not reached")));
         assert!(!read_is_final(&Status::failed_precondition("x")));
+    }
+
+    #[test]
+    fn range_map_refusals_are_told_apart_and_read_their_metadata() {
+        let wrong = with(
+            Status::failed_precondition("wrong group: \"n\" is owned by g2"),
+            &[("strata-range-group", "g2"), ("strata-map-revision", "41")],
+        );
+        let expected = RangeRefusal::WrongGroup {
+            owner: Some("g2".into()),
+            map_revision: Some(41),
+            said: "wrong group: \"n\" is owned by g2".into(),
+        };
+        assert_eq!(range_refusal(&wrong), Some(expected.clone()));
+        assert_eq!(write_failure(&wrong), WriteFailure::Range(expected));
+        // Missing or bad metadata is absent, not a panic.
+        let bare = with(
+            Status::failed_precondition("wrong group: x"),
+            &[("strata-map-revision", "forty")],
+        );
+        assert!(matches!(
+            range_refusal(&bare),
+            Some(RangeRefusal::WrongGroup {
+                owner: None,
+                map_revision: None,
+                ..
+            })
+        ));
+        let moving = with(
+            Status::unavailable("range moving: [\"m\", end) to g3"),
+            &[("strata-range-moving", "1")],
+        );
+        assert!(matches!(
+            write_failure(&moving),
+            WriteFailure::Range(RangeRefusal::Moving { .. })
+        ));
+        let no_map = Status::unavailable("no range map yet");
+        assert!(matches!(
+            range_refusal(&no_map),
+            Some(RangeRefusal::Moving { .. })
+        ));
+        // A refusal that says the outcome is unknown stays unknown.
+        let unknown = with(
+            Status::unavailable("range moving: cut over in flight"),
+            &[("strata-outcome", "unknown")],
+        );
+        assert_eq!(range_refusal(&unknown), None);
+        assert!(matches!(
+            write_failure(&unknown),
+            WriteFailure::MaybeApplied { .. }
+        ));
+        // Other codes with the same words are not range refusals.
+        assert_eq!(range_refusal(&Status::internal("wrong group: x")), None);
+        assert_eq!(range_refusal(&Status::unavailable("draining")), None);
     }
 }

@@ -17,6 +17,10 @@
 //!   with `strata-outcome: unknown`, a deadline that passed or a
 //!   connection that broke after sending): [`Error::OutcomeUnknown`],
 //!   at once, never retried.
+//! - A refusal by the range map (FAILED_PRECONDITION "wrong group",
+//!   UNAVAILABLE "range moving" or "no range map"; not applied):
+//!   [`Error::WrongGroup`] or [`Error::RangeMoving`] at once, the primary
+//!   kept. Re-routing is the business of [`crate::ShardedClient`].
 //! - Any other refusal: [`Error::Refused`].
 //!
 //! Invariants: a write is sent again only after a node said it did not
@@ -46,7 +50,7 @@ use crate::wire::{self, WriteFailure};
 /// ```
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct WriteBatch {
-    request: WriteRequest,
+    pub(crate) request: WriteRequest,
 }
 
 impl WriteBatch {
@@ -161,6 +165,10 @@ impl Client {
                             seq: answer.seq,
                         });
                     }
+                    Err(WriteFailure::Range(refusal)) => {
+                        // The primary is fine; the range map says no.
+                        return Err(refusal.into_error(&target.address));
+                    }
                     Err(failure) => {
                         self.forget_primary();
                         next = self
@@ -232,6 +240,7 @@ impl Client {
                 epoch: target.epoch,
                 detail,
             }),
+            WriteFailure::Range(refusal) => Err(refusal.into_error(&target.address)),
             WriteFailure::Final { code, message } => Err(Error::Refused {
                 node: target.address.clone(),
                 code,

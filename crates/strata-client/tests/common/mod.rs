@@ -39,6 +39,11 @@ pub(crate) enum OnWrite {
     FencedBefore,
     /// Answers only after this long.
     Slow(Duration),
+    /// Refuses it by the range map: FAILED_PRECONDITION "wrong group"
+    /// naming the owner and the node's map revision.
+    WrongGroup { owner: String, map_revision: i64 },
+    /// Refuses it during a move's cut-over: UNAVAILABLE "range moving".
+    RangeMoving,
 }
 
 /// What a fake node does.
@@ -55,6 +60,8 @@ pub(crate) struct Script {
     /// The primary it names in Admin.Status.
     pub(crate) primary_address: String,
     pub(crate) lease_millis_left: u64,
+    /// The keys its scans answer from (none: one entry `k`).
+    pub(crate) data: Vec<&'static str>,
 }
 
 impl Script {
@@ -67,6 +74,7 @@ impl Script {
             status_epoch: epoch,
             primary_address: String::new(),
             lease_millis_left: 0,
+            data: Vec::new(),
         }
     }
 
@@ -83,6 +91,7 @@ impl Script {
             status_epoch: epoch,
             primary_address: primary_address.into(),
             lease_millis_left: 0,
+            data: Vec::new(),
         }
     }
 }
@@ -199,6 +208,20 @@ impl FakeNode {
                 &[("strata-outcome", "unknown".into())],
             )),
             OnWrite::FencedBefore => Err(Status::unavailable("fenced: the lease is not proven")),
+            OnWrite::WrongGroup {
+                owner,
+                map_revision,
+            } => Err(with_metadata(
+                Status::failed_precondition(format!("wrong group: the key is owned by {owner}")),
+                &[
+                    ("strata-range-group", owner),
+                    ("strata-map-revision", map_revision.to_string()),
+                ],
+            )),
+            OnWrite::RangeMoving => Err(with_metadata(
+                Status::unavailable("range moving: the range is in its cut-over"),
+                &[("strata-range-moving", "1".into())],
+            )),
             OnWrite::Slow(pause) => {
                 tokio::time::sleep(pause).await;
                 Err(Status::unavailable("too late"))
@@ -248,13 +271,42 @@ impl Kv for FakeNode {
 
     async fn scan(&self, request: Request<ScanRequest>) -> Result<Response<ScanResponse>, Status> {
         let (epoch, seq, name) = self.take_read(request.get_ref().min_seq)?;
+        let data = self.script.lock().data.clone();
+        if data.is_empty() {
+            return Ok(Response::new(ScanResponse {
+                entries: vec![KeyValue {
+                    key: b"k".to_vec(),
+                    value: format!("from {name}").into_bytes(),
+                }],
+                seq,
+                more: false,
+                epoch,
+            }));
+        }
+        let r = request.get_ref();
+        let mut keys: Vec<&str> = data
+            .into_iter()
+            .filter(|k| {
+                k.as_bytes() >= r.start.as_slice()
+                    && (r.unbounded || k.as_bytes() < r.end.as_slice())
+            })
+            .collect();
+        if r.reverse {
+            keys.reverse();
+        }
+        let limit = if r.limit == 0 { 1000 } else { r.limit as usize };
+        let more = keys.len() > limit;
+        keys.truncate(limit);
         Ok(Response::new(ScanResponse {
-            entries: vec![KeyValue {
-                key: b"k".to_vec(),
-                value: format!("from {name}").into_bytes(),
-            }],
+            entries: keys
+                .into_iter()
+                .map(|k| KeyValue {
+                    key: k.as_bytes().to_vec(),
+                    value: format!("from {name}").into_bytes(),
+                })
+                .collect(),
             seq,
-            more: false,
+            more,
             epoch,
         }))
     }
