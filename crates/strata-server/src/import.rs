@@ -59,11 +59,14 @@ struct Import {
     done: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
+/// Copies by range start and move id.
+type Running = HashMap<(Vec<u8>, i64), Arc<Import>>;
+
 /// The copies of this node, by range start and move id.
 #[derive(Debug, Default)]
 pub(crate) struct Imports {
     reach: Reach,
-    running: Mutex<HashMap<(Vec<u8>, i64), Arc<Import>>>,
+    running: Mutex<Running>,
 }
 
 fn state(name: &str) -> ImportState {
@@ -84,6 +87,7 @@ impl Imports {
     /// Starts copying `[start, end)` from `source` for move `id` (a copy of
     /// the same move already running is left alone; another one of the
     /// same range is stopped first).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn start(
         &self,
         node: Node,
@@ -145,8 +149,7 @@ impl Imports {
         });
         *import.done.lock() = Some(handle);
         self.running.lock().insert((start, id), Arc::clone(&import));
-        let current = import.state.lock().clone();
-        current
+        import.state.lock().clone()
     }
 
     /// The copy's state (`""` if there is none).
@@ -163,8 +166,7 @@ impl Imports {
         match import {
             Some(import) => {
                 import.stop_and_wait().await;
-                let current = import.state.lock().clone();
-                current
+                import.state.lock().clone()
             }
             None => ImportState::default(),
         }
@@ -226,7 +228,10 @@ impl Copy {
             return Marked::Ended;
         };
         match map.starting_at(&self.start) {
-            Some(e) if e.mod_revision == self.id && e.moving.as_ref().is_some_and(|m| m.to == self.group) => {
+            Some(e)
+                if e.mod_revision == self.id
+                    && e.moving.as_ref().is_some_and(|m| m.to == self.group) =>
+            {
                 Marked::Moving
             }
             Some(e) if e.group == self.group && e.mod_revision > self.id => Marked::Flipped,
@@ -254,11 +259,7 @@ impl Copy {
         match &self.end {
             Some(end) => batch.delete_range(&self.start, end),
             None => {
-                let db = self
-                    .node
-                    .db
-                    .get()
-                    .ok_or("this node has no database yet")?;
+                let db = self.node.db.get().ok_or("this node has no database yet")?;
                 let snapshot = db.snapshot();
                 let last = snapshot
                     .scan_rev((

@@ -25,8 +25,8 @@ use tokio::sync::watch;
 
 use crate::import::{Imports, Reach};
 use crate::member::{Member, Membership};
-use crate::ownership::Ownership;
 use crate::node::{self, Role};
+use crate::ownership::Ownership;
 use crate::{config, listener, request_metrics, secrets};
 
 /// A started member: its node (for the services) and its agent.

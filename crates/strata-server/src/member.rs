@@ -101,10 +101,7 @@ impl Membership {
 
     /// The leadership held now, if still valid.
     pub(crate) fn current_leadership(&self) -> Option<Arc<Leadership>> {
-        self.leadership
-            .lock()
-            .clone()
-            .filter(|l| l.is_valid())
+        self.leadership.lock().clone().filter(|l| l.is_valid())
     }
 
     /// The leadership a write is taken under, or the refusal: "not

@@ -319,7 +319,11 @@ fn scraped_series() -> Vec<Series> {
             name: "strata_cluster_range_moving_writes",
             help: "Writes refused because their range was frozen for a move's cut-over",
             kind: Counter,
-            read: |s| sharded(s, |o| o.moving.load(std::sync::atomic::Ordering::Relaxed) as f64),
+            read: |s| {
+                sharded(s, |o| {
+                    o.moving.load(std::sync::atomic::Ordering::Relaxed) as f64
+                })
+            },
         },
         Series {
             name: "strata_epoch",

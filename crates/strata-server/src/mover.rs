@@ -95,10 +95,7 @@ pub(crate) async fn primary_address(
         .address)
 }
 
-async fn client(
-    security: &Security,
-    address: &str,
-) -> Result<RangeMovesClient<Connected>, String> {
+async fn client(security: &Security, address: &str) -> Result<RangeMovesClient<Connected>, String> {
     let (channel, token) = security.channel(address).await?;
     Ok(RangeMovesClient::with_interceptor(channel, token))
 }
@@ -178,7 +175,10 @@ impl Mover {
             .ok_or_else(|| format!("no range starts at {}", show_key(start)))?
             .clone();
         if entry.group == to {
-            return Err(format!("range {} is already in group {to}", entry.describe()));
+            return Err(format!(
+                "range {} is already in group {to}",
+                entry.describe()
+            ));
         }
         if entry.moving.is_some() {
             progress(&format!(
@@ -199,7 +199,15 @@ impl Mover {
             entry.group
         ));
         match self
-            .cut_over(start, id, &entry.group, to, &source_address, &target_address, progress)
+            .cut_over(
+                start,
+                id,
+                &entry.group,
+                to,
+                &source_address,
+                &target_address,
+                progress,
+            )
             .await
         {
             Ok(mut report) => {

@@ -68,7 +68,13 @@ impl RangeMoves for Node {
             .ok_or_else(|| Status::failed_precondition("not primary"))?;
         let db = self.db()?;
         let (seq, freeze) = ownership
-            .freeze(&db, &request.start, request.move_id, hold, leadership.lease())
+            .freeze(
+                &db,
+                &request.start,
+                request.move_id,
+                hold,
+                leadership.lease(),
+            )
             .await?;
         Ok(Response::new(FreezeResponse { seq, freeze }))
     }

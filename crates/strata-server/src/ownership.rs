@@ -247,7 +247,11 @@ impl Ownership {
     }
 
     /// Waits (up to `wait`) for the map to be at least at `revision`.
-    pub(crate) async fn map_at(&self, revision: i64, wait: Duration) -> Result<Arc<RangeMap>, Status> {
+    pub(crate) async fn map_at(
+        &self,
+        revision: i64,
+        wait: Duration,
+    ) -> Result<Arc<RangeMap>, Status> {
         let mut rx = self.map.clone();
         let deadline = tokio::time::Instant::now() + wait;
         loop {
@@ -303,7 +307,7 @@ impl Ownership {
         {
             return Ok((f.seq, f.value.clone()));
         }
-        let seq = {
+        let (seq, value) = {
             let _exclusive = self.gate.write();
             let seq = db.last_seq().get();
             let value = Freeze {
@@ -318,17 +322,10 @@ impl Ownership {
                 end: entry.end.clone(),
                 id,
                 seq,
-                value,
+                value: value.clone(),
             });
-            seq
+            (seq, value)
         };
-        let value = Freeze {
-            v: 1,
-            id,
-            node: self.node.clone(),
-            seq,
-        }
-        .encode();
         // The release runs when the hold ends, whatever happens below.
         let this = Arc::clone(self);
         let held = start.to_vec();

@@ -421,12 +421,13 @@ impl Node {
                         epoch,
                     })
             } else {
-                db.write(batch, &WriteOptions { sync }).map(|seq| WriteResponse {
-                    seq: seq.get(),
-                    replicas: 0,
-                    confirmed: true,
-                    epoch,
-                })
+                db.write(batch, &WriteOptions { sync })
+                    .map(|seq| WriteResponse {
+                        seq: seq.get(),
+                        replicas: 0,
+                        confirmed: true,
+                        epoch,
+                    })
             }
             .map_err(|e| to_status(&e))
         })

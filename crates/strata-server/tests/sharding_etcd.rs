@@ -128,59 +128,8 @@ impl Router {
             .connect_timeout(Duration::from_millis(300))
             .timeout(Duration::from_secs(5));
         let kv = KvClient::new(endpoint.connect().await.ok()?);
-        self.channels
-            .lock()
-            .insert(address.to_string(), kv.clone());
+        self.channels.lock().insert(address.to_string(), kv.clone());
         Some(kv)
-    }
-
-    /// Puts until acknowledged or a refusal that may have applied it:
-    /// `Ok(true)` acknowledged, `Ok(false)` outcome unknown.
-    async fn put(&self, key: &[u8], value: &[u8], limit: Duration) -> Result<bool, String> {
-        let start = Instant::now();
-        let mut last = String::new();
-        while start.elapsed() < limit {
-            let Some(group) = self.owner(key).await else {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                continue;
-            };
-            let Some(address) = self.primary(&group).await else {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                continue;
-            };
-            let Some(mut kv) = self.kv(&address).await else {
-                self.channels.lock().remove(&address);
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                continue;
-            };
-            let sent = kv
-                .put(PutRequest {
-                    key: key.to_vec(),
-                    value: value.to_vec(),
-                    sync: true,
-                })
-                .await;
-            match sent {
-                Ok(_) => return Ok(true),
-                Err(status) => {
-                    let m = status.message();
-                    let not_applied = matches!(status.code(), tonic::Code::FailedPrecondition)
-                        || (status.code() == tonic::Code::Unavailable
-                            && (m.starts_with("range moving")
-                                || m.starts_with("no range map")
-                                || m.starts_with("draining")
-                                || m.starts_with("fenced: this node cannot prove")));
-                    last = format!("{:?}: {m}", status.code());
-                    if !not_applied {
-                        self.channels.lock().remove(&address);
-                        return Ok(false);
-                    }
-                    self.refresh().await;
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-            }
-        }
-        Err(format!("no answer within {limit:?}: {last}"))
     }
 
     async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, String> {
@@ -221,6 +170,8 @@ struct Ledger {
     unknown: BTreeMap<Vec<u8>, Vec<u64>>,
     acks: u64,
     unknowns: u64,
+    /// Writes the client gave up on as not applied.
+    failures: u64,
 }
 
 fn key_of(writer: usize, i: u64) -> Vec<u8> {
@@ -229,15 +180,23 @@ fn key_of(writer: usize, i: u64) -> Vec<u8> {
     format!("{}{writer}-{:03}", letter as char, i % 120).into_bytes()
 }
 
+/// Writers through the sharded client (`strata_client::ShardedClient`),
+/// each over its own keys spread over the whole key space.
 fn writers(
-    router: &Arc<Router>,
+    etcd: &[String],
     ledger: &Arc<Mutex<Ledger>>,
     stop: &Arc<AtomicBool>,
     count: usize,
 ) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut config = strata_client::ClientConfig::etcd(strata_client::EtcdSource::cluster(
+        etcd.to_vec(),
+        CLUSTER,
+    ));
+    config.failover_wait = Duration::from_secs(30);
+    let client = strata_client::ShardedClient::new(config).unwrap();
     (0..count)
         .map(|w| {
-            let router = Arc::clone(router);
+            let client = client.clone();
             let ledger = Arc::clone(ledger);
             let stop = Arc::clone(stop);
             tokio::spawn(async move {
@@ -245,22 +204,25 @@ fn writers(
                 while !stop.load(Ordering::Relaxed) {
                     let key = key_of(w, i);
                     let value = i + 1;
-                    match router
-                        .put(&key, value.to_string().as_bytes(), Duration::from_secs(30))
-                        .await
-                    {
-                        Ok(true) => {
+                    match client.put(&key, value.to_string().as_bytes()).await {
+                        Ok(_token) => {
                             let mut l = ledger.lock();
                             l.acked.insert(key.clone(), value);
                             l.unknown.remove(&key);
                             l.acks += 1;
                         }
-                        Ok(false) => {
+                        Err(e) => {
+                            // Outcome unknown (or a failure the client says
+                            // was not applied): either way the value may be
+                            // read back, never required.
                             let mut l = ledger.lock();
                             l.unknown.entry(key.clone()).or_default().push(value);
                             l.unknowns += 1;
+                            if !matches!(e, strata_client::Error::OutcomeUnknown { .. }) {
+                                l.failures += 1;
+                                eprintln!("writer {w}: {e}");
+                            }
                         }
-                        Err(e) => panic!("writer {w}: {e}"),
                     }
                     i += 1;
                 }
@@ -325,7 +287,12 @@ async fn group_range_digest(g: &Group, start: &[u8], end: Option<&[u8]>) -> (u64
             }
         }
         let alive = g.members.iter().filter(|m| m.alive()).count();
-        if seq > 0 && seen.len() == alive && seen.windows(2).all(|w| (w[0].1, w[0].2) == (w[1].1, w[1].2)) {
+        if seq > 0
+            && seen.len() == alive
+            && seen
+                .windows(2)
+                .all(|w| (w[0].1, w[0].2) == (w[1].1, w[1].2))
+        {
             return (seen[0].1, seen[0].2);
         }
         assert!(
@@ -334,6 +301,69 @@ async fn group_range_digest(g: &Group, start: &[u8], end: Option<&[u8]>) -> (u64
             g.logs()
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Kills `g`'s primary (kill -9), waits up to 15 s for another member to
+/// take over (a replica still bootstrapping may not be eligible), and
+/// restarts it.
+async fn kill_primary(g: &mut Group) {
+    let p = g.primary(None, Duration::from_secs(30)).await;
+    g.members[p].kill();
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(15) {
+        let mut found = false;
+        for (i, m) in g.members.iter().enumerate() {
+            if i != p
+                && let Some(s) = m.status().await
+                && s.role == "primary"
+            {
+                found = true;
+            }
+        }
+        if found {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    g.members[p].start();
+}
+
+/// Waits until each group has a primary and its other members follow it
+/// and have caught up with it.
+async fn settled(groups: &[Group]) {
+    let start = Instant::now();
+    'wait: loop {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the groups did not settle:\n{}",
+            groups
+                .iter()
+                .map(Group::logs)
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        for g in groups {
+            let mut primary_seq = None;
+            let mut replicas = Vec::new();
+            for m in g.members.iter().filter(|m| m.alive()) {
+                match m.status().await {
+                    Some(s) if s.role == "primary" => primary_seq = Some(s.last_seq),
+                    Some(s) if s.role == "replica" && s.bootstraps < u64::MAX => {
+                        replicas.push(s.last_seq);
+                    }
+                    _ => continue 'wait,
+                }
+            }
+            let Some(seq) = primary_seq else {
+                continue 'wait;
+            };
+            if replicas.len() + 1 != g.members.len() || replicas.iter().any(|r| *r + 50 < seq) {
+                continue 'wait;
+            }
+        }
+        return;
     }
 }
 
@@ -347,7 +377,14 @@ async fn wait_primaries(groups: &[Group]) {
 fn run_move(etcd: &[String], start: &str, to: &str) -> Result<f64, String> {
     let mut args: Vec<String> = vec!["cluster".into(), "move".into()];
     args.extend(cluster_args(etcd));
-    args.extend(["--start".into(), start.into(), "--to".into(), to.into(), "--hold-ms".into(), "4000".into()]);
+    args.extend([
+        "--start".into(),
+        start.into(),
+        "--to".into(),
+        to.into(),
+        "--hold-ms".into(),
+        "4000".into(),
+    ]);
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
     let (ok, out, err) = strata(&refs);
     if !ok {
@@ -392,7 +429,7 @@ async fn a_range_moves_back_and_forth_under_load_with_a_split_and_a_failover() {
     let router = Arc::new(Router::new(&endpoints));
     let ledger = Arc::new(Mutex::new(Ledger::default()));
     let stop = Arc::new(AtomicBool::new(false));
-    let tasks = writers(&router, &ledger, &stop, 3);
+    let tasks = writers(&endpoints, &ledger, &stop, 3);
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     let mut windows = Vec::new();
@@ -409,10 +446,7 @@ async fn a_range_moves_back_and_forth_under_load_with_a_split_and_a_failover() {
         }
         if n == 6 && !failed_over {
             // One primary fails over (kill -9), and comes back as a replica.
-            let p = groups[0].primary(None, Duration::from_secs(30)).await;
-            groups[0].members[p].kill();
-            groups[0].primary(Some(p), Duration::from_secs(30)).await;
-            groups[0].members[p].start();
+            kill_primary(&mut groups[0]).await;
             failed_over = true;
         }
         match run_move(&endpoints, "m", to) {
@@ -440,7 +474,10 @@ async fn a_range_moves_back_and_forth_under_load_with_a_split_and_a_failover() {
 
     // Each group's members agree on every range; a group holds no key of
     // a range the other owns.
-    let map = strata_cluster::read_map(&router.store, &router.keys).await.unwrap().unwrap();
+    let map = strata_cluster::read_map(&router.store, &router.keys)
+        .await
+        .unwrap()
+        .unwrap();
     let mut foreign_keys = 0;
     for entry in map.entries() {
         for (i, g) in groups.iter().enumerate() {
@@ -460,7 +497,10 @@ async fn a_range_moves_back_and_forth_under_load_with_a_split_and_a_failover() {
         ledger.unknowns
     );
     assert_eq!(lost, 0, "acknowledged writes lost");
-    assert_eq!(foreign_keys, 0, "a group kept keys of a range it does not own");
+    assert_eq!(
+        foreign_keys, 0,
+        "a group kept keys of a range it does not own"
+    );
     assert!(ledger.acks > 100, "too few writes: {}", ledger.acks);
     assert!(failed_over);
     drop(groups);
@@ -484,26 +524,46 @@ async fn nodes_refuse_keys_of_other_groups_and_batches_across_groups() {
     let mut kv = groups[0].members[p1].kv().await.unwrap();
     // No map yet: refused, not applied.
     let none = kv
-        .put(PutRequest { key: b"a".to_vec(), value: b"1".to_vec(), sync: true })
+        .put(PutRequest {
+            key: b"a".to_vec(),
+            value: b"1".to_vec(),
+            sync: true,
+        })
         .await
         .unwrap_err();
     assert_eq!(none.code(), tonic::Code::Unavailable);
-    assert!(none.message().starts_with("no range map"), "{}", none.message());
+    assert!(
+        none.message().starts_with("no range map"),
+        "{}",
+        none.message()
+    );
     ranges_cmd(&endpoints, &["init", "--group", "g1"]);
     ranges_cmd(&endpoints, &["split", "--at", "m"]);
     wait_primaries(&groups).await;
     run_move(&endpoints, "m", "g2").unwrap();
     let p1 = groups[0].primary(None, Duration::from_secs(30)).await;
     let mut kv = groups[0].members[p1].kv().await.unwrap();
-    kv.put(PutRequest { key: b"a".to_vec(), value: b"1".to_vec(), sync: true })
-        .await
-        .unwrap();
+    kv.put(PutRequest {
+        key: b"a".to_vec(),
+        value: b"1".to_vec(),
+        sync: true,
+    })
+    .await
+    .unwrap();
     let wrong = kv
-        .put(PutRequest { key: b"x".to_vec(), value: b"1".to_vec(), sync: true })
+        .put(PutRequest {
+            key: b"x".to_vec(),
+            value: b"1".to_vec(),
+            sync: true,
+        })
         .await
         .unwrap_err();
     assert_eq!(wrong.code(), tonic::Code::FailedPrecondition);
-    assert!(wrong.message().starts_with("wrong group:"), "{}", wrong.message());
+    assert!(
+        wrong.message().starts_with("wrong group:"),
+        "{}",
+        wrong.message()
+    );
     assert_eq!(wrong.metadata().get("strata-range-group").unwrap(), "g2");
     assert!(wrong.metadata().get("strata-map-revision").is_some());
     let op = |key: &[u8]| Operation {
@@ -520,10 +580,17 @@ async fn nodes_refuse_keys_of_other_groups_and_batches_across_groups() {
         .await
         .unwrap_err();
     assert_eq!(across.code(), tonic::Code::InvalidArgument);
-    assert!(across.message().starts_with("batch spans range groups:"), "{}", across.message());
+    assert!(
+        across.message().starts_with("batch spans range groups:"),
+        "{}",
+        across.message()
+    );
     // Not applied: b is absent.
     let b = kv
-        .get(GetRequest { key: b"b".to_vec(), ..GetRequest::default() })
+        .get(GetRequest {
+            key: b"b".to_vec(),
+            ..GetRequest::default()
+        })
         .await
         .unwrap()
         .into_inner();
@@ -541,15 +608,28 @@ async fn nodes_refuse_keys_of_other_groups_and_batches_across_groups() {
         })
         .await
         .unwrap_err();
-    assert_eq!(range.code(), tonic::Code::InvalidArgument, "{}", range.message());
+    assert_eq!(
+        range.code(),
+        tonic::Code::InvalidArgument,
+        "{}",
+        range.message()
+    );
     // Reads of the other group's keys are refused on its replica too.
     let replica = 1 - p1;
     let mut rkv = groups[0].members[replica].kv().await.unwrap();
     let read = rkv
-        .get(GetRequest { key: b"x".to_vec(), ..GetRequest::default() })
+        .get(GetRequest {
+            key: b"x".to_vec(),
+            ..GetRequest::default()
+        })
         .await
         .unwrap_err();
-    assert_eq!(read.code(), tonic::Code::FailedPrecondition, "{}", read.message());
+    assert_eq!(
+        read.code(),
+        tonic::Code::FailedPrecondition,
+        "{}",
+        read.message()
+    );
     let _ = StatusRequest {};
     drop(groups);
     drop(etcd);
@@ -575,12 +655,16 @@ async fn moves_interrupted_by_kill_9_complete_or_roll_back() {
     let router = Arc::new(Router::new(&endpoints));
     let ledger = Arc::new(Mutex::new(Ledger::default()));
     let stop = Arc::new(AtomicBool::new(false));
-    let tasks = writers(&router, &ledger, &stop, 3);
+    let tasks = writers(&endpoints, &ledger, &stop, 3);
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     let mut outcomes: BTreeMap<String, u32> = BTreeMap::new();
     for round in 0..12u64 {
-        let map = strata_cluster::read_map(&router.store, &router.keys).await.unwrap().unwrap();
+        settled(&groups).await;
+        let map = strata_cluster::read_map(&router.store, &router.keys)
+            .await
+            .unwrap()
+            .unwrap();
         let owner = map.starting_at(b"m").unwrap().group.clone();
         let target = if owner == "g1" { "g2" } else { "g1" };
         let (source_index, target_index) = if owner == "g1" { (0, 1) } else { (1, 0) };
@@ -588,7 +672,14 @@ async fn moves_interrupted_by_kill_9_complete_or_roll_back() {
         let out = std::fs::File::create(&log).unwrap();
         let mut args: Vec<String> = vec!["cluster".into(), "move".into()];
         args.extend(cluster_args(&endpoints));
-        args.extend(["--start".into(), "m".into(), "--to".into(), target.into(), "--hold-ms".into(), "3000".into()]);
+        args.extend([
+            "--start".into(),
+            "m".into(),
+            "--to".into(),
+            target.into(),
+            "--hold-ms".into(),
+            "3000".into(),
+        ]);
         let mut mover = Command::new(env!("CARGO_BIN_EXE_strata"))
             .args(&args)
             .stdout(out.try_clone().unwrap())
@@ -604,17 +695,11 @@ async fn moves_interrupted_by_kill_9_complete_or_roll_back() {
                 "mover"
             }
             1 => {
-                let p = groups[source_index].primary(None, Duration::from_secs(30)).await;
-                groups[source_index].members[p].kill();
-                groups[source_index].primary(Some(p), Duration::from_secs(30)).await;
-                groups[source_index].members[p].start();
+                kill_primary(&mut groups[source_index]).await;
                 "source"
             }
             _ => {
-                let p = groups[target_index].primary(None, Duration::from_secs(30)).await;
-                groups[target_index].members[p].kill();
-                groups[target_index].primary(Some(p), Duration::from_secs(30)).await;
-                groups[target_index].members[p].start();
+                kill_primary(&mut groups[target_index]).await;
                 "target"
             }
         };
@@ -631,25 +716,41 @@ async fn moves_interrupted_by_kill_9_complete_or_roll_back() {
         } else {
             "not begun"
         };
-        let after = strata_cluster::read_map(&router.store, &router.keys).await.unwrap().unwrap();
+        let after = strata_cluster::read_map(&router.store, &router.keys)
+            .await
+            .unwrap()
+            .unwrap();
         let entry = after.starting_at(b"m").unwrap();
-        let place = if entry.group == target { "moved" } else { "stayed" };
+        let place = if entry.group == target {
+            "moved"
+        } else {
+            "stayed"
+        };
         eprintln!(
             "round {round}: kill -9 of the {victim} after {delay:?}: mover {reached} ({status}), range {place}{}",
-            if entry.moving.is_some() { ", still marked" } else { "" }
+            if entry.moving.is_some() {
+                ", still marked"
+            } else {
+                ""
+            }
         );
-        *outcomes.entry(format!("{victim}: {reached}, {place}")).or_default() += 1;
+        *outcomes
+            .entry(format!("{victim}: {reached}, {place}"))
+            .or_default() += 1;
         // The range is in one place; the next move completes (or the range
         // is already there).
+        settled(&groups).await;
         if entry.group != target {
-            wait_primaries(&groups).await;
             let mut tries = 0;
             loop {
                 match run_move(&endpoints, "m", target) {
                     Ok(_) => break,
                     Err(e) => {
                         tries += 1;
-                        assert!(tries < 10, "the move after round {round} does not complete: {e}");
+                        assert!(
+                            tries < 10,
+                            "the move after round {round} does not complete: {e}"
+                        );
                         tokio::time::sleep(Duration::from_millis(500)).await;
                     }
                 }
@@ -663,7 +764,10 @@ async fn moves_interrupted_by_kill_9_complete_or_roll_back() {
     }
     let ledger = std::mem::take(&mut *ledger.lock());
     let lost = check_ledger(&router, &ledger).await;
-    let map = strata_cluster::read_map(&router.store, &router.keys).await.unwrap().unwrap();
+    let map = strata_cluster::read_map(&router.store, &router.keys)
+        .await
+        .unwrap()
+        .unwrap();
     for entry in map.entries() {
         for g in &groups {
             group_range_digest(g, &entry.start, entry.end.as_deref()).await;

@@ -187,7 +187,10 @@ async fn ranges(args: RangesArgs) -> Result<(), String> {
         RangesCommand::List => {
             let map = map().await?;
             println!("range map at revision {}", map.revision());
-            println!("{:<24} {:<24} {:<12} {:>6} {:>6}  moving", "start", "end", "group", "split", "move");
+            println!(
+                "{:<24} {:<24} {:<12} {:>6} {:>6}  moving",
+                "start", "end", "group", "split", "move"
+            );
             for e in map.entries() {
                 println!(
                     "{:<24} {:<24} {:<12} {:>6} {:>6}  {}",
@@ -196,9 +199,10 @@ async fn ranges(args: RangesArgs) -> Result<(), String> {
                     e.group,
                     e.split_version,
                     e.move_version,
-                    e.moving
-                        .as_ref()
-                        .map_or("-".to_string(), |m| format!("to {} (move {})", m.to, e.mod_revision))
+                    e.moving.as_ref().map_or("-".to_string(), |m| format!(
+                        "to {} (move {})",
+                        m.to, e.mod_revision
+                    ))
                 );
             }
         }
@@ -212,7 +216,10 @@ async fn ranges(args: RangesArgs) -> Result<(), String> {
             let revision = merge(&store, &keys, &map().await?, at.as_bytes())
                 .await
                 .map_err(|e| e.to_string())?;
-            println!("merged the range at {} into the one before it (revision {revision})", show_key(at.as_bytes()));
+            println!(
+                "merged the range at {} into the one before it (revision {revision})",
+                show_key(at.as_bytes())
+            );
         }
         RangesCommand::Abort { start } => {
             let mover = crate::mover::Mover {
@@ -222,7 +229,10 @@ async fn ranges(args: RangesArgs) -> Result<(), String> {
                 options: crate::mover::MoveOptions::default(),
             };
             mover.abort(start.as_bytes()).await?;
-            println!("no move marks the range at {} now", show_key(start.as_bytes()));
+            println!(
+                "no move marks the range at {} now",
+                show_key(start.as_bytes())
+            );
         }
     }
     Ok(())
@@ -255,7 +265,11 @@ async fn move_range(args: MoveArgs) -> Result<(), String> {
         report.cut_over.as_millis(),
         report.freeze_seq,
         report.total.as_millis(),
-        if report.dropped { "" } else { "; the source kept its copy (not served)" }
+        if report.dropped {
+            ""
+        } else {
+            "; the source kept its copy (not served)"
+        }
     );
     Ok(())
 }

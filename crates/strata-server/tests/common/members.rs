@@ -314,7 +314,11 @@ pub(crate) fn sharded(dir: &Path, etcd: &[String], cluster: &str, lease_ttl_ms: 
                     format!("lease_ttl_ms = {lease_ttl_ms}"),
                 ),
             ] {
-                assert!(text.contains(from.as_str()), "{} has no {from}", example.display());
+                assert!(
+                    text.contains(from.as_str()),
+                    "{} has no {from}",
+                    example.display()
+                );
                 text = text.replace(from.as_str(), &to);
             }
             text.push_str("\n[limits]\nshutdown_grace_ms = 1000\n");
