@@ -18,6 +18,9 @@
 //!   compare-and-swap ([`create_map`], [`split`], [`merge`], the moves
 //!   [`begin_move`], [`flip_move`], [`abort_move`]) and followed by
 //!   [`watch_map`].
+//! - [`Layout`] and [`plan`]: the cluster's groups, tags, placement
+//!   rules and range placement declared as code, and the changes that
+//!   bring the live cluster to it.
 //! - [`run_agent`]: the per-node loop that keeps the membership alive,
 //!   takes over a group whose primary is gone, and fences a primary that
 //!   can no longer prove its lease; it drives the node through [`Node`].
@@ -44,6 +47,7 @@ mod election;
 mod etcd;
 mod history;
 mod keys;
+mod layout;
 mod mem;
 mod membership;
 mod ranges;
@@ -57,6 +61,7 @@ pub use election::{Campaign, Leadership, campaign, campaign_with, default_margin
 pub use etcd::{EtcdCoordinator, EtcdOptions, EtcdWatch};
 pub use history::{EpochStart, TokenFate, token_fate};
 pub use keys::{ClusterKeys, check_name};
+pub use layout::{Change, GroupSpec, Layout, Plan, RangeSpec, Rule, overlaps_prefix, plan};
 pub use mem::{MemCoordinator, MemWatch};
 pub use membership::{MemberRecord, Role, successor};
 pub use ranges::{

@@ -781,3 +781,86 @@ async fn moves_interrupted_by_kill_9_complete_or_roll_back() {
     drop(groups);
     drop(etcd);
 }
+
+/// `strata cluster plan` on `examples/sharded/layout.toml` lists the
+/// expected changes; `apply` carries them out; the second `apply` changes
+/// nothing; writes through the client land by the layout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a real etcd (apt-get install -y etcd-server); .ci/run runs it: cargo test -p strata-server --test sharding_etcd -- --ignored --test-threads 1"]
+async fn a_layout_applied_twice_changes_nothing_the_second_time() {
+    let etcd = etcd::Etcd::start(1).await;
+    let endpoints = etcd.endpoints();
+    let dir = tempfile::tempdir().unwrap();
+    let mut groups = sharded(dir.path(), &endpoints, CLUSTER, 2000);
+    for g in &mut groups {
+        g.start_all();
+    }
+    wait_primaries(&groups).await;
+    let file = node::repo().join("examples/sharded/layout.toml");
+    let file = file.to_str().unwrap();
+    let etcd_arg = endpoints.join(",");
+    let (ok, plan, err) = strata(&["cluster", "plan", file, "--etcd", &etcd_arg]);
+    assert!(ok, "{plan}{err}");
+    let expected = [
+        "~ store the layout (groups, tags, rules) in etcd",
+        "+ create the range map: every key in g1",
+        "+ split at \"eu/\"",
+        "+ split at \"eu0\"",
+        "+ split at \"m\"",
+        "~ move the range at \"eu/\" from g1 to g2",
+        "~ move the range at \"m\" from g1 to g2",
+    ];
+    for line in expected {
+        assert!(plan.contains(line), "plan lacks {line:?}:\n{plan}");
+    }
+    assert!(plan.contains("7 change(s)"), "{plan}");
+    let (ok, applied, err) = strata(&["cluster", "apply", file, "--etcd", &etcd_arg]);
+    assert!(ok, "{applied}{err}");
+    assert!(applied.contains("step 7/7"), "{applied}");
+    eprintln!("{applied}");
+    let (ok, again, err) = strata(&["cluster", "apply", file, "--etcd", &etcd_arg]);
+    assert!(ok, "{again}{err}");
+    assert!(
+        again.contains("no changes"),
+        "the second apply changed something:\n{again}"
+    );
+    let (_, replan, _) = strata(&["cluster", "plan", file, "--etcd", &etcd_arg]);
+    assert!(replan.contains("no changes"), "{replan}");
+
+    let mut config = strata_client::ClientConfig::etcd(strata_client::EtcdSource::cluster(
+        endpoints.clone(),
+        CLUSTER,
+    ));
+    config.failover_wait = Duration::from_secs(10);
+    let client = strata_client::ShardedClient::new(config).unwrap();
+    for (key, group) in [
+        ("apple", "g1"),
+        ("eu/paris", "g2"),
+        ("euro", "g1"),
+        ("zebra", "g2"),
+    ] {
+        let token = client.put(key.as_bytes(), b"1").await.unwrap();
+        assert_eq!(token.group, group, "{key} went to {}", token.group);
+    }
+    // A layout that breaks its own rule is refused, naming it.
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        std::fs::read_to_string(file).unwrap().replace(
+            "start = \"eu/\"\ngroup = \"g2\"",
+            "start = \"eu/\"\ngroup = \"g1\"",
+        ),
+    )
+    .unwrap();
+    let (ok, out, err) = strata(&[
+        "cluster",
+        "plan",
+        bad.to_str().unwrap(),
+        "--etcd",
+        &etcd_arg,
+    ]);
+    assert!(!ok, "{out}");
+    assert!(err.contains("eu/") && err.contains("tagged"), "{err}");
+    drop(groups);
+    drop(etcd);
+}

@@ -31,6 +31,28 @@ pub(crate) enum ClusterCommand {
     /// map, drop the old copy. Writes to the range are refused only
     /// during the cut-over.
     Move(MoveArgs),
+    /// Print what `apply` would change to bring the live cluster to the
+    /// layout FILE (groups, tags, placement rules, range placement).
+    Plan(LayoutArgs),
+    /// Carry out the plan of FILE step by step (store the layout, create
+    /// the map, splits, moves), stopping at the first step that fails;
+    /// applying the same file again changes nothing.
+    Apply(LayoutArgs),
+}
+
+/// `strata cluster plan|apply`.
+#[derive(clap::Args, Debug, Clone)]
+pub(crate) struct LayoutArgs {
+    /// The layout file (TOML; see docs/operations.md "Layout files").
+    pub(crate) file: std::path::PathBuf,
+    /// etcd client URLs (comma separated).
+    #[arg(long, value_delimiter = ',', value_name = "ENDPOINTS", required = true)]
+    pub(crate) etcd: Vec<String>,
+    /// The prefix of Strata's keys in etcd.
+    #[arg(long, default_value = "strata")]
+    pub(crate) key_prefix: String,
+    #[command(flatten)]
+    pub(crate) security: Security,
 }
 
 /// Where the cluster is in etcd.
@@ -165,7 +187,130 @@ pub(crate) async fn run(args: ClusterArgs) -> Result<(), String> {
         ClusterCommand::Failover(args) => failover(args).await,
         ClusterCommand::Ranges(args) => ranges(args).await,
         ClusterCommand::Move(args) => move_range(args).await,
+        ClusterCommand::Plan(args) => layout(args, false).await,
+        ClusterCommand::Apply(args) => layout(args, true).await,
     }
+}
+
+/// Reads a layout file.
+pub(crate) fn read_layout(file: &std::path::Path) -> Result<strata_cluster::Layout, String> {
+    let text =
+        std::fs::read_to_string(file).map_err(|e| format!("reading {}: {e}", file.display()))?;
+    let layout: strata_cluster::Layout =
+        toml::from_str(&text).map_err(|e| format!("{}: {e}", file.display()))?;
+    layout
+        .check()
+        .map_err(|e| format!("{}: {e}", file.display()))?;
+    Ok(layout)
+}
+
+async fn layout(args: LayoutArgs, apply: bool) -> Result<(), String> {
+    use strata_cluster::{Change, Coordinator, Layout, MemberRecord, create_map, read_map, split};
+    let layout = read_layout(&args.file)?;
+    let etcd = EtcdArgs {
+        etcd: args.etcd.clone(),
+        cluster: layout.cluster.clone(),
+        key_prefix: args.key_prefix.clone(),
+    };
+    let (store, keys) = etcd.connect()?;
+    let live = |store: strata_cluster::EtcdCoordinator, keys: strata_cluster::ClusterKeys| async move {
+        let map = read_map(&store, &keys).await.map_err(|e| e.to_string())?;
+        let stored = match store.get(&keys.layout()).await.map_err(|e| e.to_string())? {
+            Some(kv) => Some(Layout::decode(&kv.value).map_err(|e| e.to_string())?),
+            None => None,
+        };
+        let (records, _) = store
+            .list(&keys.members())
+            .await
+            .map_err(|e| e.to_string())?;
+        let members: Vec<MemberRecord> = records
+            .iter()
+            .filter_map(|kv| {
+                MemberRecord::decode(&kv.value, &String::from_utf8_lossy(&kv.key)).ok()
+            })
+            .collect();
+        Ok::<_, String>((map, stored, members))
+    };
+    let (map, stored, members) = live(store.clone(), keys.clone()).await?;
+    let plan = strata_cluster::plan(&layout, map.as_ref(), stored.as_ref(), &members)
+        .map_err(|e| e.to_string())?;
+    for warning in &plan.warnings {
+        println!("! {warning}");
+    }
+    if plan.changes.is_empty() {
+        println!(
+            "no changes: cluster {} matches {}",
+            layout.cluster,
+            args.file.display()
+        );
+        return Ok(());
+    }
+    let n = plan.changes.len();
+    if !apply {
+        println!(
+            "{n} change(s) to bring cluster {} to {}:",
+            layout.cluster,
+            args.file.display()
+        );
+        for change in &plan.changes {
+            println!("  {change}");
+        }
+        return Ok(());
+    }
+    let mover = crate::mover::Mover {
+        store: store.clone(),
+        keys: keys.clone(),
+        security: args.security.clone(),
+        options: crate::mover::MoveOptions::default(),
+    };
+    for (i, change) in plan.changes.iter().enumerate() {
+        println!("step {}/{n}: {change}", i + 1);
+        let done: Result<String, String> = match change {
+            Change::StoreLayout => store
+                .put(&keys.layout(), &layout.encode(), None)
+                .await
+                .map(|r| format!("stored (revision {r})"))
+                .map_err(|e| e.to_string()),
+            Change::CreateMap { group } => create_map(&store, &keys, group)
+                .await
+                .map(|r| format!("created (revision {r})"))
+                .map_err(|e| e.to_string()),
+            Change::Split { at } => match mover.map().await {
+                Ok(map) => split(&store, &keys, &map, at)
+                    .await
+                    .map(|r| format!("split (revision {r})"))
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e),
+            },
+            Change::Move { start, to, .. } => mover
+                .move_range(start, to, &mut |line: &str| println!("    {line}"))
+                .await
+                .map(|r| {
+                    format!(
+                        "moved: {} keys copied, cut-over {} ms, {} ms in all",
+                        r.keys_copied,
+                        r.cut_over.as_millis(),
+                        r.total.as_millis()
+                    )
+                }),
+        };
+        match done {
+            Ok(what) => println!("    {what}"),
+            Err(error) => {
+                return Err(format!(
+                    "step {}/{n} ({change}) failed: {error}; steps 1 to {} are done and the cluster is consistent: run `strata cluster apply` again to go on",
+                    i + 1,
+                    i
+                ));
+            }
+        }
+    }
+    println!(
+        "applied {n} change(s): cluster {} matches {}",
+        layout.cluster,
+        args.file.display()
+    );
+    Ok(())
 }
 
 async fn ranges(args: RangesArgs) -> Result<(), String> {
