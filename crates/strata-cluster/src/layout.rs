@@ -333,7 +333,42 @@ pub fn plan(
             live.sort();
         }
     }
-    if !layout.ranges.is_empty() {
+    if layout.ranges.is_empty() {
+        // Placement is the controller's, but the rules hold from this
+        // apply on: split at each rule's bounds, move what breaks one.
+        for rule in &layout.rules {
+            let prefix = rule.prefix.as_bytes().to_vec();
+            for at in [prefix.clone(), crate::coordinator::prefix_end(&prefix)] {
+                if at != [0] && !live.iter().any(|(s, _)| *s == at) {
+                    let owner = live
+                        .iter()
+                        .rev()
+                        .find(|(s, _)| s.as_slice() <= at.as_slice())
+                        .map(|(_, g)| g.clone())
+                        .unwrap_or_default();
+                    plan.changes.push(Change::Split { at: at.clone() });
+                    live.push((at, owner));
+                    live.sort();
+                }
+            }
+        }
+        let starts: Vec<Vec<u8>> = live.iter().map(|(s, _)| s.clone()).collect();
+        for (i, (start, group)) in live.iter().enumerate() {
+            let end = starts.get(i + 1).map(Vec::as_slice);
+            if !layout.allows(group, start, end)
+                && let Some(to) = layout
+                    .groups
+                    .iter()
+                    .find(|g| layout.allows(&g.name, start, end))
+            {
+                plan.changes.push(Change::Move {
+                    start: start.clone(),
+                    from: group.clone(),
+                    to: to.name.clone(),
+                });
+            }
+        }
+    } else {
         for (start, group) in &live {
             let wanted = layout
                 .ranges
@@ -590,5 +625,54 @@ mod tests {
         assert!(!overlaps_prefix(b"eu0", Some(b"f"), b"eu/"));
         assert!(!overlaps_prefix(b"a", Some(b"eu/"), b"eu/"));
         assert!(overlaps_prefix(b"a", None, b"eu/"));
+    }
+}
+
+#[cfg(test)]
+mod unpinned {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn without_pinned_ranges_a_plan_still_makes_the_rules_hold() {
+        let mut layout = super::tests_layout();
+        layout.ranges.clear();
+        let plan = plan(&layout, None, None, &[]).unwrap();
+        let shown: Vec<String> = plan.changes.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            shown,
+            [
+                "~ store the layout (groups, tags, rules) in etcd",
+                "+ create the range map: every key in g1",
+                "+ split at \"eu/\"",
+                "+ split at \"eu0\"",
+                "~ move the range at \"eu/\" from g1 to g2",
+            ]
+        );
+    }
+}
+
+#[cfg(test)]
+fn tests_layout() -> Layout {
+    Layout {
+        cluster: "shop".into(),
+        replicas_per_group: 0,
+        groups: vec![
+            GroupSpec {
+                name: "g1".into(),
+                nodes: vec![],
+                tags: vec![],
+            },
+            GroupSpec {
+                name: "g2".into(),
+                nodes: vec![],
+                tags: vec!["eu".into()],
+            },
+        ],
+        rules: vec![Rule {
+            prefix: "eu/".into(),
+            tags: vec!["eu".into()],
+        }],
+        ranges: vec![],
     }
 }

@@ -21,6 +21,8 @@
 //! - [`Layout`] and [`plan`]: the cluster's groups, tags, placement
 //!   rules and range placement declared as code, and the changes that
 //!   bring the live cluster to it.
+//! - [`decide`]: the placement controller's next split or move (rules
+//!   first, then size and heat, then balance), a pure function.
 //! - [`run_agent`]: the per-node loop that keeps the membership alive,
 //!   takes over a group whose primary is gone, and fences a primary that
 //!   can no longer prove its lease; it drives the node through [`Node`].
@@ -50,6 +52,7 @@ mod keys;
 mod layout;
 mod mem;
 mod membership;
+mod placement;
 mod ranges;
 
 pub use agent::{AgentConfig, AgentStatus, Follow, Node, Switchover, run_agent};
@@ -64,6 +67,7 @@ pub use keys::{ClusterKeys, check_name};
 pub use layout::{Change, GroupSpec, Layout, Plan, RangeSpec, Rule, overlaps_prefix, plan};
 pub use mem::{MemCoordinator, MemWatch};
 pub use membership::{MemberRecord, Role, successor};
+pub use placement::{Action, PlacementConfig, RangeFigures, decide};
 pub use ranges::{
     Freeze, Moving, RangeEntry, RangeMap, abort_move, begin_move, create_map, decode_entry,
     encode_entry, flip_move, merge, read_entry, read_map, show_key, split, watch_map,

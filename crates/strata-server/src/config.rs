@@ -123,6 +123,21 @@ pub(crate) struct ClusterSection {
     /// A sharded member takes writes and serves reads only for ranges the
     /// map gives its group.
     pub(crate) sharded: Option<bool>,
+    /// A sharded member: whether it may run the placement controller (the
+    /// members campaign for it in etcd; one runs it). Default true.
+    pub(crate) controller: Option<bool>,
+    /// How often the controller acts, in milliseconds (default 10000;
+    /// 100 to 3600000).
+    pub(crate) controller_interval_ms: Option<u64>,
+    /// The controller splits a range holding more bytes than this
+    /// (default 67108864).
+    pub(crate) split_bytes: Option<u64>,
+    /// ... or taking more writes per second than this (default 5000).
+    pub(crate) split_writes_per_sec: Option<u64>,
+    /// It moves a range when the most and least loaded groups' loads
+    /// differ by more than this, in percent (each load a share of bytes
+    /// plus a share of writes, 0 to 200; default 30).
+    pub(crate) balance_gap_percent: Option<u32>,
 }
 
 impl ClusterSection {

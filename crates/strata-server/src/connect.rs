@@ -51,6 +51,13 @@ pub(crate) struct NodeArgs {
 #[derive(Clone, Debug)]
 pub(crate) struct WithToken(Option<Secret>);
 
+impl WithToken {
+    /// Puts `token` (if any) on every request.
+    pub(crate) fn new(token: Option<Secret>) -> Self {
+        Self(token)
+    }
+}
+
 impl Interceptor for WithToken {
     fn call(
         &mut self,

@@ -123,10 +123,39 @@ pub(crate) fn start(
     } else {
         None
     };
-    let imports = Imports::new(Reach {
+    let reach = Reach {
         tls: template.tls.clone(),
         token: template.token.clone(),
-    });
+    };
+    if section.sharded.unwrap_or(false) && section.controller.unwrap_or(true) {
+        let defaults = strata_cluster::PlacementConfig::default();
+        let config = crate::controller::ControllerConfig {
+            node: section.node.clone(),
+            interval: Duration::from_millis(
+                section
+                    .controller_interval_ms
+                    .unwrap_or(10_000)
+                    .clamp(100, 3_600_000),
+            ),
+            placement: strata_cluster::PlacementConfig {
+                split_bytes: section.split_bytes.unwrap_or(defaults.split_bytes),
+                split_writes_per_sec: section
+                    .split_writes_per_sec
+                    .map_or(defaults.split_writes_per_sec, |w| w as f64),
+                balance_gap: section
+                    .balance_gap_percent
+                    .map_or(defaults.balance_gap, |p| f64::from(p) / 100.0),
+            },
+        };
+        tokio::spawn(crate::controller::run(
+            store.clone(),
+            keys.clone(),
+            crate::mover::Dial::Node(reach.clone()),
+            config,
+            stop_rx.clone(),
+        ));
+    }
+    let imports = Imports::new(reach);
     let membership = Arc::new(Membership::new(
         section.node.clone(),
         section.group.clone(),

@@ -19,6 +19,7 @@ mod certs;
 mod client;
 mod config;
 mod connect;
+mod controller;
 mod dump;
 mod health;
 mod import;

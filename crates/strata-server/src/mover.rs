@@ -95,16 +95,61 @@ pub(crate) async fn primary_address(
         .address)
 }
 
-async fn client(security: &Security, address: &str) -> Result<RangeMovesClient<Connected>, String> {
-    let (channel, token) = security.channel(address).await?;
-    Ok(RangeMovesClient::with_interceptor(channel, token))
+/// How the mover reaches the primaries: with a command's TLS and token
+/// settings, or with a member's own (the placement controller).
+#[derive(Debug, Clone)]
+pub(crate) enum Dial {
+    /// `strata cluster move|apply`.
+    Cli(Security),
+    /// A member's TLS settings and token.
+    Node(crate::import::Reach),
+}
+
+async fn client(dial: &Dial, address: &str) -> Result<RangeMovesClient<Connected>, String> {
+    match dial {
+        Dial::Cli(security) => {
+            let (channel, token) = security.channel(address).await?;
+            Ok(RangeMovesClient::with_interceptor(channel, token))
+        }
+        Dial::Node(reach) => {
+            let mut endpoint = tonic::transport::Endpoint::from_shared(address.to_string())
+                .map_err(|e| format!("bad address {address:?}: {e}"))?
+                .connect_timeout(Duration::from_secs(5));
+            if let Some(tls) = &reach.tls {
+                endpoint = endpoint
+                    .tls_config(tls.clone())
+                    .map_err(|e| format!("TLS settings for {address}: {e}"))?;
+            }
+            let channel = endpoint
+                .connect()
+                .await
+                .map_err(|e| format!("connecting to {address}: {e}"))?;
+            Ok(RangeMovesClient::with_interceptor(
+                channel,
+                crate::connect::WithToken::new(reach.token.clone()),
+            ))
+        }
+    }
+}
+
+/// The figures of every range `address`'s group owns.
+pub(crate) async fn range_stats(
+    dial: &Dial,
+    address: &str,
+) -> Result<strata_proto::v1::RangeStatsResponse, String> {
+    client(dial, address)
+        .await?
+        .range_stats(strata_proto::v1::RangeStatsRequest::default())
+        .await
+        .map(tonic::Response::into_inner)
+        .map_err(|s| format!("range figures from {address}: {}", s.message()))
 }
 
 /// The mover of one cluster.
 pub(crate) struct Mover {
     pub(crate) store: EtcdCoordinator,
     pub(crate) keys: ClusterKeys,
-    pub(crate) security: Security,
+    pub(crate) dial: Dial,
     pub(crate) options: MoveOptions,
 }
 
@@ -128,7 +173,7 @@ impl Mover {
         };
         let id = entry.mod_revision;
         if let Ok(address) = primary_address(&self.store, &self.keys, &entry.group).await
-            && let Ok(mut source) = client(&self.security, &address).await
+            && let Ok(mut source) = client(&self.dial, &address).await
             && source
                 .unfreeze(UnfreezeRequest {
                     start: start.to_vec(),
@@ -143,7 +188,7 @@ impl Mover {
             .await
             .map_err(|e| format!("aborting move {id}: {e}"))?;
         if let Ok(address) = primary_address(&self.store, &self.keys, &moving.to).await
-            && let Ok(mut target) = client(&self.security, &address).await
+            && let Ok(mut target) = client(&self.dial, &address).await
         {
             let stop = ImportStatusRequest {
                 start: start.to_vec(),
@@ -243,8 +288,8 @@ impl Mover {
         target_address: &str,
         progress: &mut (dyn FnMut(&str) + Send),
     ) -> Result<MoveReport, String> {
-        let mut source = client(&self.security, source_address).await?;
-        let mut target = client(&self.security, target_address).await?;
+        let mut source = client(&self.dial, source_address).await?;
+        let mut target = client(&self.dial, target_address).await?;
         let ask = || ImportStatusRequest {
             start: start.to_vec(),
             move_id: id,

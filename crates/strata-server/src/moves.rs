@@ -15,7 +15,8 @@ use strata_cluster::show_key;
 use strata_proto::v1::range_moves_server::RangeMoves;
 use strata_proto::v1::{
     DropRangeRequest, DropRangeResponse, FreezeRequest, FreezeResponse, ImportState,
-    ImportStatusRequest, StartImportRequest, UnfreezeRequest, UnfreezeResponse,
+    ImportStatusRequest, RangeStat, RangeStatsRequest, RangeStatsResponse, StartImportRequest,
+    UnfreezeRequest, UnfreezeResponse,
 };
 use tonic::{Request, Response, Status};
 
@@ -159,6 +160,76 @@ impl RangeMoves for Node {
         Ok(Response::new(
             member.imports.stop(&request.start, request.move_id).await,
         ))
+    }
+
+    async fn range_stats(
+        &self,
+        request: Request<RangeStatsRequest>,
+    ) -> Result<Response<RangeStatsResponse>, Status> {
+        let (_, ownership) = self.mover_checks(&request, "range_stats")?;
+        let limit = match request.into_inner().scan_limit {
+            0 => 100_000,
+            n => n.min(10_000_000),
+        } as usize;
+        let map = ownership
+            .map()
+            .ok_or_else(|| Status::unavailable("no range map yet"))?;
+        let db = self.db()?;
+        let (writes, seconds) = ownership.take_writes();
+        let group = ownership.group().to_string();
+        let ranges = tokio::task::spawn_blocking(move || -> Result<Vec<RangeStat>, Status> {
+            let snapshot = db.snapshot();
+            let mut out = Vec::new();
+            for entry in map.entries().iter().filter(|e| e.group == group) {
+                let end = match &entry.end {
+                    Some(end) => std::ops::Bound::Excluded(end.as_slice()),
+                    None => std::ops::Bound::Unbounded,
+                };
+                let iter = snapshot
+                    .scan((std::ops::Bound::Included(entry.start.as_slice()), end))
+                    .map_err(|e| Status::internal(e.to_string()))?;
+                let (mut keys, mut bytes, mut complete) = (0u64, 0u64, true);
+                let mut seen: Vec<Vec<u8>> = Vec::new();
+                for item in iter {
+                    let (key, value) = item.map_err(|e| Status::internal(e.to_string()))?;
+                    if keys as usize == limit {
+                        complete = false;
+                        break;
+                    }
+                    keys += 1;
+                    bytes += (key.len() + value.len()) as u64;
+                    seen.push(key);
+                }
+                let middle = seen
+                    .get(seen.len() / 2)
+                    .filter(|k| k.as_slice() > entry.start.as_slice())
+                    .cloned()
+                    .unwrap_or_default();
+                let written = writes.get(&entry.start).copied().unwrap_or(0);
+                out.push(RangeStat {
+                    start: entry.start.clone(),
+                    end: entry.end.clone().unwrap_or_default(),
+                    unbounded: entry.end.is_none(),
+                    keys,
+                    bytes,
+                    complete,
+                    middle,
+                    writes: written,
+                    writes_per_sec: if seconds > 0.0 {
+                        written as f64 / seconds
+                    } else {
+                        0.0
+                    },
+                });
+            }
+            Ok(out)
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))??;
+        Ok(Response::new(RangeStatsResponse {
+            map_revision: ownership.map().map_or(0, |m| m.revision()),
+            ranges,
+        }))
     }
 
     async fn drop_range(

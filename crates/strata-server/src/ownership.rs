@@ -104,6 +104,9 @@ pub(crate) struct Ownership {
     pub(crate) wrong_group: AtomicU64,
     /// Writes refused because their range was frozen for a move.
     pub(crate) moving: AtomicU64,
+    /// Writes taken per range (by start) since the figures were last
+    /// taken, and when that was.
+    writes: Mutex<(std::collections::HashMap<Vec<u8>, u64>, Instant)>,
 }
 
 impl Ownership {
@@ -124,12 +127,22 @@ impl Ownership {
             frozen: Mutex::new(Vec::new()),
             wrong_group: AtomicU64::new(0),
             moving: AtomicU64::new(0),
+            writes: Mutex::new((std::collections::HashMap::new(), Instant::now())),
         }
     }
 
     /// The map this node routes by now.
     pub(crate) fn map(&self) -> Option<Arc<RangeMap>> {
         self.map.borrow().clone()
+    }
+
+    /// The writes per range since the last call, and the seconds since.
+    pub(crate) fn take_writes(&self) -> (std::collections::HashMap<Vec<u8>, u64>, f64) {
+        let mut w = self.writes.lock();
+        let taken = std::mem::take(&mut w.0);
+        let seconds = w.1.elapsed().as_secs_f64();
+        w.1 = Instant::now();
+        (taken, seconds)
     }
 
     /// A receiver of the map's changes.
@@ -243,6 +256,10 @@ impl Ownership {
             return Err(Self::revision_status(status, map.revision()));
         }
         drop(frozen);
+        if let Some(first) = spans.first() {
+            let start = map.locate(first.bounds().0).start.clone();
+            *self.writes.lock().0.entry(start).or_default() += 1;
+        }
         Ok(guard)
     }
 

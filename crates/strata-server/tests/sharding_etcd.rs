@@ -864,3 +864,177 @@ async fn a_layout_applied_twice_changes_nothing_the_second_time() {
     drop(groups);
     drop(etcd);
 }
+
+/// The placement controller (run by one member, elected through etcd)
+/// splits ranges that grow past `split_bytes` and balances ranges over
+/// the groups, and its moves never put `eu/` keys on a group without the
+/// `eu` tag (a watcher checks every map it sees); nothing acknowledged
+/// is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a real etcd (apt-get install -y etcd-server); .ci/run runs it: cargo test -p strata-server --test sharding_etcd -- --ignored --test-threads 1"]
+async fn the_placement_controller_splits_and_balances_within_the_rules() {
+    let etcd = etcd::Etcd::start(1).await;
+    let endpoints = etcd.endpoints();
+    let dir = tempfile::tempdir().unwrap();
+    let mut groups = members::sharded_with(
+        dir.path(),
+        &endpoints,
+        CLUSTER,
+        2000,
+        "controller = true\ncontroller_interval_ms = 500\nsplit_bytes = 1500\n",
+    );
+    for g in &mut groups {
+        g.start_all();
+    }
+    wait_primaries(&groups).await;
+    // The example's layout without pinned ranges: placement is the
+    // controller's, within the rule.
+    let text = std::fs::read_to_string(node::repo().join("examples/sharded/layout.toml")).unwrap();
+    let unpinned = text.split("[[ranges]]").next().unwrap().to_string();
+    let file = dir.path().join("layout.toml");
+    std::fs::write(&file, unpinned).unwrap();
+    let etcd_arg = endpoints.join(",");
+    let (ok, out, err) = strata(&[
+        "cluster",
+        "apply",
+        file.to_str().unwrap(),
+        "--etcd",
+        &etcd_arg,
+    ]);
+    assert!(ok, "{out}{err}");
+    eprintln!("{out}");
+
+    let router = Arc::new(Router::new(&endpoints));
+    let violations = Arc::new(AtomicU64::new(0));
+    let seen_maps = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let violations = Arc::clone(&violations);
+        let seen = Arc::clone(&seen_maps);
+        let stop = Arc::clone(&stop);
+        let store = EtcdCoordinator::connect(EtcdOptions::new(endpoints.clone())).unwrap();
+        let keys = ClusterKeys::new("strata", CLUSTER).unwrap();
+        tokio::spawn(async move {
+            let mut last = 0;
+            while !stop.load(Ordering::Relaxed) {
+                if let Ok(Some(map)) = strata_cluster::read_map(&store, &keys).await
+                    && map.revision() != last
+                {
+                    last = map.revision();
+                    seen.fetch_add(1, Ordering::Relaxed);
+                    for e in map.entries() {
+                        if strata_cluster::overlaps_prefix(&e.start, e.end.as_deref(), b"eu/")
+                            && e.group != "g2"
+                        {
+                            violations.fetch_add(1, Ordering::Relaxed);
+                            eprintln!(
+                                "RULE BROKEN at revision {}: {} on {}",
+                                map.revision(),
+                                e.describe(),
+                                e.group
+                            );
+                        }
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    let ledger = Arc::new(Mutex::new(Ledger::default()));
+    let tasks = writers(&endpoints, &ledger, &stop, 3);
+    // eu/ keys too.
+    let eu = {
+        let stop = Arc::clone(&stop);
+        let ledger = Arc::clone(&ledger);
+        let mut config = strata_client::ClientConfig::etcd(strata_client::EtcdSource::cluster(
+            endpoints.clone(),
+            CLUSTER,
+        ));
+        config.failover_wait = Duration::from_secs(30);
+        let client = strata_client::ShardedClient::new(config).unwrap();
+        tokio::spawn(async move {
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let key = format!("eu/{:03}", i % 200).into_bytes();
+                let value = i + 1;
+                match client.put(&key, value.to_string().as_bytes()).await {
+                    Ok(token) => {
+                        assert_eq!(
+                            token.group, "g2",
+                            "an eu/ key was acknowledged by {}",
+                            token.group
+                        );
+                        let mut l = ledger.lock();
+                        l.acked.insert(key, value);
+                        l.acks += 1;
+                    }
+                    Err(_) => {
+                        let mut l = ledger.lock();
+                        l.unknown.entry(key).or_default().push(value);
+                        l.unknowns += 1;
+                    }
+                }
+                i += 1;
+            }
+        })
+    };
+    // Wait for the controller to split and to give g2 more than the eu/
+    // range.
+    let start = Instant::now();
+    let (splits, balanced) = loop {
+        let map = strata_cluster::read_map(&router.store, &router.keys)
+            .await
+            .unwrap()
+            .unwrap();
+        let g2_other = map.entries().iter().any(|e| {
+            e.group == "g2" && !strata_cluster::overlaps_prefix(&e.start, e.end.as_deref(), b"eu/")
+        });
+        if map.entries().len() >= 5 && g2_other {
+            break (map.entries().len(), true);
+        }
+        if start.elapsed() > Duration::from_secs(90) {
+            break (map.entries().len(), g2_other);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let took = start.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    eu.await.unwrap();
+    watcher.await.unwrap();
+    let ledger = std::mem::take(&mut *ledger.lock());
+    let lost = check_ledger(&router, &ledger).await;
+    let map = strata_cluster::read_map(&router.store, &router.keys)
+        .await
+        .unwrap()
+        .unwrap();
+    for e in map.entries() {
+        eprintln!("  {} on {}", e.describe(), e.group);
+    }
+    eprintln!(
+        "FIGURES controller: {splits} ranges and balanced {balanced} after {took:?}; {} map readings checked, {} rule violations; {} acked, {} unknown, {lost} lost",
+        seen_maps.load(Ordering::Relaxed),
+        violations.load(Ordering::Relaxed),
+        ledger.acks,
+        ledger.unknowns
+    );
+    assert!(
+        balanced && splits >= 5,
+        "the controller did not split and balance in 90 s:\n{}",
+        groups
+            .iter()
+            .map(Group::logs)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert_eq!(
+        violations.load(Ordering::Relaxed),
+        0,
+        "a placement rule was broken"
+    );
+    assert_eq!(lost, 0);
+    drop(groups);
+    drop(etcd);
+}

@@ -260,7 +260,7 @@ async fn layout(args: LayoutArgs, apply: bool) -> Result<(), String> {
     let mover = crate::mover::Mover {
         store: store.clone(),
         keys: keys.clone(),
-        security: args.security.clone(),
+        dial: crate::mover::Dial::Cli(args.security.clone()),
         options: crate::mover::MoveOptions::default(),
     };
     for (i, change) in plan.changes.iter().enumerate() {
@@ -370,7 +370,7 @@ async fn ranges(args: RangesArgs) -> Result<(), String> {
             let mover = crate::mover::Mover {
                 store,
                 keys,
-                security: Security::default(),
+                dial: crate::mover::Dial::Cli(Security::default()),
                 options: crate::mover::MoveOptions::default(),
             };
             mover.abort(start.as_bytes()).await?;
@@ -388,7 +388,7 @@ async fn move_range(args: MoveArgs) -> Result<(), String> {
     let mover = crate::mover::Mover {
         store,
         keys,
-        security: args.security.clone(),
+        dial: crate::mover::Dial::Cli(args.security.clone()),
         options: crate::mover::MoveOptions {
             hold: std::time::Duration::from_millis(args.hold_ms.clamp(1000, 60_000)),
             ..crate::mover::MoveOptions::default()

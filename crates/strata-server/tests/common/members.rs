@@ -277,6 +277,17 @@ pub(crate) async fn put(
 /// The two groups of `examples/sharded/` (g1: a1, a2; g2: b1, b2) in
 /// cluster `cluster`, on free ports, coordinated by `etcd`.
 pub(crate) fn sharded(dir: &Path, etcd: &[String], cluster: &str, lease_ttl_ms: u64) -> Vec<Group> {
+    sharded_with(dir, etcd, cluster, lease_ttl_ms, "controller = false\n")
+}
+
+/// As [`sharded`], with `extra` added to each member's `[cluster]` section.
+pub(crate) fn sharded_with(
+    dir: &Path,
+    etcd: &[String],
+    cluster: &str,
+    lease_ttl_ms: u64,
+    extra: &str,
+) -> Vec<Group> {
     let etcd = etcd
         .iter()
         .map(|e| format!("{e:?}"))
@@ -321,6 +332,7 @@ pub(crate) fn sharded(dir: &Path, etcd: &[String], cluster: &str, lease_ttl_ms: 
                 );
                 text = text.replace(from.as_str(), &to);
             }
+            text.push_str(extra);
             text.push_str("\n[limits]\nshutdown_grace_ms = 1000\n");
             std::fs::write(&config, text).unwrap();
             members.push(Member {
