@@ -52,6 +52,16 @@ pub(crate) struct BenchArgs {
     /// Run against this running node over gRPC.
     #[arg(long)]
     node: Option<String>,
+    /// Run against a sharded cluster through the client
+    /// (`strata_client::ShardedClient`), routing by the range map in this
+    /// etcd (comma separated URLs); needs --cluster. Keys are then
+    /// `k` and 16 hex digits (spread evenly over `k0`..`kf`), one unary
+    /// call per operation.
+    #[arg(long, value_delimiter = ',', conflicts_with_all = ["node", "data_dir"], requires = "cluster")]
+    etcd: Vec<String>,
+    /// With --etcd: the cluster's name.
+    #[arg(long)]
+    cluster: Option<String>,
     /// With --node: operations each client keeps in flight on one
     /// pipelined stream (1: one unary call at a time).
     #[arg(long, default_value_t = 1, requires = "node")]
@@ -164,6 +174,9 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), String> {
     }
     .map_err(|e| format!("starting the runtime: {e}"))?;
     runtime.block_on(async move {
+        if let Some(cluster) = &args.cluster {
+            return sharded(&args, cluster).await;
+        }
         match (&args.data_dir, &args.node) {
             (Some(dir), None) => embedded(&args, dir).await,
             (None, Some(node)) => remote(&args, node).await,
@@ -267,6 +280,67 @@ async fn remote(args: &BenchArgs, node: &str) -> Result<(), String> {
     }
     finish(handles, started, ticker, &args.workload, node, &done).await?;
     Ok(())
+}
+
+/// The workload through the sharded client, `args.threads` tasks over
+/// one client.
+async fn sharded(args: &BenchArgs, cluster: &str) -> Result<(), String> {
+    let (tls, bearer) = args.security.client_settings()?;
+    let mut config = strata_client::ClientConfig::etcd(strata_client::EtcdSource::cluster(
+        args.etcd.clone(),
+        cluster,
+    ));
+    config.tls = tls;
+    config.bearer = bearer;
+    let client = strata_client::ShardedClient::new(config).map_err(|e| e.to_string())?;
+    client.refresh().await.map_err(|e| e.to_string())?;
+    let done = Arc::new(AtomicU64::new(0));
+    let per_thread = args.num / args.threads;
+    let ticker = progress(Arc::clone(&done), args.num);
+    let started = Instant::now();
+    let mut handles = Vec::new();
+    for t in 0..args.threads {
+        let client = client.clone();
+        let done = Arc::clone(&done);
+        let args = args.clone();
+        handles.push(tokio::spawn(async move {
+            let value = vec![0x5au8; args.value_size];
+            let mut micros = Vec::with_capacity(per_thread as usize);
+            for i in t * per_thread..(t + 1) * per_thread {
+                let scrambled = if args.workload == "fillseq" {
+                    i
+                } else {
+                    i.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+                };
+                let key = format!("k{scrambled:016x}");
+                let op_started = Instant::now();
+                if args.workload == "readrandom" {
+                    client
+                        .get(key.as_bytes(), strata_client::ShardedRead::Primary)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                } else {
+                    let batch = strata_client::WriteBatch::new()
+                        .put(key.as_bytes(), &value)
+                        .sync(args.sync);
+                    client.write(batch).await.map_err(|e| e.to_string())?;
+                }
+                micros.push(op_started.elapsed().as_micros() as u64);
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(micros)
+        }));
+    }
+    let groups = client.map().map_or(0, |m| m.groups().len());
+    finish(
+        handles,
+        started,
+        ticker,
+        &args.workload,
+        &format!("cluster {cluster} ({groups} group(s))"),
+        &done,
+    )
+    .await
 }
 
 /// Operations `range`, one unary call each.

@@ -161,6 +161,9 @@ const ROUTED_MIN_SEQ: &str =
 /// pages are separate reads, so writes between pages may show in later
 /// pages.
 async fn scan(args: ScanArgs) -> Result<(), String> {
+    if let Some(sharded) = args.node.sharded()? {
+        return sharded_scan(&sharded, &args).await;
+    }
     let direct = args
         .node
         .single()
@@ -242,8 +245,54 @@ async fn scan(args: ScanArgs) -> Result<(), String> {
     Ok(())
 }
 
+/// A scan over the groups of a sharded cluster, in one call of the
+/// sharded client (pieces cut at range boundaries, concatenated in key
+/// order), at most `--limit` entries (default 1000).
+async fn sharded_scan(
+    client: &strata_client::ShardedClient,
+    args: &ScanArgs,
+) -> Result<(), String> {
+    if args.token.is_some() || args.min_seq != 0 {
+        return Err("a token read on a sharded cluster: name the token's group with --group".into());
+    }
+    let (start, end) = match &args.prefix {
+        Some(prefix) => (prefix.as_bytes().to_vec(), prefix_end(prefix.as_bytes())),
+        None => (
+            args.start.clone().unwrap_or_default().into_bytes(),
+            args.end.clone().map(String::into_bytes),
+        ),
+    };
+    let limit = if args.limit == 0 { 1000 } else { args.limit.min(100_000) };
+    let range = strata_client::ScanRange::new(start, end)
+        .limit(limit as u32)
+        .reverse(args.reverse);
+    let read = if args.replicas {
+        strata_client::ShardedRead::Replicas { token: None }
+    } else {
+        strata_client::ShardedRead::Primary
+    };
+    let answer = client.scan(range, read).await.map_err(|e| e.to_string())?;
+    for (key, value) in &answer.entries {
+        println!("{}\t{}", show(key), show(value));
+    }
+    let groups: Vec<String> = answer.pieces.iter().map(|p| p.group.clone()).collect();
+    println!(
+        "({} entries from {} piece(s) in groups {}{})",
+        answer.entries.len(),
+        answer.pieces.len(),
+        groups.join(","),
+        if answer.more { ", more left out by --limit" } else { "" }
+    );
+    Ok(())
+}
+
 /// Writes `batch` through the client; prints its token as `epoch:seq`.
 async fn routed_write(target: &Target, batch: strata_client::WriteBatch) -> Result<(), String> {
+    if let Some(sharded) = target.sharded()? {
+        let token = sharded.write(batch).await.map_err(|e| e.to_string())?;
+        println!("token {token}");
+        return Ok(());
+    }
     let client = target.client(std::time::Duration::from_secs(1))?;
     let token = client.write(batch).await.map_err(|e| e.to_string())?;
     println!("token {token}");
@@ -320,6 +369,26 @@ pub(crate) fn run(command: Command) -> Result<(), String> {
                 let Some(node) = target.single().filter(|_| token.is_none() && !replicas) else {
                     if min_seq != 0 {
                         return Err(ROUTED_MIN_SEQ.into());
+                    }
+                    if let Some(sharded) = target.sharded()? {
+                        if token.is_some() {
+                            return Err("a token read on a sharded cluster: name the token's group with --group".into());
+                        }
+                        let read = if replicas {
+                            strata_client::ShardedRead::Replicas { token: None }
+                        } else {
+                            strata_client::ShardedRead::Primary
+                        };
+                        let got = sharded.get(key.as_bytes(), read).await.map_err(|e| e.to_string())?;
+                        let answer = got.answer;
+                        match answer.value {
+                            Some(value) => println!(
+                                "{} (group {}, at seq {}, epoch {}, from {})",
+                                String::from_utf8_lossy(&value), got.group, answer.seq, answer.epoch, answer.node
+                            ),
+                            None => println!("(not found in group {} at seq {}, epoch {}, from {})", got.group, answer.seq, answer.epoch, answer.node),
+                        }
+                        return Ok(());
                     }
                     let client = target.client(std::time::Duration::from_millis(timeout_ms))?;
                     let answer = client.get(key.as_bytes(), policy(token, replicas)).await.map_err(|e| e.to_string())?;

@@ -23,8 +23,9 @@ pub(crate) struct Target {
     #[arg(long = "node", visible_alias = "addr", value_name = "ADDRESS")]
     pub(crate) nodes: Vec<String>,
     /// etcd client URLs (comma separated): find the group's primary,
-    /// members and epoch history there.
-    #[arg(long, value_delimiter = ',', value_name = "ENDPOINTS", requires_all = ["cluster", "group"])]
+    /// members and epoch history there; without --group, route every key
+    /// by the cluster's range map (a sharded cluster).
+    #[arg(long, value_delimiter = ',', value_name = "ENDPOINTS", requires = "cluster")]
     pub(crate) etcd: Vec<String>,
     /// The cluster's name in etcd (with --etcd).
     #[arg(long, requires = "etcd")]
@@ -60,6 +61,25 @@ impl Target {
                 .unwrap_or_else(|| DEFAULT_NODE.to_string()),
             security: self.security.clone(),
         })
+    }
+
+    /// A client of every group of a sharded cluster: `--etcd` and
+    /// `--cluster` without `--group`.
+    pub(crate) fn sharded(&self) -> Result<Option<strata_client::ShardedClient>, String> {
+        let (false, Some(cluster), None) = (self.etcd.is_empty(), &self.cluster, &self.group)
+        else {
+            return Ok(None);
+        };
+        let mut source = EtcdSource::cluster(self.etcd.clone(), cluster.clone());
+        source.key_prefix = self.key_prefix.clone();
+        let mut config = ClientConfig::etcd(source);
+        let (tls, bearer) = self.security.client_settings()?;
+        config.tls = tls;
+        config.bearer = bearer;
+        config.failover_wait = Duration::from_millis(self.failover_wait_ms);
+        strata_client::ShardedClient::new(config)
+            .map(Some)
+            .map_err(|e| e.to_string())
     }
 
     /// A client for these nodes, with `read_wait` for reads after a token.
@@ -131,7 +151,10 @@ mod tests {
 
     #[tokio::test]
     async fn etcd_needs_a_cluster_and_a_group() {
-        assert!(parse(&["--etcd", "http://e1:2379", "--cluster", "shop"]).is_err());
+        // Without a group: the sharded client, routing by the range map.
+        let sharded = parse(&["--etcd", "http://e1:2379", "--cluster", "shop"]).unwrap();
+        assert!(sharded.sharded().unwrap().is_some());
+        assert!(parse(&["--etcd", "http://e1:2379"]).is_err());
         assert!(parse(&["--group", "g1"]).is_err());
         let bad = parse(&[
             "--etcd",
