@@ -253,7 +253,9 @@ async fn sharded_scan(
     args: &ScanArgs,
 ) -> Result<(), String> {
     if args.token.is_some() || args.min_seq != 0 {
-        return Err("a token read on a sharded cluster: name the token's group with --group".into());
+        return Err(
+            "a token read on a sharded cluster: name the token's group with --group".into(),
+        );
     }
     let (start, end) = match &args.prefix {
         Some(prefix) => (prefix.as_bytes().to_vec(), prefix_end(prefix.as_bytes())),
@@ -262,7 +264,11 @@ async fn sharded_scan(
             args.end.clone().map(String::into_bytes),
         ),
     };
-    let limit = if args.limit == 0 { 1000 } else { args.limit.min(100_000) };
+    let limit = if args.limit == 0 {
+        1000
+    } else {
+        args.limit.min(100_000)
+    };
     let range = strata_client::ScanRange::new(start, end)
         .limit(limit as u32)
         .reverse(args.reverse);
@@ -281,7 +287,11 @@ async fn sharded_scan(
         answer.entries.len(),
         answer.pieces.len(),
         groups.join(","),
-        if answer.more { ", more left out by --limit" } else { "" }
+        if answer.more {
+            ", more left out by --limit"
+        } else {
+            ""
+        }
     );
     Ok(())
 }

@@ -288,10 +288,9 @@ impl Node {
             };
             let response = match (&member.ownership, spans) {
                 (Some(ownership), Some(spans)) => {
-                    self.commit_owned(
+                    self.commit_engine(
                         batch,
-                        Arc::clone(ownership),
-                        spans,
+                        Some((Arc::clone(ownership), spans)),
                         sync || wanted > 0,
                         wanted,
                         timeout,
@@ -332,6 +331,24 @@ impl Node {
         min_replicas: u32,
         replica_timeout_millis: u64,
     ) -> Result<WriteResponse, Status> {
+        self.commit_engine(batch, None, sync, min_replicas, replica_timeout_millis)
+            .await
+    }
+
+    /// [`Node::commit_local`], under the ownership gate with `gate`: the
+    /// keys are checked, and the engine takes the write, before a freeze
+    /// can name its sequence number.
+    async fn commit_engine(
+        &self,
+        batch: WriteBatch,
+        gate: Option<(
+            Arc<crate::ownership::Ownership>,
+            Vec<crate::ownership::Span>,
+        )>,
+        sync: bool,
+        min_replicas: u32,
+        replica_timeout_millis: u64,
+    ) -> Result<WriteResponse, Status> {
         // A replica's database refuses writes (ReadOnly, naming the primary)
         // until it is promoted.
         let db = self.db()?;
@@ -346,6 +363,7 @@ impl Node {
         // runtime thread is writing.
         if !sync
             && min_replicas == 0
+            && gate.is_none()
             && let Ok(_permit) = self.inline_writers.try_acquire()
         {
             return db
@@ -355,6 +373,10 @@ impl Node {
         }
         let node = self.clone();
         tokio::task::spawn_blocking(move || {
+            let _gate = match &gate {
+                Some((ownership, spans)) => Some(ownership.admit_write(spans)?),
+                None => None,
+            };
             if min_replicas > 0 {
                 node.upstream
                     .write(
@@ -371,10 +393,10 @@ impl Node {
             } else {
                 db.write(batch, &WriteOptions { sync }).map(committed)
             }
+            .map_err(|e| to_status(&e))
         })
         .await
         .map_err(|e| Status::internal(e.to_string()))?
-        .map_err(|e| to_status(&e))
     }
 
     /// The ranges this node's group owns, on a sharded member.
@@ -388,51 +410,6 @@ impl Node {
             Some(ownership) => ownership.check_read(spans),
             None => Ok(()),
         }
-    }
-
-    /// [`Node::commit_local`] under the ownership gate: the keys are
-    /// checked, and the engine takes the write, before a freeze can name
-    /// its sequence number.
-    async fn commit_owned(
-        &self,
-        batch: WriteBatch,
-        ownership: Arc<crate::ownership::Ownership>,
-        spans: Vec<crate::ownership::Span>,
-        sync: bool,
-        min_replicas: u32,
-        replica_timeout_millis: u64,
-    ) -> Result<WriteResponse, Status> {
-        let db = self.db()?;
-        let epoch = self.epoch.get();
-        let node = self.clone();
-        tokio::task::spawn_blocking(move || {
-            let _gate = ownership.admit_write(&spans)?;
-            if min_replicas > 0 {
-                node.upstream
-                    .write(
-                        batch,
-                        min_replicas as usize,
-                        millis(replica_timeout_millis, 1000),
-                    )
-                    .map(|o| WriteResponse {
-                        seq: o.seq.get(),
-                        replicas: o.replicas as u32,
-                        confirmed: o.confirmed,
-                        epoch,
-                    })
-            } else {
-                db.write(batch, &WriteOptions { sync })
-                    .map(|seq| WriteResponse {
-                        seq: seq.get(),
-                        replicas: 0,
-                        confirmed: true,
-                        epoch,
-                    })
-            }
-            .map_err(|e| to_status(&e))
-        })
-        .await
-        .map_err(|e| Status::internal(e.to_string()))?
     }
 
     /// A snapshot if the read's waits are met now, without blocking:

@@ -25,7 +25,12 @@ pub(crate) struct Target {
     /// etcd client URLs (comma separated): find the group's primary,
     /// members and epoch history there; without --group, route every key
     /// by the cluster's range map (a sharded cluster).
-    #[arg(long, value_delimiter = ',', value_name = "ENDPOINTS", requires = "cluster")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "ENDPOINTS",
+        requires = "cluster"
+    )]
     pub(crate) etcd: Vec<String>,
     /// The cluster's name in etcd (with --etcd).
     #[arg(long, requires = "etcd")]
