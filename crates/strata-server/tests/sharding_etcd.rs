@@ -401,9 +401,9 @@ fn run_move(etcd: &[String], start: &str, to: &str) -> Result<f64, String> {
 }
 
 fn ranges_cmd(etcd: &[String], rest: &[&str]) -> String {
-    let mut args: Vec<String> = vec!["cluster".into(), "ranges".into()];
+    let mut args: Vec<String> = vec!["cluster".into(), "ranges".into(), rest[0].to_string()];
     args.extend(cluster_args(etcd));
-    args.extend(rest.iter().map(|s| s.to_string()));
+    args.extend(rest[1..].iter().map(|s| s.to_string()));
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
     let (ok, out, err) = strata(&refs);
     assert!(ok, "strata cluster ranges {rest:?}: {out}{err}");

@@ -49,8 +49,8 @@ for n in a1 a2 b1 b2; do
   pids+=($!)
 done
 sleep 4
-"$bin" cluster ranges --etcd "$endpoint" --cluster shards init --group g1 >/dev/null
-"$bin" cluster ranges --etcd "$endpoint" --cluster shards split --at k8 >/dev/null
+"$bin" cluster ranges init --etcd "$endpoint" --cluster shards --group g1 >/dev/null
+"$bin" cluster ranges split --etcd "$endpoint" --cluster shards --at k8 >/dev/null
 tck=$(getconf CLK_TCK)
 cpu() { local t=0; for n in "$@"; do read -r -a f < "/proc/${member_pid[$n]}/stat"; t=$((t + f[13] + f[14])); done; echo "$t"; }
 run() { # label groups

@@ -86,8 +86,6 @@ impl EtcdArgs {
 /// `strata cluster ranges`.
 #[derive(clap::Args, Debug, Clone)]
 pub(crate) struct RangesArgs {
-    #[command(flatten)]
-    pub(crate) etcd: EtcdArgs,
     #[command(subcommand)]
     pub(crate) command: RangesCommand,
 }
@@ -97,26 +95,37 @@ pub(crate) struct RangesArgs {
 pub(crate) enum RangesCommand {
     /// Create the map: every key in GROUP.
     Init {
+        #[command(flatten)]
+        etcd: EtcdArgs,
         /// The group that owns every key at first.
         #[arg(long)]
         group: String,
     },
     /// Print every range: start, end, group, versions, a move under way.
-    List,
+    List {
+        #[command(flatten)]
+        etcd: EtcdArgs,
+    },
     /// Split the range holding KEY at KEY.
     Split {
+        #[command(flatten)]
+        etcd: EtcdArgs,
         /// The first key of the new right-hand range.
         #[arg(long)]
         at: String,
     },
     /// Merge the range starting at KEY into the one before it.
     Merge {
+        #[command(flatten)]
+        etcd: EtcdArgs,
         /// The start of the right-hand range.
         #[arg(long)]
         at: String,
     },
     /// End a move left marked by a mover that stopped.
     Abort {
+        #[command(flatten)]
+        etcd: EtcdArgs,
         /// The range's start.
         #[arg(long)]
         start: String,
@@ -315,7 +324,14 @@ async fn layout(args: LayoutArgs, apply: bool) -> Result<(), String> {
 
 async fn ranges(args: RangesArgs) -> Result<(), String> {
     use strata_cluster::{create_map, merge, read_map, show_key, split};
-    let (store, keys) = args.etcd.connect()?;
+    let etcd = match &args.command {
+        RangesCommand::Init { etcd, .. }
+        | RangesCommand::List { etcd }
+        | RangesCommand::Split { etcd, .. }
+        | RangesCommand::Merge { etcd, .. }
+        | RangesCommand::Abort { etcd, .. } => etcd.clone(),
+    };
+    let (store, keys) = etcd.connect()?;
     let map = || async {
         read_map(&store, &keys)
             .await
@@ -323,13 +339,13 @@ async fn ranges(args: RangesArgs) -> Result<(), String> {
             .ok_or_else(|| "the cluster has no range map (strata cluster ranges init)".to_string())
     };
     match args.command {
-        RangesCommand::Init { group } => {
+        RangesCommand::Init { group, .. } => {
             let revision = create_map(&store, &keys, &group)
                 .await
                 .map_err(|e| e.to_string())?;
             println!("range map created: every key in group {group} (revision {revision})");
         }
-        RangesCommand::List => {
+        RangesCommand::List { .. } => {
             let map = map().await?;
             println!("range map at revision {}", map.revision());
             println!(
@@ -351,13 +367,13 @@ async fn ranges(args: RangesArgs) -> Result<(), String> {
                 );
             }
         }
-        RangesCommand::Split { at } => {
+        RangesCommand::Split { at, .. } => {
             let revision = split(&store, &keys, &map().await?, at.as_bytes())
                 .await
                 .map_err(|e| e.to_string())?;
             println!("split at {} (revision {revision})", show_key(at.as_bytes()));
         }
-        RangesCommand::Merge { at } => {
+        RangesCommand::Merge { at, .. } => {
             let revision = merge(&store, &keys, &map().await?, at.as_bytes())
                 .await
                 .map_err(|e| e.to_string())?;
@@ -366,7 +382,7 @@ async fn ranges(args: RangesArgs) -> Result<(), String> {
                 show_key(at.as_bytes())
             );
         }
-        RangesCommand::Abort { start } => {
+        RangesCommand::Abort { start, .. } => {
             let mover = crate::mover::Mover {
                 store,
                 keys,
