@@ -100,6 +100,29 @@ impl Etcd {
         self.members.iter().map(|m| m.client_url.clone()).collect()
     }
 
+    /// The index of the member that is etcd's leader now (read from each
+    /// member's `/metrics`, `etcd_server_is_leader 1`), if one says so.
+    pub(crate) fn leader(&self) -> Option<usize> {
+        use std::io::{Read, Write};
+        self.members.iter().position(|m| {
+            let Some(address) = m.client_url.strip_prefix("http://") else {
+                return false;
+            };
+            let Ok(mut stream) = std::net::TcpStream::connect(address) else {
+                return false;
+            };
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+            let request =
+                format!("GET /metrics HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
+            if stream.write_all(request.as_bytes()).is_err() {
+                return false;
+            }
+            let mut body = String::new();
+            let _ = stream.read_to_string(&mut body);
+            body.lines().any(|l| l.trim() == "etcd_server_is_leader 1")
+        })
+    }
+
     /// Kills member `i` (SIGKILL).
     pub(crate) fn kill(&mut self, i: usize) {
         if let Some(mut child) = self.members[i].child.take() {
