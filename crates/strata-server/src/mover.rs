@@ -302,6 +302,7 @@ impl Mover {
             })
             .await
             .map_err(|s| format!("starting the copy on {to}: {}", s.message()))?;
+        progress(&format!("move {id}: copy started on {to}"));
         let copying = Instant::now();
         let mut last_report = Instant::now();
         loop {
@@ -334,10 +335,15 @@ impl Mover {
             .await
             .map_err(|s| format!("freezing the range on {from}: {}", s.message()))?
             .into_inner();
+        progress(&format!(
+            "move {id}: frozen on {from} at sequence number {}",
+            freeze.seq
+        ));
         let deadline = self.options.hold.saturating_sub(Duration::from_secs(2));
         let state = loop {
             let state = status(&mut target, ask()).await?;
             if state.applied_source_seq >= freeze.seq {
+                progress(&format!("move {id}: the copy reached {}", freeze.seq));
                 break state;
             }
             if frozen_at.elapsed() > deadline {

@@ -659,7 +659,29 @@ async fn moves_interrupted_by_kill_9_complete_or_roll_back() {
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     let mut outcomes: BTreeMap<String, u32> = BTreeMap::new();
-    for round in 0..12u64 {
+    // Who is killed, and when: at a step (as soon as the mover reports
+    // it: marked, copy started, frozen, the copy caught up, flipped) or
+    // after a delay into the move.
+    let mut plan: Vec<(&str, Option<&str>)> = Vec::new();
+    for step in [
+        ": range [",
+        "copy started",
+        "frozen on",
+        "the copy reached",
+        "flipped to",
+    ] {
+        plan.push(("mover", Some(step)));
+    }
+    for victim in ["source", "target"] {
+        for step in ["copy started", "frozen on", "the copy reached"] {
+            plan.push((victim, Some(step)));
+        }
+    }
+    for victim in ["mover", "source", "target"] {
+        plan.push((victim, None));
+    }
+    for (round, (victim, step)) in plan.into_iter().enumerate() {
+        let round = round as u64;
         settled(&groups).await;
         let map = strata_cluster::read_map(&router.store, &router.keys)
             .await
@@ -686,23 +708,34 @@ async fn moves_interrupted_by_kill_9_complete_or_roll_back() {
             .stderr(out)
             .spawn()
             .unwrap();
-        // Spread the kills over the move's steps (it takes ~100-300 ms).
-        let delay = Duration::from_millis((round * 53) % 320);
-        tokio::time::sleep(delay).await;
-        let victim = match round % 3 {
-            0 => {
-                let _ = mover.kill();
-                "mover"
+        let when = match step {
+            Some(step) => {
+                // As soon as the mover reports the step (if it ends first,
+                // the kill comes after it).
+                let start = Instant::now();
+                while !std::fs::read_to_string(&log)
+                    .unwrap_or_default()
+                    .contains(step)
+                    && mover.try_wait().unwrap().is_none()
+                    && start.elapsed() < Duration::from_secs(20)
+                {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                format!("at {step:?}")
             }
-            1 => {
-                kill_primary(&mut groups[source_index]).await;
-                "source"
-            }
-            _ => {
-                kill_primary(&mut groups[target_index]).await;
-                "target"
+            None => {
+                let delay = Duration::from_millis((round * 53) % 320);
+                tokio::time::sleep(delay).await;
+                format!("after {delay:?}")
             }
         };
+        match victim {
+            "mover" => {
+                let _ = mover.kill();
+            }
+            "source" => kill_primary(&mut groups[source_index]).await,
+            _ => kill_primary(&mut groups[target_index]).await,
+        }
         let status = mover.wait().unwrap();
         let text = std::fs::read_to_string(&log).unwrap();
         let reached = if text.contains("moved ") {
@@ -711,6 +744,12 @@ async fn moves_interrupted_by_kill_9_complete_or_roll_back() {
             "flipped"
         } else if text.contains("aborting") {
             "aborted"
+        } else if text.contains("the copy reached") {
+            "caught up"
+        } else if text.contains("frozen on") {
+            "frozen"
+        } else if text.contains("copy started") {
+            "copying"
         } else if text.contains("move ") {
             "marked"
         } else {
@@ -727,7 +766,7 @@ async fn moves_interrupted_by_kill_9_complete_or_roll_back() {
             "stayed"
         };
         eprintln!(
-            "round {round}: kill -9 of the {victim} after {delay:?}: mover {reached} ({status}), range {place}{}",
+            "round {round}: kill -9 of the {victim} {when}: mover {reached} ({status}), range {place}{}",
             if entry.moving.is_some() {
                 ", still marked"
             } else {
@@ -735,7 +774,7 @@ async fn moves_interrupted_by_kill_9_complete_or_roll_back() {
             }
         );
         *outcomes
-            .entry(format!("{victim}: {reached}, {place}"))
+            .entry(format!("{victim} {when}: {reached}, {place}"))
             .or_default() += 1;
         // The range is in one place; the next move completes (or the range
         // is already there).
