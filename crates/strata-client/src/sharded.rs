@@ -169,6 +169,8 @@ struct Inner {
     directory: Arc<dyn Directory>,
     map: Mutex<Option<Arc<RangeMap>>>,
     groups: Mutex<HashMap<String, Client>>,
+    /// Dropped with the client: ends the map's watch.
+    stop: tokio::sync::watch::Sender<bool>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -200,8 +202,10 @@ impl ShardedClient {
                 detail: "ShardedClient::new must be called within a Tokio runtime".into(),
             });
         }
-        let etcd = connect_etcd(&config, &source)?;
-        ShardedClient::build(config, source, Arc::new(etcd))
+        let etcd = Arc::new(connect_etcd(&config, &source)?);
+        let client = ShardedClient::build(config, source, etcd.clone())?;
+        client.follow(etcd);
+        Ok(client)
     }
 
     /// A client that reads the cluster's records from `coordinator`
@@ -222,7 +226,44 @@ impl ShardedClient {
         coordinator: impl Coordinator,
     ) -> Result<ShardedClient> {
         let source = Self::source(&config)?;
-        ShardedClient::build(config, source, Arc::new(coordinator))
+        let store = Arc::new(coordinator);
+        let client = ShardedClient::build(config, source, store.clone())?;
+        client.follow(store);
+        Ok(client)
+    }
+
+    /// Follows the map's changes through a watch (within a Tokio
+    /// runtime; without one, the map is read on first use and on
+    /// refusals only): each whole map the watch publishes replaces the
+    /// cached one if it is newer. Ends when the client is dropped.
+    fn follow<C: Coordinator>(&self, store: Arc<C>) {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return;
+        }
+        let (tx, mut rx) = tokio::sync::watch::channel(None);
+        let keys = self.inner.keys.clone();
+        let stop = self.inner.stop.subscribe();
+        tokio::spawn(async move {
+            strata_cluster::watch_map(&*store, keys, tx, stop).await;
+        });
+        let inner = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            while rx.changed().await.is_ok() {
+                let Some(map) = rx.borrow_and_update().clone() else {
+                    continue;
+                };
+                let Some(inner) = inner.upgrade() else {
+                    return;
+                };
+                let mut cached = inner.map.lock();
+                if cached
+                    .as_ref()
+                    .is_none_or(|m| m.revision() < map.revision())
+                {
+                    *cached = Some(map);
+                }
+            }
+        });
     }
 
     fn source(config: &ClientConfig) -> Result<EtcdSource> {
@@ -250,6 +291,7 @@ impl ShardedClient {
                 directory,
                 map: Mutex::new(None),
                 groups: Mutex::new(HashMap::new()),
+                stop: tokio::sync::watch::channel(false).0,
             }),
         })
     }
