@@ -1059,3 +1059,91 @@ async fn a_stopping_upstream_ends_streams_with_going_away() {
         (0, 0, None)
     );
 }
+
+/// A transient subscription (a range move's copy) is not a replica: it is
+/// not listed, its acknowledgements never confirm a semi-synchronous
+/// write, and its slot is gone once its stream ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_a_transient_copy_is_no_replica_and_leaves_no_slot() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = primary(dir.path()).await;
+    let db = node.db.get().unwrap();
+    write_batches(&db, 0, 5);
+    let mut client = client(node.addr).await;
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    tx.send(subscribe(Subscribe {
+        replica_id: "copy-1".into(),
+        transient: true,
+        ..Subscribe::default()
+    }))
+    .await
+    .unwrap();
+    let mut stream = client
+        .subscribe(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    // Acknowledge everything it is sent, as durable.
+    let acker = tokio::spawn(async move {
+        while let Ok(Some(message)) = stream.message().await {
+            let last = match message.kind {
+                Some(upstream_message::Kind::Records(batch)) => {
+                    batch.records.last().map(|r| r.last_seq)
+                }
+                Some(upstream_message::Kind::Record(r)) => Some(r.last_seq),
+                _ => None,
+            };
+            if let Some(last) = last {
+                let ack = Ack {
+                    durable_seq: last,
+                    applied_seq: last,
+                };
+                if tx
+                    .send(ReplicaMessage {
+                        kind: Some(replica_message::Kind::Ack(ack)),
+                    })
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        }
+    });
+    let started = Instant::now();
+    while node.upstream.open_streams() == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the copy's stream did not open"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        node.upstream.replicas().is_empty(),
+        "a copy is listed as a replica"
+    );
+    let mut batch = strata::WriteBatch::new();
+    batch.put(b"semi", b"sync");
+    let upstream = node.upstream.clone();
+    let outcome =
+        tokio::task::spawn_blocking(move || upstream.write(batch, 1, Duration::from_millis(500)))
+            .await
+            .unwrap()
+            .unwrap();
+    assert!(
+        !outcome.confirmed,
+        "a copy's acknowledgement confirmed a semi-synchronous write"
+    );
+    assert_eq!(outcome.replicas, 0);
+    acker.abort();
+    drop(client);
+    let started = Instant::now();
+    while node.upstream.open_streams() != 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the copy's stream did not end"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(node.upstream.replicas().is_empty());
+}

@@ -341,6 +341,9 @@ impl Copy {
                 applied_hash: Vec::new(),
                 epoch: 0,
                 ranges: Vec::new(),
+                // A copy, not a replica: no slot left behind, never counted
+                // for the source's semi-synchronous writes.
+                transient: true,
             })),
         })
         .await
@@ -471,6 +474,16 @@ impl Copy {
                 self.write(batch).await?;
             }
             applied = last;
+            // What is applied here is durable (the copy's writes are
+            // synced): the source may let its log go up to it.
+            let _ = tx
+                .send(ReplicaMessage {
+                    kind: Some(replica_message::Kind::Ack(strata_proto::v1::Ack {
+                        durable_seq: applied,
+                        applied_seq: applied,
+                    })),
+                })
+                .await;
             self.set(|s| {
                 s.applied_source_seq = applied;
                 s.source_durable_seq = s.source_durable_seq.max(applied);

@@ -488,6 +488,24 @@ async fn a_range_moves_back_and_forth_under_load_with_a_split_and_a_failover() {
             }
         }
     }
+    // The moves' copies left no replica slot behind on the sources (they
+    // subscribe as transient copies): no "import-" replica, no alert.
+    for g in &groups {
+        for m in g.members.iter().filter(|m| m.alive()) {
+            let s = m.status().await.unwrap();
+            let copies: Vec<&str> = s
+                .replicas
+                .iter()
+                .map(|r| r.id.as_str())
+                .filter(|id| id.starts_with("import-"))
+                .collect();
+            assert!(
+                copies.is_empty(),
+                "{} lists copies as replicas: {copies:?}",
+                m.name
+            );
+        }
+    }
     let (p50, p99) = percentiles(&mut windows);
     eprintln!(
         "FIGURES sharding: {} moves, cut-over p50 {p50:.0} ms, p99 {p99:.0} ms, {} failed and retried; {} acked writes, {} unknown, {lost} lost; foreign keys left {foreign_keys}",

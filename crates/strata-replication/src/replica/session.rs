@@ -26,6 +26,7 @@ pub(super) async fn session(shared: &Arc<Shared>) -> End {
             applied_hash: link.map(|h| h.to_vec()).unwrap_or_default(),
             epoch: shared.epoch.get(),
             ranges: crate::ranges_to_proto(&shared.config.ranges),
+            transient: false,
         })),
     };
     if tx.send(subscribe).await.is_err() {

@@ -313,6 +313,7 @@ impl Upstream {
             .slots
             .lock()
             .iter()
+            .filter(|(_, slot)| !slot.transient)
             .map(|(id, slot)| ReplicaStatus {
                 id: id.clone(),
                 connected: slot.connected,

@@ -25,7 +25,10 @@ impl Upstream {
         let deadline = Instant::now() + timeout;
         let mut slots = self.shared.slots.lock();
         loop {
-            let count = slots.values().filter(|s| s.durable >= seq.get()).count();
+            let count = slots
+                .values()
+                .filter(|s| !s.transient && s.durable >= seq.get())
+                .count();
             if count >= k
                 || self
                     .shared
@@ -33,7 +36,10 @@ impl Upstream {
                     .wait_until(&mut slots, deadline)
                     .timed_out()
             {
-                return slots.values().filter(|s| s.durable >= seq.get()).count();
+                return slots
+                    .values()
+                    .filter(|s| !s.transient && s.durable >= seq.get())
+                    .count();
             }
         }
     }

@@ -214,6 +214,7 @@ impl Upstream {
                 applied: 0,
                 sent: 0,
                 in_flight: VecDeque::new(),
+                transient: sub.transient,
             });
             slot.cancel.store(true, Ordering::Release); // ends an older stream
             slot.stream = stream_id;
@@ -225,6 +226,7 @@ impl Upstream {
             slot.durable = applied;
             slot.sent = applied;
             slot.in_flight.clear();
+            slot.transient = sub.transient;
         }
 
         let (tx, rx) = mpsc::channel(self.shared.config.stream_buffer.max(1));

@@ -14,6 +14,9 @@ pub(super) struct Slot {
     pub(super) sent: u64,
     /// (last sequence number, when sent) of records not yet acknowledged.
     pub(super) in_flight: VecDeque<(u64, Instant)>,
+    /// A copy's subscription (`Subscribe.transient`): forgotten when its
+    /// stream ends, not a replica, never counted for semi-sync.
+    pub(super) transient: bool,
 }
 
 impl Upstream {
@@ -53,6 +56,10 @@ impl Upstream {
         if let Some(slot) = slots.get_mut(id).filter(|s| s.stream == stream) {
             slot.connected = false;
             slot.cancel.store(true, Ordering::Release);
+            if slot.transient {
+                // Its pin goes with it: the log is no longer held for it.
+                slots.remove(id);
+            }
         }
     }
 }
