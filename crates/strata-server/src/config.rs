@@ -138,6 +138,13 @@ pub(crate) struct ClusterSection {
     /// differ by more than this, in percent (each load a share of bytes
     /// plus a share of writes, 0 to 200; default 30).
     pub(crate) balance_gap_percent: Option<u32>,
+    /// A file holding the admin token the placement controller presents
+    /// to the primaries (`RangeMoves` needs an admin credential); without
+    /// it, or `controller_token_env`, the member's replica token, which
+    /// works only on nodes that require no credentials.
+    pub(crate) controller_token_file: Option<PathBuf>,
+    /// An environment variable holding it.
+    pub(crate) controller_token_env: Option<String>,
 }
 
 impl ClusterSection {
@@ -196,6 +203,20 @@ impl ClusterSection {
             return Err(format!(
                 "cluster.advertise = {advertise:?} must start with http:// or https://"
             ));
+        }
+        if self.token_file.is_some() && self.token_env.is_some() {
+            return Err("[cluster]: give token_file or token_env, not both".into());
+        }
+        if self.controller_token_file.is_some() && self.controller_token_env.is_some() {
+            return Err(
+                "[cluster]: give controller_token_file or controller_token_env, not both".into(),
+            );
+        }
+        if self.split_bytes == Some(0) {
+            return Err("cluster.split_bytes must be positive".into());
+        }
+        if self.balance_gap_percent.is_some_and(|p| p > 200) {
+            return Err("cluster.balance_gap_percent is at most 200".into());
         }
         let _ = (listen, tls);
         Ok(())
@@ -622,6 +643,15 @@ impl Config {
         for token in &mut self.auth.tokens {
             token.file.as_mut().map(fix);
         }
+        if let Some(cluster) = &mut self.cluster {
+            cluster.token_file.as_mut().map(fix);
+            cluster.controller_token_file.as_mut().map(fix);
+            if let Some(tls) = &mut cluster.tls {
+                fix(&mut tls.ca);
+                tls.cert.as_mut().map(fix);
+                tls.key.as_mut().map(fix);
+            }
+        }
         if let Some(replica) = &mut self.replica {
             replica.token_file.as_mut().map(fix);
             if let Some(tls) = &mut replica.tls {
@@ -889,6 +919,19 @@ mod tests {
         let tls = config.tls.unwrap();
         assert_eq!(tls.cert, dir.path().join("c/r.pem"));
         assert_eq!(tls.key, PathBuf::from("/abs/r.key"));
+        // A member's too.
+        std::fs::write(
+            &path,
+            "role = \"member\"\ndata_dir = \"m\"\nlisten = \"127.0.0.1:7002\"\n[cluster]\netcd = [\"http://127.0.0.1:2379\"]\nname = \"c\"\ngroup = \"g1\"\nnode = \"n1\"\ntoken_file = \"s/t\"\ncontroller_token_file = \"s/admin\"\n[cluster.tls]\nca = \"c/ca.pem\"\n",
+        )
+        .unwrap();
+        let cluster = Config::load(&path).unwrap().cluster.unwrap();
+        assert_eq!(cluster.token_file.unwrap(), dir.path().join("s/t"));
+        assert_eq!(
+            cluster.controller_token_file.unwrap(),
+            dir.path().join("s/admin")
+        );
+        assert_eq!(cluster.tls.unwrap().ca, dir.path().join("c/ca.pem"));
     }
 
     #[test]

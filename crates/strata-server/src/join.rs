@@ -147,10 +147,19 @@ pub(crate) fn start(
                     .map_or(defaults.balance_gap, |p| f64::from(p) / 100.0),
             },
         };
+        let controller_token = secrets::presented_token(
+            section.controller_token_file.as_deref(),
+            section.controller_token_env.as_deref(),
+        )
+        .map_err(|e| format!("[cluster] controller token: {e}"))?;
+        let controller_reach = Reach {
+            tls: reach.tls.clone(),
+            token: controller_token.or_else(|| reach.token.clone()),
+        };
         tokio::spawn(crate::controller::run(
             store.clone(),
             keys.clone(),
-            crate::mover::Dial::Node(reach.clone()),
+            crate::mover::Dial::Node(controller_reach),
             config,
             stop_rx.clone(),
         ));
