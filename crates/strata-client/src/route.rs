@@ -50,6 +50,8 @@ fn touched<'m>(map: &'m RangeMap, span: &Span) -> Vec<&'m RangeEntry> {
         return vec![map.locate(&span.start)];
     }
     map.overlapping(&span.start, span.end.as_deref())
+        .iter()
+        .collect()
 }
 
 /// The group every key of `operations` belongs to, by `map`; an empty

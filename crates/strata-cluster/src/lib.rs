@@ -70,5 +70,6 @@ pub use membership::{MemberRecord, Role, successor};
 pub use placement::{Action, PlacementConfig, RangeFigures, decide};
 pub use ranges::{
     Freeze, Moving, RangeEntry, RangeMap, abort_move, begin_move, create_map, decode_entry,
-    encode_entry, flip_move, merge, read_entry, read_map, show_key, split, watch_map,
+    describe_range, encode_entry, end_move, flip_move, merge, read_entry, read_map, show_key,
+    split, watch_map,
 };

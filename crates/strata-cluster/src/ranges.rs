@@ -86,14 +86,24 @@ impl RangeEntry {
         key >= self.start.as_slice() && self.end.as_deref().is_none_or(|end| key < end)
     }
 
-    /// The range as `[start, end)` for messages: hex-free when printable.
+    /// The range as `[start, end)` for messages (see [`describe_range`]).
     pub fn describe(&self) -> String {
-        format!(
-            "[{}, {})",
-            show_key(&self.start),
-            self.end.as_deref().map_or("end".to_string(), show_key)
-        )
+        describe_range(&self.start, self.end.as_deref())
     }
+}
+
+/// `[start, end)` for messages, keys shown by [`show_key`], `end` for an
+/// unbounded range.
+///
+/// ```
+/// assert_eq!(strata_cluster::describe_range(b"m", None), "[\"m\", end)");
+/// ```
+pub fn describe_range(start: &[u8], end: Option<&[u8]>) -> String {
+    format!(
+        "[{}, {})",
+        show_key(start),
+        end.map_or("end".to_string(), show_key)
+    )
 }
 
 /// A key for messages: as text when printable, else hex.
@@ -348,20 +358,38 @@ impl RangeMap {
     }
 
     /// The ranges overlapping `[start, end)` (`end` `None`: to the end),
-    /// in key order.
-    pub fn overlapping(&self, start: &[u8], end: Option<&[u8]>) -> Vec<&RangeEntry> {
-        self.entries
-            .iter()
-            .filter(|e| {
-                e.end.as_deref().is_none_or(|e_end| start < e_end)
-                    && end.is_none_or(|end| e.start.as_slice() < end)
-            })
-            .collect()
+    /// in key order: a run of the entries, found by binary search.
+    ///
+    /// ```
+    /// use strata_cluster::{RangeEntry, RangeMap};
+    /// let e = |s: &[u8], end: Option<&[u8]>| RangeEntry { start: s.to_vec(),
+    ///     end: end.map(<[u8]>::to_vec), group: "g".into(), split_version: 1, move_version: 1,
+    ///     moving: None, mod_revision: 1 };
+    /// let map = RangeMap::new(vec![e(b"", Some(b"f")), e(b"f", Some(b"m")), e(b"m", None)], 7).unwrap();
+    /// let starts = |s: &[u8], end: Option<&[u8]>| -> Vec<Vec<u8>> {
+    ///     map.overlapping(s, end).iter().map(|e| e.start.clone()).collect() };
+    /// assert_eq!(starts(b"g", Some(b"h")), [b"f".to_vec()]);
+    /// assert_eq!(starts(b"a", Some(b"m")), [b"".to_vec(), b"f".to_vec()]);
+    /// assert_eq!(starts(b"g", None), [b"f".to_vec(), b"m".to_vec()]);
+    /// ```
+    pub fn overlapping(&self, start: &[u8], end: Option<&[u8]>) -> &[RangeEntry] {
+        let first = self
+            .entries
+            .partition_point(|e| e.start.as_slice() <= start)
+            .saturating_sub(1);
+        let last = match end {
+            Some(end) => self.entries.partition_point(|e| e.start.as_slice() < end),
+            None => self.entries.len(),
+        };
+        self.entries.get(first..last.max(first)).unwrap_or_default()
     }
 
     /// The entry starting exactly at `start`.
     pub fn starting_at(&self, start: &[u8]) -> Option<&RangeEntry> {
-        self.entries.iter().find(|e| e.start == start)
+        self.entries
+            .binary_search_by(|e| e.start.as_slice().cmp(start))
+            .ok()
+            .and_then(|i| self.entries.get(i))
     }
 
     /// The groups named in the map.
@@ -658,29 +686,48 @@ pub async fn flip_move(
     .await
 }
 
-/// Rolls back a move that has not flipped: the range stays with its
-/// owner, not moving. Nothing to do if the range is not moving.
-pub async fn abort_move(store: &impl Coordinator, keys: &ClusterKeys, start: &[u8]) -> Result<()> {
-    let entry = read_entry(store, keys, start).await?;
-    if entry.moving.is_none() {
-        return Ok(());
-    }
+/// Ends the move marking `entry` (its mod revision is the move's id), if
+/// the entry is still that one: one transaction clears the mark and
+/// deletes the source's freeze, comparing the entry's revision, so the
+/// move can never flip afterwards. Returns whether this call ended it
+/// (`false`: the entry changed meanwhile: flipped, or ended by another).
+pub async fn end_move(
+    store: &impl Coordinator,
+    keys: &ClusterKeys,
+    entry: &RangeEntry,
+) -> Result<bool> {
     let mut kept = entry.clone();
     kept.moving = None;
-    run(
-        store,
-        Txn {
+    let outcome = store
+        .txn(Txn {
             compare: vec![Compare::mod_revision_is(
-                &keys.range_entry(start),
+                &keys.range_entry(&entry.start),
                 entry.mod_revision,
             )],
-            success: vec![put_entry(keys, &kept)],
+            success: vec![
+                put_entry(keys, &kept),
+                Op::Delete {
+                    key: keys.range_freeze(&entry.start),
+                },
+            ],
             failure: vec![],
-        },
+        })
+        .await?;
+    Ok(outcome.succeeded)
+}
+
+/// Rolls back a move that has not flipped: the range stays with its
+/// owner, not moving, and the source's freeze is gone. Nothing to do if
+/// the range is not moving.
+pub async fn abort_move(store: &impl Coordinator, keys: &ClusterKeys, start: &[u8]) -> Result<()> {
+    let entry = read_entry(store, keys, start).await?;
+    if entry.moving.is_none() || end_move(store, keys, &entry).await? {
+        return Ok(());
+    }
+    Err(conflict(
         "abort move",
-    )
-    .await
-    .map(|_| ())
+        "the range map changed since it was read (another change won); read it again".to_string(),
+    ))
 }
 
 /// Keeps `tx` holding the newest valid map (or `None` while there is

@@ -414,8 +414,20 @@ async fn range_map_changes_are_compare_and_swap<C: Coordinator>(c: &C) {
 
     // Merge needs one group; after moving back, it merges.
     assert!(merge(c, &keys, &moved, b"m").await.is_err());
-    begin_move(c, &keys, &moved, b"m", "g1").await.unwrap();
+    let aborted_id = begin_move(c, &keys, &moved, b"m", "g1").await.unwrap();
+    let stale = Freeze {
+        v: 1,
+        id: aborted_id,
+        node: "n2".into(),
+        seq: 3,
+    }
+    .encode();
+    c.put(&keys.range_freeze(b"m"), &stale, None).await.unwrap();
     abort_move(c, &keys, b"m").await.unwrap();
+    assert!(
+        c.get(&keys.range_freeze(b"m")).await.unwrap().is_none(),
+        "an abort leaves no freeze behind"
+    );
     let aborted = read_map(c, &keys).await.unwrap().unwrap();
     assert_eq!(aborted.locate(b"x").group, "g2");
     assert!(aborted.locate(b"x").moving.is_none());

@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use parking_lot::{Mutex, RwLock, RwLockReadGuard};
 use strata_cluster::{
     ClusterKeys, Compare, Coordinator, EtcdCoordinator, Freeze, LeaseId, Op, RangeEntry, RangeMap,
-    Txn, encode_entry, read_entry, show_key,
+    Txn, end_move, read_entry, show_key,
 };
 use strata_proto::v1::{Operation, operation};
 use tokio::sync::watch;
@@ -155,7 +155,7 @@ impl Ownership {
         &self.group
     }
 
-    /// The ranges frozen now (start, end, seq), for status.
+    /// How many ranges are frozen now, for the metrics.
     pub(crate) fn frozen_count(&self) -> usize {
         self.frozen.lock().len()
     }
@@ -179,7 +179,7 @@ impl Ownership {
         for span in spans {
             let (start, end, point) = span.bounds();
             let entries = if point {
-                vec![map.locate(start)]
+                std::slice::from_ref(map.locate(start))
             } else {
                 map.overlapping(start, end)
             };
@@ -227,8 +227,10 @@ impl Ownership {
         ))
     }
 
-    /// Admits a read of `spans`.
-    pub(crate) fn check_read(&self, spans: &[Span]) -> Result<(), Status> {
+    /// Admits `spans` by ownership alone: a read, or a pipelined write's
+    /// own keys before its run is committed (and checked again, frozen
+    /// ranges too, under the gate).
+    pub(crate) fn check(&self, spans: &[Span]) -> Result<(), Status> {
         self.check_owned(spans).map(|_| ())
     }
 
@@ -257,8 +259,16 @@ impl Ownership {
         }
         drop(frozen);
         if let Some(first) = spans.first() {
-            let start = map.locate(first.bounds().0).start.clone();
-            *self.writes.lock().0.entry(start).or_default() += 1;
+            // Counted under its range's start; the key is copied only the
+            // first time a range is written in a round of figures.
+            let start = &map.locate(first.bounds().0).start;
+            let mut writes = self.writes.lock();
+            match writes.0.get_mut(start) {
+                Some(count) => *count += 1,
+                None => {
+                    writes.0.insert(start.clone(), 1);
+                }
+            }
         }
         Ok(guard)
     }
@@ -424,26 +434,7 @@ impl Ownership {
             // compares the entry's revision, so none can happen now.
             return Ok(entry.group == self.group);
         }
-        let mut kept = entry.clone();
-        kept.moving = None;
-        let outcome = self
-            .store
-            .txn(Txn {
-                compare: vec![Compare::mod_revision_is(&self.keys.range_entry(start), id)],
-                success: vec![
-                    Op::Put {
-                        key: self.keys.range_entry(start),
-                        value: encode_entry(&kept),
-                        lease: None,
-                    },
-                    Op::Delete {
-                        key: self.keys.range_freeze(start),
-                    },
-                ],
-                failure: vec![],
-            })
-            .await?;
-        if outcome.succeeded {
+        if end_move(&self.store, &self.keys, &entry).await? {
             return Ok(true);
         }
         let entry = read_entry(&self.store, &self.keys, start).await?;

@@ -267,7 +267,7 @@ async fn write_run(node: &Node, run: Vec<Mergeable>) -> Vec<PipelineResponse> {
         let own = match (&sharded, &mut spans) {
             (Some(ownership), Some(all)) => {
                 let mine = crate::ownership::spans_of(&write.request.operations);
-                ownership.check_read(&mine).map(|()| all.extend(mine))
+                ownership.check(&mine).map(|()| all.extend(mine))
             }
             _ => Ok(()),
         };

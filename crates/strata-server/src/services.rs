@@ -404,10 +404,11 @@ impl Node {
         self.cluster.as_ref().and_then(|m| m.ownership.as_ref())
     }
 
-    /// Refuses a read of keys this node's group does not own.
-    fn check_read(&self, spans: &[crate::ownership::Span]) -> Result<(), Status> {
+    /// On a sharded member, refuses a read of keys (`span`, built only
+    /// then) this node's group does not own.
+    fn check_read(&self, span: impl FnOnce() -> crate::ownership::Span) -> Result<(), Status> {
         match self.sharded() {
-            Some(ownership) => ownership.check_read(spans),
+            Some(ownership) => ownership.check(&[span()]),
             None => Ok(()),
         }
     }
@@ -488,10 +489,12 @@ impl Node {
                 "end must be above start (or set unbounded)",
             ));
         }
-        self.check_read(&[crate::ownership::Span::Range(
-            request.start.clone(),
-            (!request.unbounded).then(|| request.end.clone()),
-        )])?;
+        self.check_read(|| {
+            crate::ownership::Span::Range(
+                request.start.clone(),
+                (!request.unbounded).then(|| request.end.clone()),
+            )
+        })?;
         let options = read_options(
             request.min_seq,
             request.max_staleness_millis,
@@ -535,9 +538,7 @@ impl Node {
     }
 
     async fn get_inner(&self, request: GetRequest) -> Result<GetResponse, Status> {
-        if self.sharded().is_some() {
-            self.check_read(&[crate::ownership::Span::Key(request.key.clone())])?;
-        }
+        self.check_read(|| crate::ownership::Span::Key(request.key.clone()))?;
         let options = read_options(
             request.min_seq,
             request.max_staleness_millis,
