@@ -130,20 +130,29 @@ impl Security {
         } else {
             format!("http://{node}")
         };
-        let mut endpoint = Endpoint::from_shared(address.clone())
-            .map_err(|e| format!("bad node address {node:?}: {e}"))?
-            .connect_timeout(std::time::Duration::from_secs(5));
-        if let Some(tls) = tls {
-            endpoint = endpoint
-                .tls_config(tls)
-                .map_err(|e| format!("TLS settings for {address}: {e}"))?;
-        }
-        let channel = endpoint
-            .connect()
-            .await
-            .map_err(|e| format!("connecting to {address}: {e}"))?;
+        let channel = dial(&address, tls).await?;
         Ok((channel, WithToken(self.token()?)))
     }
+}
+
+/// A channel to `address` (an `http://` or `https://` URL), with `tls`
+/// for `https://`, within a 5 s connect timeout.
+pub(crate) async fn dial(
+    address: &str,
+    tls: Option<tonic::transport::ClientTlsConfig>,
+) -> Result<Channel, String> {
+    let mut endpoint = Endpoint::from_shared(address.to_string())
+        .map_err(|e| format!("bad node address {address:?}: {e}"))?
+        .connect_timeout(std::time::Duration::from_secs(5));
+    if let Some(tls) = tls {
+        endpoint = endpoint
+            .tls_config(tls)
+            .map_err(|e| format!("TLS settings for {address}: {e}"))?;
+    }
+    endpoint
+        .connect()
+        .await
+        .map_err(|e| format!("connecting to {address}: {e}"))
 }
 
 impl NodeArgs {

@@ -40,9 +40,47 @@ use strata_proto::v1::{
 };
 use strata_replication::auth::Secret;
 use tokio::sync::watch;
-use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig};
 
 use crate::node::Node;
+
+/// The deletion of `db`'s keys in `[start, end)` (`end` `None`: to the
+/// end of the key space, so the deletion ends at the last key held), or
+/// `None` when an unbounded range holds no key here.
+pub(crate) fn range_deletion(
+    db: &strata::Db,
+    start: &[u8],
+    end: Option<&[u8]>,
+) -> strata::Result<Option<WriteBatch>> {
+    let mut batch = WriteBatch::new();
+    if let Some(end) = end {
+        batch.delete_range(start, end);
+        return Ok(Some(batch));
+    }
+    let last = db
+        .snapshot()
+        .scan_rev((std::ops::Bound::Included(start), std::ops::Bound::Unbounded))?
+        .next()
+        .transpose()?;
+    let Some((last, _)) = last else {
+        return Ok(None);
+    };
+    if last.as_slice() > start {
+        batch.delete_range(start, &last);
+    }
+    batch.delete(&last);
+    Ok(Some(batch))
+}
+
+impl Node {
+    /// The replicas a member's own writes (a range copy, a drop) wait for,
+    /// and how long: the member's `min_sync_replicas` and sync timeout.
+    pub(crate) fn member_sync(&self) -> (u32, u64) {
+        self.cluster
+            .as_ref()
+            .map_or((0, 2000), |m| (m.min_sync_replicas, m.sync_timeout_millis))
+    }
+}
 
 /// How the copy reaches other nodes.
 #[derive(Debug, Clone, Default)]
@@ -123,7 +161,7 @@ impl Imports {
             stop,
             done: Mutex::new(None),
         });
-        let copy = Copy {
+        let copy = RangeCopy {
             node,
             map,
             group,
@@ -183,7 +221,7 @@ impl Import {
     }
 }
 
-struct Copy {
+struct RangeCopy {
     node: Node,
     map: watch::Receiver<Option<Arc<RangeMap>>>,
     group: String,
@@ -214,13 +252,9 @@ fn with_token<T>(token: Option<&Secret>, message: T) -> tonic::Request<T> {
     request
 }
 
-impl Copy {
+impl RangeCopy {
     fn describe(&self) -> String {
-        format!(
-            "[{}, {})",
-            show_key(&self.start),
-            self.end.as_deref().map_or("end".to_string(), show_key)
-        )
+        strata_cluster::describe_range(&self.start, self.end.as_deref())
     }
 
     fn marked(&self) -> Marked {
@@ -239,71 +273,25 @@ impl Copy {
         }
     }
 
-    fn clip(&self, start: &[u8], end: &[u8]) -> Option<(Vec<u8>, Option<Vec<u8>>)> {
-        let s = start.max(self.start.as_slice()).to_vec();
-        let e = match self.end.as_deref() {
-            Some(own) => end.min(own),
-            None => end,
-        };
-        (s.as_slice() < e).then(|| (s, Some(e.to_vec())))
+    /// `[start, end)` cut to the copied range, if anything is left.
+    fn clip<'a>(&'a self, start: &'a [u8], end: &'a [u8]) -> Option<(&'a [u8], &'a [u8])> {
+        let s = start.max(self.start.as_slice());
+        let e = self.end.as_deref().map_or(end, |own| end.min(own));
+        (s < e).then_some((s, e))
     }
 
     fn contains(&self, key: &[u8]) -> bool {
         key >= self.start.as_slice() && self.end.as_deref().is_none_or(|e| key < e)
     }
 
-    /// The deletion of this node's keys in the range (`None`: it holds
-    /// none). An unbounded range ends after its last key here.
-    fn clearing(&self) -> Result<Option<WriteBatch>, String> {
-        let mut batch = WriteBatch::new();
-        match &self.end {
-            Some(end) => batch.delete_range(&self.start, end),
-            None => {
-                let db = self.node.db.get().ok_or("this node has no database yet")?;
-                let snapshot = db.snapshot();
-                let last = snapshot
-                    .scan_rev((
-                        std::ops::Bound::Included(self.start.as_slice()),
-                        std::ops::Bound::Unbounded,
-                    ))
-                    .map_err(|e| format!("reading this node's copy of the range: {e}"))?
-                    .next()
-                    .transpose()
-                    .map_err(|e| format!("reading this node's copy of the range: {e}"))?;
-                let Some((last, _)) = last else {
-                    return Ok(None);
-                };
-                if last.as_slice() > self.start.as_slice() {
-                    batch.delete_range(&self.start, &last);
-                }
-                batch.delete(&last);
-            }
-        }
-        Ok(Some(batch))
-    }
-
     async fn channel(&self) -> Result<Channel, String> {
-        let mut endpoint = Endpoint::from_shared(self.source.clone())
-            .map_err(|e| format!("bad source address {:?}: {e}", self.source))?
-            .connect_timeout(Duration::from_secs(5))
-            .tcp_nodelay(true);
-        if let Some(tls) = &self.reach.tls {
-            endpoint = endpoint
-                .tls_config(tls.clone())
-                .map_err(|e| format!("TLS settings for {}: {e}", self.source))?;
-        }
-        endpoint
-            .connect()
+        crate::connect::dial(&self.source, self.reach.tls.clone())
             .await
-            .map_err(|e| format!("connecting to the source {}: {e}", self.source))
+            .map_err(|e| format!("the source: {e}"))
     }
 
     async fn write(&self, batch: WriteBatch) -> Result<(), String> {
-        let (min_sync, timeout) = self
-            .node
-            .cluster
-            .as_ref()
-            .map_or((0, 2000), |m| (m.min_sync_replicas, m.sync_timeout_millis));
+        let (min_sync, timeout) = self.node.member_sync();
         let response = self
             .node
             .commit_local(batch, true, min_sync, timeout)
@@ -359,7 +347,10 @@ impl Copy {
             .into_inner();
         // Whatever this node held of the range (a copy of an earlier move
         // that did not finish) goes first.
-        if let Some(clear) = self.clearing()? {
+        let db = self.node.db.get().ok_or("this node has no database yet")?;
+        let clear = range_deletion(&db, &self.start, self.end.as_deref())
+            .map_err(|e| format!("reading this node's copy of the range: {e}"))?;
+        if let Some(clear) = clear {
             self.write(clear).await?;
         }
 
@@ -460,8 +451,8 @@ impl Copy {
                         BatchOp::Put { key, value } if self.contains(key) => batch.put(key, value),
                         BatchOp::Delete { key } if self.contains(key) => batch.delete(key),
                         BatchOp::DeleteRange { start, end } => {
-                            if let Some((s, Some(e))) = self.clip(start, end) {
-                                batch.delete_range(&s, &e);
+                            if let Some((s, e)) = self.clip(start, end) {
+                                batch.delete_range(s, e);
                             }
                         }
                         _ => {}

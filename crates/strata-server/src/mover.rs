@@ -112,18 +112,7 @@ async fn client(dial: &Dial, address: &str) -> Result<RangeMovesClient<Connected
             Ok(RangeMovesClient::with_interceptor(channel, token))
         }
         Dial::Node(reach) => {
-            let mut endpoint = tonic::transport::Endpoint::from_shared(address.to_string())
-                .map_err(|e| format!("bad address {address:?}: {e}"))?
-                .connect_timeout(Duration::from_secs(5));
-            if let Some(tls) = &reach.tls {
-                endpoint = endpoint
-                    .tls_config(tls.clone())
-                    .map_err(|e| format!("TLS settings for {address}: {e}"))?;
-            }
-            let channel = endpoint
-                .connect()
-                .await
-                .map_err(|e| format!("connecting to {address}: {e}"))?;
+            let channel = crate::connect::dial(address, reach.tls.clone()).await?;
             Ok(RangeMovesClient::with_interceptor(
                 channel,
                 crate::connect::WithToken::new(reach.token.clone()),

@@ -10,7 +10,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use strata::WriteBatch;
 use strata_cluster::show_key;
 use strata_proto::v1::range_moves_server::RangeMoves;
 use strata_proto::v1::{
@@ -263,35 +262,12 @@ impl RangeMoves for Node {
             )));
         }
         let db = self.db()?;
-        let mut batch = WriteBatch::new();
-        let end = match entry.end.clone() {
-            Some(end) => Some(end),
-            None => db
-                .snapshot()
-                .scan_rev((
-                    std::ops::Bound::Included(entry.start.as_slice()),
-                    std::ops::Bound::Unbounded,
-                ))
-                .map_err(|e| Status::internal(e.to_string()))?
-                .next()
-                .transpose()
-                .map_err(|e| Status::internal(e.to_string()))?
-                .map(|(k, _)| {
-                    batch.delete(&k);
-                    k
-                }),
+        let Some(batch) = crate::import::range_deletion(&db, &entry.start, entry.end.as_deref())
+            .map_err(|e| Status::internal(e.to_string()))?
+        else {
+            return Ok(Response::new(DropRangeResponse { seq: 0 }));
         };
-        match end {
-            Some(end) if end.as_slice() > entry.start.as_slice() => {
-                batch.delete_range(&entry.start, &end);
-            }
-            Some(_) => {}
-            None => return Ok(Response::new(DropRangeResponse { seq: 0 })),
-        }
-        let (min_sync, timeout) = self
-            .cluster
-            .as_ref()
-            .map_or((0, 2000), |m| (m.min_sync_replicas, m.sync_timeout_millis));
+        let (min_sync, timeout) = self.member_sync();
         let response = self.commit_local(batch, true, min_sync, timeout).await?;
         tracing::info!(range = %entry.describe(), seq = response.seq, "dropped this node's copy of a range its group no longer owns");
         Ok(Response::new(DropRangeResponse { seq: response.seq }))
