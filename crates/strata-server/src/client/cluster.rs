@@ -154,21 +154,14 @@ pub(crate) struct MoveArgs {
 /// `strata cluster failover`.
 #[derive(clap::Args, Debug, Clone)]
 pub(crate) struct FailoverArgs {
-    /// etcd client URLs (comma separated).
-    #[arg(long, value_delimiter = ',', value_name = "ENDPOINTS", required = true)]
-    pub(crate) etcd: Vec<String>,
-    /// The cluster's name in etcd.
-    #[arg(long)]
-    pub(crate) cluster: String,
+    #[command(flatten)]
+    pub(crate) etcd: EtcdArgs,
     /// The range group to hand over.
     #[arg(long)]
     pub(crate) group: String,
     /// The member to hand it to.
     #[arg(long)]
     pub(crate) to: String,
-    /// The prefix of Strata's keys in etcd.
-    #[arg(long, default_value = "strata")]
-    pub(crate) key_prefix: String,
     /// How long to wait for the hand-over, in milliseconds.
     #[arg(long, default_value_t = 30_000)]
     pub(crate) timeout_ms: u64,
@@ -177,15 +170,8 @@ pub(crate) struct FailoverArgs {
 /// `strata cluster status`.
 #[derive(clap::Args, Debug, Clone)]
 pub(crate) struct StatusArgs {
-    /// etcd client URLs (comma separated).
-    #[arg(long, value_delimiter = ',', value_name = "ENDPOINTS", required = true)]
-    pub(crate) etcd: Vec<String>,
-    /// The cluster's name in etcd.
-    #[arg(long)]
-    pub(crate) cluster: String,
-    /// The prefix of Strata's keys in etcd.
-    #[arg(long, default_value = "strata")]
-    pub(crate) key_prefix: String,
+    #[command(flatten)]
+    pub(crate) etcd: EtcdArgs,
     #[command(flatten)]
     pub(crate) security: Security,
 }
@@ -440,13 +426,9 @@ async fn move_range(args: MoveArgs) -> Result<(), String> {
 /// primary key names the target.
 async fn failover(args: FailoverArgs) -> Result<(), String> {
     use std::time::{Duration, Instant};
-    use strata_cluster::{
-        ClusterKeys, Coordinator, EtcdCoordinator, EtcdOptions, MemberRecord, Switchover,
-    };
-    let endpoints = args.etcd.join(",");
-    let keys = ClusterKeys::new(&args.key_prefix, &args.cluster).map_err(|e| e.to_string())?;
-    let store = EtcdCoordinator::connect(EtcdOptions::new(args.etcd.clone()))
-        .map_err(|e| format!("etcd at {endpoints}: {e}"))?;
+    use strata_cluster::{Coordinator, MemberRecord, Switchover};
+    let endpoints = args.etcd.etcd.join(",");
+    let (store, keys) = args.etcd.connect()?;
     let member_key = keys.member(&args.to).map_err(|e| e.to_string())?;
     let member = store
         .get(&member_key)
@@ -455,7 +437,7 @@ async fn failover(args: FailoverArgs) -> Result<(), String> {
         .ok_or_else(|| {
             format!(
                 "no member {} in cluster {} (is it running?)",
-                args.to, args.cluster
+                args.to, args.etcd.cluster
             )
         })?;
     let record = MemberRecord::decode(&member.value, &args.to).map_err(|e| e.to_string())?;
@@ -527,8 +509,8 @@ async fn failover(args: FailoverArgs) -> Result<(), String> {
 async fn status(args: StatusArgs) -> Result<(), String> {
     // The report covers every group; the source's group only has to be a
     // valid name.
-    let mut source = EtcdSource::new(args.etcd.clone(), args.cluster.clone(), "all");
-    source.key_prefix = args.key_prefix.clone();
+    let mut source = EtcdSource::new(args.etcd.etcd.clone(), args.etcd.cluster.clone(), "all");
+    source.key_prefix = args.etcd.key_prefix.clone();
     let mut config = ClientConfig::etcd(source);
     let (tls, bearer) = args.security.client_settings()?;
     config.tls = tls;
@@ -538,9 +520,9 @@ async fn status(args: StatusArgs) -> Result<(), String> {
     if groups.is_empty() {
         return Err(format!(
             "no member records under {}/{}/members/ in etcd at {}: is the cluster name right?",
-            args.key_prefix,
-            args.cluster,
-            args.etcd.join(",")
+            args.etcd.key_prefix,
+            args.etcd.cluster,
+            args.etcd.etcd.join(",")
         ));
     }
     for group in &groups {
