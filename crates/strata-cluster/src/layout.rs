@@ -319,19 +319,24 @@ pub fn plan(
             vec![(Vec::new(), first)]
         }
     };
-    for spec in &layout.ranges {
-        let at = spec.start.as_bytes();
-        if !live.iter().any(|(s, _)| s == at) {
-            let owner = live
-                .iter()
-                .rev()
-                .find(|(s, _)| s.as_slice() <= at)
-                .map(|(_, g)| g.clone())
-                .unwrap_or_default();
-            plan.changes.push(Change::Split { at: at.to_vec() });
-            live.push((at.to_vec(), owner));
-            live.sort();
+    // A split at `at`, unless a range starts there: the new range keeps
+    // its parent's group.
+    let mut split_at = |live: &mut Vec<(Vec<u8>, String)>, at: &[u8]| {
+        if live.iter().any(|(s, _)| s == at) {
+            return;
         }
+        let owner = live
+            .iter()
+            .rev()
+            .find(|(s, _)| s.as_slice() <= at)
+            .map(|(_, g)| g.clone())
+            .unwrap_or_default();
+        plan.changes.push(Change::Split { at: at.to_vec() });
+        live.push((at.to_vec(), owner));
+        live.sort();
+    };
+    for spec in &layout.ranges {
+        split_at(&mut live, spec.start.as_bytes());
     }
     if layout.ranges.is_empty() {
         // Placement is the controller's, but the rules hold from this
@@ -339,16 +344,8 @@ pub fn plan(
         for rule in &layout.rules {
             let prefix = rule.prefix.as_bytes().to_vec();
             for at in [prefix.clone(), crate::coordinator::prefix_end(&prefix)] {
-                if at != [0] && !live.iter().any(|(s, _)| *s == at) {
-                    let owner = live
-                        .iter()
-                        .rev()
-                        .find(|(s, _)| s.as_slice() <= at.as_slice())
-                        .map(|(_, g)| g.clone())
-                        .unwrap_or_default();
-                    plan.changes.push(Change::Split { at: at.clone() });
-                    live.push((at, owner));
-                    live.sort();
+                if at != [0] {
+                    split_at(&mut live, &at);
                 }
             }
         }
@@ -626,16 +623,10 @@ mod tests {
         assert!(!overlaps_prefix(b"a", Some(b"eu/"), b"eu/"));
         assert!(overlaps_prefix(b"a", None, b"eu/"));
     }
-}
-
-#[cfg(test)]
-mod unpinned {
-    #![allow(clippy::unwrap_used)]
-    use super::*;
 
     #[test]
     fn without_pinned_ranges_a_plan_still_makes_the_rules_hold() {
-        let mut layout = super::tests_layout();
+        let mut layout = layout();
         layout.ranges.clear();
         let plan = plan(&layout, None, None, &[]).unwrap();
         let shown: Vec<String> = plan.changes.iter().map(ToString::to_string).collect();
@@ -649,30 +640,5 @@ mod unpinned {
                 "~ move the range at \"eu/\" from g1 to g2",
             ]
         );
-    }
-}
-
-#[cfg(test)]
-fn tests_layout() -> Layout {
-    Layout {
-        cluster: "shop".into(),
-        replicas_per_group: 0,
-        groups: vec![
-            GroupSpec {
-                name: "g1".into(),
-                nodes: vec![],
-                tags: vec![],
-            },
-            GroupSpec {
-                name: "g2".into(),
-                nodes: vec![],
-                tags: vec!["eu".into()],
-            },
-        ],
-        rules: vec![Rule {
-            prefix: "eu/".into(),
-            tags: vec!["eu".into()],
-        }],
-        ranges: vec![],
     }
 }

@@ -30,18 +30,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use members::{Group, group, put};
+use members::{Group, group, percentiles, put};
 use parking_lot::Mutex;
 use strata_proto::v1::GetRequest;
 
 const NEEDS: &str = "needs a real etcd (apt-get install -y etcd-server); .ci/run runs it: cargo test -p strata-server --test failover_etcd -- --ignored --test-threads 1";
-
-/// The p50 and p99 of `samples` (seconds).
-fn percentiles(samples: &mut [f64]) -> (f64, f64) {
-    samples.sort_by(f64::total_cmp);
-    let at = |q: f64| samples[((samples.len() as f64 - 1.0) * q).round() as usize];
-    (at(0.5), at(0.99))
-}
 
 /// Waits until every running member has applied `seq` and has the same
 /// digest as of it; returns the digest.

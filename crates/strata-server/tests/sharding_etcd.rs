@@ -34,20 +34,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use members::{Group, sharded};
+use members::{Group, percentiles, sharded};
 use parking_lot::Mutex;
 use strata_cluster::{ClusterKeys, Coordinator, EtcdCoordinator, EtcdOptions, MemberRecord};
 use strata_proto::v1::kv_client::KvClient;
-use strata_proto::v1::{DigestRequest, GetRequest, KeyRange, PutRequest, StatusRequest};
+use strata_proto::v1::{DigestRequest, GetRequest, KeyRange, PutRequest};
 use tonic::transport::Channel;
 
 const CLUSTER: &str = "shards";
-
-fn percentiles(samples: &mut [f64]) -> (f64, f64) {
-    samples.sort_by(f64::total_cmp);
-    let at = |q: f64| samples[((samples.len() as f64 - 1.0) * q).round() as usize];
-    (at(0.5), at(0.99))
-}
 
 /// Runs `strata ARGS`; its stdout and stderr.
 fn strata(args: &[&str]) -> (bool, String, String) {
@@ -180,53 +174,87 @@ fn key_of(writer: usize, i: u64) -> Vec<u8> {
     format!("{}{writer}-{:03}", letter as char, i % 120).into_bytes()
 }
 
-/// Writers through the sharded client (`strata_client::ShardedClient`),
-/// each over its own keys spread over the whole key space.
+/// A sharded client of the test cluster.
+fn sharded_client(etcd: &[String]) -> strata_client::ShardedClient {
+    let mut config = strata_client::ClientConfig::etcd(strata_client::EtcdSource::cluster(
+        etcd.to_vec(),
+        CLUSTER,
+    ));
+    config.failover_wait = Duration::from_secs(30);
+    strata_client::ShardedClient::new(config).unwrap()
+}
+
+/// A writer through `client`, writing `key(i)` = `i + 1` until `stop`,
+/// recording in `ledger`; with `group`, every acknowledgement must come
+/// from that group.
+fn writer(
+    client: strata_client::ShardedClient,
+    ledger: &Arc<Mutex<Ledger>>,
+    stop: &Arc<AtomicBool>,
+    name: String,
+    key: impl Fn(u64) -> Vec<u8> + Send + 'static,
+    group: Option<&'static str>,
+) -> tokio::task::JoinHandle<()> {
+    let ledger = Arc::clone(ledger);
+    let stop = Arc::clone(stop);
+    tokio::spawn(async move {
+        let mut i = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            let key = key(i);
+            let value = i + 1;
+            match client.put(&key, value.to_string().as_bytes()).await {
+                Ok(token) => {
+                    if let Some(group) = group {
+                        assert_eq!(
+                            token.group,
+                            group,
+                            "{} was acknowledged by {}",
+                            String::from_utf8_lossy(&key),
+                            token.group
+                        );
+                    }
+                    let mut l = ledger.lock();
+                    l.acked.insert(key.clone(), value);
+                    l.unknown.remove(&key);
+                    l.acks += 1;
+                }
+                Err(e) => {
+                    // Outcome unknown (or a failure the client says was
+                    // not applied): either way the value may be read back,
+                    // never required.
+                    let mut l = ledger.lock();
+                    l.unknown.entry(key.clone()).or_default().push(value);
+                    l.unknowns += 1;
+                    if !matches!(e, strata_client::Error::OutcomeUnknown { .. }) {
+                        l.failures += 1;
+                        eprintln!("writer {name}: {e}");
+                    }
+                }
+            }
+            i += 1;
+        }
+    })
+}
+
+/// `count` writers through one sharded client, each over its own keys
+/// spread over the whole key space.
 fn writers(
     etcd: &[String],
     ledger: &Arc<Mutex<Ledger>>,
     stop: &Arc<AtomicBool>,
     count: usize,
 ) -> Vec<tokio::task::JoinHandle<()>> {
-    let mut config = strata_client::ClientConfig::etcd(strata_client::EtcdSource::cluster(
-        etcd.to_vec(),
-        CLUSTER,
-    ));
-    config.failover_wait = Duration::from_secs(30);
-    let client = strata_client::ShardedClient::new(config).unwrap();
+    let client = sharded_client(etcd);
     (0..count)
         .map(|w| {
-            let client = client.clone();
-            let ledger = Arc::clone(ledger);
-            let stop = Arc::clone(stop);
-            tokio::spawn(async move {
-                let mut i = 0u64;
-                while !stop.load(Ordering::Relaxed) {
-                    let key = key_of(w, i);
-                    let value = i + 1;
-                    match client.put(&key, value.to_string().as_bytes()).await {
-                        Ok(_token) => {
-                            let mut l = ledger.lock();
-                            l.acked.insert(key.clone(), value);
-                            l.unknown.remove(&key);
-                            l.acks += 1;
-                        }
-                        Err(e) => {
-                            // Outcome unknown (or a failure the client says
-                            // was not applied): either way the value may be
-                            // read back, never required.
-                            let mut l = ledger.lock();
-                            l.unknown.entry(key.clone()).or_default().push(value);
-                            l.unknowns += 1;
-                            if !matches!(e, strata_client::Error::OutcomeUnknown { .. }) {
-                                l.failures += 1;
-                                eprintln!("writer {w}: {e}");
-                            }
-                        }
-                    }
-                    i += 1;
-                }
-            })
+            writer(
+                client.clone(),
+                ledger,
+                stop,
+                w.to_string(),
+                move |i| key_of(w, i),
+                None,
+            )
         })
         .collect()
 }
@@ -648,7 +676,6 @@ async fn nodes_refuse_keys_of_other_groups_and_batches_across_groups() {
         "{}",
         read.message()
     );
-    let _ = StatusRequest {};
     drop(groups);
     drop(etcd);
 }
@@ -999,42 +1026,15 @@ async fn the_placement_controller_splits_and_balances_within_the_rules() {
     };
     let ledger = Arc::new(Mutex::new(Ledger::default()));
     let tasks = writers(&endpoints, &ledger, &stop, 3);
-    // eu/ keys too.
-    let eu = {
-        let stop = Arc::clone(&stop);
-        let ledger = Arc::clone(&ledger);
-        let mut config = strata_client::ClientConfig::etcd(strata_client::EtcdSource::cluster(
-            endpoints.clone(),
-            CLUSTER,
-        ));
-        config.failover_wait = Duration::from_secs(30);
-        let client = strata_client::ShardedClient::new(config).unwrap();
-        tokio::spawn(async move {
-            let mut i = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                let key = format!("eu/{:03}", i % 200).into_bytes();
-                let value = i + 1;
-                match client.put(&key, value.to_string().as_bytes()).await {
-                    Ok(token) => {
-                        assert_eq!(
-                            token.group, "g2",
-                            "an eu/ key was acknowledged by {}",
-                            token.group
-                        );
-                        let mut l = ledger.lock();
-                        l.acked.insert(key, value);
-                        l.acks += 1;
-                    }
-                    Err(_) => {
-                        let mut l = ledger.lock();
-                        l.unknown.entry(key).or_default().push(value);
-                        l.unknowns += 1;
-                    }
-                }
-                i += 1;
-            }
-        })
-    };
+    // eu/ keys too, every one acknowledged by g2.
+    let eu = writer(
+        sharded_client(&endpoints),
+        &ledger,
+        &stop,
+        "eu".into(),
+        |i| format!("eu/{:03}", i % 200).into_bytes(),
+        Some("g2"),
+    );
     // Wait for the controller to split and to give g2 more than the eu/
     // range.
     let start = Instant::now();

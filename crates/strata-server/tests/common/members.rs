@@ -353,3 +353,10 @@ pub(crate) fn sharded_with(
     }
     groups
 }
+
+/// The p50 and p99 of `samples`.
+pub(crate) fn percentiles(samples: &mut [f64]) -> (f64, f64) {
+    samples.sort_by(f64::total_cmp);
+    let at = |q: f64| samples[((samples.len() as f64 - 1.0) * q).round() as usize];
+    (at(0.5), at(0.99))
+}
