@@ -67,12 +67,14 @@ fn millis(value: u64, default: u64) -> Duration {
 }
 
 /// Who may call what: `Kv` and `Admin` reads take a client or admin
-/// credential; `Admin` changes an admin one. (Replica credentials only
-/// replicate.)
+/// credential; `Admin` changes an admin one. Replica credentials
+/// replicate; one that is not limited to key ranges may also `Scan` and
+/// read `Status` (it may read the whole log already): a range move's copy
+/// into another group does both with its member's replica credential.
 const READERS: &[Access] = &[Access::Client, Access::Admin];
 const WRITERS: &[Access] = &[Access::Client, Access::Admin];
 const ADMINS: &[Access] = &[Access::Admin];
-const SCANNERS: &[Access] = &[Access::Client, Access::Admin, Access::Replica];
+const COPIERS: &[Access] = &[Access::Client, Access::Admin, Access::Replica];
 
 impl Node {
     /// Refuses the call unless its credential has one of `roles`; counts
@@ -99,6 +101,18 @@ impl Node {
             tracing::debug!(method, code = ?status.code(), "request refused");
         }
         allowed
+    }
+
+    /// Refuses the call unless its credential is a reader's or a full
+    /// replica's (see [`COPIERS`]).
+    fn allow_copier<T>(&self, request: &Request<T>, method: &'static str) -> Result<(), Status> {
+        let principal = self.allow(request, method, COPIERS, "read")?;
+        if principal.role == Access::Replica && !principal.ranges.is_empty() {
+            return Err(Status::permission_denied(format!(
+                "a replica credential limited to key ranges may not call {method}"
+            )));
+        }
+        Ok(())
     }
 
     /// The key ranges this node holds (empty: every key).
@@ -150,14 +164,7 @@ impl Kv for Node {
     }
 
     async fn scan(&self, request: Request<ScanRequest>) -> Result<Response<ScanResponse>, Status> {
-        // A full replica's credential may scan too (it may read the whole
-        // log already): a range move's copy scans with it.
-        let principal = self.allow(&request, "scan", SCANNERS, "read")?;
-        if principal.role == Access::Replica && !principal.ranges.is_empty() {
-            return Err(Status::permission_denied(
-                "a range-scoped replica credential may not scan",
-            ));
-        }
+        self.allow_copier(&request, "scan")?;
         let started = std::time::Instant::now();
         let result = self.scan_inner(request.into_inner()).await;
         self.metrics
@@ -578,7 +585,7 @@ impl Admin for Node {
         &self,
         request: Request<StatusRequest>,
     ) -> Result<Response<StatusResponse>, Status> {
-        self.allow(&request, "status", READERS, "read status")?;
+        self.allow_copier(&request, "status")?;
         let db = self.db.get();
         let mut status = StatusResponse {
             role: match &*self.role() {

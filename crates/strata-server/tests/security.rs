@@ -365,6 +365,25 @@ async fn kv_replica_token_cannot_write_and_client_token_cannot_administer() {
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    // A replica token not limited to ranges may scan and read the status
+    // (what a range move's copy does with it); it may still not write.
+    KvClient::new(channel.clone())
+        .scan(with_token(
+            strata_proto::v1::ScanRequest {
+                unbounded: true,
+                ..strata_proto::v1::ScanRequest::default()
+            },
+            Some(&setup.token("replica-9")),
+        ))
+        .await
+        .unwrap();
+    AdminClient::new(channel.clone())
+        .status(with_token(
+            strata_proto::v1::StatusRequest {},
+            Some(&setup.token("replica-9")),
+        ))
+        .await
+        .unwrap();
     // A client token writes but may not split; an admin token may.
     KvClient::new(channel.clone())
         .write(with_token(
