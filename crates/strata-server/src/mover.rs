@@ -161,17 +161,18 @@ impl Mover {
             return Ok(());
         };
         let id = entry.mod_revision;
+        // The source's release ends the move (or finds it ended) and takes
+        // writes again; if the source cannot be reached, the mark is cleared
+        // below and the freeze ends with its hold.
         if let Ok(address) = primary_address(&self.store, &self.keys, &entry.group).await
             && let Ok(mut source) = client(&self.dial, &address).await
-            && source
+        {
+            let _ = source
                 .unfreeze(UnfreezeRequest {
                     start: start.to_vec(),
                     move_id: id,
                 })
-                .await
-                .is_ok()
-        {
-            // The source's release ended the move (or found it ended).
+                .await;
         }
         abort_move(&self.store, &self.keys, start)
             .await
