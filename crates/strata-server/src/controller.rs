@@ -58,7 +58,11 @@ pub(crate) async fn run(
         store: store.clone(),
         keys: keys.clone(),
         dial: dial.clone(),
-        options: MoveOptions::default(),
+        // An operator's move or apply under way is never aborted by it.
+        options: MoveOptions {
+            take_over: false,
+            ..MoveOptions::default()
+        },
     };
     loop {
         if *stop.borrow() {

@@ -42,6 +42,11 @@ pub(crate) struct MoveOptions {
     /// How long the source's freeze holds (the longest the range can be
     /// refused for writes if this mover dies during the cut-over).
     pub(crate) hold: Duration,
+    /// Whether a range already marked by another move is taken over (that
+    /// move aborted first), as an operator's `move` or `apply` does; the
+    /// placement controller leaves such a range alone, so it never aborts
+    /// an operator's move under way.
+    pub(crate) take_over: bool,
 }
 
 impl Default for MoveOptions {
@@ -50,6 +55,7 @@ impl Default for MoveOptions {
             close_records: 200,
             copy_timeout: Duration::from_secs(120),
             hold: Duration::from_secs(10),
+            take_over: true,
         }
     }
 }
@@ -213,6 +219,16 @@ impl Mover {
             return Err(format!(
                 "range {} is already in group {to}",
                 entry.describe()
+            ));
+        }
+        if let Some(moving) = &entry.moving
+            && !self.options.take_over
+        {
+            return Err(format!(
+                "range {} is being moved to {} by another move ({}); left alone",
+                entry.describe(),
+                moving.to,
+                entry.mod_revision
             ));
         }
         if entry.moving.is_some() {
